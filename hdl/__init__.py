@@ -1,0 +1,1 @@
+"""Amaranth generators for the ternary matmul accelerator (imported as ``ptqtp.hdl``)."""

@@ -1,0 +1,144 @@
+"""The ``ptqtp`` command line: thin argparse wrappers over library functions."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+from pathlib import Path
+
+__all__ = ["main", "build_parser"]
+
+
+def _config_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("quantizer (SPEC section 1)")
+    g.add_argument("--group-size", type=int, default=128, help="input columns per group G (multiple of 4; default 128)")
+    g.add_argument("--max-iters", type=int, default=50, help="Tmax, most refinement iterations (default 50)")
+    g.add_argument("--eps", type=float, default=1e-4, help="stop when no scale moves by this much (default 1e-4)")
+    g.add_argument("--search-dtype", choices=("float32", "float64"), default="float32",
+                   help="dtype of the per-element trit search; float64 reproduces the reference exactly")
+
+
+def _config(args):
+    from ptqtp import PTQTPConfig
+
+    return PTQTPConfig(group_size=args.group_size, max_iters=args.max_iters, eps=args.eps,
+                       search_dtype=args.search_dtype)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ptqtp", description="PTQTP trit-plane quantization and hardware co-design toolkit.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    d = sub.add_parser("demo", help="the main job on the embedded default (no arguments needed)",
+                       description="Quantize the built-in sample matrix with every method, write its artifact "
+                                   "and hardware image, and print a report.")
+    d.add_argument("--out", type=Path, default=Path("out/demo"), help="output folder (default out/demo)")
+    _config_args(d)
+
+    q = sub.add_parser("quantize", help="quantize the linear weights of a safetensors file into an artifact",
+                       description="Quantize every 2-D '*.weight' tensor matching --include and not --exclude; "
+                                   "copy every other tensor unchanged; write the packed artifact atomically.")
+    q.add_argument("input", type=Path, help="safetensors checkpoint file")
+    q.add_argument("-o", "--output", type=Path, required=True, help="artifact to write (.safetensors)")
+    q.add_argument("--method", choices=("ptqtp", "ternary"), default="ptqtp", help="trit-plane method (default ptqtp)")
+    q.add_argument("--include", default=r"\.weight$", help=r"regex a tensor name must match (default '\.weight$')")
+    q.add_argument("--exclude", default=r"(embed|lm_head|norm|wte|wpe)",
+                   help="regex of names left unquantized (default: embeddings, lm_head, norms)")
+    _config_args(q)
+
+    i = sub.add_parser("inspect", help="validate an artifact and list its layers")
+    i.add_argument("artifact", type=Path, help="packed artifact (.safetensors)")
+    i.add_argument("--json", action="store_true", help="print the layer records as JSON")
+    return p
+
+
+def cmd_demo(args) -> int:
+    from ptqtp import quantize, save_artifact
+    from ptqtp.report import bits_per_weight, markdown_table, sample_weight
+
+    config = _config(args)
+    W = sample_weight()
+    print(f"[demo] sample weight {tuple(W.shape)} (Student-t(4), outlier channels), G={config.group_size}",
+          file=sys.stderr)
+    rows, results = [], {}
+    for method in ("ptqtp", "ternary", "rtn2", "rtn3", "rtn4"):
+        r = quantize(W, method, config, name="sample")
+        results[method] = r
+        bits, bound = bits_per_weight(method, config.group_size)
+        rows.append([method, r.rel_error, bits, bound, r.iterations, round(r.seconds, 3)])
+    table = markdown_table(["method", "rel. Frobenius error", "bits/weight (packed)", "bits/weight (bound)",
+                            "iterations", "seconds"], rows)
+    args.out.mkdir(parents=True, exist_ok=True)
+    artifact = save_artifact(args.out / "artifact.safetensors", {"sample": results["ptqtp"]}, config=config)
+    report = f"# ptqtp demo\n\nSample weight {tuple(W.shape)}, group size {config.group_size}.\n\n{table}\n"
+    (args.out / "report.md").write_text(report)
+    print(report)
+    print(f"artifact: {artifact}\nreport:   {args.out / 'report.md'}")
+    return 0
+
+
+def cmd_quantize(args) -> int:
+    from safetensors import safe_open
+    from tqdm import tqdm
+
+    from ptqtp import quantize, save_artifact
+
+    config = _config(args)
+    include, exclude = re.compile(args.include), re.compile(args.exclude)
+    if not args.input.is_file():
+        raise SystemExit(f"ptqtp quantize: no such file: {args.input}")
+    layers, tensors = {}, {}
+    t0 = time.perf_counter()
+    with safe_open(str(args.input), "pt") as f:
+        names = list(f.keys())
+        bar = tqdm(names, desc="quantize", unit="tensor", file=sys.stderr)
+        for key in bar:
+            t = f.get_tensor(key)
+            if t.dim() == 2 and t.is_floating_point() and include.search(key) and not exclude.search(key):
+                name = key.removesuffix(".weight")
+                r = quantize(t, args.method, config, name=name)
+                layers[name] = r
+                bar.set_postfix_str(f"{name}: rel.err {r.rel_error:.4f}")
+            else:
+                tensors[key] = t
+    path = save_artifact(args.output, layers, tensors, config=config)
+    print(f"quantized {len(layers)} layers, copied {len(tensors)} tensors in {time.perf_counter() - t0:.1f} s -> {path}")
+    return 0
+
+
+def cmd_inspect(args) -> int:
+    from ptqtp import load_artifact
+    from ptqtp.report import markdown_table
+
+    art = load_artifact(args.artifact)
+    records = [layer.info for layer in art.layers.values()]
+    if args.json:
+        print(json.dumps(records, indent=2))
+        return 0
+    print(markdown_table(["layer", "out x in", "G", "method", "iterations", "rel. error"],
+                         [[r["name"], f"{r['out_features']}x{r['in_features']}", r["group_size"], r["method"],
+                           r["iterations"], float(r["rel_error"])] for r in records]))
+    print(f"{len(art.layers)} quantized layers, {len(art.tensors)} other tensors; format {art.metadata['ptqtp.format']}")
+    return 0
+
+
+COMMANDS = {"demo": cmd_demo, "quantize": cmd_quantize, "inspect": cmd_inspect}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``ptqtp`` command."""
+    args = build_parser().parse_args(argv)
+    from ptqtp import ArtifactError
+
+    try:
+        return COMMANDS[args.command](args)
+    except (ArtifactError, ValueError, TypeError) as e:
+        print(f"ptqtp {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
