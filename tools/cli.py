@@ -28,6 +28,13 @@ def _config(args):
                        search_dtype=args.search_dtype)
 
 
+def _int_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("integer datapath (SPEC sections 3-4)")
+    g.add_argument("--lanes", type=int, default=64, help="lanes P per row unit, a divisor of G (default 64)")
+    g.add_argument("--act-bits", type=int, default=8, help="activation bits A (default 8)")
+    g.add_argument("--scale-bits", type=int, default=16, help="scale bits S (default 16)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ptqtp", description="PTQTP trit-plane quantization and hardware co-design toolkit.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -49,6 +56,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="regex of names left unquantized (default: embeddings, lm_head, norms)")
     _config_args(q)
 
+    e = sub.add_parser("export", help="write hardware images (SPEC section 4) for an artifact's layers",
+                       description="One folder per layer under OUT: plane1/2.hex, scale1/2.hex, layer.json.")
+    e.add_argument("artifact", type=Path, help="packed artifact (.safetensors)")
+    e.add_argument("-o", "--out", type=Path, required=True, help="output folder (one sub-folder per layer)")
+    e.add_argument("--layers", default=".*", help="regex of layer names to export (default: all)")
+    _int_args(e)
+
+    b = sub.add_parser("budget", help="error budget of one layer over a grid of A and S",
+                       description="Relative output error of float trit planes, + S-bit scales, + A-bit "
+                                   "activations (the golden model), on random LLM-like inputs.")
+    b.add_argument("artifact", type=Path, help="packed artifact (.safetensors)")
+    b.add_argument("--layer", help="layer name (default: the first)")
+    b.add_argument("--vectors", type=int, default=64, help="random input vectors (default 64)")
+    b.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
+
     i = sub.add_parser("inspect", help="validate an artifact and list its layers")
     i.add_argument("artifact", type=Path, help="packed artifact (.safetensors)")
     i.add_argument("--json", action="store_true", help="print the layer records as JSON")
@@ -56,7 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_demo(args) -> int:
-    from ptqtp import quantize, save_artifact
+    import numpy as np
+
+    from ptqtp import load_artifact, quantize, save_artifact
+    from ptqtp.budget import error_budget, random_activations
+    from ptqtp.golden import GoldenLayer, IntConfig
     from ptqtp.report import bits_per_weight, markdown_table, sample_weight
 
     config = _config(args)
@@ -73,7 +99,20 @@ def cmd_demo(args) -> int:
                             "iterations", "seconds"], rows)
     args.out.mkdir(parents=True, exist_ok=True)
     artifact = save_artifact(args.out / "artifact.safetensors", {"sample": results["ptqtp"]}, config=config)
-    report = f"# ptqtp demo\n\nSample weight {tuple(W.shape)}, group size {config.group_size}.\n\n{table}\n"
+    int_config = IntConfig()
+    image_rows = export_layers(artifact, args.out / "image", 64, int_config, progress=False)
+    golden = GoldenLayer.from_packed(load_artifact(artifact).layers["sample"], int_config)
+    x = random_activations(16, W.shape[1])
+    budget = error_budget(load_artifact(artifact).layers["sample"], x, int_config, weight=W.double().numpy())
+    report = (
+        f"# ptqtp demo\n\nSample weight {tuple(W.shape)}, group size {config.group_size}.\n\n{table}\n\n"
+        f"## Hardware image (P=64, A={int_config.act_bits}, S={int_config.scale_bits})\n\n"
+        + markdown_table(["layer", "n x d", "F", "ACC", "words/plane", "size"], image_rows)
+        + "\n\n## Error budget (16 random vectors, relative output error)\n\n"
+        + markdown_table(list(budget), [list(budget.values())])
+        + f"\n\nGolden accumulator range on these vectors: "
+        f"{int(np.abs(golden.acc(golden.quantize_input(x)[0])).max())} < 2^{golden.acc_bits - 1}\n"
+    )
     (args.out / "report.md").write_text(report)
     print(report)
     print(f"artifact: {artifact}\nreport:   {args.out / 'report.md'}")
@@ -109,6 +148,57 @@ def cmd_quantize(args) -> int:
     return 0
 
 
+def export_layers(artifact_path: Path, out: Path, lanes: int, config, pattern: str = ".*", progress=True) -> list:
+    """Write one hardware image folder per matching layer; returns summary rows."""
+    from tqdm import tqdm
+
+    from ptqtp import load_artifact
+    from ptqtp.artifact import file_sha256
+    from ptqtp.golden import GoldenLayer
+    from ptqtp.hwimage import write_image
+
+    art = load_artifact(artifact_path)
+    sha = file_sha256(artifact_path)
+    names = [n for n in art.layers if re.search(pattern, n)]
+    if not names:
+        raise ValueError(f"no layer matches {pattern!r}")
+    rows = []
+    for name in tqdm(names, desc="export", unit="layer", file=sys.stderr, disable=not progress):
+        golden = GoldenLayer.from_packed(art.layers[name], config)
+        folder = write_image(out / name, golden, lanes, name, sha)
+        size = sum(p.stat().st_size for p in folder.iterdir())
+        rows.append([name, f"{golden.n}x{golden.d}", golden.F, golden.acc_bits, golden.n * golden.d_pad // lanes,
+                     f"{size / 1024:.1f} KiB"])
+    return rows
+
+
+def cmd_export(args) -> int:
+    from ptqtp.golden import IntConfig
+    from ptqtp.report import markdown_table
+
+    config = IntConfig(args.act_bits, args.scale_bits)
+    rows = export_layers(args.artifact, args.out, args.lanes, config, args.layers)
+    print(markdown_table(["layer", "n x d", "F", "ACC", "words/plane", "size"], rows))
+    print(f"{len(rows)} layer images (P={args.lanes}, A={args.act_bits}, S={args.scale_bits}) in {args.out}")
+    return 0
+
+
+def cmd_budget(args) -> int:
+    from ptqtp import load_artifact
+    from ptqtp.budget import budget_sweep, random_activations
+    from ptqtp.report import markdown_table
+
+    art = load_artifact(args.artifact)
+    name = args.layer or next(iter(art.layers), None)
+    if name not in art.layers:
+        raise ValueError(f"layer {name!r} is not in the artifact")
+    layer = art.layers[name]
+    rows, headers = budget_sweep(layer, random_activations(args.vectors, layer.in_features, args.seed))
+    print(f"{name}: relative output error of the integer datapath, {args.vectors} random vectors")
+    print(markdown_table(headers, rows))
+    return 0
+
+
 def cmd_inspect(args) -> int:
     from ptqtp import load_artifact
     from ptqtp.report import markdown_table
@@ -125,7 +215,8 @@ def cmd_inspect(args) -> int:
     return 0
 
 
-COMMANDS = {"demo": cmd_demo, "quantize": cmd_quantize, "inspect": cmd_inspect}
+COMMANDS = {"demo": cmd_demo, "quantize": cmd_quantize, "export": cmd_export, "budget": cmd_budget,
+            "inspect": cmd_inspect}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -135,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return COMMANDS[args.command](args)
-    except (ArtifactError, ValueError, TypeError) as e:
+    except (ArtifactError, ValueError, TypeError, OverflowError) as e:
         print(f"ptqtp {args.command}: error: {e}", file=sys.stderr)
         return 2
 

@@ -1,0 +1,216 @@
+"""Hardware image: `$readmemh` views of one layer for RTL and FPGA flows (SPEC section 4).
+
+A folder per layer::
+
+    plane1.hex, plane2.hex   one word per line, P trits x 2 bits (trit 0 of the chunk in the
+                             least significant bits), order row r, then chunk c = 0..d_pad/P-1
+    scale1.hex, scale2.hex   one S-bit two's complement a_q per line, order row r, then group g
+    layer.json               n, d, d_pad, G, P, A, S, F, ACC, source sha256, layer name
+
+Words are fixed-width lowercase hex, ceil(bits / 4) digits. The image is derived from the
+artifact through the golden model (which defines a_q and F); reading it back gives the
+same trits and a_q, and every file, line, width and code is validated.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .golden import GoldenLayer, IntConfig
+
+__all__ = ["HardwareImage", "ImageError", "write_image", "read_image", "IMAGE_VERSION"]
+
+IMAGE_VERSION = 1
+_HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
+_NIBBLE = np.full(256, 255, dtype=np.uint8)  # ASCII -> nibble, 255 = not a hex digit
+_NIBBLE[np.frombuffer(b"0123456789", np.uint8)] = np.arange(10)
+_NIBBLE[np.frombuffer(b"abcdef", np.uint8)] = np.arange(10, 16)
+_NIBBLE[np.frombuffer(b"ABCDEF", np.uint8)] = np.arange(10, 16)
+
+
+class ImageError(ValueError):
+    """A hardware image file is missing, malformed or inconsistent; names file and line."""
+
+
+@dataclass
+class HardwareImage:
+    """A layer as the accelerator's memories hold it."""
+
+    trits: np.ndarray  # int8 [2, n, d_pad]
+    a_q: np.ndarray  # int64 [2, n, ng]
+    meta: dict
+
+    @property
+    def lanes(self) -> int:
+        return int(self.meta["P"])
+
+    def golden(self) -> GoldenLayer:
+        """The golden model of this image; its F and ACC must agree with layer.json."""
+        m = self.meta
+        scales = np.ldexp(self.a_q.astype(np.float64), -int(m["F"]))
+        g = GoldenLayer(self.trits, scales, int(m["d"]), int(m["G"]), IntConfig(int(m["A"]), int(m["S"])))
+        if g.F != int(m["F"]) or g.acc_bits != int(m["ACC"]) or not np.array_equal(g.a_q, self.a_q):
+            raise ImageError(f"layer.json F={m['F']} ACC={m['ACC']} disagree with the golden model "
+                             f"(F={g.F}, ACC={g.acc_bits})")
+        return g
+
+
+# ------------------------------------------------------------------ encoding
+
+
+def _words_to_hex(nibbles: np.ndarray) -> bytes:
+    """[words, digits] nibbles, most significant first -> text, one word per line."""
+    text = np.empty((nibbles.shape[0], nibbles.shape[1] + 1), dtype=np.uint8)
+    text[:, :-1] = _HEX[nibbles]
+    text[:, -1] = ord("\n")
+    return text.tobytes()
+
+
+def _trit_words(trits: np.ndarray, lanes: int) -> np.ndarray:
+    """int8 [n, d_pad] -> nibbles [n * d_pad / P, ceil(P / 2)], trit 0 of a chunk lowest."""
+    chunks = (trits & 0b11).astype(np.uint8).reshape(-1, lanes)  # 2-bit two's complement: -1 -> 0b11
+    if lanes % 2:
+        chunks = np.concatenate([chunks, np.zeros((chunks.shape[0], 1), np.uint8)], axis=1)
+    nibbles = chunks[:, 0::2] | (chunks[:, 1::2] << 2)  # digit i holds trits 2i, 2i+1
+    return nibbles[:, ::-1]
+
+
+def _int_words(values: np.ndarray, bits: int) -> np.ndarray:
+    """Signed ints -> two's complement nibbles [count, ceil(bits / 4)], most significant first."""
+    digits = -(-bits // 4)
+    u = values.astype(np.int64).reshape(-1) & ((1 << bits) - 1)
+    shifts = 4 * np.arange(digits - 1, -1, -1, dtype=np.int64)
+    return ((u[:, None] >> shifts) & 0xF).astype(np.uint8)
+
+
+# ------------------------------------------------------------------ writing
+
+
+def write_image(folder: str | os.PathLike, golden: GoldenLayer, lanes: int, name: str, source_sha256: str) -> Path:
+    """Write one layer's image folder atomically (temp folder, then rename over ``folder``).
+
+    Raises
+    ------
+    ValueError: ``lanes`` does not divide G, or the layer does not have two planes.
+    """
+    if not isinstance(lanes, int) or lanes < 1 or golden.group_size % lanes:
+        raise ValueError(f"lanes P must be a positive divisor of G={golden.group_size}, not {lanes!r}")
+    if golden.planes != 2:
+        raise ValueError(f"the image format holds 2 planes, not {golden.planes}")
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        S = golden.config.scale_bits
+        for k in range(2):
+            (tmp / f"plane{k + 1}.hex").write_bytes(_words_to_hex(_trit_words(golden.trits[k], lanes)))
+            (tmp / f"scale{k + 1}.hex").write_bytes(_words_to_hex(_int_words(golden.a_q[k], S)))
+        meta = {
+            "version": IMAGE_VERSION, "name": name, "n": golden.n, "d": golden.d, "d_pad": golden.d_pad,
+            "G": golden.group_size, "P": lanes, "A": golden.config.act_bits, "S": S, "F": golden.F,
+            "ACC": golden.acc_bits, "source_sha256": source_sha256,
+        }
+        (tmp / "layer.json").write_text(json.dumps(meta, indent=2) + "\n")
+        if folder.exists():
+            old = folder.with_name(f".{folder.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            folder.rename(old)
+            tmp.rename(folder)
+            shutil.rmtree(old)
+        else:
+            tmp.rename(folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return folder
+
+
+# ------------------------------------------------------------------ reading
+
+
+def _read_words(path: Path, count: int, bits: int) -> np.ndarray:
+    """Nibbles [count, digits] from a hex file, validating syntax, width and count."""
+    if not path.is_file():
+        raise ImageError(f"{path}: missing")
+    digits = -(-bits // 4)
+    lines = path.read_bytes().split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    if len(lines) != count:
+        raise ImageError(f"{path}: {len(lines)} words, expected {count}")
+    for i, line in enumerate(lines):
+        if len(line.rstrip(b"\r")) != digits:
+            raise ImageError(f"{path}:{i + 1}: word {line[:40]!r} is not {digits} hex digits ({bits} bits)")
+    raw = np.frombuffer(b"".join(line.rstrip(b"\r") for line in lines), dtype=np.uint8).reshape(count, digits)
+    nib = _NIBBLE[raw]
+    bad = np.argwhere(nib == 255)
+    if len(bad):
+        i = int(bad[0][0])
+        raise ImageError(f"{path}:{i + 1}: {lines[i]!r} is not hexadecimal")
+    top_bits = bits - 4 * (digits - 1)
+    over = np.argwhere(nib[:, 0] >= (1 << top_bits))
+    if len(over):
+        i = int(over[0][0])
+        raise ImageError(f"{path}:{i + 1}: {lines[i]!r} is wider than {bits} bits")
+    return nib
+
+
+def _decode_trits(path: Path, nibbles: np.ndarray, lanes: int) -> np.ndarray:
+    low = nibbles[:, ::-1]
+    codes = np.empty((nibbles.shape[0], 2 * low.shape[1]), dtype=np.uint8)
+    codes[:, 0::2] = low & 0b11
+    codes[:, 1::2] = low >> 2
+    codes = codes[:, :lanes]
+    bad = np.argwhere(codes == 0b10)
+    if len(bad):
+        line, lane = (int(v) for v in bad[0])
+        raise ImageError(f"{path}:{line + 1}: invalid trit code 0b10 in lane {lane}")
+    return np.array([0, 1, 0, -1], dtype=np.int8)[codes]
+
+
+def read_image(folder: str | os.PathLike, artifact_sha256: str | None = None) -> HardwareImage:
+    """Read and validate an image folder; with ``artifact_sha256``, check its source.
+
+    Raises
+    ------
+    ImageError: a missing file, bad hex, a word of the wrong width, a wrong word count,
+        the invalid trit code, nonzero padding, or a source sha256 mismatch.
+    """
+    folder = Path(folder)
+    meta_path = folder / "layer.json"
+    if not meta_path.is_file():
+        raise ImageError(f"{meta_path}: missing")
+    try:
+        meta = json.loads(meta_path.read_text())
+        n, d, d_pad, G, P, S = (int(meta[k]) for k in ("n", "d", "d_pad", "G", "P", "S"))
+        int(meta["A"]), int(meta["F"]), int(meta["ACC"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise ImageError(f"{meta_path}: malformed ({e})") from None
+    if meta.get("version") != IMAGE_VERSION:
+        raise ImageError(f"{meta_path}: version {meta.get('version')!r}, expected {IMAGE_VERSION}")
+    if P < 1 or G % P or d_pad % G or not 0 < d <= d_pad or n < 1:
+        raise ImageError(f"{meta_path}: inconsistent shape n={n} d={d} d_pad={d_pad} G={G} P={P}")
+    if artifact_sha256 is not None and meta.get("source_sha256") != artifact_sha256:
+        raise ImageError(f"{meta_path}: source sha256 {meta.get('source_sha256')} does not match the artifact "
+                         f"{artifact_sha256}")
+    trits = np.empty((2, n, d_pad), dtype=np.int8)
+    a_q = np.empty((2, n, d_pad // G), dtype=np.int64)
+    for k in range(2):
+        path = folder / f"plane{k + 1}.hex"
+        words = _read_words(path, n * d_pad // P, 2 * P)
+        trits[k] = _decode_trits(path, words, P).reshape(n, d_pad)
+        if trits[k][:, d:].any():
+            raise ImageError(f"{path}: padding columns {d}..{d_pad - 1} hold nonzero trits")
+        nib = _read_words(folder / f"scale{k + 1}.hex", n * (d_pad // G), S).astype(np.int64)
+        u = np.zeros(nib.shape[0], dtype=np.int64)
+        for c in range(nib.shape[1]):
+            u = (u << 4) | nib[:, c]
+        a_q[k] = (u - ((u >> (S - 1)) & 1) * (1 << S)).reshape(n, -1)  # two's complement
+    return HardwareImage(trits=trits, a_q=a_q, meta=meta)
