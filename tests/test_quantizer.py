@@ -193,3 +193,14 @@ def test_quality_beats_single_plane_and_rtn3(dist):
     assert errs["ptqtp"] < errs["rtn3"]
     assert errs["ptqtp"] < errs["rtn2"]
     assert not math.isnan(errs["ptqtp"])
+
+
+@pytest.mark.gpu
+def test_cuda_matches_cpu():
+    W = dyadic(64, 640, 16)
+    cfg = PTQTPConfig(search_dtype="float64")
+    cpu = quantize_ptqtp(W, cfg)
+    gpu = quantize_ptqtp(W.cuda(), cfg)
+    assert gpu.codes.is_cuda and gpu.iterations == cpu.iterations
+    assert torch.equal(gpu.codes.cpu(), cpu.codes)
+    torch.testing.assert_close(gpu.scales.cpu(), cpu.scales, rtol=1e-12, atol=0)
