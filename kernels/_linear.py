@@ -1,0 +1,64 @@
+"""``TritPlaneLinear``: a drop-in ``nn.Linear`` replacement holding the packed trit planes."""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["TritPlaneLinear"]
+
+BACKENDS = ("auto", "triton", "torch")
+
+
+class TritPlaneLinear(torch.nn.Module):
+    """y = x W_hat^T + b from packed codes (uint8 [2, n, d_pad/4]) and float16 scales [2, n, ng].
+
+    ``backend``: ``"auto"`` uses the Triton float kernel on CUDA tensors and a torch
+    fallback (dequantize once, cache, ``F.linear``) elsewhere; ``"triton"`` or ``"torch"``
+    force one (Triton on CPU needs ``TRITON_INTERPRET=1``).
+    """
+
+    def __init__(self, codes: torch.Tensor, scales: torch.Tensor, in_features: int, group_size: int = 128,
+                 bias: torch.Tensor | None = None, backend: str = "auto"):
+        super().__init__()
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
+        if codes.dtype != torch.uint8 or codes.dim() != 3 or codes.shape[0] != 2:
+            raise ValueError(f"codes must be uint8 [2, n, d_pad/4], not {codes.dtype} {tuple(codes.shape)}")
+        d_pad = codes.shape[2] * 4
+        if d_pad % group_size or tuple(scales.shape) != (2, codes.shape[1], d_pad // group_size):
+            raise ValueError(f"scales {tuple(scales.shape)} do not match codes {tuple(codes.shape)}")
+        if not d_pad - group_size < in_features <= d_pad:
+            raise ValueError(f"in_features {in_features} does not fit d_pad {d_pad} with G={group_size}")
+        self.in_features, self.out_features, self.group_size, self.backend = in_features, codes.shape[1], group_size, backend
+        self.register_buffer("codes", codes)
+        self.register_buffer("scales", scales.to(torch.float16))
+        self.register_buffer("bias", bias)
+        self._dense: torch.Tensor | None = None
+
+    @classmethod
+    def from_packed(cls, layer, backend: str = "auto") -> TritPlaneLinear:
+        """From an artifact's :class:`ptqtp.artifact.PackedLayer`."""
+        return cls(layer.codes, layer.scales, layer.in_features, layer.group_size, layer.bias, backend)
+
+    def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """W_hat (n, in_features)."""
+        from ptqtp.packing import unpack_trits
+
+        t = unpack_trits(self.codes).to(torch.float32).view(2, self.out_features, -1, self.group_size)
+        w = (t * self.scales.to(torch.float32).unsqueeze(-1)).sum(0).reshape(self.out_features, -1)
+        return w[:, : self.in_features].to(dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] != self.in_features:
+            raise ValueError(f"input has {x.shape[-1]} features, the layer takes {self.in_features}")
+        if self.backend == "triton" or (self.backend == "auto" and x.is_cuda):
+            from ._trit_matmul import trit_matmul
+
+            y = trit_matmul(x, self.codes, self.scales, self.group_size)
+            return y if self.bias is None else y + self.bias.to(y.dtype)
+        if self._dense is None or self._dense.dtype != x.dtype or self._dense.device != x.device:
+            self._dense = self.dequantize(x.dtype).to(x.device)
+        return torch.nn.functional.linear(x, self._dense, None if self.bias is None else self.bias.to(x.dtype))
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, group_size={self.group_size}, backend={self.backend}"

@@ -1,0 +1,147 @@
+"""Triton kernels for y = x W_hat^T straight from the packed artifact (SPEC sections 2-3).
+
+Codes: uint8 [2, n, d_pad / 4], 4 trits a byte (trit j at bits 2(j%4)); scales float16
+[2, n, ng]. Three kernels:
+
+- ``_decode_kernel`` (m <= 8): GEMV-like, one program per BLOCK_N rows, every packed
+  byte read once; x rows are reused from registers.
+- ``_prefill_kernel`` (m > 8): tiles of BLOCK_M x BLOCK_N, trits unpacked to a float
+  tile per BLOCK_K columns and fed to ``tl.dot`` with fp32 accumulation.
+- ``_int_kernel``: the golden accumulator (int64) from x_q and a_q, bit-exact.
+
+Tile sizes are fixed here, not autotuned: no GPU was available to measure them
+(tested under TRITON_INTERPRET=1 only); see README.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+__all__ = ["trit_matmul", "trit_matmul_int"]
+
+
+@triton.jit
+def _trits(codes_ptr, plane, offs_n, offs_k, stride_cp, stride_cn, N):
+    """Trits [BLOCK_N, BLOCK_K] as int32 of one plane: decode the 2-bit code (0b11 -> -1)."""
+    b = tl.load(codes_ptr + plane * stride_cp + offs_n[:, None] * stride_cn + offs_k[None, :] // 4,
+                mask=offs_n[:, None] < N, other=0).to(tl.int32)
+    c = (b >> (2 * (offs_k[None, :] % 4))) & 3
+    return tl.where(c == 3, -1, c)
+
+
+@triton.jit
+def _weights(codes_ptr, scales_ptr, offs_n, offs_k, g, stride_cp, stride_cn, stride_sp, stride_sn, N):
+    """W_hat tile [BLOCK_N, BLOCK_K] float32 for columns in one group g."""
+    w = tl.zeros((offs_n.shape[0], offs_k.shape[0]), dtype=tl.float32)
+    for p in range(2):
+        t = _trits(codes_ptr, p, offs_n, offs_k, stride_cp, stride_cn, N).to(tl.float32)
+        s = tl.load(scales_ptr + p * stride_sp + offs_n * stride_sn + g, mask=offs_n < N, other=0.0).to(tl.float32)
+        w += t * s[:, None]
+    return w
+
+
+@triton.jit
+def _x_tile(x_ptr, offs_m, offs_k, stride_xm, M, K):
+    """Activations [BLOCK_M, BLOCK_K] as float32, zero outside the matrix."""
+    return tl.load(x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :],
+                   mask=(offs_m[:, None] < M) & (offs_k[None, :] < K), other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _decode_kernel(x_ptr, codes_ptr, scales_ptr, y_ptr, M, N, K, stride_xm, stride_cp, stride_cn, stride_sp,
+                   stride_sn, G: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_m = tl.arange(0, BLOCK_M)
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        offs_k = k0 + tl.arange(0, BLOCK_K)
+        w = _weights(codes_ptr, scales_ptr, offs_n, offs_k, k0 // G, stride_cp, stride_cn, stride_sp, stride_sn, N)
+        x = _x_tile(x_ptr, offs_m, offs_k, stride_xm, M, K)
+        acc += tl.sum(x[:, None, :] * w[None, :, :], axis=2)
+    tl.store(y_ptr + offs_m[:, None] * N + offs_n[None, :], acc, mask=(offs_m[:, None] < M) & (offs_n[None, :] < N))
+
+
+@triton.jit
+def _prefill_kernel(x_ptr, codes_ptr, scales_ptr, y_ptr, M, N, K, stride_xm, stride_cp, stride_cn, stride_sp,
+                    stride_sn, G: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        offs_k = k0 + tl.arange(0, BLOCK_K)
+        w = _weights(codes_ptr, scales_ptr, offs_n, offs_k, k0 // G, stride_cp, stride_cn, stride_sp, stride_sn, N)
+        x = _x_tile(x_ptr, offs_m, offs_k, stride_xm, M, K)
+        acc += tl.dot(x, tl.trans(w))
+    tl.store(y_ptr + offs_m[:, None] * N + offs_n[None, :], acc, mask=(offs_m[:, None] < M) & (offs_n[None, :] < N))
+
+
+@triton.jit
+def _int_kernel(xq_ptr, codes_ptr, aq_ptr, acc_ptr, M, N, ng, stride_xm, stride_cp, stride_cn, stride_ap, stride_an,
+                G: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int64)
+    for g in range(0, ng):
+        for p in range(2):
+            part = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32)  # |p| <= G Q < 2^31 for A <= 16, G <= 2^15
+            for k0 in range(0, G, BLOCK_K):
+                offs_k = g * G + k0 + tl.arange(0, BLOCK_K)
+                t = _trits(codes_ptr, p, offs_n, offs_k, stride_cp, stride_cn, N)
+                x = tl.load(xq_ptr + offs_m[:, None] * stride_xm + offs_k[None, :], mask=offs_m[:, None] < M, other=0)
+                part += tl.sum(x[:, None, :] * t[None, :, :], axis=2)
+            a = tl.load(aq_ptr + p * stride_ap + offs_n * stride_an + g, mask=offs_n < N, other=0)
+            acc += part.to(tl.int64) * a[None, :]
+    tl.store(acc_ptr + offs_m[:, None] * N + offs_n[None, :], acc, mask=(offs_m[:, None] < M) & (offs_n[None, :] < N))
+
+
+def _check(codes: torch.Tensor, scales: torch.Tensor, group_size: int) -> tuple[int, int]:
+    if codes.dtype != torch.uint8 or codes.dim() != 3 or codes.shape[0] != 2:
+        raise ValueError(f"codes must be uint8 [2, n, d_pad/4], not {codes.dtype} {tuple(codes.shape)}")
+    n, d_pad = codes.shape[1], codes.shape[2] * 4
+    if d_pad % group_size or tuple(scales.shape) != (2, n, d_pad // group_size):
+        raise ValueError(f"scales {tuple(scales.shape)} do not match codes {tuple(codes.shape)} with G={group_size}")
+    return n, d_pad
+
+
+def trit_matmul(x: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor, group_size: int = 128) -> torch.Tensor:
+    """y = x W_hat^T (fp32 accumulation, output in x's dtype) for x (..., d) with d <= d_pad."""
+    n, d_pad = _check(codes, scales, group_size)
+    if x.shape[-1] > d_pad:
+        raise ValueError(f"x has {x.shape[-1]} features, the layer at most {d_pad}")
+    lead = x.shape[:-1]
+    x2 = x.reshape(-1, x.shape[-1])
+    M = x2.shape[0]
+    if x2.shape[1] != d_pad:  # padding columns hold trit 0, so zero activations there are exact
+        x2 = torch.nn.functional.pad(x2, (0, d_pad - x2.shape[1]))
+    x2 = x2.contiguous()
+    y = torch.empty(M, n, device=x.device, dtype=torch.float32)
+    block_k = min(64, group_size & -group_size)  # a power of two dividing G: a block never spans groups
+    args = (x2, codes, scales, y, M, n, d_pad, x2.stride(0), codes.stride(0), codes.stride(1), scales.stride(0),
+            scales.stride(1))
+    if M <= 8:
+        bm = max(1, triton.next_power_of_2(M))
+        _decode_kernel[(triton.cdiv(n, 64),)](*args, G=group_size, BLOCK_M=bm, BLOCK_N=64, BLOCK_K=block_k)
+    else:
+        grid = (triton.cdiv(M, 64), triton.cdiv(n, 64))
+        _prefill_kernel[grid](*args, G=group_size, BLOCK_M=64, BLOCK_N=64, BLOCK_K=block_k)
+    return y.to(x.dtype).reshape(*lead, n)
+
+
+def trit_matmul_int(x_q: torch.Tensor, codes: torch.Tensor, a_q: torch.Tensor, group_size: int = 128) -> torch.Tensor:
+    """The golden accumulator acc int64 [m, n] from x_q [m, d_pad] (integers) and a_q int64 [2, n, ng]."""
+    n, d_pad = _check(codes, a_q, group_size)
+    if x_q.dim() != 2 or x_q.shape[1] != d_pad:
+        raise ValueError(f"x_q must be (m, {d_pad}), not {tuple(x_q.shape)}")
+    if x_q.abs().max() >= 2**15 or group_size > 2**15:
+        raise ValueError("x_q must fit 16 bits and G must be <= 32768 (int32 partial sums)")
+    x_q = x_q.to(torch.int32).contiguous()
+    a_q = a_q.to(torch.int64).contiguous()
+    M = x_q.shape[0]
+    acc = torch.empty(M, n, device=x_q.device, dtype=torch.int64)
+    grid = (triton.cdiv(M, 16), triton.cdiv(n, 32))
+    _int_kernel[grid](x_q, codes, a_q, acc, M, n, d_pad // group_size, x_q.stride(0), codes.stride(0),
+                      codes.stride(1), a_q.stride(0), a_q.stride(1), G=group_size, BLOCK_M=16, BLOCK_N=32,
+                      BLOCK_K=min(32, group_size & -group_size))
+    return acc
