@@ -71,6 +71,17 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--vectors", type=int, default=64, help="random input vectors (default 64)")
     b.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
 
+    h = sub.add_parser("hdl", help="generate the accelerator's Verilog for a hardware image, with a synthesis report",
+                       description="Elaborate the Amaranth accelerator for one layer image (weights and scales in "
+                                   "on-chip ROMs), write self-contained Verilog, and report ECP5 resources "
+                                   "(Yosys synth_ecp5 and generic synth) and nextpnr-ecp5 Fmax.")
+    h.add_argument("image", type=Path, help="hardware image folder (from ptqtp export)")
+    h.add_argument("-o", "--output", type=Path, required=True, help="Verilog file to write")
+    h.add_argument("--rows", type=int, default=1, help="parallel row units R (default 1)")
+    h.add_argument("--no-synth", action="store_true", help="only write the Verilog, skip Yosys and nextpnr")
+    h.add_argument("--no-fmax", action="store_true", help="skip place-and-route (nextpnr-ecp5)")
+    h.add_argument("--freq", type=float, default=100.0, help="nextpnr target frequency in MHz (default 100)")
+
     i = sub.add_parser("inspect", help="validate an artifact and list its layers")
     i.add_argument("artifact", type=Path, help="packed artifact (.safetensors)")
     i.add_argument("--json", action="store_true", help="print the layer records as JSON")
@@ -199,6 +210,29 @@ def cmd_budget(args) -> int:
     return 0
 
 
+def cmd_hdl(args) -> int:
+    from ptqtp.artifact import atomic_write
+    from ptqtp.hdl.synth import synth_report, to_verilog
+    from ptqtp.hdl.top import TritMatmul, cycles_per_vector
+    from ptqtp.hwimage import read_image
+
+    image = read_image(args.image)
+    dut = TritMatmul.from_image(image, rows=args.rows)
+    text = to_verilog(dut)
+    atomic_write(args.output, lambda tmp: tmp.write_text(text))
+    p = dut.params
+    print(f"{args.output}: {image.meta['name']} {p.n}x{p.d_pad}, P={p.lanes} R={p.rows} A={p.act_bits} "
+          f"S={p.scale_bits} ACC={p.acc_bits}; {cycles_per_vector(p)} cycles/vector")
+    if not args.no_synth:
+        print("synthesising (yosys synth_ecp5, synth; nextpnr-ecp5 LFE5U-85F)...", file=sys.stderr)
+        rep = synth_report(text, fmax=not args.no_fmax, freq_mhz=args.freq)
+        e = rep["ecp5"]
+        fmax = f"{rep['fmax_mhz']:.1f} MHz" if rep.get("fmax_mhz") else "n/a"
+        print(f"ECP5: LUT {e['LUT']}  FF {e['FF']}  DSP(MULT18X18D) {e['DSP']}  BRAM(DP16KD) {e['BRAM']}  "
+              f"LUTRAM {e['LUTRAM']}  CARRY {e['CARRY']}  Fmax {fmax}; generic synth: {rep['generic_cells']} cells")
+    return 0
+
+
 def cmd_inspect(args) -> int:
     from ptqtp import load_artifact
     from ptqtp.report import markdown_table
@@ -216,7 +250,7 @@ def cmd_inspect(args) -> int:
 
 
 COMMANDS = {"demo": cmd_demo, "quantize": cmd_quantize, "export": cmd_export, "budget": cmd_budget,
-            "inspect": cmd_inspect}
+            "hdl": cmd_hdl, "inspect": cmd_inspect}
 
 
 def main(argv: list[str] | None = None) -> int:

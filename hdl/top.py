@@ -1,0 +1,244 @@
+"""Top level: the ternary matmul accelerator for one layer (SPEC section 5).
+
+    x stream (P activations a beat) --> activation buffer --+
+                                                             v
+    weight + scale ROMs per row unit --> R RowUnits (P lanes x 2 planes each) --> results --> y stream
+
+Per vector: LOAD d_pad/P beats into the activation buffer; then for each block of R rows,
+COMPUTE streams the d_pad/P chunks through the R row units (R x P trits per plane per
+cycle), DRAIN waits for the pipeline, EMIT sends the block's accumulators, one row a beat,
+rows in order. :func:`cycles_per_vector` is the exact cycle count with an always-valid
+input and an always-ready output; stalls on either stream only add cycles.
+
+Inputs must lie in [-Q, Q] (the golden activation quantizer's range); outputs are the
+golden model's ``acc`` bit for bit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from amaranth.hdl import Array, Module, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from ptqtp.golden import acc_width
+
+from .blocks import GroupAccumulator, RowUnit, Tags, log2_exact
+
+__all__ = ["AccelParams", "TritMatmul", "cycles_per_vector"]
+
+
+@dataclass(frozen=True)
+class AccelParams:
+    """Accelerator parameters; checked in ``__post_init__`` with messages naming the field."""
+
+    n: int
+    d_pad: int
+    group_size: int = 128
+    lanes: int = 64
+    rows: int = 1
+    act_bits: int = 8
+    scale_bits: int = 16
+    acc_bits: int | None = None  # None: the golden width rule
+
+    def __post_init__(self):
+        for name in ("n", "d_pad", "group_size", "lanes", "rows"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be a positive integer, not {v!r}")
+        log2_exact(self.lanes, "lanes P")
+        if self.group_size % self.lanes:
+            raise ValueError(f"lanes P={self.lanes} must divide the group size G={self.group_size}")
+        if self.d_pad % self.group_size:
+            raise ValueError(f"d_pad={self.d_pad} must be a multiple of G={self.group_size}")
+        if self.rows > self.n:
+            raise ValueError(f"rows R={self.rows} exceeds the layer's {self.n} rows")
+        if not isinstance(self.act_bits, int) or not 2 <= self.act_bits <= 16:
+            raise ValueError(f"act_bits must be an integer in 2..16, not {self.act_bits!r}")
+        if not isinstance(self.scale_bits, int) or not 2 <= self.scale_bits <= 32:
+            raise ValueError(f"scale_bits must be an integer in 2..32, not {self.scale_bits!r}")
+        need = acc_width(self.d_pad // self.group_size, self.group_size, self.act_bits, self.scale_bits)
+        if self.acc_bits is None:
+            object.__setattr__(self, "acc_bits", need)
+        elif not isinstance(self.acc_bits, int) or self.acc_bits < need:
+            raise ValueError(f"acc_bits must be at least {need} (the golden width rule), not {self.acc_bits!r}")
+        if self.acc_bits > 64:
+            raise ValueError(f"acc_bits {self.acc_bits} exceeds 64")
+
+    @property
+    def chunks(self) -> int:
+        return self.d_pad // self.lanes
+
+    @property
+    def blocks(self) -> int:
+        return -(-self.n // self.rows)
+
+    @property
+    def levels(self) -> int:
+        return log2_exact(self.lanes, "lanes P")
+
+
+def cycles_per_vector(p: AccelParams) -> int:
+    """Clock cycles from one vector's first accepted beat to the next's, with no stalls.
+
+    LOAD d_pad/P, then per block of R rows: COMPUTE d_pad/P, DRAIN 2 + log2 P + 4 (the
+    memory read and its output register, the adder tree's levels, the group accumulator's
+    stages), EMIT one cycle per row.
+    """
+    drain = 2 + p.levels + GroupAccumulator.latency
+    return p.chunks + p.blocks * (p.chunks + drain) + p.n
+
+
+class TritMatmul(wiring.Component):
+    """The accelerator for one layer: trits int8 [2, n, d_pad] and a_q [2, n, ng] in ROMs.
+
+    Parameters
+    ----------
+    trits, a_q: the layer (e.g. from :func:`ptqtp.hwimage.read_image`).
+    params: :class:`AccelParams`; n, d_pad and G must match the arrays.
+
+    Raises
+    ------
+    ValueError: shapes that disagree with ``params``, trits outside {-1, 0, 1}, or a_q
+        outside S bits.
+    """
+
+    def __init__(self, trits: np.ndarray, a_q: np.ndarray, params: AccelParams):
+        trits, a_q = np.asarray(trits), np.asarray(a_q, dtype=np.int64)
+        p = params
+        if trits.shape != (2, p.n, p.d_pad) or a_q.shape != (2, p.n, p.d_pad // p.group_size):
+            raise ValueError(f"trits {trits.shape} / a_q {a_q.shape} do not match n={p.n}, d_pad={p.d_pad}, "
+                             f"G={p.group_size}")
+        if not np.isin(trits, (-1, 0, 1)).all():
+            raise ValueError("trits must be in {-1, 0, 1}")
+        lim = 2 ** (p.scale_bits - 1)
+        if a_q.min(initial=0) < -lim or a_q.max(initial=0) >= lim:
+            raise ValueError(f"a_q must fit {p.scale_bits} signed bits")
+        self.params = p
+        self._weight_words, self._scale_words = _rom_words(trits, a_q, p)
+        super().__init__({
+            "x": In(stream.Signature(data.ArrayLayout(signed(p.act_bits), p.lanes))),
+            "y": Out(stream.Signature(signed(p.acc_bits))),
+        })
+
+    @classmethod
+    def from_image(cls, image, rows: int = 1) -> TritMatmul:
+        """From a :class:`ptqtp.hwimage.HardwareImage` (its P, A, S, G and ACC)."""
+        m = image.meta
+        params = AccelParams(n=int(m["n"]), d_pad=int(m["d_pad"]), group_size=int(m["G"]), lanes=int(m["P"]),
+                             rows=rows, act_bits=int(m["A"]), scale_bits=int(m["S"]), acc_bits=int(m["ACC"]))
+        return cls(image.trits, image.a_q, params)
+
+    def elaborate(self, platform):
+        p = self.params
+        m = Module()
+        ng, cpg = p.d_pad // p.group_size, p.group_size // p.lanes
+        x_layout = data.ArrayLayout(signed(p.act_bits), p.lanes)
+
+        m.submodules.act = act = Memory(shape=unsigned(x_layout.size), depth=p.chunks, init=[])
+        act_w, act_r = act.write_port(), act.read_port()
+        units, w_ports, s_ports = [], [], []
+        for r in range(p.rows):
+            m.submodules[f"wrom{r}"] = wrom = Memory(shape=unsigned(4 * p.lanes), depth=p.blocks * p.chunks,
+                                                      init=self._weight_words[r])
+            m.submodules[f"srom{r}"] = srom = Memory(shape=unsigned(2 * p.scale_bits), depth=p.blocks * ng,
+                                                      init=self._scale_words[r])
+            m.submodules[f"row{r}"] = unit = RowUnit(p.lanes, p.act_bits, p.scale_bits, p.group_size, p.acc_bits)
+            units.append(unit)
+            w_ports.append(wrom.read_port())
+            s_ports.append(srom.read_port())
+
+        load_ptr = Signal(range(p.chunks))
+        blk = Signal(range(p.blocks))
+        w_base = Signal(range(p.blocks * p.chunks))  # blk * chunks, kept as a running sum (no multiplier)
+        s_base = Signal(range(p.blocks * ng))
+        chunk = Signal(range(p.chunks))
+        group = Signal(range(ng))
+        in_group = Signal(range(cpg))
+        emit = Signal(range(p.rows))
+        issue = Signal(Tags)
+        tags_q = Signal(Tags)  # aligned with the ROM and buffer read data (1-cycle reads)
+        # One register after every memory read: ECP5 block RAM clock-to-out is 5.6 ns, and
+        # feeding it straight into the selects and first adders capped Fmax at 92 MHz.
+        tags_r = Signal(Tags)
+        x_r = Signal(x_layout.size)
+        results = Array(Signal(signed(p.acc_bits), name=f"result{r}") for r in range(p.rows))
+
+        m.d.sync += [tags_q.eq(issue), tags_r.eq(tags_q), x_r.eq(act_r.data)]
+        m.d.comb += [act_r.addr.eq(chunk), act_w.addr.eq(load_ptr), act_w.data.eq(self.x.payload.as_value())]
+        for r, unit in enumerate(units):
+            m.d.comb += [w_ports[r].addr.eq(w_base + chunk), s_ports[r].addr.eq(s_base + group)]
+            m.d.sync += [unit.codes.as_value().eq(w_ports[r].data), unit.scales.as_value().eq(s_ports[r].data)]
+            m.d.comb += [unit.x.as_value().eq(x_r), unit.tags.eq(tags_r)]
+
+        with m.FSM():
+            with m.State("LOAD"):
+                m.d.comb += [self.x.ready.eq(1), act_w.en.eq(self.x.valid)]
+                with m.If(self.x.valid):
+                    m.d.sync += load_ptr.eq(load_ptr + 1)
+                    with m.If(load_ptr == p.chunks - 1):
+                        m.d.sync += [load_ptr.eq(0), blk.eq(0), w_base.eq(0), s_base.eq(0), chunk.eq(0), group.eq(0),
+                                     in_group.eq(0)]
+                        m.next = "COMPUTE"
+            with m.State("COMPUTE"):
+                m.d.comb += [
+                    issue.valid.eq(1),
+                    issue.group_first.eq(in_group == 0),
+                    issue.group_last.eq(in_group == cpg - 1),
+                    issue.row_first.eq(group == 0),
+                    issue.row_last.eq(group == ng - 1),
+                ]
+                m.d.sync += chunk.eq(chunk + 1)
+                with m.If(in_group == cpg - 1):
+                    m.d.sync += [in_group.eq(0), group.eq(group + 1)]
+                with m.Else():
+                    m.d.sync += in_group.eq(in_group + 1)
+                with m.If(chunk == p.chunks - 1):
+                    m.d.sync += [chunk.eq(0), group.eq(0), in_group.eq(0)]
+                    m.next = "DRAIN"
+            with m.State("DRAIN"):
+                with m.If(units[0].done):
+                    m.d.sync += [results[r].eq(u.acc) for r, u in enumerate(units)]
+                    m.d.sync += emit.eq(0)
+                    m.next = "EMIT"
+            with m.State("EMIT"):
+                m.d.comb += [self.y.valid.eq(1), self.y.payload.eq(results[emit])]
+                last_row = (emit == p.rows - 1) | (blk * p.rows + emit == p.n - 1)
+                with m.If(self.y.ready):
+                    m.d.sync += emit.eq(emit + 1)
+                    with m.If(last_row):
+                        with m.If(blk == p.blocks - 1):
+                            m.next = "LOAD"
+                        with m.Else():
+                            m.d.sync += [blk.eq(blk + 1), w_base.eq(w_base + p.chunks), s_base.eq(s_base + ng)]
+                            m.next = "COMPUTE"
+        return m
+
+
+def _rom_words(trits: np.ndarray, a_q: np.ndarray, p: AccelParams):
+    """Per row unit r (rows r, r + R, ...): weight words (plane 1 codes | plane 2 codes << 2P,
+    trit i of the chunk at bits 2i) and scale words (a_q1 | a_q2 << S, two's complement)."""
+    codes = (trits & 0b11).astype(np.uint8)  # 2-bit two's complement: -1 -> 0b11
+    n_rows = p.blocks * p.rows
+    padded = np.zeros((2, n_rows, p.d_pad), np.uint8)
+    padded[:, : p.n] = codes
+    scales = np.zeros((2, n_rows, a_q.shape[2]), np.int64)
+    scales[:, : p.n] = a_q & ((1 << p.scale_bits) - 1)
+    weights_per_unit, scales_per_unit = [], []
+    shifts = [2 * i for i in range(p.lanes)]
+    for r in range(p.rows):
+        rows = range(r, n_rows, p.rows)
+        words = []
+        for row in rows:
+            for c in range(p.chunks):
+                lanes = padded[:, row, c * p.lanes : (c + 1) * p.lanes]
+                w1 = sum(int(v) << s for v, s in zip(lanes[0], shifts))
+                w2 = sum(int(v) << s for v, s in zip(lanes[1], shifts))
+                words.append(w1 | (w2 << (2 * p.lanes)))
+        weights_per_unit.append(words)
+        scales_per_unit.append([int(scales[0, row, g]) | (int(scales[1, row, g]) << p.scale_bits)
+                                for row in rows for g in range(scales.shape[2])])
+    return weights_per_unit, scales_per_unit
