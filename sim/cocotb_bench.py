@@ -122,7 +122,7 @@ async def stream_vectors(dut):
     golden, params, x_q = _setup()
     seed = int(os.environ.get("PTQTP_SEED", "1"))
     stats = Stats()
-    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
+    cocotb.start_soon(Clock(dut.clk, 10, unit="ns", impl="gpi").start())
     await _reset(dut)
     t0, stats.t_start = time.perf_counter(), _cycle()
     cocotb.start_soon(_drive(dut, params, x_q, stats, float(os.environ.get("PTQTP_IN_STALL", 0)), random.Random(seed)))
@@ -136,7 +136,7 @@ async def reset_mid_vector(dut):
     """Half a vector, reset, then a clean run of every vector: no state survives the reset."""
     golden, params, x_q = _setup()
     stats = Stats()
-    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
+    cocotb.start_soon(Clock(dut.clk, 10, unit="ns", impl="gpi").start())
     await _reset(dut)
     half = max(1, params.chunks // 2)
     for c in range(half):

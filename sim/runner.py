@@ -58,7 +58,9 @@ def build(verilog_text: str, waves: bool = False) -> Path:
     runner.build(sources=[folder / "top.v"], hdl_toplevel=TOP, build_dir=folder, waves=waves,
                  build_args=["-O3", "--x-assign", "fast", "--x-initial", "fast", "-Wno-fatal",
                              # one C++ file: the PyPI build's precompiled-header flags break split builds
-                             "--output-split", "0", "--output-split-cfuncs", "0"],
+                             "--output-split", "0", "--output-split-cfuncs", "0",
+                             # -O2 on the evaluated code, -O0 on the one-off ROM initialisers (compile time)
+                             "-MAKEFLAGS", "OPT_FAST=-O2 OPT_SLOW=-O0 OPT_GLOBAL=-O2"],
                  log_file=folder / "build.log")
     done.write_text(time.strftime("%Y-%m-%d %H:%M:%S"))
     return folder
@@ -84,15 +86,17 @@ class SimResult:
 
 
 def run_bench(image_dir: Path, verilog_text: str, x_q: np.ndarray, rows: int, testcase: str = "stream_vectors",
-              in_stall: float = 0.0, out_stall: float = 0.0, seed: int = 1, waves: bool = False) -> SimResult:
+              in_stall: float = 0.0, out_stall: float = 0.0, seed: int = 1, waves: Path | None = None) -> SimResult:
     """Run one cocotb test of ``ptqtp.sim.cocotb_bench`` on the Verilated design.
 
     ``x_q`` (m, d_pad) are the integer input vectors; the bench compares every output with
-    the golden model of ``image_dir`` and reports cycles per vector.
+    the golden model of ``image_dir`` and reports cycles per vector. ``waves``: copy the
+    waveform there (VCD, cocotb's Verilator default; the design is then built with
+    tracing, in its own cache entry).
     """
     from cocotb_tools.runner import get_runner
 
-    folder = build(verilog_text, waves)
+    folder = build(verilog_text, waves is not None)
     with tempfile.TemporaryDirectory(prefix="ptqtp-sim-") as tmp:
         tmp = Path(tmp)
         np.save(tmp / "x_q.npy", np.asarray(x_q, dtype=np.int64))
@@ -106,15 +110,18 @@ def run_bench(image_dir: Path, verilog_text: str, x_q: np.ndarray, rows: int, te
         t0 = time.perf_counter()
         runner.test(test_module="ptqtp.sim.cocotb_bench", hdl_toplevel=TOP, hdl_toplevel_lang="verilog",
                     testcase=testcase, build_dir=folder,
-                    test_dir=tmp, extra_env=env | verilator_env(), waves=waves, log_file=tmp / "sim.log")
+                    test_dir=tmp, extra_env=env | verilator_env(), waves=waves is not None,
+                    log_file=tmp / "sim.log")
         wall = time.perf_counter() - t0
         if not report_path.exists():
             log = (tmp / "sim.log").read_text()[-3000:] if (tmp / "sim.log").exists() else ""
             raise RuntimeError(f"the cocotb bench wrote no report:\n{log}")
         rep = json.loads(report_path.read_text())
-        if waves:
-            for f in folder.glob("*.fst"):
-                shutil.copy(f, Path(image_dir).parent / f"{Path(image_dir).name}.fst")
+        if waves is not None:
+            dumps = [f for pattern in ("*.fst", "*.vcd") for d in (tmp, folder) for f in d.glob(pattern)]
+            if not dumps:
+                raise RuntimeError("Verilator wrote no waveform")
+            shutil.copy(dumps[0], waves)
     return SimResult(passed=rep["mismatches"] == 0 and rep["outputs"] == rep["expected_outputs"],
                      vectors=rep["vectors"], mismatches=rep["mismatches"], first_mismatch=rep["first_mismatch"],
                      cycles_per_vector=rep["periods"], model_cycles=rep["model_cycles"], sim_cycles=rep["sim_cycles"],

@@ -34,8 +34,15 @@ def main() -> None:
         for P in args.lanes:
             params = AccelParams(n=args.n, d_pad=args.d, group_size=128, lanes=P, rows=R)
             t0 = time.perf_counter()
-            rep = synth_report(to_verilog(TritMatmul(golden.trits, golden.a_q, params)))
-            e, cyc = rep["ecp5"], cycles_per_vector(params)
+            cyc = cycles_per_vector(params)
+            try:
+                rep = synth_report(to_verilog(TritMatmul(golden.trits, golden.a_q, params)))
+            except RuntimeError as err:  # reported, not hidden: the row says the tool failed
+                rows.append([P, R, *["yosys failed"] * 6, cyc, f"{2 * args.n * args.d / cyc:.1f}", "n/a",
+                             f"{time.perf_counter() - t0:.0f}"])
+                print(rows[-1], str(err).splitlines()[-1:], flush=True)
+                continue
+            e = rep["ecp5"]
             macs = 2 * args.n * args.d / cyc
             fmax = rep["fmax_mhz"]
             rows.append([P, R, e["LUT"], e["FF"], e["DSP"], e["BRAM"], e["LUTRAM"], f"{fmax:.1f}" if fmax else "n/a",

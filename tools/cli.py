@@ -82,6 +82,18 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--no-fmax", action="store_true", help="skip place-and-route (nextpnr-ecp5)")
     h.add_argument("--freq", type=float, default=100.0, help="nextpnr target frequency in MHz (default 100)")
 
+    sm = sub.add_parser("sim", help="run a layer's generated Verilog in Verilator (cocotb) against the golden model",
+                        description="Build the accelerator for a hardware image (cached by a hash of its Verilog), "
+                                    "stream input vectors through it and compare every output with the golden model.")
+    sm.add_argument("image", type=Path, help="hardware image folder (from ptqtp export)")
+    sm.add_argument("--rows", type=int, default=1, help="parallel row units R (default 1)")
+    sm.add_argument("--vectors", type=int, default=8, help="random LLM-like input vectors (default 8)")
+    sm.add_argument("--inputs", type=Path, help=".npy of float activations (m, d) to use instead of random ones")
+    sm.add_argument("--stall", type=float, default=0.0, help="probability of a stall per cycle on both streams")
+    sm.add_argument("--seed", type=int, default=0, help="seed of the random inputs and stalls (default 0)")
+    sm.add_argument("--waves", type=Path, help="write the waveform (VCD) to this file")
+    sm.add_argument("--clock-mhz", type=float, default=100.0, help="clock for the throughput figure (default 100)")
+
     i = sub.add_parser("inspect", help="validate an artifact and list its layers")
     i.add_argument("artifact", type=Path, help="packed artifact (.safetensors)")
     i.add_argument("--json", action="store_true", help="print the layer records as JSON")
@@ -233,6 +245,36 @@ def cmd_hdl(args) -> int:
     return 0
 
 
+def cmd_sim(args) -> int:
+    import numpy as np
+
+    from ptqtp.budget import random_activations
+    from ptqtp.hdl.synth import to_verilog
+    from ptqtp.hdl.top import TritMatmul
+    from ptqtp.hwimage import read_image
+    from ptqtp.sim.runner import run_bench
+
+    image = read_image(args.image)
+    golden = image.golden()
+    x = np.load(args.inputs) if args.inputs else random_activations(args.vectors, golden.d, args.seed)
+    x_q, _ = golden.quantize_input(x)
+    dut = TritMatmul.from_image(image, rows=args.rows)
+    print(f"building and simulating {image.meta['name']} ({golden.n}x{golden.d}, P={dut.params.lanes}, "
+          f"R={args.rows}) in Verilator...", file=sys.stderr)
+    res = run_bench(args.image, to_verilog(dut), x_q, args.rows, in_stall=args.stall, out_stall=args.stall,
+                    seed=args.seed, waves=args.waves)
+    verdict = "MATCH" if res.passed else f"MISMATCH ({res.mismatches}; first {res.first_mismatch})"
+    per_vec = sorted(res.cycles_per_vector)[len(res.cycles_per_vector) // 2] if res.cycles_per_vector else res.model_cycles
+    macs = 2 * golden.n * golden.d_pad / per_vec
+    print(f"{verdict}: {res.vectors} vectors x {golden.n} rows, bit-exact against the golden model")
+    print(f"cycles/vector: measured {per_vec} (median), model {res.model_cycles}; {macs:.1f} trit MACs/cycle = "
+          f"{macs * args.clock_mhz / 1e3:.2f} GMAC/s at {args.clock_mhz:g} MHz")
+    print(f"simulation: {res.sim_cycles} cycles in {res.wall_s:.2f} s = {res.cycles_per_second:,.0f} cycles/s")
+    if args.waves:
+        print(f"waveform: {args.waves}")
+    return 0 if res.passed else 1
+
+
 def cmd_inspect(args) -> int:
     from ptqtp import load_artifact
     from ptqtp.report import markdown_table
@@ -250,7 +292,7 @@ def cmd_inspect(args) -> int:
 
 
 COMMANDS = {"demo": cmd_demo, "quantize": cmd_quantize, "export": cmd_export, "budget": cmd_budget,
-            "hdl": cmd_hdl, "inspect": cmd_inspect}
+            "hdl": cmd_hdl, "sim": cmd_sim, "inspect": cmd_inspect}
 
 
 def main(argv: list[str] | None = None) -> int:
