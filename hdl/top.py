@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from amaranth.hdl import Array, Module, Signal, signed, unsigned
+from amaranth.hdl import Module, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -142,10 +142,14 @@ class TritMatmul(wiring.Component):
         act_w, act_r = act.write_port(), act.read_port()
         units, w_ports, s_ports = [], [], []
         for r in range(p.rows):
+            # ROMs in block RAM: left to Yosys, the small scale ROMs at R = 4 became flip-flops
+            # and wide muxes (thousands of cells) that crashed its technology mapper.
             m.submodules[f"wrom{r}"] = wrom = Memory(shape=unsigned(4 * p.lanes), depth=p.blocks * p.chunks,
-                                                      init=self._weight_words[r])
+                                                      init=self._weight_words[r],
+                                                      attrs={"ram_style": "block", "rom_style": "block"})
             m.submodules[f"srom{r}"] = srom = Memory(shape=unsigned(2 * p.scale_bits), depth=p.blocks * ng,
-                                                      init=self._scale_words[r])
+                                                      init=self._scale_words[r],
+                                                      attrs={"ram_style": "block", "rom_style": "block"})
             m.submodules[f"row{r}"] = unit = RowUnit(p.lanes, p.act_bits, p.scale_bits, p.group_size, p.acc_bits)
             units.append(unit)
             w_ports.append(wrom.read_port())
@@ -158,14 +162,16 @@ class TritMatmul(wiring.Component):
         chunk = Signal(range(p.chunks))
         group = Signal(range(ng))
         in_group = Signal(range(cpg))
-        emit = Signal(range(p.rows))
+        emit = Signal(range(p.rows))  # row within the block being emitted
+        out_row = Signal(range(p.n))  # global row being emitted
         issue = Signal(Tags)
         tags_q = Signal(Tags)  # aligned with the ROM and buffer read data (1-cycle reads)
         # One register after every memory read: ECP5 block RAM clock-to-out is 5.6 ns, and
         # feeding it straight into the selects and first adders capped Fmax at 92 MHz.
         tags_r = Signal(Tags)
         x_r = Signal(x_layout.size)
-        results = Array(Signal(signed(p.acc_bits), name=f"result{r}") for r in range(p.rows))
+        # The block's results shift out through a chain (no R-way multiplexer).
+        results = [Signal(signed(p.acc_bits), name=f"result{r}") for r in range(p.rows)]
 
         m.d.sync += [tags_q.eq(issue), tags_r.eq(tags_q), x_r.eq(act_r.data)]
         m.d.comb += [act_r.addr.eq(chunk), act_w.addr.eq(load_ptr), act_w.data.eq(self.x.payload.as_value())]
@@ -181,7 +187,7 @@ class TritMatmul(wiring.Component):
                     m.d.sync += load_ptr.eq(load_ptr + 1)
                     with m.If(load_ptr == p.chunks - 1):
                         m.d.sync += [load_ptr.eq(0), blk.eq(0), w_base.eq(0), s_base.eq(0), chunk.eq(0), group.eq(0),
-                                     in_group.eq(0)]
+                                     in_group.eq(0), out_row.eq(0)]
                         m.next = "COMPUTE"
             with m.State("COMPUTE"):
                 m.d.comb += [
@@ -205,10 +211,11 @@ class TritMatmul(wiring.Component):
                     m.d.sync += emit.eq(0)
                     m.next = "EMIT"
             with m.State("EMIT"):
-                m.d.comb += [self.y.valid.eq(1), self.y.payload.eq(results[emit])]
-                last_row = (emit == p.rows - 1) | (blk * p.rows + emit == p.n - 1)
+                m.d.comb += [self.y.valid.eq(1), self.y.payload.eq(results[0])]
+                last_row = (emit == p.rows - 1) | (out_row == p.n - 1)
                 with m.If(self.y.ready):
-                    m.d.sync += emit.eq(emit + 1)
+                    m.d.sync += [emit.eq(emit + 1), out_row.eq(out_row + 1)]
+                    m.d.sync += [results[r].eq(results[r + 1]) for r in range(p.rows - 1)]
                     with m.If(last_row):
                         with m.If(blk == p.blocks - 1):
                             m.next = "LOAD"
