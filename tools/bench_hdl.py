@@ -38,19 +38,20 @@ def main() -> None:
             try:
                 rep = synth_report(to_verilog(TritMatmul(golden.trits, golden.a_q, params)))
             except RuntimeError as err:  # reported, not hidden: the row says the tool failed
-                rows.append([P, R, *["yosys failed"] * 6, cyc, f"{2 * args.n * args.d / cyc:.1f}", "n/a",
+                rows.append([P, R, "failed", *["-"] * 6, cyc, f"{2 * args.n * args.d / cyc:.1f}", "n/a",
                              f"{time.perf_counter() - t0:.0f}"])
                 print(rows[-1], str(err).splitlines()[-1:], flush=True)
                 continue
             e = rep["ecp5"]
             macs = 2 * args.n * args.d / cyc
             fmax = rep["fmax_mhz"]
-            rows.append([P, R, e["LUT"], e["FF"], e["DSP"], e["BRAM"], e["LUTRAM"], f"{fmax:.1f}" if fmax else "n/a",
+            rows.append([P, R, rep["lut_mapping"], e["LUT"], e["FF"], e["DSP"], e["BRAM"], e["LUTRAM"],
+                         f"{fmax:.1f}" if fmax else "n/a",
                          cyc, f"{macs:.1f}", f"{macs * fmax / 1e3:.2f}" if fmax else "n/a",
                          f"{time.perf_counter() - t0:.0f}"])
             print(rows[-1], flush=True)
     print(f"\nlayer {args.n}x{args.d}, G=128, A=8, S=16, ACC={params.acc_bits}; ECP5 LFE5U-85F")
-    print(markdown_table(["P", "R", "LUT", "FF", "DSP", "BRAM", "LUTRAM", "Fmax MHz", "cycles/vector",
+    print(markdown_table(["P", "R", "LUT mapping", "LUT", "FF", "DSP", "BRAM", "LUTRAM", "Fmax MHz", "cycles/vector",
                           "trit MACs/cycle", "GMAC/s at Fmax", "tool s"], rows))
 
 

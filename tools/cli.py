@@ -45,15 +45,16 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", type=Path, default=Path("out/demo"), help="output folder (default out/demo)")
     _config_args(d)
 
-    q = sub.add_parser("quantize", help="quantize the linear weights of a safetensors file into an artifact",
-                       description="Quantize every 2-D '*.weight' tensor matching --include and not --exclude; "
-                                   "copy every other tensor unchanged; write the packed artifact atomically.")
-    q.add_argument("input", type=Path, help="safetensors checkpoint file")
+    q = sub.add_parser("quantize", help="quantize a safetensors checkpoint (file, folder or sharded) into an artifact",
+                       description="Stream the checkpoint tensor by tensor: quantize every 2-D '*.weight' matching "
+                                   "--include and not --exclude, copy every other tensor; finished tensors are kept "
+                                   "in OUTPUT.parts/ so an interrupted run resumes; the artifact is written atomically.")
+    q.add_argument("input", type=Path, help="safetensors file, checkpoint folder, or model.safetensors.index.json")
     q.add_argument("-o", "--output", type=Path, required=True, help="artifact to write (.safetensors)")
     q.add_argument("--method", choices=("ptqtp", "ternary"), default="ptqtp", help="trit-plane method (default ptqtp)")
-    q.add_argument("--include", default=r"\.weight$", help=r"regex a tensor name must match (default '\.weight$')")
-    q.add_argument("--exclude", default=r"(embed|lm_head|norm|wte|wpe)",
-                   help="regex of names left unquantized (default: embeddings, lm_head, norms)")
+    q.add_argument("--include", default=r"(^|\.)(layers|h|blocks)\.\d+\.",
+                   help="regex a weight's name must match (default: inside decoder blocks)")
+    q.add_argument("--exclude", default=None, help="regex of names left unquantized (default: none)")
     _config_args(q)
 
     e = sub.add_parser("export", help="write hardware images (SPEC section 4) for an artifact's layers",
@@ -143,31 +144,11 @@ def cmd_demo(args) -> int:
 
 
 def cmd_quantize(args) -> int:
-    from safetensors import safe_open
-    from tqdm import tqdm
+    from ptqtp.streaming import stream_quantize
 
-    from ptqtp import quantize, save_artifact
-
-    config = _config(args)
-    include, exclude = re.compile(args.include), re.compile(args.exclude)
-    if not args.input.is_file():
-        raise SystemExit(f"ptqtp quantize: no such file: {args.input}")
-    layers, tensors = {}, {}
-    t0 = time.perf_counter()
-    with safe_open(str(args.input), "pt") as f:
-        names = list(f.keys())
-        bar = tqdm(names, desc="quantize", unit="tensor", file=sys.stderr)
-        for key in bar:
-            t = f.get_tensor(key)
-            if t.dim() == 2 and t.is_floating_point() and include.search(key) and not exclude.search(key):
-                name = key.removesuffix(".weight")
-                r = quantize(t, args.method, config, name=name)
-                layers[name] = r
-                bar.set_postfix_str(f"{name}: rel.err {r.rel_error:.4f}")
-            else:
-                tensors[key] = t
-    path = save_artifact(args.output, layers, tensors, config=config)
-    print(f"quantized {len(layers)} layers, copied {len(tensors)} tensors in {time.perf_counter() - t0:.1f} s -> {path}")
+    path = stream_quantize(args.input, args.output, args.method, _config(args), include=args.include,
+                           exclude=args.exclude)
+    print(f"artifact: {path} ({path.stat().st_size / 2**20:.1f} MiB)")
     return 0
 
 
@@ -241,7 +222,8 @@ def cmd_hdl(args) -> int:
         e = rep["ecp5"]
         fmax = f"{rep['fmax_mhz']:.1f} MHz" if rep.get("fmax_mhz") else "n/a"
         print(f"ECP5: LUT {e['LUT']}  FF {e['FF']}  DSP(MULT18X18D) {e['DSP']}  BRAM(DP16KD) {e['BRAM']}  "
-              f"LUTRAM {e['LUTRAM']}  CARRY {e['CARRY']}  Fmax {fmax}; generic synth: {rep['generic_cells']} cells")
+              f"LUTRAM {e['LUTRAM']}  CARRY {e['CARRY']}  Fmax {fmax}; generic synth: {rep['generic_cells']} cells"
+              f" (LUT mapping: {rep['lut_mapping']})")
     return 0
 
 
