@@ -92,3 +92,18 @@ def test_load_rejects_plain_artifact(tmp_path):
     path = save_artifact(tmp_path / "x.safetensors", {"l": quantize(torch.randn(4, 32), config=CFG)})
     with pytest.raises(ArtifactError, match="no ptqtp.hf_config"):
         load_quantized(path)
+
+
+def test_checkpoint_folder_to_artifact_to_model(tmp_path):
+    """save_pretrained folder -> `ptqtp quantize` (streaming) -> load_quantized == in-memory quantization."""
+    from ptqtp.tools.cli import main
+
+    model = build("llama")
+    model.save_pretrained(tmp_path / "hf")
+    art = tmp_path / "llama.safetensors"
+    assert main(["quantize", str(tmp_path / "hf"), "-o", str(art), "--group-size", "32"]) == 0
+    loaded = load_quantized(art)
+    quantize_model(model, config=CFG, progress=False)
+    ids = torch.randint(0, 128, (1, 10), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        assert torch.equal(loaded(ids).logits, model(ids).logits)
