@@ -72,11 +72,11 @@ def _set_module(model: torch.nn.Module, name: str, new: torch.nn.Module) -> None
     setattr(model.get_submodule(parent) if parent else model, child, new)
 
 
-def _trit_module(codes, scales, in_features, group_size, bias, dtype, device):
+def _trit_module(codes, scales, in_features, group_size, bias, device):
     from ptqtp.kernels import TritPlaneLinear
 
     b = None if bias is None else bias.detach().clone()
-    return TritPlaneLinear(codes.to(device), scales.to(device), in_features, group_size, b).to(device)
+    return TritPlaneLinear(codes, scales, in_features, group_size, b).to(device)
 
 
 def quantize_model(model: torch.nn.Module, method: str = "ptqtp", config: PTQTPConfig | None = None,
@@ -104,7 +104,7 @@ def quantize_model(model: torch.nn.Module, method: str = "ptqtp", config: PTQTPC
         w = _weight_of(module).detach()
         r = quantize(w, method, config, name=name)
         codes, scales = pack_layer(r, name)
-        new = _trit_module(codes, scales, w.shape[1], config.group_size, module.bias, w.dtype, w.device)
+        new = _trit_module(codes, scales, w.shape[1], config.group_size, module.bias, w.device)
         _set_module(model, name, new)
         report.layers[name] = r
         bar.set_postfix_str(f"{name}: {r.rel_error:.4f}")
@@ -155,7 +155,7 @@ def load_quantized(path: str | Path, dtype: torch.dtype = torch.float32, device:
     model = AutoModelForCausalLM.from_config(config, dtype=dtype)
     for name, layer in art.layers.items():
         _set_module(model, name, _trit_module(layer.codes, layer.scales, layer.in_features, layer.group_size,
-                                              layer.bias, dtype, "cpu"))
+                                              layer.bias, "cpu"))
     plain = {k: v for k, v in art.tensors.items() if k.rpartition(".")[0] not in art.layers}
     missing, unexpected = model.load_state_dict(plain, strict=False)
     tied = set(getattr(model, "_tied_weights_keys", None) or [])
