@@ -23,14 +23,8 @@ from ptqtp.hwimage import read_image
 
 
 def _setup():
-    image = read_image(os.environ["PTQTP_IMAGE"])
-    golden = image.golden()
-    m = image.meta
-    params = AccelParams(n=int(m["n"]), d_pad=int(m["d_pad"]), group_size=int(m["G"]), lanes=int(m["P"]),
-                         rows=int(os.environ["PTQTP_ROWS"]), act_bits=int(m["A"]), scale_bits=int(m["S"]),
-                         acc_bits=int(m["ACC"]))
-    x_q = np.load(os.environ["PTQTP_X"])
-    return golden, params, x_q
+    golden = read_image(os.environ["PTQTP_IMAGE"]).golden()
+    return golden, _params_from_image(), np.load(os.environ["PTQTP_X"])
 
 
 def _pack(values, bits):
@@ -149,3 +143,44 @@ async def reset_mid_vector(dut):
     cocotb.start_soon(_drive(dut, params, x_q, stats, 0.0, random.Random(0)))
     await _monitor(dut, len(x_q) * params.n, stats, 0.0, random.Random(0))
     _score(golden, params, x_q, stats, time.perf_counter() - t0, {"reset_after_chunks": half})
+
+
+@cocotb.test()
+async def serve_host(dut):
+    """Persistent mode for ptqtp.sim.rtl_backend: the host sends batches over a local socket
+    (u32 m, then m x d_pad int32), the bench streams them through the DUT and answers with
+    m x n int64 accumulators; m = 0 ends the simulation."""
+    import socket
+    import struct
+
+    params = _params_from_image()
+    sock = socket.create_connection(("127.0.0.1", int(os.environ["PTQTP_RTL_PORT"])))
+    cocotb.start_soon(Clock(dut.clk, 10, unit="ns", impl="gpi").start())
+    await _reset(dut)
+
+    def recv_exact(n):
+        buf = bytearray()
+        while len(buf) < n:
+            chunk = sock.recv(n - len(buf))
+            if not chunk:
+                raise ConnectionError("host went away")
+            buf += chunk
+        return bytes(buf)
+
+    while True:
+        (m,) = struct.unpack("<I", recv_exact(4))
+        if m == 0:
+            break
+        x_q = np.frombuffer(recv_exact(m * params.d_pad * 4), "<i4").reshape(m, params.d_pad)
+        stats = Stats()
+        cocotb.start_soon(_drive(dut, params, x_q, stats, 0.0, random.Random(0)))
+        await _monitor(dut, m * params.n, stats, 0.0, random.Random(0))
+        sock.sendall(np.asarray(stats.outputs, dtype="<i8").tobytes())
+    sock.close()
+
+
+def _params_from_image():
+    m = read_image(os.environ["PTQTP_IMAGE"]).meta
+    return AccelParams(n=int(m["n"]), d_pad=int(m["d_pad"]), group_size=int(m["G"]), lanes=int(m["P"]),
+                       rows=int(os.environ["PTQTP_ROWS"]), act_bits=int(m["A"]), scale_bits=int(m["S"]),
+                       acc_bits=int(m["ACC"]))

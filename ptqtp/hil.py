@@ -1,0 +1,62 @@
+"""Hardware in the loop: chosen layers of a quantized model run on a backend.
+
+A :class:`HilLinear` replaces a ``TritPlaneLinear``: the host quantizes each activation row
+(the golden model's activation quantizer), the backend returns the integer accumulators,
+and the host rebuilds y = acc s_x 2^-F + bias (the golden model's output rule). Every
+other layer stays in torch.
+"""
+
+from __future__ import annotations
+
+import re
+
+import torch
+
+from .backends import Backend, LayerSpec
+from .golden import GoldenLayer, IntConfig
+
+__all__ = ["HilLinear", "attach_backend", "compare_logits"]
+
+
+class HilLinear(torch.nn.Module):
+    """Forward through ``backend`` for one layer (loaded under ``layer_id``)."""
+
+    def __init__(self, golden: GoldenLayer, backend: Backend, layer_id: int):
+        super().__init__()
+        self.golden, self.backend, self.layer_id = golden, backend, layer_id
+        self.in_features, self.out_features = golden.d, golden.n
+        backend.load(layer_id, LayerSpec.from_golden(golden))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.detach().reshape(-1, x.shape[-1]).to(torch.float64).cpu().numpy()
+        x_q, s_x = self.golden.quantize_input(rows)
+        y = self.golden.output(self.backend.run(self.layer_id, x_q), s_x)
+        return torch.from_numpy(y).to(x.dtype).to(x.device).reshape(*x.shape[:-1], self.out_features)
+
+
+def attach_backend(model: torch.nn.Module, backend: Backend, pattern: str = ".*",
+                   config: IntConfig | None = None) -> list[str]:
+    """Swap every ``TritPlaneLinear`` whose name matches ``pattern`` for a :class:`HilLinear`."""
+    from .kernels import TritPlaneLinear
+    from .model import _set_module
+
+    chosen = [(n, m) for n, m in model.named_modules() if isinstance(m, TritPlaneLinear) and re.search(pattern, n)]
+    if not chosen:
+        raise ValueError(f"no quantized layer matches {pattern!r}")
+    from .packing import unpack_trits
+
+    for i, (name, m) in enumerate(chosen):
+        bias = None if m.bias is None else m.bias.detach().double().cpu().numpy()
+        golden = GoldenLayer(unpack_trits(m.codes.cpu()).numpy(), m.scales.double().cpu().numpy(), m.in_features,
+                             m.group_size, config, bias=bias)
+        _set_module(model, name, HilLinear(golden, backend, i))
+    return [n for n, _ in chosen]
+
+
+@torch.inference_mode()
+def compare_logits(a: torch.nn.Module, b: torch.nn.Module, ids: torch.Tensor) -> dict:
+    """Max and mean |logits_a - logits_b| on ``ids`` and the share of equal argmax tokens."""
+    la, lb = a(ids).logits.double(), b(ids).logits.double()
+    diff = (la - lb).abs()
+    return {"max_abs": float(diff.max()), "mean_abs": float(diff.mean()),
+            "argmax_agree": float((la.argmax(-1) == lb.argmax(-1)).double().mean())}

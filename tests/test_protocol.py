@@ -1,0 +1,195 @@
+"""Backends and the TCP protocol (docs/PROTOCOL.md), all on loopback."""
+
+import socket
+import struct
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from ptqtp.backends import GoldenBackend, LayerSpec, TritonBackend, make_backend
+from ptqtp.golden import GoldenLayer, IntConfig
+from ptqtp.protocol import HEADER, MAGIC, ErrorCode, MsgType, RemoteBackend, RemoteError, serve
+
+
+def layer(n=6, d=100, G=32, A=8, S=16, seed=0):
+    rng = np.random.default_rng(seed)
+    d_pad = -(-d // G) * G
+    trits = rng.integers(-1, 2, (2, n, d_pad)).astype(np.int8)
+    trits[:, :, d:] = 0
+    g = GoldenLayer(trits, rng.standard_normal((2, n, d_pad // G)), d, G, IntConfig(A, S))
+    return g, LayerSpec.from_golden(g)
+
+
+def inputs(g, m=5, seed=1):
+    Q = g.config.q_max
+    x = np.zeros((m, g.d_pad), np.int64)
+    x[:, : g.d] = np.random.default_rng(seed).integers(-Q, Q + 1, (m, g.d))
+    x[0, : g.d] = Q
+    return x
+
+
+@pytest.mark.parametrize("backend", [GoldenBackend, TritonBackend])
+@pytest.mark.parametrize("A,S,G", [(8, 16, 32), (4, 8, 64), (16, 16, 128)])
+def test_local_backends_bit_exact(backend, A, S, G):
+    g, spec = layer(G=G, A=A, S=S, seed=A)
+    with backend() as b:
+        b.load(7, spec)
+        x = inputs(g)
+        np.testing.assert_array_equal(b.run(7, x), g.acc(x))
+
+
+@pytest.fixture
+def server():
+    srv = serve(GoldenBackend(), read_timeout=2.0)
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+@pytest.mark.parametrize("inner", [GoldenBackend, TritonBackend])
+def test_round_trip_through_server(inner):
+    srv = serve(inner())
+    try:
+        host, port = srv.server_address
+        g, spec = layer()
+        with RemoteBackend(host, port, timeout=10) as remote:
+            assert remote.info["version"] == 1 and remote.info["backend"] == inner.name
+            remote.load(3, spec)
+            x = inputs(g)
+            np.testing.assert_array_equal(remote.run(3, x), g.acc(x))
+            np.testing.assert_array_equal(remote.run(3, x[:1]), g.acc(x[:1]))
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def raw(server, data: bytes, read=True):
+    s = socket.create_connection(server.server_address, timeout=5)
+    s.sendall(data)
+    if not read:
+        return s
+    head = s.recv(HEADER.size, socket.MSG_WAITALL)
+    magic, _, rtype, _, _, length = HEADER.unpack(head)
+    body = s.recv(length, socket.MSG_WAITALL)
+    return s, rtype, body
+
+
+def error_code(body):
+    return struct.unpack_from("<H", body)[0]
+
+
+def test_bad_magic_and_version_get_an_error_then_close(server):
+    for frame, code in ((b"XXXX" + bytes(12), ErrorCode.BAD_MAGIC),
+                        (HEADER.pack(MAGIC, 9, MsgType.HELLO, 0, 1, 0), ErrorCode.BAD_VERSION)):
+        s, rtype, body = raw(server, frame)
+        assert rtype == MsgType.ERROR and error_code(body) == code
+        assert s.recv(1) == b""  # connection closed: framing cannot be trusted any more
+        s.close()
+
+
+def test_oversized_and_truncated_frames(server):
+    s, rtype, body = raw(server, HEADER.pack(MAGIC, 1, MsgType.RUN, 0, 1, 1 << 30))
+    assert rtype == MsgType.ERROR and error_code(body) == ErrorCode.TOO_LARGE
+    s.close()
+    s = raw(server, HEADER.pack(MAGIC, 1, MsgType.RUN, 0, 1, 100) + b"abc", read=False)  # then silence
+    head = s.recv(HEADER.size, socket.MSG_WAITALL)  # server's read timeout is 2 s
+    assert HEADER.unpack(head)[2] == MsgType.ERROR
+    s.close()
+    s = raw(server, HEADER.pack(MAGIC, 1, MsgType.HELLO, 0, 1, 0)[:7], read=False)
+    s.close()  # a truncated header from a client that goes away
+    # the server keeps serving others
+    g, spec = layer()
+    with RemoteBackend(*server.server_address, timeout=5) as remote:
+        remote.load(1, spec)
+        np.testing.assert_array_equal(remote.run(1, inputs(g)), g.acc(inputs(g)))
+
+
+def test_payload_errors_keep_the_connection(server):
+    g, spec = layer()
+    with RemoteBackend(*server.server_address, timeout=5) as remote:
+        with pytest.raises(RemoteError, match="UNKNOWN_LAYER: layer id 9 is not loaded") as e:
+            remote.run(9, inputs(g))
+        assert e.value.code == ErrorCode.UNKNOWN_LAYER
+        remote.load(1, spec)
+        with pytest.raises(RemoteError, match="BAD_PAYLOAD: RUN payload"):
+            remote.run(1, inputs(g)[:, :-4])
+        with pytest.raises(RemoteError, match="BACKEND_ERROR: x_q values exceed Q"):
+            remote.run(1, inputs(g) * 3)
+        with pytest.raises(RemoteError, match="BAD_TYPE"):
+            remote._request(42, b"", MsgType.OK)
+        np.testing.assert_array_equal(remote.run(1, inputs(g)), g.acc(inputs(g)))  # still usable
+
+
+def test_bad_layer_payload(server):
+    with RemoteBackend(*server.server_address, timeout=5) as remote:
+        with pytest.raises(RemoteError, match="BAD_PAYLOAD: bad LOAD_LAYER payload"):
+            remote._request(MsgType.LOAD_LAYER, struct.pack("<II", 1, 2) + b"{}", MsgType.OK)
+
+
+def test_silent_server_times_out():
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    t0 = time.monotonic()
+    with pytest.raises(TimeoutError, match="within 0.5 s"):
+        RemoteBackend(*listener.getsockname(), timeout=0.5)
+    assert time.monotonic() - t0 < 3
+    listener.close()
+
+
+SLOW_SERVER = """
+import sys, time
+from ptqtp.backends import GoldenBackend
+from ptqtp.protocol import serve
+class Slow(GoldenBackend):
+    def run(self, i, x):
+        time.sleep(30)
+srv = serve(Slow())
+print(srv.server_address[1], flush=True)
+time.sleep(60)
+"""
+
+
+def test_killed_server_is_a_clear_error():
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_SERVER], stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(proc.stdout.readline())
+        g, spec = layer()
+        remote = RemoteBackend("127.0.0.1", port, timeout=20)
+        remote.load(1, spec)
+        killer = subprocess.Popen([sys.executable, "-c", f"import os, time, signal; time.sleep(1); os.kill({proc.pid}, 9)"])
+        t0 = time.monotonic()
+        with pytest.raises(ConnectionError, match="closed the connection mid-request"):
+            remote.run(1, inputs(g))
+        assert time.monotonic() - t0 < 10
+        killer.wait()
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_make_backend_rejects_unknown():
+    with pytest.raises(ValueError, match="backend must be one of"):
+        make_backend("fpga")
+
+
+def test_rtl_backend_persistent_and_through_server():
+    from ptqtp.sim.rtl_backend import RtlBackend
+
+    g, spec = layer(n=5, d=60, G=32)
+    with RtlBackend(lanes=8, rows=2) as rtl:
+        rtl.load(0, spec)
+        for seed in (1, 2):  # the same simulator answers several calls
+            x = inputs(g, m=3, seed=seed)
+            np.testing.assert_array_equal(rtl.run(0, x), g.acc(x))
+        srv = serve(rtl)
+        try:
+            with RemoteBackend(*srv.server_address, timeout=60) as remote:
+                remote.load(4, spec)
+                np.testing.assert_array_equal(remote.run(4, inputs(g)), g.acc(inputs(g)))
+        finally:
+            srv.shutdown()
+            srv.server_close()
