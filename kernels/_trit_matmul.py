@@ -15,9 +15,15 @@ Tile sizes are fixed here, not autotuned: no GPU was available to measure them
 
 from __future__ import annotations
 
+import os
+
 import torch
-import triton
-import triton.language as tl
+
+if not torch.cuda.is_available():  # no GPU: Triton's interpreter runs the same kernels on the CPU
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import triton  # noqa: E402  (after the interpreter switch)
+import triton.language as tl  # noqa: E402
 
 __all__ = ["trit_matmul", "trit_matmul_int"]
 

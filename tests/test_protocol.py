@@ -193,3 +193,25 @@ def test_rtl_backend_persistent_and_through_server():
         finally:
             srv.shutdown()
             srv.server_close()
+
+
+def test_cli_compare_through_every_backend(tmp_path, capsys):
+    import torch
+
+    from ptqtp import PTQTPConfig, quantize, save_artifact
+    from ptqtp.tools.cli import main
+
+    art = save_artifact(tmp_path / "a.safetensors", {"l": quantize(torch.randn(12, 64) * 0.02,
+                                                                   config=PTQTPConfig(group_size=32))})
+    srv = serve(GoldenBackend())
+    try:
+        host, port = srv.server_address
+        assert main(["compare", str(art), "--vectors", "3", "--lanes", "8", "--rows", "2",
+                     "--remote", f"{host}:{port}"]) == 0
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    out = capsys.readouterr().out
+    for path in ("golden (integer) | 36/36", "triton (integer) | 36/36", "rtl (integer) | 36/36",
+                 "remote (integer) | 36/36", "triton float (fp32)"):
+        assert path in out, out

@@ -40,9 +40,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     d = sub.add_parser("demo", help="the main job on the embedded default (no arguments needed)",
-                       description="Quantize the built-in sample matrix with every method, write its artifact "
-                                   "and hardware image, and print a report.")
+                       description="On the shipped SmolLM2: quantize, write the artifact and one layer's hardware "
+                                   "image, generate Verilog with a synthesis summary, compare golden / Triton / RTL "
+                                   "bit for bit on real activations, run a short hardware-in-the-loop perplexity; "
+                                   "one report (Markdown and JSON). --sample runs the quick sample-matrix report.")
     d.add_argument("--out", type=Path, default=Path("out/demo"), help="output folder (default out/demo)")
+    d.add_argument("--sample", action="store_true", help="only the quick report on the built-in sample matrix")
+    d.add_argument("--fmax", action="store_true", help="also place and route for Fmax (adds minutes)")
     _config_args(d)
 
     q = sub.add_parser("quantize", help="quantize a safetensors checkpoint (file, folder or sharded) into an artifact",
@@ -110,6 +114,38 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("--waves", type=Path, help="write the waveform (VCD) to this file")
     sm.add_argument("--clock-mhz", type=float, default=100.0, help="clock for the throughput figure (default 100)")
 
+    c = sub.add_parser("compare", help="one layer through every backend: bit-exact agreement and float errors",
+                       description="Run the same activations through the golden model, the Triton integer kernel, "
+                                   "the RTL in Verilator (and a remote server), plus the float paths.")
+    c.add_argument("artifact", type=Path, help="packed artifact (.safetensors)")
+    c.add_argument("--layer", help="layer name (default: the first)")
+    c.add_argument("--vectors", type=int, default=8, help="random LLM-like input vectors (default 8)")
+    c.add_argument("--backends", default="golden,triton,rtl", help="comma-separated (default golden,triton,rtl)")
+    c.add_argument("--remote", help="host:port of a ptqtp server to include as backend 'remote'")
+    _int_args(c)
+    c.add_argument("--rows", type=int, default=1, help="row units R of the RTL backend (default 1)")
+
+    hl = sub.add_parser("hil", help="perplexity with chosen layers on a backend (hardware in the loop)",
+                        description="Load a model artifact, run the layers matching --layers on --backend (the rest "
+                                    "in torch), report perplexity and logit differences against the all-torch model.")
+    hl.add_argument("artifact", type=Path, help="model artifact (from ptqtp quantize)")
+    hl.add_argument("--layers", default=r"layers\.0\.self_attn\.q_proj", help="regex of layers on the backend")
+    hl.add_argument("--backend", default="golden", choices=("golden", "triton", "rtl", "remote"),
+                    help="backend for the chosen layers (default golden)")
+    hl.add_argument("--remote", help="host:port for --backend remote")
+    hl.add_argument("--tokens", type=int, default=256, help="evaluation tokens (default 256)")
+    hl.add_argument("--context", type=int, default=128, help="window length (default 128)")
+    hl.add_argument("--generate", type=int, default=0, help="also greedily generate this many tokens")
+    _int_args(hl)
+    hl.add_argument("--rows", type=int, default=1, help="row units R of the RTL backend (default 1)")
+
+    sv = sub.add_parser("serve", help="answer the ptqtp TCP protocol (docs/PROTOCOL.md) from a local backend")
+    sv.add_argument("--backend", default="golden", choices=("golden", "triton", "rtl"), help="(default golden)")
+    sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    sv.add_argument("--port", type=int, default=7878, help="port (default 7878)")
+    sv.add_argument("--lanes", type=int, default=16, help="P of the RTL backend (default 16)")
+    sv.add_argument("--rows", type=int, default=1, help="R of the RTL backend (default 1)")
+
     i = sub.add_parser("inspect", help="validate an artifact and list its layers")
     i.add_argument("artifact", type=Path, help="packed artifact (.safetensors)")
     i.add_argument("--json", action="store_true", help="print the layer records as JSON")
@@ -117,6 +153,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_demo(args) -> int:
+    if not args.sample:
+        from ptqtp.pipeline import run_pipeline
+
+        t0 = time.perf_counter()
+        result = run_pipeline(args.out, fmax=args.fmax)
+        print((args.out / "report.md").read_text())
+        print(f"report: {args.out / 'report.md'} and report.json ({time.perf_counter() - t0:.0f} s)")
+        return 0 if result["all_bit_exact"] else 1
+    return cmd_sample_demo(args)
+
+
+def cmd_sample_demo(args) -> int:
     import numpy as np
 
     from ptqtp import load_artifact, quantize, save_artifact
@@ -316,6 +364,99 @@ def cmd_sim(args) -> int:
     return 0 if res.passed else 1
 
 
+def _backend_kwargs(args) -> dict:
+    kw = {"rtl": {"lanes": args.lanes, "rows": args.rows}}
+    if getattr(args, "remote", None):
+        host, _, port = args.remote.rpartition(":")
+        kw["remote"] = {"host": host or "127.0.0.1", "port": int(port)}
+    return kw
+
+
+def cmd_compare(args) -> int:
+    from ptqtp import load_artifact
+    from ptqtp.budget import random_activations
+    from ptqtp.compare import compare_layer
+    from ptqtp.golden import GoldenLayer, IntConfig
+    from ptqtp.report import markdown_table
+
+    art = load_artifact(args.artifact)
+    name = args.layer or next(iter(art.layers), None)
+    if name not in art.layers:
+        raise ValueError(f"layer {name!r} is not in the artifact")
+    layer = art.layers[name]
+    golden = GoldenLayer.from_packed(layer, IntConfig(args.act_bits, args.scale_bits))
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()] + (["remote"] if args.remote else [])
+    rows = compare_layer(layer, random_activations(args.vectors, layer.in_features), golden, backends,
+                         _backend_kwargs(args))
+    print(f"{name}: {layer.out_features}x{layer.in_features}, {args.vectors} vectors")
+    print(markdown_table(["path", "bit-exact vs golden", "first mismatch", "rel. error vs float64", "seconds"],
+                         [[r["path"], r["bit_exact"], r["first_mismatch"], r["rel_error"], round(r["seconds"], 2)]
+                          for r in rows]))
+    bad = [r for r in rows if r["first_mismatch"] != "-"]
+    return 1 if bad else 0
+
+
+def hil_report(artifact: Path, pattern: str, backend, tokens: int, context: int, generate: int, config) -> dict:
+    """Perplexity of the artifact's model with ``pattern`` layers on ``backend``, against the all-torch model."""
+    import copy
+
+    from ptqtp.evaluate import bbc_text, default_model, perplexity
+    from ptqtp.hil import attach_backend, compare_logits
+    from ptqtp.model import load_quantized
+
+    _, tok = default_model()
+    text = bbc_text("eval")
+    torch_model = load_quantized(artifact)
+    hil_model = copy.deepcopy(torch_model)
+    layers = attach_backend(hil_model, backend, pattern, config)
+    ids = tok(text, return_tensors="pt").input_ids[:, :context]
+    out = {"layers": layers, "tokens": tokens, "context": context,
+           "ppl_torch": perplexity(torch_model, tok, text, context, tokens),
+           "ppl_hil": perplexity(hil_model, tok, text, context, tokens, progress=True),
+           "logits_vs_torch": compare_logits(hil_model, torch_model, ids)}
+    if generate:
+        prompt = tok("The economy", return_tensors="pt").input_ids
+        gen = hil_model.generate(prompt, max_new_tokens=generate, min_new_tokens=generate, do_sample=False)
+        out["generation"] = tok.decode(gen[0], skip_special_tokens=True)
+    return out
+
+
+def cmd_hil(args) -> int:
+    from ptqtp.backends import make_backend
+    from ptqtp.golden import IntConfig
+
+    kw = _backend_kwargs(args).get(args.backend, {})
+    with make_backend(args.backend, **kw) as backend:
+        rep = hil_report(args.artifact, args.layers, backend, args.tokens, args.context, args.generate,
+                         IntConfig(args.act_bits, args.scale_bits))
+    d = rep["logits_vs_torch"]
+    print(f"{len(rep['layers'])} layers on {args.backend}: {', '.join(rep['layers'][:4])}"
+          f"{' ...' if len(rep['layers']) > 4 else ''}")
+    print(f"perplexity ({rep['tokens']} tokens, context {rep['context']}): all-torch {rep['ppl_torch']:.3f}, "
+          f"HIL {rep['ppl_hil']:.3f}")
+    print(f"logits vs all-torch: max |diff| {d['max_abs']:.4g}, mean {d['mean_abs']:.4g}, "
+          f"argmax agreement {d['argmax_agree']:.3f}")
+    if "generation" in rep:
+        print(f"greedy: {rep['generation']!r}")
+    return 0
+
+
+def cmd_serve(args) -> int:
+    from ptqtp.backends import make_backend
+    from ptqtp.protocol import serve
+
+    kw = {"lanes": args.lanes, "rows": args.rows} if args.backend == "rtl" else {}
+    backend = make_backend(args.backend, **kw)
+    print(f"serving ptqtp protocol v1 from the {args.backend} backend on {args.host}:{args.port} (Ctrl-C stops)")
+    try:
+        serve(backend, args.host, args.port, background=False)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        backend.close()
+    return 0
+
+
 def cmd_inspect(args) -> int:
     from ptqtp import load_artifact
     from ptqtp.report import markdown_table
@@ -333,7 +474,8 @@ def cmd_inspect(args) -> int:
 
 
 COMMANDS = {"demo": cmd_demo, "quantize": cmd_quantize, "eval": cmd_eval, "export": cmd_export, "budget": cmd_budget,
-            "hdl": cmd_hdl, "sim": cmd_sim, "inspect": cmd_inspect}
+            "hdl": cmd_hdl, "sim": cmd_sim, "compare": cmd_compare, "hil": cmd_hil, "serve": cmd_serve,
+            "inspect": cmd_inspect}
 
 
 def main(argv: list[str] | None = None) -> int:
