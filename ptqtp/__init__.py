@@ -6,10 +6,19 @@ integer model and the hardware image live in ``ptqtp.golden`` and ``ptqtp.hwimag
 repository's ``hdl/``, ``sim/``, ``kernels/`` and ``tools/`` folders.
 """
 
-from .artifact import Artifact, ArtifactError, PackedLayer, load_artifact, save_artifact
-from .baselines import RTNResult, quantize_rtn, quantize_ternary_absmean
-from .config import METHODS, PTQTPConfig
-from .quantizer import TritPlaneResult, quantize_ptqtp
+import os as _os
+
+import torch as _torch
+
+if not _torch.cuda.is_available():
+    # Without a GPU the Triton kernels run in Triton's interpreter. This must be decided
+    # before anything (transformers, for one) imports triton, hence here.
+    _os.environ.setdefault("TRITON_INTERPRET", "1")
+
+from .artifact import Artifact, ArtifactError, PackedLayer, load_artifact, save_artifact  # noqa: E402
+from .baselines import RTNResult, quantize_rtn, quantize_ternary_absmean  # noqa: E402
+from .config import METHODS, PTQTPConfig  # noqa: E402
+from .quantizer import TritPlaneResult, quantize_ptqtp  # noqa: E402
 
 __all__ = [
     "Artifact",

@@ -77,7 +77,7 @@ def run_pipeline(out: Path, layer: str = "model.layers.0.self_attn.q_proj", lane
     dut = TritMatmul.from_image(img, rows=rows)
     verilog = to_verilog(dut)
     (out / "trit_matmul.v").write_text(verilog)
-    synth = synth_report(verilog, fmax=fmax)
+    synth = synth_report(verilog, fmax=fmax, generic=False)
     _step(log, "hardware image + Verilog + synthesis", t0, layer=layer, n=golden.n, d=golden.d, P=lanes, R=rows,
           ACC=golden.acc_bits, cycles_per_vector=cycles_per_vector(dut.params), **synth["ecp5"],
           fmax_mhz=synth["fmax_mhz"], lut_mapping=synth["lut_mapping"])

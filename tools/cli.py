@@ -329,7 +329,8 @@ def cmd_hdl(args) -> int:
         e = rep["ecp5"]
         fmax = f"{rep['fmax_mhz']:.1f} MHz" if rep.get("fmax_mhz") else "n/a"
         print(f"ECP5: LUT {e['LUT']}  FF {e['FF']}  DSP(MULT18X18D) {e['DSP']}  BRAM(DP16KD) {e['BRAM']}  "
-              f"LUTRAM {e['LUTRAM']}  CARRY {e['CARRY']}  Fmax {fmax}; generic synth: {rep['generic_cells']} cells"
+              f"LUTRAM {e['LUTRAM']}  CARRY {e['CARRY']}  Fmax {fmax}; generic synth (memories as $mem): "
+              f"{rep['generic_cells']} cells"
               f" (LUT mapping: {rep['lut_mapping']})")
     return 0
 
