@@ -294,16 +294,22 @@ def cmd_export(args) -> int:
     return 0
 
 
-def cmd_budget(args) -> int:
+def _pick_layer(artifact: Path, name: str | None):
+    """(name, PackedLayer): the named layer of an artifact, or its first."""
     from ptqtp import load_artifact
+
+    layers = load_artifact(artifact).layers
+    name = name or next(iter(layers), None)
+    if name not in layers:
+        raise ValueError(f"layer {name!r} is not in the artifact")
+    return name, layers[name]
+
+
+def cmd_budget(args) -> int:
     from ptqtp.budget import budget_sweep, random_activations
     from ptqtp.report import markdown_table
 
-    art = load_artifact(args.artifact)
-    name = args.layer or next(iter(art.layers), None)
-    if name not in art.layers:
-        raise ValueError(f"layer {name!r} is not in the artifact")
-    layer = art.layers[name]
+    name, layer = _pick_layer(args.artifact, args.layer)
     rows, headers = budget_sweep(layer, random_activations(args.vectors, layer.in_features, args.seed))
     print(f"{name}: relative output error of the integer datapath, {args.vectors} random vectors")
     print(markdown_table(headers, rows))
@@ -374,17 +380,12 @@ def _backend_kwargs(args) -> dict:
 
 
 def cmd_compare(args) -> int:
-    from ptqtp import load_artifact
     from ptqtp.budget import random_activations
     from ptqtp.compare import compare_layer
     from ptqtp.golden import GoldenLayer, IntConfig
     from ptqtp.report import markdown_table
 
-    art = load_artifact(args.artifact)
-    name = args.layer or next(iter(art.layers), None)
-    if name not in art.layers:
-        raise ValueError(f"layer {name!r} is not in the artifact")
-    layer = art.layers[name]
+    name, layer = _pick_layer(args.artifact, args.layer)
     golden = GoldenLayer.from_packed(layer, IntConfig(args.act_bits, args.scale_bits))
     backends = [b.strip() for b in args.backends.split(",") if b.strip()] + (["remote"] if args.remote else [])
     rows = compare_layer(layer, random_activations(args.vectors, layer.in_features), golden, backends,
