@@ -136,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     hl.add_argument("--tokens", type=int, default=256, help="evaluation tokens (default 256)")
     hl.add_argument("--context", type=int, default=128, help="window length (default 128)")
     hl.add_argument("--generate", type=int, default=0, help="also greedily generate this many tokens")
+    hl.add_argument("--fp", action="store_true", help="also compare with the shipped model in full precision")
     _int_args(hl)
     hl.add_argument("--rows", type=int, default=1, help="row units R of the RTL backend (default 1)")
 
@@ -398,15 +399,17 @@ def cmd_compare(args) -> int:
     return 1 if bad else 0
 
 
-def hil_report(artifact: Path, pattern: str, backend, tokens: int, context: int, generate: int, config) -> dict:
-    """Perplexity of the artifact's model with ``pattern`` layers on ``backend``, against the all-torch model."""
+def hil_report(artifact: Path, pattern: str, backend, tokens: int, context: int, generate: int, config,
+               fp: bool = False) -> dict:
+    """Perplexity of the artifact's model with ``pattern`` layers on ``backend``, against the all-torch
+    model (and, with ``fp``, the shipped model in full precision)."""
     import copy
 
     from ptqtp.evaluate import bbc_text, default_model, perplexity
     from ptqtp.hil import attach_backend, compare_logits
     from ptqtp.model import load_quantized
 
-    _, tok = default_model()
+    fp_model, tok = default_model()
     text = bbc_text("eval")
     torch_model = load_quantized(artifact)
     hil_model = copy.deepcopy(torch_model)
@@ -416,6 +419,9 @@ def hil_report(artifact: Path, pattern: str, backend, tokens: int, context: int,
            "ppl_torch": perplexity(torch_model, tok, text, context, tokens),
            "ppl_hil": perplexity(hil_model, tok, text, context, tokens, progress=True),
            "logits_vs_torch": compare_logits(hil_model, torch_model, ids)}
+    if fp:
+        out["ppl_fp"] = perplexity(fp_model, tok, text, context, tokens)
+        out["logits_vs_fp"] = compare_logits(hil_model, fp_model, ids)
     if generate:
         prompt = tok("The economy", return_tensors="pt").input_ids
         gen = hil_model.generate(prompt, max_new_tokens=generate, min_new_tokens=generate, do_sample=False)
@@ -430,7 +436,7 @@ def cmd_hil(args) -> int:
     kw = _backend_kwargs(args).get(args.backend, {})
     with make_backend(args.backend, **kw) as backend:
         rep = hil_report(args.artifact, args.layers, backend, args.tokens, args.context, args.generate,
-                         IntConfig(args.act_bits, args.scale_bits))
+                         IntConfig(args.act_bits, args.scale_bits), args.fp)
     d = rep["logits_vs_torch"]
     print(f"{len(rep['layers'])} layers on {args.backend}: {', '.join(rep['layers'][:4])}"
           f"{' ...' if len(rep['layers']) > 4 else ''}")
@@ -438,6 +444,10 @@ def cmd_hil(args) -> int:
           f"HIL {rep['ppl_hil']:.3f}")
     print(f"logits vs all-torch: max |diff| {d['max_abs']:.4g}, mean {d['mean_abs']:.4g}, "
           f"argmax agreement {d['argmax_agree']:.3f}")
+    if args.fp:
+        f = rep["logits_vs_fp"]
+        print(f"FP (shipped model) perplexity {rep['ppl_fp']:.3f}; logits vs FP: max |diff| {f['max_abs']:.4g}, "
+              f"mean {f['mean_abs']:.4g}, argmax agreement {f['argmax_agree']:.3f}")
     if "generation" in rep:
         print(f"greedy: {rep['generation']!r}")
     return 0
