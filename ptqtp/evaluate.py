@@ -118,9 +118,13 @@ def compare_methods(model, tokenizer, text: str, methods=("fp", "ptqtp", "ternar
         else:
             if method in ("ptqtp", "ternary"):
                 rep = quantize_model(m, method, config, progress=progress)
+            elif method == "ptqtp-gptq":
+                from .calibrated import calibrate_model, calibration_ids
+
+                rep = calibrate_model(m, calibration_ids(tokenizer), config, progress=progress)
             else:
                 rep = fake_quantize_model(m, method, config)
-            bits, bound = bits_per_weight(method, config.group_size)
+            bits, bound = bits_per_weight(method.removesuffix("-gptq"), config.group_size)
             row.update(bits=bits, bound=bound, seconds=rep.seconds, layer_error=rep.mean_rel_error,
                        weights=rep.weights)
         row["perplexity"] = perplexity(m, tokenizer, text, context, max_tokens)

@@ -112,7 +112,8 @@ def quantize_model(model: torch.nn.Module, method: str = "ptqtp", config: PTQTPC
     return report
 
 
-def save_quantized(model: torch.nn.Module, path: str | Path, report: QuantReport, config: PTQTPConfig) -> Path:
+def save_quantized(model: torch.nn.Module, path: str | Path, report: QuantReport, config: PTQTPConfig,
+                   metadata: dict[str, str] | None = None) -> Path:
     """Write the quantized model as one artifact: trit-plane layers plus every other tensor."""
     from ptqtp.kernels import TritPlaneLinear
 
@@ -131,6 +132,7 @@ def save_quantized(model: torch.nn.Module, path: str | Path, report: QuantReport
         seen[ptr] = key
         tensors[key] = t
     meta = {"ptqtp.hf_config": model.config.to_json_string(use_diff=False)} if hasattr(model, "config") else {}
+    meta.update(metadata or {})
     return save_artifact(path, report.layers, tensors, config=config, metadata=meta)
 
 
