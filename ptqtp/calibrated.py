@@ -8,7 +8,7 @@ its calibration inputs:
 2. per group of G columns: fit PTQTP on the current, error-updated block to get each
    row's 9 levels; quantize column by column to the nearest level and push the scaled
    error into the block's later columns;
-3. optionally refit the group's two scales by activation-aware ridge least squares
+3. refit (default; optional) the group's two scales by activation-aware ridge least squares
    (min ||(w - a1 t1 - a2 t2) X_g||, float64); push the remaining error into later groups.
 
 ``calibrate_model`` runs it layer by layer in model order, each linear's inputs taken on
@@ -67,12 +67,12 @@ def refit_scales(target: torch.Tensor, t: torch.Tensor, H: torch.Tensor, ridge: 
 
 
 def gptq_trit_planes(weight: torch.Tensor, H: torch.Tensor, config: PTQTPConfig | None = None, damp: float = 0.01,
-                     refit: bool = False, name: str = "weight") -> TritPlaneResult:
+                     refit: bool = True, name: str = "weight") -> TritPlaneResult:
     """Quantize ``weight`` (n x d) with GPTQ error feedback onto two trit planes (module doc).
 
-    ``refit`` (step 3) is off by default: on correlated synthetic inputs it measured 0.0970
-    relative output error against 0.0937 without it (the column-wise compensation inside a
-    group already moved the weights away from what a per-group refit optimises).
+    ``refit`` (step 3): on SmolLM2 it took BBC perplexity from 49.98 to 39.66; on correlated
+    Gaussian inputs it is slightly worse (0.0970 vs 0.0937 relative output error), so it
+    stays an option.
     """
     config = config or PTQTPConfig()
     check_weight(weight, name)
@@ -130,7 +130,7 @@ def _block_linears(block: torch.nn.Module):
 
 @torch.inference_mode()
 def calibrate_model(model, input_ids: torch.Tensor, config: PTQTPConfig | None = None, damp: float = 0.01,
-                    refit: bool = False, progress: bool = True):
+                    refit: bool = True, progress: bool = True):
     """Quantize every decoder-block linear with :func:`gptq_trit_planes`, block by block, each
     linear's Hessian accumulated from calibration activations on the quantized path. Returns a
     :class:`ptqtp.model.QuantReport`; the model's linears become ``TritPlaneLinear``.
@@ -172,8 +172,9 @@ def calibrate_model(model, input_ids: torch.Tensor, config: PTQTPConfig | None =
 
             def hook(name):
                 def fn(module, args, out):
-                    x = args[0].reshape(-1, args[0].shape[-1]).to(torch.float64)
-                    H[name] = H.get(name, 0) + x.t() @ x
+                    # float32 products per segment (4x faster than float64 here), summed in float64
+                    x = args[0].reshape(-1, args[0].shape[-1]).to(torch.float32)
+                    H[name] = H.get(name, 0) + (x.t() @ x).to(torch.float64)
                 return fn
 
             hooks = [block.get_submodule(n).register_forward_hook(hook(n)) for n in group]

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["default_model", "bbc_text", "perplexity", "fake_quantize_model", "compare_methods"]
+__all__ = ["default_model", "bbc_text", "python_docs_text", "perplexity", "fake_quantize_model", "compare_methods"]
 
 
 def _package_dir(package: str) -> Path:
@@ -57,6 +57,14 @@ def bbc_text(split: str = "eval") -> str:
         raise RuntimeError(f"no BBC articles under {root}")
     chosen = [f for i, f in enumerate(files) if (i % 10 == 0) == (split == "eval")]
     return "\n\n".join(f.read_text(encoding="utf-8", errors="replace").strip() for f in chosen)
+
+
+def python_docs_text() -> str:
+    """A second, held-out text of another domain: the Python reference's topic texts that
+    ship with CPython (``pydoc_data.topics``), sorted by topic; never used for calibration."""
+    from pydoc_data.topics import topics
+
+    return "\n\n".join(topics[k].strip() for k in sorted(topics))
 
 
 @torch.inference_mode()

@@ -73,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--artifact", type=Path, help="evaluate this model artifact (from ptqtp quantize) alone")
     ev.add_argument("--methods", default="fp,ptqtp,ptqtp-gptq,ternary,rtn2,rtn3,rtn4",
                     help="comma-separated methods on the default model (default: all)")
+    ev.add_argument("--text", choices=("bbc", "python-docs"), default="bbc",
+                    help="bbc: BBC News evaluation split (default); python-docs: CPython's reference topics, "
+                         "a held-out second text")
     ev.add_argument("--tokens", type=int, default=8192, help="evaluation tokens (default 8192)")
     ev.add_argument("--context", type=int, default=1024, help="window length in tokens (default 1024)")
     ev.add_argument("--json", type=Path, help="also write the rows as JSON here")
@@ -243,10 +246,10 @@ def cmd_quantize(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from ptqtp.evaluate import bbc_text, compare_methods, default_model, perplexity
+    from ptqtp.evaluate import bbc_text, compare_methods, default_model, perplexity, python_docs_text
     from ptqtp.report import markdown_table
 
-    text = bbc_text("eval")
+    text = bbc_text("eval") if args.text == "bbc" else python_docs_text()
     if args.artifact:
         from ptqtp.model import load_quantized
 
@@ -261,10 +264,10 @@ def cmd_eval(args) -> int:
             raise ValueError(f"unknown methods {sorted(unknown)}")
         model, tok = default_model()
         rows = compare_methods(model, tok, text, methods, _config(args), args.context, args.tokens)
-        print(f"SmolLM2-135M-Instruct (FP = the dequantized Q4_1 GGUF, float32), BBC eval split, "
+        print(f"SmolLM2-135M-Instruct (FP = the dequantized Q4_1 GGUF, float32), text {args.text}, "
               f"{args.tokens} tokens, context {args.context}")
         print(markdown_table(
-            ["method", "BBC perplexity", "bits/weight (packed)", "bits/weight (bound)", "quant. time s",
+            ["method", f"{args.text} perplexity", "bits/weight (packed)", "bits/weight (bound)", "quant. time s",
              "mean layer error"],
             [[r["method"], r["perplexity"], r["bits"], r["bound"], round(r["seconds"], 1), r["layer_error"]]
              for r in rows]))
