@@ -43,10 +43,9 @@ class TritPlaneLinear(torch.nn.Module):
     def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """W_hat (n, in_features)."""
         from ptqtp.packing import unpack_trits
+        from ptqtp.quantizer import dequantize_planes
 
-        t = unpack_trits(self.codes).to(torch.float32).view(2, self.out_features, -1, self.group_size)
-        w = (t * self.scales.to(torch.float32).unsqueeze(-1)).sum(0).reshape(self.out_features, -1)
-        return w[:, : self.in_features].to(dtype)
+        return dequantize_planes(unpack_trits(self.codes), self.scales, self.group_size, self.in_features, dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] != self.in_features:

@@ -26,7 +26,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from .packing import invalid_code_positions, pack_trits, unpack_trits
-from .quantizer import TritPlaneResult
+from .quantizer import TritPlaneResult, dequantize_planes
 
 __all__ = [
     "ArtifactError",
@@ -80,10 +80,7 @@ class PackedLayer:
 
     def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """W_hat (n, in_features) from the stored (float16) scales."""
-        n, G = self.out_features, self.group_size
-        t = self.trits().to(torch.float64).view(2, n, -1, G)
-        w = (t * self.scales.to(torch.float64).unsqueeze(-1)).sum(0).reshape(n, -1)
-        return w[:, : self.in_features].to(dtype)
+        return dequantize_planes(self.trits(), self.scales, self.group_size, self.in_features, dtype)
 
 
 @dataclass

@@ -11,8 +11,10 @@ and against stage (a), which isolates what the integer datapath adds.
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from .golden import GoldenLayer, IntConfig
+from .quantizer import dequantize_planes
 
 __all__ = ["error_budget", "budget_sweep", "random_activations"]
 
@@ -32,8 +34,9 @@ def _rel(y: np.ndarray, ref: np.ndarray) -> float:
 
 def _weights(golden: GoldenLayer, scales: np.ndarray) -> np.ndarray:
     """(n, d) float64 weights from the golden layer's trits and given per-group scales."""
-    t = golden.trits.astype(np.float64).reshape(golden.planes, golden.n, golden.ng, golden.group_size)
-    return (t * scales[..., None]).sum(0).reshape(golden.n, -1)[:, : golden.d]
+    w = dequantize_planes(torch.from_numpy(golden.trits), torch.from_numpy(scales), golden.group_size, golden.d,
+                          torch.float64)
+    return w.numpy()
 
 
 def error_budget(layer, x: np.ndarray, config: IntConfig, weight=None) -> dict[str, float]:

@@ -22,7 +22,7 @@ import time
 import torch
 
 from .config import PTQTPConfig
-from .quantizer import PAIR_C1, PAIR_C2, TritPlaneResult, check_weight, quantize_ptqtp
+from .quantizer import PAIR_C1, PAIR_C2, TritPlaneResult, check_weight, dequantize_planes, quantize_ptqtp
 
 __all__ = ["gptq_trit_planes", "upper_inverse_cholesky", "nearest_levels", "refit_scales", "calibrate_model",
            "calibration_ids"]
@@ -112,7 +112,7 @@ def gptq_trit_planes(weight: torch.Tensor, H: torch.Tensor, config: PTQTPConfig 
         W[:, c1:] -= err @ U[c0:c1, c1:]
         codes[:, :, c0:c1] = t.permute(2, 0, 1).to(torch.int8)
         scales[:, :, g] = a.t()
-    W_hat = (codes.to(torch.float64).view(2, n, ng, G) * scales.unsqueeze(-1)).sum(0).view(n, -1)[:, :d]
+    W_hat = dequantize_planes(codes, scales, G, d, torch.float64)
     w0 = weight.detach().to(torch.float64)
     rel = float(torch.linalg.norm(w0 - W_hat) / torch.linalg.norm(w0)) if bool(w0.any()) else 0.0
     return TritPlaneResult(codes=codes, scales=scales, in_features=d, group_size=G, method="ptqtp-gptq",

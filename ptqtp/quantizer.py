@@ -25,11 +25,21 @@ import torch
 
 from .config import PTQTPConfig
 
-__all__ = ["TritPlaneResult", "quantize_ptqtp", "check_weight", "PAIR_C1", "PAIR_C2"]
+__all__ = ["TritPlaneResult", "quantize_ptqtp", "check_weight", "dequantize_planes", "PAIR_C1", "PAIR_C2"]
 
 # The 9 (c1, c2) pairs in the pinned tie order (-1,-1), (-1,0), ..., (1,1).
 PAIR_C1 = (-1, -1, -1, 0, 0, 0, 1, 1, 1)
 PAIR_C2 = (-1, 0, 1, -1, 0, 1, -1, 0, 1)
+
+
+def dequantize_planes(trits: torch.Tensor, scales: torch.Tensor, group_size: int, in_features: int,
+                      dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """W_hat (n, in_features) = sum_k a_k T_k per group, from trits [planes, n, d_pad] and scales
+    [planes, n, ng]; summed in float64, so the one rounding is the cast to ``dtype``."""
+    planes, n, d_pad = trits.shape
+    t = trits.to(torch.float64).view(planes, n, d_pad // group_size, group_size)
+    w = (t * scales.to(torch.float64).unsqueeze(-1)).sum(0).view(n, d_pad)
+    return w[:, :in_features].to(dtype)
 
 
 @dataclass
@@ -59,11 +69,7 @@ class TritPlaneResult:
 
     def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """W_hat as an (n, d) tensor of ``dtype``."""
-        planes, n, d_pad = self.codes.shape
-        ng = d_pad // self.group_size
-        t = self.codes.to(torch.float64).view(planes, n, ng, self.group_size)
-        w = (t * self.scales.to(torch.float64).unsqueeze(-1)).sum(0).view(n, d_pad)
-        return w[:, : self.in_features].to(dtype)
+        return dequantize_planes(self.codes, self.scales, self.group_size, self.in_features, dtype)
 
     def info(self) -> dict:
         """The per-layer record stored in artifact metadata."""
