@@ -68,6 +68,12 @@ class AccelParams:
         if self.acc_bits > 64:
             raise ValueError(f"acc_bits {self.acc_bits} exceeds 64")
 
+    @classmethod
+    def from_meta(cls, meta: dict, rows: int = 1) -> AccelParams:
+        """From a hardware image's ``layer.json`` (n, d_pad, G, P, A, S, ACC) and R."""
+        return cls(n=int(meta["n"]), d_pad=int(meta["d_pad"]), group_size=int(meta["G"]), lanes=int(meta["P"]),
+                   rows=rows, act_bits=int(meta["A"]), scale_bits=int(meta["S"]), acc_bits=int(meta["ACC"]))
+
     @property
     def chunks(self) -> int:
         return self.d_pad // self.lanes
@@ -127,10 +133,7 @@ class TritMatmul(wiring.Component):
     @classmethod
     def from_image(cls, image, rows: int = 1) -> TritMatmul:
         """From a :class:`ptqtp.hwimage.HardwareImage` (its P, A, S, G and ACC)."""
-        m = image.meta
-        params = AccelParams(n=int(m["n"]), d_pad=int(m["d_pad"]), group_size=int(m["G"]), lanes=int(m["P"]),
-                             rows=rows, act_bits=int(m["A"]), scale_bits=int(m["S"]), acc_bits=int(m["ACC"]))
-        return cls(image.trits, image.a_q, params)
+        return cls(image.trits, image.a_q, AccelParams.from_meta(image.meta, rows))
 
     def elaborate(self, platform):
         p = self.params

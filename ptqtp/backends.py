@@ -43,11 +43,8 @@ class LayerSpec:
 
     def golden(self) -> GoldenLayer:
         """The golden model of this layer (scales a_q 2^-F give back exactly a_q and F)."""
-        g = GoldenLayer(self.trits, np.ldexp(self.a_q.astype(np.float64), -self.F), self.d, self.group_size,
-                        IntConfig(self.act_bits, self.scale_bits))
-        if g.F != self.F or not np.array_equal(g.a_q, self.a_q):
-            raise ValueError("a_q and F are not normalised (max |a_q| must lie in (2^(S-2), 2^(S-1) - 1])")
-        return g
+        return GoldenLayer.from_fixed_point(self.trits, self.a_q, self.F, self.d, self.group_size,
+                                            IntConfig(self.act_bits, self.scale_bits))
 
     @property
     def shape(self) -> tuple[int, int]:

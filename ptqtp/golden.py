@@ -190,6 +190,18 @@ class GoldenLayer:
         self.bias = None if bias is None else np.asarray(bias, dtype=np.float64)
 
     @classmethod
+    def from_fixed_point(cls, trits, a_q, F: int, in_features: int, group_size: int,
+                         config: IntConfig | None = None) -> GoldenLayer:
+        """From fixed-point scales (a hardware image, a wire message): the scales a_q 2^-F must
+        give back exactly a_q and F, else ``ValueError``."""
+        a_q = np.asarray(a_q, dtype=np.int64)
+        g = cls(trits, np.ldexp(a_q.astype(np.float64), -F), in_features, group_size, config)
+        if g.F != F or not np.array_equal(g.a_q, a_q):
+            raise ValueError(f"a_q and F={F} are not normalised (max |a_q| must lie in (2^(S-2), 2^(S-1) - 1]; "
+                             f"the golden model derives F={g.F})")
+        return g
+
+    @classmethod
     def from_packed(cls, layer, config: IntConfig | None = None) -> GoldenLayer:
         """From an artifact's :class:`ptqtp.artifact.PackedLayer`."""
         bias = None if layer.bias is None else layer.bias.double().numpy()

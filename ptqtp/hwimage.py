@@ -54,11 +54,14 @@ class HardwareImage:
     def golden(self) -> GoldenLayer:
         """The golden model of this image; its F and ACC must agree with layer.json."""
         m = self.meta
-        scales = np.ldexp(self.a_q.astype(np.float64), -int(m["F"]))
-        g = GoldenLayer(self.trits, scales, int(m["d"]), int(m["G"]), IntConfig(int(m["A"]), int(m["S"])))
-        if g.F != int(m["F"]) or g.acc_bits != int(m["ACC"]) or not np.array_equal(g.a_q, self.a_q):
-            raise ImageError(f"layer.json F={m['F']} ACC={m['ACC']} disagree with the golden model "
-                             f"(F={g.F}, ACC={g.acc_bits})")
+        mismatch = ImageError(f"layer.json F={m['F']} ACC={m['ACC']} disagree with the golden model")
+        try:
+            g = GoldenLayer.from_fixed_point(self.trits, self.a_q, int(m["F"]), int(m["d"]), int(m["G"]),
+                                             IntConfig(int(m["A"]), int(m["S"])))
+        except ValueError as e:
+            raise mismatch from e
+        if g.acc_bits != int(m["ACC"]):
+            raise mismatch
         return g
 
 

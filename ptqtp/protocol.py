@@ -20,7 +20,7 @@ import numpy as np
 
 from .backends import Backend, LayerSpec
 
-__all__ = ["RemoteBackend", "RemoteError", "serve", "ErrorCode", "MsgType", "HEADER", "MAGIC", "VERSION"]
+__all__ = ["RemoteBackend", "RemoteError", "serve", "recv_exact", "ErrorCode", "MsgType", "HEADER", "MAGIC", "VERSION"]
 
 MAGIC, VERSION = b"PTQP", 1
 HEADER = struct.Struct("<4sBBHII")  # magic, version, type, flags, request id, payload length
@@ -51,7 +51,8 @@ class _FrameError(Exception):
         self.code, self.fatal = code, fatal
 
 
-def _recv_exact(sock: socket.socket, n: int) -> bytes:
+def recv_exact(sock: socket.socket, n: int) -> bytes:
+    """Exactly ``n`` bytes from ``sock``; ``ConnectionError`` if the peer closes first."""
     buf = bytearray()
     while len(buf) < n:
         chunk = sock.recv(min(n - len(buf), 1 << 20))
@@ -134,7 +135,7 @@ class _Handler(socketserver.BaseRequestHandler):
                     raise _FrameError(ErrorCode.TOO_LARGE, f"payload of {length} bytes exceeds "
                                                           f"{self.server.max_payload}", fatal=True)
                 try:
-                    payload = _recv_exact(sock, length)
+                    payload = recv_exact(sock, length)
                 except (TimeoutError, socket.timeout):
                     raise _FrameError(ErrorCode.TIMEOUT, "payload did not arrive in time", fatal=True) from None
                 except ConnectionError:
@@ -227,11 +228,11 @@ class RemoteBackend(Backend):
         self._req = (self._req + 1) & 0xFFFFFFFF
         try:
             self._sock.sendall(_frame(msg_type, self._req, payload))
-            head = _recv_exact(self._sock, HEADER.size)
+            head = recv_exact(self._sock, HEADER.size)
             magic, version, rtype, _, req, length = HEADER.unpack(head)
             if magic != MAGIC or version != VERSION:
                 raise ConnectionError(f"not a ptqtp v{VERSION} server (magic {magic!r}, version {version})")
-            body = _recv_exact(self._sock, length)
+            body = recv_exact(self._sock, length)
         except (TimeoutError, socket.timeout):
             raise TimeoutError(f"no reply from {self.host}:{self.port} within {self.timeout} s") from None
         except (ConnectionError, OSError) as e:

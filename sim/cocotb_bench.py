@@ -153,25 +153,18 @@ async def serve_host(dut):
     import socket
     import struct
 
+    from ptqtp.protocol import recv_exact
+
     params = _params_from_image()
     sock = socket.create_connection(("127.0.0.1", int(os.environ["PTQTP_RTL_PORT"])))
     cocotb.start_soon(Clock(dut.clk, 10, unit="ns", impl="gpi").start())
     await _reset(dut)
 
-    def recv_exact(n):
-        buf = bytearray()
-        while len(buf) < n:
-            chunk = sock.recv(n - len(buf))
-            if not chunk:
-                raise ConnectionError("host went away")
-            buf += chunk
-        return bytes(buf)
-
     while True:
-        (m,) = struct.unpack("<I", recv_exact(4))
+        (m,) = struct.unpack("<I", recv_exact(sock, 4))
         if m == 0:
             break
-        x_q = np.frombuffer(recv_exact(m * params.d_pad * 4), "<i4").reshape(m, params.d_pad)
+        x_q = np.frombuffer(recv_exact(sock, m * params.d_pad * 4), "<i4").reshape(m, params.d_pad)
         stats = Stats()
         cocotb.start_soon(_drive(dut, params, x_q, stats, 0.0, random.Random(0)))
         await _monitor(dut, m * params.n, stats, 0.0, random.Random(0))
@@ -180,7 +173,4 @@ async def serve_host(dut):
 
 
 def _params_from_image():
-    m = read_image(os.environ["PTQTP_IMAGE"]).meta
-    return AccelParams(n=int(m["n"]), d_pad=int(m["d_pad"]), group_size=int(m["G"]), lanes=int(m["P"]),
-                       rows=int(os.environ["PTQTP_ROWS"]), act_bits=int(m["A"]), scale_bits=int(m["S"]),
-                       acc_bits=int(m["ACC"]))
+    return AccelParams.from_meta(read_image(os.environ["PTQTP_IMAGE"]).meta, int(os.environ["PTQTP_ROWS"]))

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ptqtp.backends import Backend, LayerSpec
+from ptqtp.protocol import recv_exact
 
 __all__ = ["RtlBackend"]
 
@@ -79,13 +80,11 @@ class RtlBackend(Backend):
         if x.ndim != 2 or x.shape[1] != d_pad or x.shape[0] == 0 or np.abs(x).max(initial=0) > Q:
             raise ValueError(f"x_q must be (m >= 1, {d_pad}) integers in [-{Q}, {Q}]")
         conn.sendall(struct.pack("<I", x.shape[0]) + x.tobytes())
-        need, buf = x.shape[0] * n * 8, bytearray()
-        while len(buf) < need:
-            chunk = conn.recv(need - len(buf))
-            if not chunk:
-                raise ConnectionError("the simulator exited mid-request")
-            buf += chunk
-        return np.frombuffer(bytes(buf), "<i8").reshape(x.shape[0], n).astype(np.int64)
+        try:
+            body = recv_exact(conn, x.shape[0] * n * 8)
+        except ConnectionError:
+            raise ConnectionError("the simulator exited mid-request") from None
+        return np.frombuffer(body, "<i8").reshape(x.shape[0], n).astype(np.int64)
 
     def _stop(self, layer_id: int) -> None:
         sim = self._sims.pop(layer_id, None)
