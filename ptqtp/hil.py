@@ -15,7 +15,7 @@ import torch
 from .backends import Backend, LayerSpec
 from .golden import GoldenLayer, IntConfig
 
-__all__ = ["HilLinear", "attach_backend", "compare_logits"]
+__all__ = ["HilLinear", "attach_backend", "compare_logits", "hil_evaluate"]
 
 
 class HilLinear(torch.nn.Module):
@@ -60,3 +60,31 @@ def compare_logits(a: torch.nn.Module, b: torch.nn.Module, ids: torch.Tensor) ->
     diff = (la - lb).abs()
     return {"max_abs": float(diff.max()), "mean_abs": float(diff.mean()),
             "argmax_agree": float((la.argmax(-1) == lb.argmax(-1)).double().mean())}
+
+
+def hil_evaluate(torch_model, backend, pattern: str, tokenizer, text: str, tokens: int, context: int,
+                 config: IntConfig | None = None, ids: torch.Tensor | None = None, generate: int = 0,
+                 fp_model=None) -> dict:
+    """Perplexity of a copy of ``torch_model`` with the ``pattern`` layers on ``backend``, against
+    ``torch_model`` itself (and ``fp_model`` if given); logit differences on ``ids`` (default: the
+    first ``context`` tokens of ``text``)."""
+    import copy
+
+    from .evaluate import perplexity
+
+    hil_model = copy.deepcopy(torch_model)
+    layers = attach_backend(hil_model, backend, pattern, config)
+    if ids is None:
+        ids = tokenizer(text, return_tensors="pt").input_ids[:, :context]
+    out = {"layers": layers, "tokens": tokens, "context": context,
+           "ppl_torch": perplexity(torch_model, tokenizer, text, context, tokens),
+           "ppl_hil": perplexity(hil_model, tokenizer, text, context, tokens, progress=True),
+           "logits_vs_torch": compare_logits(hil_model, torch_model, ids)}
+    if fp_model is not None:
+        out["ppl_fp"] = perplexity(fp_model, tokenizer, text, context, tokens)
+        out["logits_vs_fp"] = compare_logits(hil_model, fp_model, ids)
+    if generate:
+        prompt = tokenizer("The economy", return_tensors="pt").input_ids
+        gen = hil_model.generate(prompt, max_new_tokens=generate, min_new_tokens=generate, do_sample=False)
+        out["generation"] = tokenizer.decode(gen[0], skip_special_tokens=True)
+    return out

@@ -45,7 +45,7 @@ def run_pipeline(out: Path, layer: str = "model.layers.0.self_attn.q_proj", lane
     from .golden import GoldenLayer
     from .hdl.synth import synth_report, to_verilog
     from .hdl.top import TritMatmul, cycles_per_vector
-    from .hil import attach_backend, compare_logits
+    from .hil import hil_evaluate
     from .hwimage import read_image, write_image
     from .model import load_quantized, quantize_model, save_quantized
     from .report import markdown_table
@@ -84,21 +84,18 @@ def run_pipeline(out: Path, layer: str = "model.layers.0.self_attn.q_proj", lane
 
     t0 = time.perf_counter()
     ids = tok(text, return_tensors="pt").input_ids[:, :vectors]
-    x = _capture_inputs(load_quantized(artifact), layer, ids)
+    torch_model = load_quantized(artifact)  # the saved artifact, loaded once for the rest
+    x = _capture_inputs(torch_model, layer, ids)
     cmp_rows = compare_layer(packed, x, golden, ("golden", "triton", "rtl"), {"rtl": {"lanes": lanes, "rows": rows}})
     exact = all(r["first_mismatch"] == "-" for r in cmp_rows)
     _step(log, "golden / Triton / RTL on real activations", t0, vectors=len(x), bit_exact=exact)
 
     t0 = time.perf_counter()
-    torch_model = load_quantized(artifact)
     with RtlBackend(lanes=lanes, rows=rows) as rtl:
-        hil_model = load_quantized(artifact)
-        attach_backend(hil_model, rtl, rf"^{layer.replace('.', '[.]')}$")
-        ppl_hil = perplexity(hil_model, tok, text, hil_tokens, hil_tokens)
-        ppl_torch = perplexity(torch_model, tok, text, hil_tokens, hil_tokens)
-        diff = compare_logits(hil_model, torch_model, ids)
-    _step(log, "hardware in the loop (layer on RTL)", t0, tokens=hil_tokens, ppl_torch=round(ppl_torch, 3),
-          ppl_hil=round(ppl_hil, 3), **{f"logits_{k}": round(v, 5) for k, v in diff.items()})
+        hil = hil_evaluate(torch_model, rtl, rf"^{layer.replace('.', '[.]')}$", tok, text, hil_tokens, hil_tokens,
+                           ids=ids)
+    _step(log, "hardware in the loop (layer on RTL)", t0, tokens=hil_tokens, ppl_torch=round(hil["ppl_torch"], 3),
+          ppl_hil=round(hil["ppl_hil"], 3), **{f"logits_{k}": round(v, 5) for k, v in hil["logits_vs_torch"].items()})
 
     result = {"steps": log, "compare": cmp_rows, "all_bit_exact": exact}
     (out / "report.json").write_text(json.dumps(result, indent=2, default=str))

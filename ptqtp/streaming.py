@@ -20,7 +20,6 @@ import shutil
 import struct
 from pathlib import Path
 
-import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
@@ -126,8 +125,8 @@ def stream_quantize(src: str | os.PathLike, out: str | os.PathLike, method: str 
             bar.set_postfix_str(f"{name}: {r.rel_error:.4f}")
         else:
             tensors, meta = {key: t.contiguous()}, {}
-        atomic_write(part, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
-        del t, tensors
+        atomic_write(part, lambda tmp, ts=tensors, md=meta: save_file(ts, str(tmp), metadata=md))
+        del t, tensors  # only one tensor in memory at a time
     header = {"ptqtp.format": FORMAT_VERSION, **config.to_metadata()}
     if hf is not None:
         header["ptqtp.hf_config"] = json.dumps(hf)

@@ -1,6 +1,5 @@
 """Calibrated trit planes (GPTQ error feedback on the PTQTP grid)."""
 
-import numpy as np
 import pytest
 import torch
 

@@ -7,7 +7,6 @@ import transformers as tf
 
 from ptqtp import PTQTPConfig
 from ptqtp.backends import GoldenBackend
-from ptqtp.golden import IntConfig
 from ptqtp.hil import HilLinear, attach_backend, compare_logits
 from ptqtp.kernels import TritPlaneLinear
 from ptqtp.model import quantize_model

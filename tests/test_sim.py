@@ -7,7 +7,6 @@ and maximum-magnitude activations and scales. ``--runslow`` adds a wider sweep.
 
 import numpy as np
 import pytest
-import torch
 
 from ptqtp import load_artifact, quantize, save_artifact
 from ptqtp.budget import random_activations

@@ -70,6 +70,7 @@ def test_resume_skips_finished_parts_and_refuses_other_runs(tmp_path):
     save_file({k: fixed[k] for k in sorted(fixed)[3:]}, str(src / "model-00002-of-00002.safetensors"))
     with pytest.raises(ArtifactError, match="different run"):
         stream_quantize(src, out, config=CFG, progress=False)
+    assert {p.name: p.stat().st_mtime_ns for p in parts} == stamp  # refused runs touch no part
 
 
 def test_resume_after_interruption(tmp_path):

@@ -246,14 +246,14 @@ def cmd_quantize(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from ptqtp.evaluate import bbc_text, compare_methods, default_model, perplexity, python_docs_text
+    from ptqtp.evaluate import bbc_text, compare_methods, default_model, default_tokenizer, perplexity, python_docs_text
     from ptqtp.report import markdown_table
 
     text = bbc_text("eval") if args.text == "bbc" else python_docs_text()
     if args.artifact:
         from ptqtp.model import load_quantized
 
-        _, tok = default_model()
+        tok = default_tokenizer()
         model = load_quantized(args.artifact)
         rows = [{"method": str(args.artifact), "perplexity": perplexity(model, tok, text, args.context, args.tokens)}]
         print(markdown_table(["artifact", "BBC perplexity"], [[r["method"], r["perplexity"]] for r in rows]))
@@ -415,44 +415,19 @@ def cmd_compare(args) -> int:
     return 1 if bad else 0
 
 
-def hil_report(artifact: Path, pattern: str, backend, tokens: int, context: int, generate: int, config,
-               fp: bool = False) -> dict:
-    """Perplexity of the artifact's model with ``pattern`` layers on ``backend``, against the all-torch
-    model (and, with ``fp``, the shipped model in full precision)."""
-    import copy
-
-    from ptqtp.evaluate import bbc_text, default_model, perplexity
-    from ptqtp.hil import attach_backend, compare_logits
-    from ptqtp.model import load_quantized
-
-    fp_model, tok = default_model()
-    text = bbc_text("eval")
-    torch_model = load_quantized(artifact)
-    hil_model = copy.deepcopy(torch_model)
-    layers = attach_backend(hil_model, backend, pattern, config)
-    ids = tok(text, return_tensors="pt").input_ids[:, :context]
-    out = {"layers": layers, "tokens": tokens, "context": context,
-           "ppl_torch": perplexity(torch_model, tok, text, context, tokens),
-           "ppl_hil": perplexity(hil_model, tok, text, context, tokens, progress=True),
-           "logits_vs_torch": compare_logits(hil_model, torch_model, ids)}
-    if fp:
-        out["ppl_fp"] = perplexity(fp_model, tok, text, context, tokens)
-        out["logits_vs_fp"] = compare_logits(hil_model, fp_model, ids)
-    if generate:
-        prompt = tok("The economy", return_tensors="pt").input_ids
-        gen = hil_model.generate(prompt, max_new_tokens=generate, min_new_tokens=generate, do_sample=False)
-        out["generation"] = tok.decode(gen[0], skip_special_tokens=True)
-    return out
-
-
 def cmd_hil(args) -> int:
     from ptqtp.backends import make_backend
+    from ptqtp.evaluate import bbc_text, default_model, default_tokenizer
     from ptqtp.golden import IntConfig
+    from ptqtp.hil import hil_evaluate
+    from ptqtp.model import load_quantized
 
+    fp_model, tok = default_model() if args.fp else (None, default_tokenizer())
+    torch_model = load_quantized(args.artifact)
     kw = _backend_kwargs(args).get(args.backend, {})
     with make_backend(args.backend, **kw) as backend:
-        rep = hil_report(args.artifact, args.layers, backend, args.tokens, args.context, args.generate,
-                         IntConfig(args.act_bits, args.scale_bits), args.fp)
+        rep = hil_evaluate(torch_model, backend, args.layers, tok, bbc_text("eval"), args.tokens, args.context,
+                           IntConfig(args.act_bits, args.scale_bits), generate=args.generate, fp_model=fp_model)
     d = rep["logits_vs_torch"]
     print(f"{len(rep['layers'])} layers on {args.backend}: {', '.join(rep['layers'][:4])}"
           f"{' ...' if len(rep['layers']) > 4 else ''}")
