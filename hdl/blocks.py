@@ -2,9 +2,12 @@
 
     TernarySelect   a trit code and an activation -> +x, 0 or -x           (combinational)
     AdderTree       P signed inputs -> their sum, one register per level    (latency log2 P)
-    PlaneUnit       P lanes x 2 planes: selects + one adder tree per plane  (latency log2 P)
-    GroupAccumulator  chunk sums -> group sums p_k -> p_k a_q,k -> row acc  (latency 3)
+    PlaneUnit       P lanes x 1 or 2 planes: selects + one adder tree per plane  (latency log2 P)
+    GroupAccumulator  chunk sums -> group sums p_k -> p_k a_q,k -> row acc  (latency 4)
     RowUnit         PlaneUnit + GroupAccumulator with aligned side-band tags
+
+A term k is one scaled group sum: the trit planes, plus (PT^2-LLM's offset) the plain sum of
+the chunk's activations, which the top level computes once for all rows.
 
 Arithmetic is the golden model's (ptqtp.golden); widths grow exactly as needed.
 """
@@ -87,17 +90,23 @@ class AdderTree(wiring.Component):
         return m
 
 
-class PlaneUnit(wiring.Component):
-    """Both planes of one row over one chunk of P lanes: sum_i T_k[i] x[i] for k = 1, 2."""
+def _check_planes(planes) -> None:
+    if planes not in (1, 2):
+        raise ValueError(f"planes must be 1 or 2, not {planes!r}")
 
-    def __init__(self, lanes: int, act_bits: int):
+
+class PlaneUnit(wiring.Component):
+    """The planes of one row over one chunk of P lanes: sum_i T_k[i] x[i] for each plane k."""
+
+    def __init__(self, lanes: int, act_bits: int, planes: int = 2):
         self.levels = log2_exact(lanes, "lanes")
         _check_bits(act_bits, "act_bits")
-        self.lanes, self.act_bits = lanes, act_bits
+        _check_planes(planes)
+        self.lanes, self.act_bits, self.planes = lanes, act_bits, planes
         super().__init__({
-            "codes": In(data.ArrayLayout(data.ArrayLayout(TritCode, lanes), 2)),
+            "codes": In(data.ArrayLayout(data.ArrayLayout(TritCode, lanes), planes)),
             "x": In(data.ArrayLayout(signed(act_bits), lanes)),
-            "sums": Out(data.ArrayLayout(signed(act_bits + 1 + self.levels), 2)),
+            "sums": Out(data.ArrayLayout(signed(act_bits + 1 + self.levels), planes)),
         })
 
     @property
@@ -106,7 +115,7 @@ class PlaneUnit(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        for k in range(2):
+        for k in range(self.planes):
             m.submodules[f"tree{k}"] = tree = AdderTree(self.lanes, self.act_bits + 1)
             for i in range(self.lanes):
                 m.submodules[f"sel{k}_{i}"] = sel = TernarySelect(self.act_bits)
@@ -132,24 +141,26 @@ class GroupAccumulator(wiring.Component):
     path (measured: fusing the group add into the multiply capped ECP5 Fmax at 92 MHz):
     1. p_k += chunk sum (restart on a group's first chunk)
     2. on a group's last chunk: prod_k = p_k * a_q,k
-    3. both = prod_1 + prod_2
+    3. both = sum_k prod_k (``terms`` = 1, 2 or 3 products)
     4. acc += both (restart on the row's first group); ``done`` pulses with the row's result
     """
 
     latency = 4
 
-    def __init__(self, sum_bits: int, group_chunks: int, scale_bits: int, acc_bits: int):
+    def __init__(self, sum_bits: int, group_chunks: int, scale_bits: int, acc_bits: int, terms: int = 2):
         _check_bits(scale_bits, "scale_bits", 2, 32)
         _check_bits(acc_bits, "acc_bits", 2, 64)
         if not isinstance(group_chunks, int) or group_chunks < 1:
             raise ValueError(f"group_chunks must be a positive integer, not {group_chunks!r}")
+        if terms not in (1, 2, 3):
+            raise ValueError(f"terms must be 1, 2 or 3, not {terms!r}")
         self.p_bits = sum_bits + (group_chunks - 1).bit_length()
         self.prod_bits = self.p_bits + scale_bits
-        self.acc_bits = acc_bits
+        self.acc_bits, self.terms = acc_bits, terms
         super().__init__({
             "tags": In(Tags),
-            "sums": In(data.ArrayLayout(signed(sum_bits), 2)),
-            "scales": In(data.ArrayLayout(signed(scale_bits), 2)),
+            "sums": In(data.ArrayLayout(signed(sum_bits), terms)),
+            "scales": In(data.ArrayLayout(signed(scale_bits), terms)),
             "done": Out(1),
             "acc": Out(signed(acc_bits)),
         })
@@ -158,14 +169,14 @@ class GroupAccumulator(wiring.Component):
         m = Module()
         t1, t2, t3 = (Signal(Tags, name=f"t{i}") for i in (1, 2, 3))
         scales1 = Signal.like(self.scales)
-        p = [Signal(signed(self.p_bits), name=f"p{k}") for k in range(2)]
-        prod = [Signal(signed(self.prod_bits), name=f"prod{k}") for k in range(2)]
-        both = Signal(signed(self.prod_bits + 1))
+        p = [Signal(signed(self.p_bits), name=f"p{k}") for k in range(self.terms)]
+        prod = [Signal(signed(self.prod_bits), name=f"prod{k}") for k in range(self.terms)]
+        both = Signal(signed(self.prod_bits + 2))
         acc = Signal(signed(self.acc_bits))
         # 1: group sums
         m.d.sync += [t1.eq(self.tags), scales1.eq(self.scales)]
         with m.If(self.tags.valid):
-            for k in range(2):
+            for k in range(self.terms):
                 with m.If(self.tags.group_first):
                     m.d.sync += p[k].eq(self.sums[k])
                 with m.Else():
@@ -173,9 +184,12 @@ class GroupAccumulator(wiring.Component):
         # 2: scale a finished group
         m.d.sync += t2.eq(0)
         with m.If(t1.valid & t1.group_last):
-            m.d.sync += [t2.eq(t1)] + [prod[k].eq(p[k] * scales1[k]) for k in range(2)]
-        # 3: both planes
-        m.d.sync += [t3.eq(t2), both.eq(prod[0] + prod[1])]
+            m.d.sync += [t2.eq(t1)] + [prod[k].eq(p[k] * scales1[k]) for k in range(self.terms)]
+        # 3: all terms
+        total = prod[0]
+        for k in range(1, self.terms):
+            total = total + prod[k]
+        m.d.sync += [t3.eq(t2), both.eq(total)]
         # 4: the row
         with m.If(t3.valid):
             with m.If(t3.row_first):
@@ -190,24 +204,32 @@ class GroupAccumulator(wiring.Component):
 class RowUnit(wiring.Component):
     """One row per pass: chunk codes and activations in, the row's accumulator out.
 
-    ``tags`` and ``scales`` enter with the chunk and are delayed to meet the tree's output.
-    Latency log2 P + 3 from a chunk's input to ``done``.
+    ``tags`` and ``scales`` (one per plane, then the offset's) enter with the chunk and are
+    delayed to meet the tree's output. With ``offset``, ``xsum`` is the chunk's plain
+    activation sum, already delayed by the tree's latency (computed once for all rows).
+    Latency log2 P + 4 from a chunk's input to ``done``.
     """
 
-    def __init__(self, lanes: int, act_bits: int, scale_bits: int, group_size: int, acc_bits: int):
+    def __init__(self, lanes: int, act_bits: int, scale_bits: int, group_size: int, acc_bits: int,
+                 planes: int = 2, offset: bool = False):
         levels = log2_exact(lanes, "lanes")
         if not isinstance(group_size, int) or group_size % lanes:
             raise ValueError(f"lanes P={lanes} must divide the group size G={group_size!r}")
+        _check_planes(planes)
         self.lanes, self.act_bits, self.scale_bits = lanes, act_bits, scale_bits
         self.group_chunks, self.acc_bits, self.levels = group_size // lanes, acc_bits, levels
-        super().__init__({
-            "codes": In(data.ArrayLayout(data.ArrayLayout(TritCode, lanes), 2)),
+        self.planes, self.offset, self.terms = planes, bool(offset), planes + bool(offset)
+        ports = {
+            "codes": In(data.ArrayLayout(data.ArrayLayout(TritCode, lanes), planes)),
             "x": In(data.ArrayLayout(signed(act_bits), lanes)),
-            "scales": In(data.ArrayLayout(signed(scale_bits), 2)),
+            "scales": In(data.ArrayLayout(signed(scale_bits), self.terms)),
             "tags": In(Tags),
             "done": Out(1),
             "acc": Out(signed(acc_bits)),
-        })
+        }
+        if offset:
+            ports["xsum"] = In(signed(act_bits + levels))
+        super().__init__(ports)
 
     @property
     def latency(self) -> int:
@@ -215,15 +237,17 @@ class RowUnit(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.planes = planes = PlaneUnit(self.lanes, self.act_bits)
+        m.submodules.planes = planes = PlaneUnit(self.lanes, self.act_bits, self.planes)
         m.submodules.accum = accum = GroupAccumulator(self.act_bits + 1 + self.levels, self.group_chunks,
-                                                      self.scale_bits, self.acc_bits)
+                                                      self.scale_bits, self.acc_bits, self.terms)
         m.d.comb += [planes.codes.eq(self.codes), planes.x.eq(self.x)]
         tags, scales = self.tags, self.scales
         for i in range(self.levels):  # delay side-band by the tree's latency
             t, s = Signal(Tags, name=f"tags_d{i}"), Signal.like(self.scales, name=f"scales_d{i}")
             m.d.sync += [t.eq(tags), s.eq(scales)]
             tags, scales = t, s
-        m.d.comb += [accum.tags.eq(tags), accum.scales.eq(scales), accum.sums.eq(planes.sums),
-                     self.done.eq(accum.done), self.acc.eq(accum.acc)]
+        m.d.comb += [accum.tags.eq(tags), accum.scales.eq(scales), self.done.eq(accum.done), self.acc.eq(accum.acc)]
+        m.d.comb += [accum.sums[k].eq(planes.sums[k]) for k in range(self.planes)]
+        if self.offset:
+            m.d.comb += accum.sums[self.planes].eq(self.xsum)
         return m

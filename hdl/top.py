@@ -2,7 +2,11 @@
 
     x stream (P activations a beat) --> activation buffer --+
                                                              v
-    weight + scale ROMs per row unit --> R RowUnits (P lanes x 2 planes each) --> results --> y stream
+    weight + scale ROMs per row unit --> R RowUnits (P lanes x 1 or 2 planes each) --> results --> y stream
+
+With ``offset`` (PT^2-LLM: one plane plus a per-group offset m), one adder tree shared by all
+row units sums each chunk's activations, and every row scales that group sum by its m_q, the
+golden model's offset term.
 
 Per vector: LOAD d_pad/P beats into the activation buffer; then for each block of R rows,
 COMPUTE streams the d_pad/P chunks through the R row units (R x P trits per plane per
@@ -26,7 +30,7 @@ from amaranth.lib.wiring import In, Out
 
 from ptqtp.golden import acc_width
 
-from .blocks import GroupAccumulator, RowUnit, Tags, log2_exact
+from .blocks import AdderTree, GroupAccumulator, RowUnit, Tags, log2_exact
 
 __all__ = ["AccelParams", "TritMatmul", "cycles_per_vector"]
 
@@ -43,6 +47,8 @@ class AccelParams:
     act_bits: int = 8
     scale_bits: int = 16
     acc_bits: int | None = None  # None: the golden width rule
+    planes: int = 2
+    offset: bool = False
 
     def __post_init__(self):
         for name in ("n", "d_pad", "group_size", "lanes", "rows"):
@@ -60,7 +66,9 @@ class AccelParams:
             raise ValueError(f"act_bits must be an integer in 2..16, not {self.act_bits!r}")
         if not isinstance(self.scale_bits, int) or not 2 <= self.scale_bits <= 32:
             raise ValueError(f"scale_bits must be an integer in 2..32, not {self.scale_bits!r}")
-        need = acc_width(self.d_pad // self.group_size, self.group_size, self.act_bits, self.scale_bits)
+        if self.planes not in (1, 2) or not isinstance(self.offset, bool):
+            raise ValueError(f"planes must be 1 or 2 and offset a bool, not {self.planes!r}, {self.offset!r}")
+        need = acc_width(self.d_pad // self.group_size, self.group_size, self.act_bits, self.scale_bits, self.terms)
         if self.acc_bits is None:
             object.__setattr__(self, "acc_bits", need)
         elif not isinstance(self.acc_bits, int) or self.acc_bits < need:
@@ -70,9 +78,15 @@ class AccelParams:
 
     @classmethod
     def from_meta(cls, meta: dict, rows: int = 1) -> AccelParams:
-        """From a hardware image's ``layer.json`` (n, d_pad, G, P, A, S, ACC) and R."""
+        """From a hardware image's ``layer.json`` (n, d_pad, G, P, A, S, ACC, planes, offset) and R."""
         return cls(n=int(meta["n"]), d_pad=int(meta["d_pad"]), group_size=int(meta["G"]), lanes=int(meta["P"]),
-                   rows=rows, act_bits=int(meta["A"]), scale_bits=int(meta["S"]), acc_bits=int(meta["ACC"]))
+                   rows=rows, act_bits=int(meta["A"]), scale_bits=int(meta["S"]), acc_bits=int(meta["ACC"]),
+                   planes=int(meta.get("planes", 2)), offset=bool(meta.get("offset", False)))
+
+    @property
+    def terms(self) -> int:
+        """Scaled group sums per group: the planes, plus the offset's."""
+        return self.planes + self.offset
 
     @property
     def chunks(self) -> int:
@@ -99,32 +113,38 @@ def cycles_per_vector(p: AccelParams) -> int:
 
 
 class TritMatmul(wiring.Component):
-    """The accelerator for one layer: trits int8 [2, n, d_pad] and a_q [2, n, ng] in ROMs.
+    """The accelerator for one layer: trits int8 [planes, n, d_pad], a_q [planes, n, ng] and
+    optional offsets m_q [n, ng] in ROMs.
 
     Parameters
     ----------
-    trits, a_q: the layer (e.g. from :func:`ptqtp.hwimage.read_image`).
-    params: :class:`AccelParams`; n, d_pad and G must match the arrays.
+    trits, a_q, m_q: the layer (e.g. from :func:`ptqtp.hwimage.read_image`).
+    params: :class:`AccelParams`; n, d_pad, G, planes and offset must match the arrays.
 
     Raises
     ------
-    ValueError: shapes that disagree with ``params``, trits outside {-1, 0, 1}, or a_q
+    ValueError: shapes that disagree with ``params``, trits outside {-1, 0, 1}, or a_q / m_q
         outside S bits.
     """
 
-    def __init__(self, trits: np.ndarray, a_q: np.ndarray, params: AccelParams):
+    def __init__(self, trits: np.ndarray, a_q: np.ndarray, params: AccelParams, m_q: np.ndarray | None = None):
         trits, a_q = np.asarray(trits), np.asarray(a_q, dtype=np.int64)
         p = params
-        if trits.shape != (2, p.n, p.d_pad) or a_q.shape != (2, p.n, p.d_pad // p.group_size):
-            raise ValueError(f"trits {trits.shape} / a_q {a_q.shape} do not match n={p.n}, d_pad={p.d_pad}, "
-                             f"G={p.group_size}")
+        ng = p.d_pad // p.group_size
+        if trits.shape != (p.planes, p.n, p.d_pad) or a_q.shape != (p.planes, p.n, ng):
+            raise ValueError(f"trits {trits.shape} / a_q {a_q.shape} do not match planes={p.planes}, n={p.n}, "
+                             f"d_pad={p.d_pad}, G={p.group_size}")
+        if (m_q is not None) != p.offset or (m_q is not None and np.shape(m_q) != (p.n, ng)):
+            raise ValueError(f"offset={p.offset} needs m_q of shape {(p.n, ng)}, got "
+                             f"{None if m_q is None else np.shape(m_q)}")
         if not np.isin(trits, (-1, 0, 1)).all():
             raise ValueError("trits must be in {-1, 0, 1}")
+        scales = a_q if m_q is None else np.concatenate([a_q, np.asarray(m_q, dtype=np.int64)[None]])
         lim = 2 ** (p.scale_bits - 1)
-        if a_q.min(initial=0) < -lim or a_q.max(initial=0) >= lim:
-            raise ValueError(f"a_q must fit {p.scale_bits} signed bits")
+        if scales.min(initial=0) < -lim or scales.max(initial=0) >= lim:
+            raise ValueError(f"a_q and m_q must fit {p.scale_bits} signed bits")
         self.params = p
-        self._weight_words, self._scale_words = _rom_words(trits, a_q, p)
+        self._weight_words, self._scale_words = _rom_words(trits, scales, p)
         super().__init__({
             "x": In(stream.Signature(data.ArrayLayout(signed(p.act_bits), p.lanes))),
             "y": Out(stream.Signature(signed(p.acc_bits))),
@@ -132,8 +152,8 @@ class TritMatmul(wiring.Component):
 
     @classmethod
     def from_image(cls, image, rows: int = 1) -> TritMatmul:
-        """From a :class:`ptqtp.hwimage.HardwareImage` (its P, A, S, G and ACC)."""
-        return cls(image.trits, image.a_q, AccelParams.from_meta(image.meta, rows))
+        """From a :class:`ptqtp.hwimage.HardwareImage` (its P, A, S, G, ACC, planes and offset)."""
+        return cls(image.trits, image.a_q, AccelParams.from_meta(image.meta, rows), image.m_q)
 
     def elaborate(self, platform):
         p = self.params
@@ -147,13 +167,14 @@ class TritMatmul(wiring.Component):
         for r in range(p.rows):
             # ROMs in block RAM: left to Yosys, the small scale ROMs at R = 4 became flip-flops
             # and wide muxes (thousands of cells) that crashed its technology mapper.
-            m.submodules[f"wrom{r}"] = wrom = Memory(shape=unsigned(4 * p.lanes), depth=p.blocks * p.chunks,
+            m.submodules[f"wrom{r}"] = wrom = Memory(shape=unsigned(2 * p.planes * p.lanes), depth=p.blocks * p.chunks,
                                                       init=self._weight_words[r],
                                                       attrs={"ram_style": "block", "rom_style": "block"})
-            m.submodules[f"srom{r}"] = srom = Memory(shape=unsigned(2 * p.scale_bits), depth=p.blocks * ng,
+            m.submodules[f"srom{r}"] = srom = Memory(shape=unsigned(p.terms * p.scale_bits), depth=p.blocks * ng,
                                                       init=self._scale_words[r],
                                                       attrs={"ram_style": "block", "rom_style": "block"})
-            m.submodules[f"row{r}"] = unit = RowUnit(p.lanes, p.act_bits, p.scale_bits, p.group_size, p.acc_bits)
+            m.submodules[f"row{r}"] = unit = RowUnit(p.lanes, p.act_bits, p.scale_bits, p.group_size, p.acc_bits,
+                                                     p.planes, p.offset)
             units.append(unit)
             w_ports.append(wrom.read_port())
             s_ports.append(srom.read_port())
@@ -178,6 +199,10 @@ class TritMatmul(wiring.Component):
 
         m.d.sync += [tags_q.eq(issue), tags_r.eq(tags_q), x_r.eq(act_r.data)]
         m.d.comb += [act_r.addr.eq(chunk), act_w.addr.eq(load_ptr), act_w.data.eq(self.x.payload.as_value())]
+        if p.offset:  # the chunk's activation sum, once for all rows, aligned with the row units' trees
+            m.submodules.xsum = xsum = AdderTree(p.lanes, p.act_bits)
+            m.d.comb += xsum.inputs.as_value().eq(x_r)
+            m.d.comb += [unit.xsum.eq(xsum.sum) for unit in units]
         for r, unit in enumerate(units):
             m.d.comb += [w_ports[r].addr.eq(w_base + chunk), s_ports[r].addr.eq(s_base + group)]
             m.d.sync += [unit.codes.as_value().eq(w_ports[r].data), unit.scales.as_value().eq(s_ports[r].data)]
@@ -228,15 +253,16 @@ class TritMatmul(wiring.Component):
         return m
 
 
-def _rom_words(trits: np.ndarray, a_q: np.ndarray, p: AccelParams):
-    """Per row unit r (rows r, r + R, ...): weight words (plane 1 codes | plane 2 codes << 2P,
-    trit i of the chunk at bits 2i) and scale words (a_q1 | a_q2 << S, two's complement)."""
+def _rom_words(trits: np.ndarray, scales: np.ndarray, p: AccelParams):
+    """Per row unit r (rows r, r + R, ...): weight words (plane k codes at bits 2Pk.., trit i
+    of the chunk at bits 2i) and scale words (term k = a_q per plane, then m_q, at bits Sk..,
+    two's complement). ``scales`` is [terms, n, ng]."""
     codes = (trits & 0b11).astype(np.uint8)  # 2-bit two's complement: -1 -> 0b11
     n_rows = p.blocks * p.rows
-    padded = np.zeros((2, n_rows, p.d_pad), np.uint8)
+    padded = np.zeros((p.planes, n_rows, p.d_pad), np.uint8)
     padded[:, : p.n] = codes
-    scales = np.zeros((2, n_rows, a_q.shape[2]), np.int64)
-    scales[:, : p.n] = a_q & ((1 << p.scale_bits) - 1)
+    fixed = np.zeros((p.terms, n_rows, scales.shape[2]), np.int64)
+    fixed[:, : p.n] = scales & ((1 << p.scale_bits) - 1)
     weights_per_unit, scales_per_unit = [], []
     shifts = [2 * i for i in range(p.lanes)]
     for r in range(p.rows):
@@ -245,10 +271,9 @@ def _rom_words(trits: np.ndarray, a_q: np.ndarray, p: AccelParams):
         for row in rows:
             for c in range(p.chunks):
                 lanes = padded[:, row, c * p.lanes : (c + 1) * p.lanes]
-                w1 = sum(int(v) << s for v, s in zip(lanes[0], shifts))
-                w2 = sum(int(v) << s for v, s in zip(lanes[1], shifts))
-                words.append(w1 | (w2 << (2 * p.lanes)))
+                words.append(sum(sum(int(v) << s for v, s in zip(lanes[k], shifts)) << (2 * p.lanes * k)
+                                 for k in range(p.planes)))
         weights_per_unit.append(words)
-        scales_per_unit.append([int(scales[0, row, g]) | (int(scales[1, row, g]) << p.scale_bits)
-                                for row in rows for g in range(scales.shape[2])])
+        scales_per_unit.append([sum(int(fixed[k, row, g]) << (p.scale_bits * k) for k in range(p.terms))
+                                for row in rows for g in range(fixed.shape[2])])
     return weights_per_unit, scales_per_unit

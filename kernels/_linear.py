@@ -10,7 +10,9 @@ BACKENDS = ("auto", "triton", "torch")
 
 
 class TritPlaneLinear(torch.nn.Module):
-    """y = x W_hat^T + b from packed codes (uint8 [2, n, d_pad/4]) and float16 scales [2, n, ng].
+    """y = x W_hat^T + b from packed codes (uint8 [planes, n, d_pad/4]), float16 scales
+    [planes, n, ng] and, for PT^2-LLM layers, float16 offsets [n, ng] and the column order
+    ``perm`` int32 [d] (x[..., perm] meets the stored columns).
 
     ``backend``: ``"auto"`` uses the Triton float kernel on CUDA tensors and a torch
     fallback (dequantize once, cache, ``F.linear``) elsewhere; ``"triton"`` or ``"torch"``
@@ -18,34 +20,44 @@ class TritPlaneLinear(torch.nn.Module):
     """
 
     def __init__(self, codes: torch.Tensor, scales: torch.Tensor, in_features: int, group_size: int = 128,
-                 bias: torch.Tensor | None = None, backend: str = "auto"):
+                 bias: torch.Tensor | None = None, backend: str = "auto", offsets: torch.Tensor | None = None,
+                 perm: torch.Tensor | None = None):
         super().__init__()
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
-        if codes.dtype != torch.uint8 or codes.dim() != 3 or codes.shape[0] != 2:
-            raise ValueError(f"codes must be uint8 [2, n, d_pad/4], not {codes.dtype} {tuple(codes.shape)}")
-        d_pad = codes.shape[2] * 4
-        if d_pad % group_size or tuple(scales.shape) != (2, codes.shape[1], d_pad // group_size):
+        if codes.dtype != torch.uint8 or codes.dim() != 3 or codes.shape[0] not in (1, 2):
+            raise ValueError(f"codes must be uint8 [planes, n, d_pad/4] with 1 or 2 planes, not {codes.dtype} "
+                             f"{tuple(codes.shape)}")
+        planes, n, d_pad = codes.shape[0], codes.shape[1], codes.shape[2] * 4
+        if d_pad % group_size or tuple(scales.shape) != (planes, n, d_pad // group_size):
             raise ValueError(f"scales {tuple(scales.shape)} do not match codes {tuple(codes.shape)}")
         if not d_pad - group_size < in_features <= d_pad:
             raise ValueError(f"in_features {in_features} does not fit d_pad {d_pad} with G={group_size}")
-        self.in_features, self.out_features, self.group_size, self.backend = in_features, codes.shape[1], group_size, backend
+        if offsets is not None and tuple(offsets.shape) != (n, d_pad // group_size):
+            raise ValueError(f"offsets {tuple(offsets.shape)} must be (n, ng) = {(n, d_pad // group_size)}")
+        if perm is not None and not torch.equal(torch.sort(perm.long().cpu()).values, torch.arange(in_features)):
+            raise ValueError(f"perm must be a permutation of 0..{in_features - 1}")
+        self.in_features, self.out_features, self.group_size, self.backend = in_features, n, group_size, backend
         self.register_buffer("codes", codes)
         self.register_buffer("scales", scales.to(torch.float16))
+        self.register_buffer("offsets", None if offsets is None else offsets.to(torch.float16))
+        self.register_buffer("perm", None if perm is None else perm.to(torch.int32))
         self.register_buffer("bias", bias)
         self._dense: torch.Tensor | None = None
 
     @classmethod
     def from_packed(cls, layer, backend: str = "auto") -> TritPlaneLinear:
         """From an artifact's :class:`ptqtp.artifact.PackedLayer`."""
-        return cls(layer.codes, layer.scales, layer.in_features, layer.group_size, layer.bias, backend)
+        return cls(layer.codes, layer.scales, layer.in_features, layer.group_size, layer.bias, backend,
+                   layer.offsets, layer.perm)
 
     def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """W_hat (n, in_features)."""
+        """W_hat (n, in_features), input column order."""
         from ptqtp.packing import unpack_trits
         from ptqtp.quantizer import dequantize_planes
 
-        return dequantize_planes(unpack_trits(self.codes), self.scales, self.group_size, self.in_features, dtype)
+        return dequantize_planes(unpack_trits(self.codes), self.scales, self.group_size, self.in_features, dtype,
+                                 self.offsets, self.perm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] != self.in_features:
@@ -53,7 +65,8 @@ class TritPlaneLinear(torch.nn.Module):
         if self.backend == "triton" or (self.backend == "auto" and x.is_cuda):
             from ._trit_matmul import trit_matmul
 
-            y = trit_matmul(x, self.codes, self.scales, self.group_size)
+            xs = x if self.perm is None else x.index_select(-1, self.perm.to(device=x.device, dtype=torch.long))
+            y = trit_matmul(xs, self.codes, self.scales, self.group_size, self.offsets)
             return y if self.bias is None else y + self.bias.to(y.dtype)
         if self._dense is None or self._dense.dtype != x.dtype or self._dense.device != x.device:
             self._dense = self.dequantize(x.dtype).to(x.device)

@@ -1,7 +1,8 @@
 """Triton kernels for y = x W_hat^T straight from the packed artifact (SPEC sections 2-3).
 
-Codes: uint8 [2, n, d_pad / 4], 4 trits a byte (trit j at bits 2(j%4)); scales float16
-[2, n, ng]. Three kernels:
+Codes: uint8 [planes, n, d_pad / 4], 4 trits a byte (trit j at bits 2(j%4)); scales
+float16 [planes, n, ng]; optional offsets (PT^2-LLM's m) [n, ng], added to every weight of
+their group (integer path: m_q times the group sum of x_q). Three kernels:
 
 - ``_decode_kernel`` (m <= 8): GEMV-like, one program per BLOCK_N rows, every packed
   byte read once; x rows are reused from registers.
@@ -38,13 +39,17 @@ def _trits(codes_ptr, plane, offs_n, offs_k, stride_cp, stride_cn, N):
 
 
 @triton.jit
-def _weights(codes_ptr, scales_ptr, offs_n, offs_k, g, stride_cp, stride_cn, stride_sp, stride_sn, N):
+def _weights(codes_ptr, scales_ptr, offsets_ptr, offs_n, offs_k, g, stride_cp, stride_cn, stride_sp, stride_sn, N,
+             PLANES: tl.constexpr, HAS_OFFSET: tl.constexpr):
     """W_hat tile [BLOCK_N, BLOCK_K] float32 for columns in one group g."""
     w = tl.zeros((offs_n.shape[0], offs_k.shape[0]), dtype=tl.float32)
-    for p in range(2):
+    for p in range(PLANES):
         t = _trits(codes_ptr, p, offs_n, offs_k, stride_cp, stride_cn, N).to(tl.float32)
         s = tl.load(scales_ptr + p * stride_sp + offs_n * stride_sn + g, mask=offs_n < N, other=0.0).to(tl.float32)
         w += t * s[:, None]
+    if HAS_OFFSET:  # offsets share the scales' [n, ng] row stride
+        m = tl.load(offsets_ptr + offs_n * stride_sn + g, mask=offs_n < N, other=0.0).to(tl.float32)
+        w += m[:, None]
     return w
 
 
@@ -56,41 +61,53 @@ def _x_tile(x_ptr, offs_m, offs_k, stride_xm, M, K):
 
 
 @triton.jit
-def _decode_kernel(x_ptr, codes_ptr, scales_ptr, y_ptr, M, N, K, stride_xm, stride_cp, stride_cn, stride_sp,
-                   stride_sn, G: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+def _decode_kernel(x_ptr, codes_ptr, scales_ptr, offsets_ptr, y_ptr, M, N, K, stride_xm, stride_cp, stride_cn,
+                   stride_sp, stride_sn, PLANES: tl.constexpr, HAS_OFFSET: tl.constexpr, G: tl.constexpr,
+                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_m = tl.arange(0, BLOCK_M)
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for k0 in range(0, K, BLOCK_K):
         offs_k = k0 + tl.arange(0, BLOCK_K)
-        w = _weights(codes_ptr, scales_ptr, offs_n, offs_k, k0 // G, stride_cp, stride_cn, stride_sp, stride_sn, N)
+        w = _weights(codes_ptr, scales_ptr, offsets_ptr, offs_n, offs_k, k0 // G, stride_cp, stride_cn, stride_sp,
+                     stride_sn, N, PLANES, HAS_OFFSET)
         x = _x_tile(x_ptr, offs_m, offs_k, stride_xm, M, K)
         acc += tl.sum(x[:, None, :] * w[None, :, :], axis=2)
     tl.store(y_ptr + offs_m[:, None] * N + offs_n[None, :], acc, mask=(offs_m[:, None] < M) & (offs_n[None, :] < N))
 
 
 @triton.jit
-def _prefill_kernel(x_ptr, codes_ptr, scales_ptr, y_ptr, M, N, K, stride_xm, stride_cp, stride_cn, stride_sp,
-                    stride_sn, G: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+def _prefill_kernel(x_ptr, codes_ptr, scales_ptr, offsets_ptr, y_ptr, M, N, K, stride_xm, stride_cp, stride_cn,
+                    stride_sp, stride_sn, PLANES: tl.constexpr, HAS_OFFSET: tl.constexpr, G: tl.constexpr,
+                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for k0 in range(0, K, BLOCK_K):
         offs_k = k0 + tl.arange(0, BLOCK_K)
-        w = _weights(codes_ptr, scales_ptr, offs_n, offs_k, k0 // G, stride_cp, stride_cn, stride_sp, stride_sn, N)
+        w = _weights(codes_ptr, scales_ptr, offsets_ptr, offs_n, offs_k, k0 // G, stride_cp, stride_cn, stride_sp,
+                     stride_sn, N, PLANES, HAS_OFFSET)
         x = _x_tile(x_ptr, offs_m, offs_k, stride_xm, M, K)
         acc += tl.dot(x, tl.trans(w))
     tl.store(y_ptr + offs_m[:, None] * N + offs_n[None, :], acc, mask=(offs_m[:, None] < M) & (offs_n[None, :] < N))
 
 
 @triton.jit
-def _int_kernel(xq_ptr, codes_ptr, aq_ptr, acc_ptr, M, N, ng, stride_xm, stride_cp, stride_cn, stride_ap, stride_an,
-                G: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+def _int_kernel(xq_ptr, codes_ptr, aq_ptr, mq_ptr, acc_ptr, M, N, ng, stride_xm, stride_cp, stride_cn, stride_ap,
+                stride_an, PLANES: tl.constexpr, HAS_OFFSET: tl.constexpr, G: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int64)
     for g in range(0, ng):
-        for p in range(2):
+        if HAS_OFFSET:  # m_q times the group's sum of x_q (offsets share a_q's [n, ng] row stride)
+            xs = tl.zeros((BLOCK_M,), dtype=tl.int32)
+            for k0 in range(0, G, BLOCK_K):
+                offs_k = g * G + k0 + tl.arange(0, BLOCK_K)
+                x = tl.load(xq_ptr + offs_m[:, None] * stride_xm + offs_k[None, :], mask=offs_m[:, None] < M, other=0)
+                xs += tl.sum(x, axis=1)
+            mq = tl.load(mq_ptr + offs_n * stride_an + g, mask=offs_n < N, other=0)
+            acc += xs.to(tl.int64)[:, None] * mq[None, :]
+        for p in range(PLANES):
             part = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32)  # |p| <= G Q < 2^31 for A <= 16, G <= 2^15
             for k0 in range(0, G, BLOCK_K):
                 offs_k = g * G + k0 + tl.arange(0, BLOCK_K)
@@ -102,18 +119,23 @@ def _int_kernel(xq_ptr, codes_ptr, aq_ptr, acc_ptr, M, N, ng, stride_xm, stride_
     tl.store(acc_ptr + offs_m[:, None] * N + offs_n[None, :], acc, mask=(offs_m[:, None] < M) & (offs_n[None, :] < N))
 
 
-def _check(codes: torch.Tensor, scales: torch.Tensor, group_size: int) -> tuple[int, int]:
-    if codes.dtype != torch.uint8 or codes.dim() != 3 or codes.shape[0] != 2:
-        raise ValueError(f"codes must be uint8 [2, n, d_pad/4], not {codes.dtype} {tuple(codes.shape)}")
-    n, d_pad = codes.shape[1], codes.shape[2] * 4
-    if d_pad % group_size or tuple(scales.shape) != (2, n, d_pad // group_size):
+def _check(codes: torch.Tensor, scales: torch.Tensor, group_size: int, offsets=None) -> tuple[int, int]:
+    if codes.dtype != torch.uint8 or codes.dim() != 3 or codes.shape[0] not in (1, 2):
+        raise ValueError(f"codes must be uint8 [planes, n, d_pad/4] with 1 or 2 planes, not {codes.dtype} "
+                         f"{tuple(codes.shape)}")
+    planes, n, d_pad = codes.shape[0], codes.shape[1], codes.shape[2] * 4
+    if d_pad % group_size or tuple(scales.shape) != (planes, n, d_pad // group_size):
         raise ValueError(f"scales {tuple(scales.shape)} do not match codes {tuple(codes.shape)} with G={group_size}")
+    if offsets is not None and tuple(offsets.shape) != (n, d_pad // group_size):
+        raise ValueError(f"offsets {tuple(offsets.shape)} must be (n, ng) = {(n, d_pad // group_size)}")
     return n, d_pad
 
 
-def trit_matmul(x: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor, group_size: int = 128) -> torch.Tensor:
-    """y = x W_hat^T (fp32 accumulation, output in x's dtype) for x (..., d) with d <= d_pad."""
-    n, d_pad = _check(codes, scales, group_size)
+def trit_matmul(x: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor, group_size: int = 128,
+                offsets: torch.Tensor | None = None) -> torch.Tensor:
+    """y = x W_hat^T (fp32 accumulation, output in x's dtype) for x (..., d) with d <= d_pad,
+    W_hat = sum_k a_k T_k (+ m) in stored column order (a permutation is the caller's)."""
+    n, d_pad = _check(codes, scales, group_size, offsets)
     if x.shape[-1] > d_pad:
         raise ValueError(f"x has {x.shape[-1]} features, the layer at most {d_pad}")
     lead = x.shape[:-1]
@@ -124,30 +146,36 @@ def trit_matmul(x: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor, grou
     x2 = x2.contiguous()
     y = torch.empty(M, n, device=x.device, dtype=torch.float32)
     block_k = min(64, group_size & -group_size)  # a power of two dividing G: a block never spans groups
-    args = (x2, codes, scales, y, M, n, d_pad, x2.stride(0), codes.stride(0), codes.stride(1), scales.stride(0),
-            scales.stride(1))
+    scales = scales.contiguous()
+    offsets = scales if offsets is None else offsets.to(scales.dtype).contiguous()  # unread without HAS_OFFSET
+    args = (x2, codes, scales, offsets, y, M, n, d_pad, x2.stride(0), codes.stride(0), codes.stride(1),
+            scales.stride(0), scales.stride(1))
+    flags = dict(PLANES=codes.shape[0], HAS_OFFSET=offsets is not scales, G=group_size)
     if M <= 8:
         bm = max(1, triton.next_power_of_2(M))
-        _decode_kernel[(triton.cdiv(n, 64),)](*args, G=group_size, BLOCK_M=bm, BLOCK_N=64, BLOCK_K=block_k)
+        _decode_kernel[(triton.cdiv(n, 64),)](*args, **flags, BLOCK_M=bm, BLOCK_N=64, BLOCK_K=block_k)
     else:
         grid = (triton.cdiv(M, 64), triton.cdiv(n, 64))
-        _prefill_kernel[grid](*args, G=group_size, BLOCK_M=64, BLOCK_N=64, BLOCK_K=block_k)
+        _prefill_kernel[grid](*args, **flags, BLOCK_M=64, BLOCK_N=64, BLOCK_K=block_k)
     return y.to(x.dtype).reshape(*lead, n)
 
 
-def trit_matmul_int(x_q: torch.Tensor, codes: torch.Tensor, a_q: torch.Tensor, group_size: int = 128) -> torch.Tensor:
-    """The golden accumulator acc int64 [m, n] from x_q [m, d_pad] (integers) and a_q int64 [2, n, ng]."""
-    n, d_pad = _check(codes, a_q, group_size)
+def trit_matmul_int(x_q: torch.Tensor, codes: torch.Tensor, a_q: torch.Tensor, group_size: int = 128,
+                    m_q: torch.Tensor | None = None) -> torch.Tensor:
+    """The golden accumulator acc int64 [m, n] from x_q [m, d_pad] (integers), a_q int64
+    [planes, n, ng] and optional offsets m_q int64 [n, ng]."""
+    n, d_pad = _check(codes, a_q, group_size, m_q)
     if x_q.dim() != 2 or x_q.shape[1] != d_pad:
         raise ValueError(f"x_q must be (m, {d_pad}), not {tuple(x_q.shape)}")
     if x_q.abs().max() >= 2**15 or group_size > 2**15:
         raise ValueError("x_q must fit 16 bits and G must be <= 32768 (int32 partial sums)")
     x_q = x_q.to(torch.int32).contiguous()
     a_q = a_q.to(torch.int64).contiguous()
+    mq = a_q if m_q is None else m_q.to(torch.int64).contiguous()  # unread without HAS_OFFSET
     M = x_q.shape[0]
     acc = torch.empty(M, n, device=x_q.device, dtype=torch.int64)
     grid = (triton.cdiv(M, 16), triton.cdiv(n, 32))
-    _int_kernel[grid](x_q, codes, a_q, acc, M, n, d_pad // group_size, x_q.stride(0), codes.stride(0),
-                      codes.stride(1), a_q.stride(0), a_q.stride(1), G=group_size, BLOCK_M=16, BLOCK_N=32,
-                      BLOCK_K=min(32, group_size & -group_size))
+    _int_kernel[grid](x_q, codes, a_q, mq, acc, M, n, d_pad // group_size, x_q.stride(0), codes.stride(0),
+                      codes.stride(1), a_q.stride(0), a_q.stride(1), PLANES=codes.shape[0], HAS_OFFSET=m_q is not None,
+                      G=group_size, BLOCK_M=16, BLOCK_N=32, BLOCK_K=min(32, group_size & -group_size))
     return acc

@@ -2,9 +2,13 @@
 
 For each quantized linear ``NAME``::
 
-    NAME.tp_codes   uint8   [2, n, d_pad / 4]   trit codes, see ptqtp.packing
-    NAME.tp_scales  float16 [2, n, ng]          a_k per plane, row, group
-    NAME.bias       (unchanged, if the layer has one)
+    NAME.tp_codes    uint8   [planes, n, d_pad / 4]  trit codes, see ptqtp.packing
+    NAME.tp_scales   float16 [planes, n, ng]         a_k per plane, row, group
+    NAME.tp_offsets  float16 [n, ng]                 offset m per row, group (PT^2-LLM only)
+    NAME.tp_perm     int32   [d]                     stored column j = input column perm[j] (optional)
+    NAME.bias        (unchanged, if the layer has one)
+
+planes is 2 (PTQTP) or 1 (PT^2-LLM); the layer record's ``planes`` says which (absent: 2).
 
 plus every other tensor unchanged. Header ``__metadata__``: ``ptqtp.format`` = "1",
 ``ptqtp.layers`` = JSON list of per-layer records, ``ptqtp.config`` = the quantizer's
@@ -36,10 +40,13 @@ __all__ = [
     "save_artifact",
     "load_artifact",
     "file_sha256",
+    "LAYER_SUFFIXES",
     "FORMAT_VERSION",
 ]
 
 FORMAT_VERSION = "1"
+#: The tensors a quantized layer may store besides its bias.
+LAYER_SUFFIXES = ("tp_codes", "tp_scales", "tp_offsets", "tp_perm")
 _REQUIRED_INFO = ("name", "in_features", "out_features", "group_size", "method", "iterations", "rel_error")
 _FP16_MAX = float(torch.finfo(torch.float16).max)
 
@@ -53,10 +60,12 @@ class PackedLayer:
     """One quantized linear as stored: packed codes, float16 scales, optional bias."""
 
     name: str
-    codes: torch.Tensor  # uint8 [2, n, d_pad / 4]
-    scales: torch.Tensor  # float16 [2, n, ng]
+    codes: torch.Tensor  # uint8 [planes, n, d_pad / 4]
+    scales: torch.Tensor  # float16 [planes, n, ng]
     info: dict
     bias: torch.Tensor | None = None
+    offsets: torch.Tensor | None = None  # float16 [n, ng]
+    perm: torch.Tensor | None = None  # int32 [d]
 
     @property
     def in_features(self) -> int:
@@ -74,13 +83,18 @@ class PackedLayer:
     def d_pad(self) -> int:
         return int(self.codes.shape[-1]) * 4
 
+    @property
+    def planes(self) -> int:
+        return int(self.codes.shape[0])
+
     def trits(self) -> torch.Tensor:
-        """int8 trits [2, n, d_pad]."""
+        """int8 trits [planes, n, d_pad]."""
         return unpack_trits(self.codes)
 
     def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """W_hat (n, in_features) from the stored (float16) scales."""
-        return dequantize_planes(self.trits(), self.scales, self.group_size, self.in_features, dtype)
+        """W_hat (n, in_features), input column order, from the stored (float16) scales and offsets."""
+        return dequantize_planes(self.trits(), self.scales, self.group_size, self.in_features, dtype, self.offsets,
+                                 self.perm)
 
 
 @dataclass
@@ -93,20 +107,33 @@ class Artifact:
     path: Path | None = None
 
 
-def pack_layer(result: TritPlaneResult, name: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(tp_codes uint8, tp_scales float16) for one result; scales must fit float16."""
-    scales = result.scales.detach().to("cpu", torch.float64)
-    big = scales.abs().max().item() if scales.numel() else 0.0
+def _float16(values: torch.Tensor, name: str, what: str, flush_ok: bool = False) -> torch.Tensor:
+    """float16 values; overflow is refused, and so is a nonzero value that flushes to 0 unless
+    ``flush_ok`` (an offset below 6e-8 is rounding noise; a scale of 0 would lose a group)."""
+    values = values.detach().to("cpu", torch.float64)
+    big = values.abs().max().item() if values.numel() else 0.0
     if big > _FP16_MAX:
-        raise ArtifactError(f"{name}: scale {big:.4g} overflows float16 (max {_FP16_MAX}); rescale the weights")
-    scales16 = scales.to(torch.float16)
-    lost = (scales != 0) & (scales16 == 0)
-    if bool(lost.any()):
+        raise ArtifactError(f"{name}: {what} {big:.4g} overflows float16 (max {_FP16_MAX}); rescale the weights")
+    half = values.to(torch.float16)
+    lost = (values != 0) & (half == 0)
+    if not flush_ok and bool(lost.any()):
         raise ArtifactError(
-            f"{name}: {int(lost.sum())} nonzero scales underflow to 0 in float16 "
-            f"(smallest {scales[lost].abs().min().item():.3g}); rescale the weights"
+            f"{name}: {int(lost.sum())} nonzero {what}s underflow to 0 in float16 "
+            f"(smallest {values[lost].abs().min().item():.3g}); rescale the weights"
         )
-    return pack_trits(result.codes.detach().cpu()), scales16
+    return half
+
+
+def pack_layer(result: TritPlaneResult, name: str) -> dict[str, torch.Tensor]:
+    """The stored tensors of one result by suffix: ``tp_codes`` (uint8), ``tp_scales``
+    (float16), and ``tp_offsets`` (float16) / ``tp_perm`` (int32) where the method has them.
+    Scales and offsets must fit float16."""
+    out = {"tp_codes": pack_trits(result.codes.detach().cpu()), "tp_scales": _float16(result.scales, name, "scale")}
+    if result.offsets is not None:
+        out["tp_offsets"] = _float16(result.offsets, name, "offset", flush_ok=True)
+    if result.perm is not None:
+        out["tp_perm"] = result.perm.detach().to("cpu", torch.int32)
+    return out
 
 
 def file_sha256(path: str | os.PathLike) -> str:
@@ -151,8 +178,8 @@ def save_artifact(
     out: dict[str, torch.Tensor] = {}
     records = []
     for name, result in layers.items():
-        codes, scales = pack_layer(result, name)
-        for key, value in ((f"{name}.tp_codes", codes), (f"{name}.tp_scales", scales)):
+        for suffix, value in pack_layer(result, name).items():
+            key = f"{name}.{suffix}"
             if key in tensors:
                 raise ArtifactError(f"tensor {key!r} is both a quantized layer and a plain tensor")
             out[key] = value
@@ -207,10 +234,10 @@ def load_artifact(path: str | os.PathLike, device: str = "cpu") -> Artifact:
         if name in layers:
             _fail(path, f"layer {name!r} is listed twice")
         layers[name] = _validated_layer(path, name, rec, raw)
-    stray = [k for k in raw if k.endswith((".tp_codes", ".tp_scales")) and k.rsplit(".", 1)[0] not in layers]
+    stray = [k for k in raw if k.endswith(tuple(f".{s}" for s in LAYER_SUFFIXES)) and k.rsplit(".", 1)[0] not in layers]
     if stray:
         _fail(path, f"tensors {stray} belong to no listed layer")
-    quantized = {f"{n}.{s}" for n in layers for s in ("tp_codes", "tp_scales")}
+    quantized = {f"{n}.{s}" for n in layers for s in LAYER_SUFFIXES}
     tensors = {k: v for k, v in raw.items() if k not in quantized}
     for name, layer in layers.items():
         layer.bias = tensors.get(f"{name}.bias")
@@ -227,14 +254,22 @@ def _validated_layer(path, name: str, rec: dict, raw: dict) -> PackedLayer:
     if n < 1 or d < 1 or G < 4 or G % 4:
         _fail(path, f"layer {name!r}: invalid shape n={n}, d={d}, group_size={G}")
     ng = -(-d // G)
+    planes = rec.get("planes", 2)
+    if planes not in (1, 2):
+        _fail(path, f"layer {name!r}: planes must be 1 or 2, not {planes!r}")
     expect = {
-        "tp_codes": (torch.uint8, (2, n, ng * G // 4)),
-        "tp_scales": (torch.float16, (2, n, ng)),
+        "tp_codes": (torch.uint8, (planes, n, ng * G // 4)),
+        "tp_scales": (torch.float16, (planes, n, ng)),
+        "tp_offsets": (torch.float16, (n, ng)),
+        "tp_perm": (torch.int32, (d,)),
     }
     got = {}
     for suffix, (dtype, shape) in expect.items():
         key = f"{name}.{suffix}"
         if key not in raw:
+            if suffix in ("tp_offsets", "tp_perm"):
+                got[suffix] = None
+                continue
             _fail(path, f"layer {name!r}: tensor {key!r} is missing")
         t = raw[key]
         if t.dtype != dtype or tuple(t.shape) != shape:
@@ -250,4 +285,10 @@ def _validated_layer(path, name: str, rec: dict, raw: dict) -> PackedLayer:
         _fail(path, f"layer {name!r}: padding columns {d}..{ng * G - 1} hold nonzero trits")
     if not bool(torch.isfinite(got["tp_scales"]).all()):
         _fail(path, f"layer {name!r}: non-finite scales")
-    return PackedLayer(name=name, codes=got["tp_codes"], scales=got["tp_scales"], info=dict(rec))
+    if got["tp_offsets"] is not None and not bool(torch.isfinite(got["tp_offsets"]).all()):
+        _fail(path, f"layer {name!r}: non-finite offsets")
+    perm = got["tp_perm"]
+    if perm is not None and not torch.equal(torch.sort(perm.long()).values, torch.arange(d)):
+        _fail(path, f"layer {name!r}: tp_perm is not a permutation of 0..{d - 1}")
+    return PackedLayer(name=name, codes=got["tp_codes"], scales=got["tp_scales"], info=dict(rec),
+                       offsets=got["tp_offsets"], perm=perm)

@@ -1,7 +1,8 @@
 """Backends that execute a quantized layer on integer inputs: acc = golden accumulator.
 
-Every backend takes the same layer (trits, a_q and the integer parameters, as in a
-hardware image) and integer activations x_q (m, d_pad), and returns acc int64 (m, n).
+Every backend takes the same layer (trits, a_q, optional offsets m_q and the integer
+parameters, as in a hardware image) and integer activations x_q (m, d_pad) in stored column
+order (a PT^2-LLM permutation is applied by the host), and returns acc int64 (m, n).
 They must agree with the golden model bit for bit:
 
     golden   ptqtp.golden (NumPy), the definition
@@ -27,7 +28,8 @@ BACKENDS = ("golden", "triton", "rtl", "remote")
 
 @dataclass
 class LayerSpec:
-    """What every backend needs for one layer: trits [2, n, d_pad], a_q [2, n, ng], d, G, A, S."""
+    """What every backend needs for one layer: trits [planes, n, d_pad], a_q [planes, n, ng],
+    d, G, A, S, F and, for PT^2-LLM layers, offsets m_q [n, ng]."""
 
     trits: np.ndarray
     a_q: np.ndarray
@@ -36,15 +38,17 @@ class LayerSpec:
     act_bits: int
     scale_bits: int
     F: int
+    m_q: np.ndarray | None = None
 
     @classmethod
     def from_golden(cls, g: GoldenLayer) -> LayerSpec:
-        return cls(g.trits, g.a_q, g.d, g.group_size, g.config.act_bits, g.config.scale_bits, g.F)
+        return cls(g.trits, g.a_q, g.d, g.group_size, g.config.act_bits, g.config.scale_bits, g.F, g.m_q)
 
     def golden(self) -> GoldenLayer:
-        """The golden model of this layer (scales a_q 2^-F give back exactly a_q and F)."""
+        """The golden model of this layer (scales a_q 2^-F give back exactly a_q and F); it
+        takes x_q in stored column order, so it carries no permutation."""
         return GoldenLayer.from_fixed_point(self.trits, self.a_q, self.F, self.d, self.group_size,
-                                            IntConfig(self.act_bits, self.scale_bits))
+                                            IntConfig(self.act_bits, self.scale_bits), self.m_q)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -114,19 +118,20 @@ class TritonBackend(_LocalBackend):
 
         spec.golden()  # validates the layer
         codes = pack_trits(torch.from_numpy(np.ascontiguousarray(spec.trits, dtype=np.int8)))
-        self.layers[layer_id] = (spec, codes.to(self.device), torch.from_numpy(spec.a_q).to(self.device))
+        m_q = None if spec.m_q is None else torch.from_numpy(spec.m_q).to(self.device)
+        self.layers[layer_id] = (spec, codes.to(self.device), torch.from_numpy(spec.a_q).to(self.device), m_q)
 
     def run(self, layer_id: int, x_q: np.ndarray) -> np.ndarray:
         import torch
 
         from .kernels import trit_matmul_int
 
-        spec, codes, a_q = self._layer(layer_id)
+        spec, codes, a_q, m_q = self._layer(layer_id)
         Q = 2 ** (spec.act_bits - 1) - 1
         x = np.asarray(x_q, dtype=np.int64)
         if x.ndim != 2 or x.shape[1] != spec.shape[1] or np.abs(x).max(initial=0) > Q:
             raise ValueError(f"x_q must be (m, {spec.shape[1]}) integers in [-{Q}, {Q}]")
-        acc = trit_matmul_int(torch.from_numpy(x).to(self.device), codes, a_q, spec.group_size)
+        acc = trit_matmul_int(torch.from_numpy(x).to(self.device), codes, a_q, spec.group_size, m_q)
         return acc.cpu().numpy()
 
 

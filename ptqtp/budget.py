@@ -32,10 +32,12 @@ def _rel(y: np.ndarray, ref: np.ndarray) -> float:
     return float(np.linalg.norm(y - ref) / den) if den > 0 else 0.0
 
 
-def _weights(golden: GoldenLayer, scales: np.ndarray) -> np.ndarray:
-    """(n, d) float64 weights from the golden layer's trits and given per-group scales."""
+def _weights(golden: GoldenLayer, scales: np.ndarray, offsets: np.ndarray | None) -> np.ndarray:
+    """(n, d) float64 weights, input column order, from the golden layer's trits and given
+    per-group scales (and offsets)."""
+    perm = None if golden.perm is None else torch.from_numpy(golden.perm)
     w = dequantize_planes(torch.from_numpy(golden.trits), torch.from_numpy(scales), golden.group_size, golden.d,
-                          torch.float64)
+                          torch.float64, None if offsets is None else torch.from_numpy(offsets), perm)
     return w.numpy()
 
 
@@ -46,8 +48,9 @@ def error_budget(layer, x: np.ndarray, config: IntConfig, weight=None) -> dict[s
     """
     golden = GoldenLayer.from_packed(layer, config)
     x = np.asarray(x, dtype=np.float64)
-    y_a = x @ _weights(golden, layer.scales.double().numpy()).T
-    y_b = x @ _weights(golden, golden.dequantized_scales()).T
+    offsets = None if layer.offsets is None else layer.offsets.double().numpy()
+    y_a = x @ _weights(golden, layer.scales.double().numpy(), offsets).T
+    y_b = x @ _weights(golden, golden.dequantized_scales(), golden.dequantized_offsets()).T
     y_c = golden.forward(x, bias=False)
     out = {}
     if weight is not None:

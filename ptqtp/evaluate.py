@@ -138,15 +138,15 @@ def compare_methods(model, tokenizer, text: str, methods=("fp", "ptqtp", "ternar
         if method == "fp":
             row.update(bits=32.0, bound=32.0, seconds=0.0, layer_error=0.0, weights=0)
         else:
-            if method in ("ptqtp", "ternary"):
+            if method in ("ptqtp", "ternary", "pt2-itf"):
                 rep = quantize_model(m, method, config, progress=progress)
-            elif method == "ptqtp-gptq":
-                from .calibrated import calibrate_model, calibration_ids
+            elif method in ("ptqtp-gptq", "pt2"):
+                from .calibrated import calibrated_quantize
 
-                rep = calibrate_model(m, calibration_ids(tokenizer), config, progress=progress)
+                rep, _ = calibrated_quantize(m, tokenizer, method, config, progress=progress)
             else:
                 rep = fake_quantize_model(m, method, config)
-            bits, bound = bits_per_weight(method.removesuffix("-gptq"), config.group_size)
+            bits, bound = bits_per_weight(method, config.group_size)
             row.update(bits=bits, bound=bound, seconds=rep.seconds, layer_error=rep.mean_rel_error,
                        weights=rep.weights)
         row["perplexity"] = perplexity(m, tokenizer, text, context, max_tokens)

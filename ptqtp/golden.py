@@ -8,7 +8,13 @@ compare with it; none of them re-derive it.
     F = floor(log2((2^(S-1) - 1) / max|a|)) over the layer;  a_q = clip(rint(a 2^F), -2^(S-1), 2^(S-1) - 1)
     p[m, r, g, k] = sum_{j in g} T_k[r, j] x_q[m, j]
     acc[m, r] = sum_g sum_k p[m, r, g, k] a_q[k, r, g]      (exact, int64)
+             (+ sum_g s[m, g] m_q[r, g],  s[m, g] = sum_{j in g} x_q[m, j], with offsets)
     y[m, r] = acc[m, r] s_x[m] 2^-F (+ bias[r])
+
+PT^2-LLM layers (one plane and a per-group offset m, docs/SPEC-NOTES.md) add the offset
+term; m_q = clip(rint(m 2^F)) shares F with a_q (F is taken over max |a| and |m| together),
+and a stored column order ``perm`` is applied to x on the host before quantizing
+(s_x does not depend on the order).
 
 ``rint`` is round-half-to-even. F is computed exactly: the largest integer with
 max|a| 2^F <= 2^(S-1) - 1 (a power-of-two scaling is exact in float64), so |a_q| never
@@ -30,6 +36,7 @@ __all__ = [
     "scale_exponent",
     "acc_width",
     "group_partial_sums",
+    "group_sums",
     "accumulate",
     "check_fits",
 ]
@@ -111,9 +118,10 @@ def quantize_scales(scales, scale_bits: int) -> tuple[np.ndarray, int]:
     return np.clip(np.rint(np.ldexp(a, F)), lo, hi).astype(np.int64), F
 
 
-def acc_width(ng: int, group_size: int, act_bits: int, scale_bits: int, planes: int = 2) -> int:
-    """ACC = ceil(log2(planes * ng * G * Q * 2^(S-1))) + 1 bits, two's complement."""
-    bound = planes * ng * group_size * (2 ** (act_bits - 1) - 1) * 2 ** (scale_bits - 1)
+def acc_width(ng: int, group_size: int, act_bits: int, scale_bits: int, terms: int = 2) -> int:
+    """ACC = ceil(log2(terms * ng * G * Q * 2^(S-1))) + 1 bits, two's complement; ``terms`` is
+    the number of scaled group sums per group: planes, plus one with offsets."""
+    bound = terms * ng * group_size * (2 ** (act_bits - 1) - 1) * 2 ** (scale_bits - 1)
     return (bound - 1).bit_length() + 1
 
 
@@ -146,34 +154,48 @@ def group_partial_sums(trits: np.ndarray, x_q: np.ndarray, group_size: int) -> n
     return p.reshape(ng, m, n, planes).transpose(1, 2, 0, 3)
 
 
-def accumulate(p: np.ndarray, a_q: np.ndarray) -> np.ndarray:
-    """acc int64 [m, n] = sum over groups and planes of p * a_q (a_q is [planes, n, ng])."""
-    return np.einsum("mrgk,krg->mr", p, a_q.astype(np.int64))
+def group_sums(x_q: np.ndarray, group_size: int) -> np.ndarray:
+    """s int64 [m, ng] = per-group sums of x_q (the offset term's operand, shared by all rows)."""
+    m, d_pad = x_q.shape
+    return x_q.astype(np.int64).reshape(m, d_pad // group_size, group_size).sum(-1)
+
+
+def accumulate(p: np.ndarray, a_q: np.ndarray, s: np.ndarray | None = None, m_q: np.ndarray | None = None) -> np.ndarray:
+    """acc int64 [m, n] = sum over groups and planes of p * a_q (a_q is [planes, n, ng]), plus
+    sum over groups of s * m_q (s [m, ng], m_q [n, ng]) when offsets are given."""
+    acc = np.einsum("mrgk,krg->mr", p, a_q.astype(np.int64))
+    if m_q is not None:
+        acc += s @ m_q.astype(np.int64).T
+    return acc
 
 
 class GoldenLayer:
-    """One quantized linear in integer form: trits, fixed-point scales, F and ACC.
+    """One quantized linear in integer form: trits, fixed-point scales (and offsets), F and ACC.
 
     Parameters
     ----------
-    trits: int8 [planes, n, d_pad] in {-1, 0, 1}.
+    trits: int8 [planes, n, d_pad] in {-1, 0, 1}, planes 1 or 2.
     scales: float [planes, n, ng], the artifact's (float16) scales.
     in_features: d, the unpadded input width.
     group_size: G.
     config: A and S.
     acc_bits: the declared accumulator width; ``None`` takes ACC from the width rule.
+    offsets: float [n, ng] or None, PT^2-LLM's per-group offsets m (same F as the scales).
+    perm: int [d] or None; stored column j is input column perm[j].
 
     Raises
     ------
-    ValueError: shapes disagree, or ACC exceeds 64 bits (cannot be exact in int64), or
-        the declared ``acc_bits`` is narrower than the worst case needs.
+    ValueError: shapes disagree, perm is not a permutation, or ACC exceeds 64 bits (cannot
+        be exact in int64), or the declared ``acc_bits`` is narrower than the worst case needs.
     """
 
     def __init__(self, trits, scales, in_features: int, group_size: int, config: IntConfig | None = None,
-                 acc_bits: int | None = None, bias=None):
+                 acc_bits: int | None = None, bias=None, offsets=None, perm=None):
         self.config = config or IntConfig()
         self.trits = np.asarray(trits, dtype=np.int8)
         scales = np.asarray(scales, dtype=np.float64)
+        if self.trits.ndim != 3 or self.trits.shape[0] not in (1, 2):
+            raise ValueError(f"trits must be [planes, n, d_pad] with 1 or 2 planes, not shape {self.trits.shape}")
         planes, n, d_pad = self.trits.shape
         if d_pad % group_size or scales.shape != (planes, n, d_pad // group_size):
             raise ValueError(f"scales shape {scales.shape} does not match trits {self.trits.shape} with G={group_size}")
@@ -181,8 +203,22 @@ class GoldenLayer:
             raise ValueError(f"in_features {in_features} does not fit d_pad {d_pad} with G={group_size}")
         self.n, self.d, self.d_pad, self.group_size, self.planes = n, in_features, d_pad, group_size, planes
         self.ng = d_pad // group_size
-        self.a_q, self.F = quantize_scales(scales, self.config.scale_bits)
-        self.acc_bits = acc_width(self.ng, group_size, self.config.act_bits, self.config.scale_bits, planes)
+        self.m_q = None
+        if offsets is None:
+            self.a_q, self.F = quantize_scales(scales, self.config.scale_bits)
+        else:
+            offsets = np.asarray(offsets, dtype=np.float64)
+            if offsets.shape != (n, self.ng):
+                raise ValueError(f"offsets shape {offsets.shape} must be (n, ng) = {(n, self.ng)}")
+            both, self.F = quantize_scales(np.concatenate([scales, offsets[None]]), self.config.scale_bits)
+            self.a_q, self.m_q = both[:planes], both[planes]
+        self.perm = None
+        if perm is not None:
+            self.perm = np.asarray(perm, dtype=np.int64)
+            if self.perm.shape != (in_features,) or not np.array_equal(np.sort(self.perm), np.arange(in_features)):
+                raise ValueError(f"perm must be a permutation of 0..{in_features - 1}")
+        self.terms = planes + (self.m_q is not None)
+        self.acc_bits = acc_width(self.ng, group_size, self.config.act_bits, self.config.scale_bits, self.terms)
         if self.acc_bits > 64:
             raise ValueError(f"ACC = {self.acc_bits} bits exceeds int64; lower A, S or the layer width")
         if acc_bits is not None and acc_bits < self.acc_bits:
@@ -191,13 +227,15 @@ class GoldenLayer:
 
     @classmethod
     def from_fixed_point(cls, trits, a_q, F: int, in_features: int, group_size: int,
-                         config: IntConfig | None = None) -> GoldenLayer:
-        """From fixed-point scales (a hardware image, a wire message): the scales a_q 2^-F must
-        give back exactly a_q and F, else ``ValueError``."""
+                         config: IntConfig | None = None, m_q=None, perm=None) -> GoldenLayer:
+        """From fixed-point scales (a hardware image, a wire message): the scales a_q 2^-F (and
+        offsets m_q 2^-F) must give back exactly a_q, m_q and F, else ``ValueError``."""
         a_q = np.asarray(a_q, dtype=np.int64)
-        g = cls(trits, np.ldexp(a_q.astype(np.float64), -F), in_features, group_size, config)
-        if g.F != F or not np.array_equal(g.a_q, a_q):
-            raise ValueError(f"a_q and F={F} are not normalised (max |a_q| must lie in (2^(S-2), 2^(S-1) - 1]; "
+        m_q = None if m_q is None else np.asarray(m_q, dtype=np.int64)
+        g = cls(trits, np.ldexp(a_q.astype(np.float64), -F), in_features, group_size, config,
+                offsets=None if m_q is None else np.ldexp(m_q.astype(np.float64), -F), perm=perm)
+        if g.F != F or not np.array_equal(g.a_q, a_q) or (m_q is not None and not np.array_equal(g.m_q, m_q)):
+            raise ValueError(f"a_q and F={F} are not normalised (max |a_q|, |m_q| must lie in (2^(S-2), 2^(S-1) - 1]; "
                              f"the golden model derives F={g.F})")
         return g
 
@@ -206,13 +244,16 @@ class GoldenLayer:
         """From an artifact's :class:`ptqtp.artifact.PackedLayer`."""
         bias = None if layer.bias is None else layer.bias.double().numpy()
         return cls(layer.trits().numpy(), layer.scales.double().numpy(), layer.in_features, layer.group_size,
-                   config, bias=bias)
+                   config, bias=bias, offsets=None if layer.offsets is None else layer.offsets.double().numpy(),
+                   perm=None if layer.perm is None else layer.perm.numpy())
 
     def quantize_input(self, x) -> tuple[np.ndarray, np.ndarray]:
-        """(x_q int64 [m, d_pad], s_x [m]) for activations x (m, d)."""
+        """(x_q int64 [m, d_pad], s_x [m]) for activations x (m, d), in stored column order."""
         x = np.asarray(x, dtype=np.float64)
         if x.shape[-1] != self.d:
             raise ValueError(f"activations have {x.shape[-1]} features, the layer takes {self.d}")
+        if self.perm is not None:
+            x = x[..., self.perm]
         return quantize_activations(x, self.config.act_bits, self.d_pad)
 
     def acc(self, x_q) -> np.ndarray:
@@ -223,7 +264,10 @@ class GoldenLayer:
         Q = self.config.q_max
         if np.abs(x_q).max(initial=0) > Q:
             raise ValueError(f"x_q values exceed Q = {Q}")
-        acc = accumulate(group_partial_sums(self.trits, x_q.astype(np.int64), self.group_size), self.a_q)
+        x_q = x_q.astype(np.int64)
+        p = group_partial_sums(self.trits, x_q, self.group_size)
+        s = None if self.m_q is None else group_sums(x_q, self.group_size)
+        acc = accumulate(p, self.a_q, s, self.m_q)
         check_fits(acc, self.acc_bits)
         return acc
 
@@ -240,3 +284,7 @@ class GoldenLayer:
     def dequantized_scales(self) -> np.ndarray:
         """a_q 2^-F: the scales as the hardware sees them."""
         return np.ldexp(self.a_q.astype(np.float64), -self.F)
+
+    def dequantized_offsets(self) -> np.ndarray | None:
+        """m_q 2^-F: the offsets as the hardware sees them (None without offsets)."""
+        return None if self.m_q is None else np.ldexp(self.m_q.astype(np.float64), -self.F)

@@ -5,7 +5,13 @@ A folder per layer::
     plane1.hex, plane2.hex   one word per line, P trits x 2 bits (trit 0 of the chunk in the
                              least significant bits), order row r, then chunk c = 0..d_pad/P-1
     scale1.hex, scale2.hex   one S-bit two's complement a_q per line, order row r, then group g
-    layer.json               n, d, d_pad, G, P, A, S, F, ACC, source sha256, layer name
+    offset.hex               PT^2-LLM only: one S-bit m_q per line, order row r, then group g
+    perm.hex                 with a column order only: perm[j] for j = 0..d-1, ceil(log2 d) bits
+    layer.json               n, d, d_pad, G, P, A, S, F, ACC, planes, offset, perm, source
+                             sha256, layer name
+
+A one-plane layer (PT^2-LLM) has plane1/scale1 only. The host applies perm to x before
+quantizing; the accelerator never sees it.
 
 Words are fixed-width lowercase hex, ceil(bits / 4) digits. The image is derived from the
 artifact through the golden model (which defines a_q and F); reading it back gives the
@@ -27,7 +33,7 @@ from .golden import GoldenLayer, IntConfig
 
 __all__ = ["HardwareImage", "ImageError", "write_image", "read_image", "IMAGE_VERSION"]
 
-IMAGE_VERSION = 1
+IMAGE_VERSION = 2  # 2 added planes, offset and perm; version 1 folders (two planes) still read
 _HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
 _NIBBLE = np.full(256, 255, dtype=np.uint8)  # ASCII -> nibble, 255 = not a hex digit
 _NIBBLE[np.frombuffer(b"0123456789", np.uint8)] = np.arange(10)
@@ -43,9 +49,11 @@ class ImageError(ValueError):
 class HardwareImage:
     """A layer as the accelerator's memories hold it."""
 
-    trits: np.ndarray  # int8 [2, n, d_pad]
-    a_q: np.ndarray  # int64 [2, n, ng]
+    trits: np.ndarray  # int8 [planes, n, d_pad]
+    a_q: np.ndarray  # int64 [planes, n, ng]
     meta: dict
+    m_q: np.ndarray | None = None  # int64 [n, ng]
+    perm: np.ndarray | None = None  # int64 [d]
 
     @property
     def lanes(self) -> int:
@@ -57,7 +65,7 @@ class HardwareImage:
         mismatch = ImageError(f"layer.json F={m['F']} ACC={m['ACC']} disagree with the golden model")
         try:
             g = GoldenLayer.from_fixed_point(self.trits, self.a_q, int(m["F"]), int(m["d"]), int(m["G"]),
-                                             IntConfig(int(m["A"]), int(m["S"])))
+                                             IntConfig(int(m["A"]), int(m["S"])), self.m_q, self.perm)
         except ValueError as e:
             raise mismatch from e
         if g.acc_bits != int(m["ACC"]):
@@ -96,29 +104,37 @@ def _int_words(values: np.ndarray, bits: int) -> np.ndarray:
 # ------------------------------------------------------------------ writing
 
 
+def _perm_bits(d: int) -> int:
+    """Bits of one perm.hex word: enough for d - 1 (unsigned, written as non-negative two's complement)."""
+    return max(1, (d - 1).bit_length()) + 1
+
+
 def write_image(folder: str | os.PathLike, golden: GoldenLayer, lanes: int, name: str, source_sha256: str) -> Path:
     """Write one layer's image folder atomically (temp folder, then rename over ``folder``).
 
     Raises
     ------
-    ValueError: ``lanes`` does not divide G, or the layer does not have two planes.
+    ValueError: ``lanes`` does not divide G.
     """
     if not isinstance(lanes, int) or lanes < 1 or golden.group_size % lanes:
         raise ValueError(f"lanes P must be a positive divisor of G={golden.group_size}, not {lanes!r}")
-    if golden.planes != 2:
-        raise ValueError(f"the image format holds 2 planes, not {golden.planes}")
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
         S = golden.config.scale_bits
-        for k in range(2):
+        for k in range(golden.planes):
             (tmp / f"plane{k + 1}.hex").write_bytes(_words_to_hex(_trit_words(golden.trits[k], lanes)))
             (tmp / f"scale{k + 1}.hex").write_bytes(_words_to_hex(_int_words(golden.a_q[k], S)))
+        if golden.m_q is not None:
+            (tmp / "offset.hex").write_bytes(_words_to_hex(_int_words(golden.m_q, S)))
+        if golden.perm is not None:
+            (tmp / "perm.hex").write_bytes(_words_to_hex(_int_words(golden.perm, _perm_bits(golden.d))))
         meta = {
             "version": IMAGE_VERSION, "name": name, "n": golden.n, "d": golden.d, "d_pad": golden.d_pad,
             "G": golden.group_size, "P": lanes, "A": golden.config.act_bits, "S": S, "F": golden.F,
-            "ACC": golden.acc_bits, "source_sha256": source_sha256,
+            "ACC": golden.acc_bits, "planes": golden.planes, "offset": golden.m_q is not None,
+            "perm": golden.perm is not None, "source_sha256": source_sha256,
         }
         (tmp / "layer.json").write_text(json.dumps(meta, indent=2) + "\n")
         if folder.exists():
@@ -196,24 +212,40 @@ def read_image(folder: str | os.PathLike, artifact_sha256: str | None = None) ->
         int(meta["A"]), int(meta["F"]), int(meta["ACC"])
     except (ValueError, KeyError, TypeError) as e:
         raise ImageError(f"{meta_path}: malformed ({e})") from None
-    if meta.get("version") != IMAGE_VERSION:
-        raise ImageError(f"{meta_path}: version {meta.get('version')!r}, expected {IMAGE_VERSION}")
+    if meta.get("version") not in (1, IMAGE_VERSION):
+        raise ImageError(f"{meta_path}: version {meta.get('version')!r}, expected 1 or {IMAGE_VERSION}")
+    planes, has_offset, has_perm = meta.get("planes", 2), meta.get("offset", False), meta.get("perm", False)
+    if planes not in (1, 2) or not isinstance(has_offset, bool) or not isinstance(has_perm, bool):
+        raise ImageError(f"{meta_path}: planes must be 1 or 2 and offset/perm booleans, not {planes!r}, "
+                         f"{has_offset!r}, {has_perm!r}")
     if P < 1 or G % P or d_pad % G or not 0 < d <= d_pad or n < 1:
         raise ImageError(f"{meta_path}: inconsistent shape n={n} d={d} d_pad={d_pad} G={G} P={P}")
     if artifact_sha256 is not None and meta.get("source_sha256") != artifact_sha256:
         raise ImageError(f"{meta_path}: source sha256 {meta.get('source_sha256')} does not match the artifact "
                          f"{artifact_sha256}")
-    trits = np.empty((2, n, d_pad), dtype=np.int8)
-    a_q = np.empty((2, n, d_pad // G), dtype=np.int64)
-    for k in range(2):
+    trits = np.empty((planes, n, d_pad), dtype=np.int8)
+    a_q = np.empty((planes, n, d_pad // G), dtype=np.int64)
+    for k in range(planes):
         path = folder / f"plane{k + 1}.hex"
         words = _read_words(path, n * d_pad // P, 2 * P)
         trits[k] = _decode_trits(path, words, P).reshape(n, d_pad)
         if trits[k][:, d:].any():
             raise ImageError(f"{path}: padding columns {d}..{d_pad - 1} hold nonzero trits")
-        nib = _read_words(folder / f"scale{k + 1}.hex", n * (d_pad // G), S).astype(np.int64)
-        u = np.zeros(nib.shape[0], dtype=np.int64)
-        for c in range(nib.shape[1]):
-            u = (u << 4) | nib[:, c]
-        a_q[k] = (u - ((u >> (S - 1)) & 1) * (1 << S)).reshape(n, -1)  # two's complement
-    return HardwareImage(trits=trits, a_q=a_q, meta=meta)
+        a_q[k] = _read_ints(folder / f"scale{k + 1}.hex", n * (d_pad // G), S).reshape(n, -1)
+    m_q = _read_ints(folder / "offset.hex", n * (d_pad // G), S).reshape(n, -1) if has_offset else None
+    perm = None
+    if has_perm:
+        path = folder / "perm.hex"
+        perm = _read_ints(path, d, _perm_bits(d))
+        if not np.array_equal(np.sort(perm), np.arange(d)):
+            raise ImageError(f"{path}: not a permutation of 0..{d - 1}")
+    return HardwareImage(trits=trits, a_q=a_q, meta=meta, m_q=m_q, perm=perm)
+
+
+def _read_ints(path: Path, count: int, bits: int) -> np.ndarray:
+    """``count`` two's complement ``bits``-bit words of a hex file as int64."""
+    nib = _read_words(path, count, bits).astype(np.int64)
+    u = np.zeros(nib.shape[0], dtype=np.int64)
+    for c in range(nib.shape[1]):
+        u = (u << 4) | nib[:, c]
+    return u - ((u >> (bits - 1)) & 1) * (1 << bits)

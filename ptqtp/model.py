@@ -72,11 +72,13 @@ def _set_module(model: torch.nn.Module, name: str, new: torch.nn.Module) -> None
     setattr(model.get_submodule(parent) if parent else model, child, new)
 
 
-def _trit_module(codes, scales, in_features, group_size, bias, device):
+def _trit_module(packed: dict, in_features, group_size, bias, device):
+    """A ``TritPlaneLinear`` from a layer's stored tensors by suffix (``pack_layer``'s dict)."""
     from ptqtp.kernels import TritPlaneLinear
 
     b = None if bias is None else bias.detach().clone()
-    return TritPlaneLinear(codes, scales, in_features, group_size, b).to(device)
+    return TritPlaneLinear(packed["tp_codes"], packed["tp_scales"], in_features, group_size, b,
+                           offsets=packed.get("tp_offsets"), perm=packed.get("tp_perm")).to(device)
 
 
 def quantize_model(model: torch.nn.Module, method: str = "ptqtp", config: PTQTPConfig | None = None,
@@ -84,15 +86,16 @@ def quantize_model(model: torch.nn.Module, method: str = "ptqtp", config: PTQTPC
     """Replace the model's block linears by ``TritPlaneLinear`` modules, in place.
 
     The modules hold exactly what the artifact stores (packed codes, float16 scales), so a
-    saved and reloaded model computes the same logits bit for bit. ``method`` is ``ptqtp``
-    or ``ternary`` (trit-plane formats).
+    saved and reloaded model computes the same logits bit for bit. ``method`` is ``ptqtp``,
+    ``ternary`` or ``pt2-itf`` (data-free; calibrated methods: ``ptqtp.calibrated.calibrate_model``).
     """
     from tqdm import tqdm
 
     from . import quantize
 
-    if method not in ("ptqtp", "ternary"):
-        raise ValueError(f"method must be 'ptqtp' or 'ternary' for a packed model, not {method!r}")
+    if method not in ("ptqtp", "ternary", "pt2-itf"):
+        raise ValueError(f"method must be 'ptqtp', 'ternary' or 'pt2-itf' for a packed model, not {method!r} "
+                         f"(calibrated methods: ptqtp.calibrated.calibrate_model)")
     config = config or PTQTPConfig()
     report = QuantReport()
     t0 = time.perf_counter()
@@ -103,8 +106,7 @@ def quantize_model(model: torch.nn.Module, method: str = "ptqtp", config: PTQTPC
     for name, module in bar:
         w = _weight_of(module).detach()
         r = quantize(w, method, config, name=name)
-        codes, scales = pack_layer(r, name)
-        new = _trit_module(codes, scales, w.shape[1], config.group_size, module.bias, w.device)
+        new = _trit_module(pack_layer(r, name), w.shape[1], config.group_size, module.bias, w.device)
         _set_module(model, name, new)
         report.layers[name] = r
         bar.set_postfix_str(f"{name}: {r.rel_error:.4f}")
@@ -121,7 +123,7 @@ def save_quantized(model: torch.nn.Module, path: str | Path, report: QuantReport
     tensors, seen = {}, {}
     for key, t in model.state_dict().items():
         owner, _, leaf = key.rpartition(".")
-        if owner in quantized and leaf in ("codes", "scales"):
+        if owner in quantized and leaf in ("codes", "scales", "offsets", "perm"):
             continue
         if owner in quantized and leaf == "bias":
             tensors[key] = t
@@ -156,8 +158,9 @@ def load_quantized(path: str | Path, dtype: torch.dtype = torch.float32, device:
     config = AutoConfig.for_model(**cfg_dict)
     model = AutoModelForCausalLM.from_config(config, dtype=dtype)
     for name, layer in art.layers.items():
-        _set_module(model, name, _trit_module(layer.codes, layer.scales, layer.in_features, layer.group_size,
-                                              layer.bias, "cpu"))
+        packed = {"tp_codes": layer.codes, "tp_scales": layer.scales, "tp_offsets": layer.offsets,
+                  "tp_perm": layer.perm}
+        _set_module(model, name, _trit_module(packed, layer.in_features, layer.group_size, layer.bias, "cpu"))
     plain = {k: v for k, v in art.tensors.items() if k.rpartition(".")[0] not in art.layers}
     missing, unexpected = model.load_state_dict(plain, strict=False)
     tied = set(getattr(model, "_tied_weights_keys", None) or [])

@@ -78,10 +78,15 @@ def encode_layer(layer_id: int, spec: LayerSpec) -> bytes:
     import torch
 
     n, d_pad = spec.shape
-    meta = json.dumps({"n": n, "d_pad": d_pad, "d": spec.d, "G": spec.group_size, "A": spec.act_bits,
-                       "S": spec.scale_bits, "F": spec.F}).encode()
+    fields = {"n": n, "d_pad": d_pad, "d": spec.d, "G": spec.group_size, "A": spec.act_bits, "S": spec.scale_bits,
+              "F": spec.F}
+    if spec.trits.shape[0] != 2 or spec.m_q is not None:  # optional keys: a two-plane layer's frame is unchanged
+        fields.update(planes=int(spec.trits.shape[0]), offset=spec.m_q is not None)
+    meta = json.dumps(fields).encode()
     codes = pack_trits(torch.from_numpy(np.ascontiguousarray(spec.trits, dtype=np.int8))).numpy().tobytes()
-    return struct.pack("<II", layer_id, len(meta)) + meta + codes + np.ascontiguousarray(spec.a_q, "<i8").tobytes()
+    offsets = b"" if spec.m_q is None else np.ascontiguousarray(spec.m_q, "<i8").tobytes()
+    return (struct.pack("<II", layer_id, len(meta)) + meta + codes + np.ascontiguousarray(spec.a_q, "<i8").tobytes()
+            + offsets)
 
 
 def decode_layer(payload: bytes) -> tuple[int, LayerSpec]:
@@ -93,15 +98,21 @@ def decode_layer(payload: bytes) -> tuple[int, LayerSpec]:
         layer_id, mlen = struct.unpack_from("<II", payload)
         meta = json.loads(payload[8 : 8 + mlen])
         n, d_pad, G = int(meta["n"]), int(meta["d_pad"]), int(meta["G"])
+        planes, offset = meta.get("planes", 2), meta.get("offset", False)
+        if planes not in (1, 2) or not isinstance(offset, bool):
+            raise ValueError(f"planes must be 1 or 2 and offset a bool, not {planes!r}, {offset!r}")
         ng = d_pad // G
         body = payload[8 + mlen :]
-        ncodes = 2 * n * d_pad // 4
-        if n < 1 or G < 4 or d_pad % G or len(body) != ncodes + 2 * n * ng * 8:
-            raise ValueError(f"payload holds {len(body)} bytes, the layer needs {ncodes + 2 * n * ng * 8}")
-        codes = torch.frombuffer(bytearray(body[:ncodes]), dtype=torch.uint8).view(2, n, d_pad // 4)
+        ncodes = planes * n * d_pad // 4
+        nscales = (planes + offset) * n * ng * 8
+        if n < 1 or G < 4 or d_pad % G or len(body) != ncodes + nscales:
+            raise ValueError(f"payload holds {len(body)} bytes, the layer needs {ncodes + nscales}")
+        codes = torch.frombuffer(bytearray(body[:ncodes]), dtype=torch.uint8).view(planes, n, d_pad // 4)
         trits = unpack_trits(codes).numpy()
-        a_q = np.frombuffer(body[ncodes:], "<i8").reshape(2, n, ng).astype(np.int64)
-        spec = LayerSpec(trits, a_q, int(meta["d"]), G, int(meta["A"]), int(meta["S"]), int(meta["F"]))
+        ints = np.frombuffer(body[ncodes:], "<i8").astype(np.int64)
+        a_q = ints[: planes * n * ng].reshape(planes, n, ng)
+        m_q = ints[planes * n * ng :].reshape(n, ng) if offset else None
+        spec = LayerSpec(trits, a_q, int(meta["d"]), G, int(meta["A"]), int(meta["S"]), int(meta["F"]), m_q)
         spec.golden()  # validates shapes, widths and normalisation
         return layer_id, spec
     except (struct.error, ValueError, KeyError, TypeError, json.JSONDecodeError, RuntimeError) as e:

@@ -33,23 +33,33 @@ PAIR_C2 = (-1, 0, 1, -1, 0, 1, -1, 0, 1)
 
 
 def dequantize_planes(trits: torch.Tensor, scales: torch.Tensor, group_size: int, in_features: int,
-                      dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """W_hat (n, in_features) = sum_k a_k T_k per group, from trits [planes, n, d_pad] and scales
-    [planes, n, ng]; summed in float64, so the one rounding is the cast to ``dtype``."""
+                      dtype: torch.dtype = torch.float32, offsets: torch.Tensor | None = None,
+                      perm: torch.Tensor | None = None) -> torch.Tensor:
+    """W_hat (n, in_features) = sum_k a_k T_k (+ m) per group, from trits [planes, n, d_pad],
+    scales [planes, n, ng] and optional offsets m [n, ng]; summed in float64, so the one
+    rounding is the cast to ``dtype``. With ``perm`` the stored column j is input column
+    perm[j], and W_hat comes back in input order."""
     planes, n, d_pad = trits.shape
     t = trits.to(torch.float64).view(planes, n, d_pad // group_size, group_size)
-    w = (t * scales.to(torch.float64).unsqueeze(-1)).sum(0).view(n, d_pad)
-    return w[:, :in_features].to(dtype)
+    w = (t * scales.to(torch.float64).unsqueeze(-1)).sum(0)
+    if offsets is not None:
+        w = w + offsets.to(torch.float64).unsqueeze(-1)
+    w = w.view(n, d_pad)[:, :in_features]
+    if perm is not None:
+        w = torch.empty_like(w).index_copy_(1, perm.to(device=w.device, dtype=torch.long), w)
+    return w.to(dtype)
 
 
 @dataclass
 class TritPlaneResult:
-    """Two trit planes with per-group scales: W_hat = sum_k diag(a_k) T_k, per group.
+    """Trit planes with per-group scales: W_hat = sum_k diag(a_k) T_k (+ m), per group.
 
     Attributes
     ----------
     codes: int8 tensor [planes, n, d_pad] of trits in {-1, 0, 1}; padding columns hold 0.
     scales: float64 tensor [planes, n, ng], a_k per plane, row and group.
+    offsets: float64 [n, ng] or None; the per-group offset m of PT^2-LLM.
+    perm: int64 [d] or None; stored column j is input column perm[j] (PT^2-LLM's SSR).
     """
 
     codes: torch.Tensor
@@ -62,6 +72,8 @@ class TritPlaneResult:
     lambda_stats: dict = field(default_factory=dict)
     error_history: list = field(default_factory=list)
     seconds: float = 0.0
+    offsets: torch.Tensor | None = None
+    perm: torch.Tensor | None = None
 
     @property
     def out_features(self) -> int:
@@ -69,7 +81,8 @@ class TritPlaneResult:
 
     def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """W_hat as an (n, d) tensor of ``dtype``."""
-        return dequantize_planes(self.codes, self.scales, self.group_size, self.in_features, dtype)
+        return dequantize_planes(self.codes, self.scales, self.group_size, self.in_features, dtype, self.offsets,
+                                 self.perm)
 
     def info(self) -> dict:
         """The per-layer record stored in artifact metadata."""
@@ -78,6 +91,7 @@ class TritPlaneResult:
             "out_features": self.out_features,
             "group_size": self.group_size,
             "method": self.method,
+            "planes": int(self.codes.shape[0]),
             "iterations": self.iterations,
             "rel_error": self.rel_error,
             **({"lambda": self.lambda_stats} if self.lambda_stats else {}),

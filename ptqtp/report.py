@@ -29,11 +29,16 @@ def sample_weight(n: int = 768, d: int = 2048, seed: int = 0) -> torch.Tensor:
 def bits_per_weight(method: str, group_size: int = 128) -> tuple[float, float]:
     """(storage bits per weight, information bound) including float16 scales per group.
 
-    Trit planes pack 2 bits per trit (base-3 bound log2(3) = 1.585); RTN k-bit stores
-    k bits plus a float16 scale and a k-bit zero point per group.
+    Trit planes pack 2 bits per trit (base-3 bound log2(3) = 1.585); PT^2-LLM stores one
+    plane and a float16 scale and offset per group (its SSR permutation, 32 bits per input
+    column, is shared by all rows and left out); RTN k-bit stores k bits plus a float16 scale
+    and a k-bit zero point per group.
     """
+    method = method.removesuffix("-gptq").removesuffix("-itf")
     if method == "ptqtp":
         return 2 * 2 + 2 * 16 / group_size, 2 * math.log2(3) + 2 * 16 / group_size
+    if method == "pt2":
+        return 2 + 2 * 16 / group_size, math.log2(3) + 2 * 16 / group_size
     if method == "ternary":
         return 2 + 16 / group_size, math.log2(3) + 16 / group_size
     if method.startswith("rtn"):

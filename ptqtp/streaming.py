@@ -83,8 +83,8 @@ def stream_quantize(src: str | os.PathLike, out: str | os.PathLike, method: str 
 
     from . import quantize
 
-    if method not in ("ptqtp", "ternary"):
-        raise ValueError(f"method must be 'ptqtp' or 'ternary', not {method!r}")
+    if method not in ("ptqtp", "ternary", "pt2-itf"):
+        raise ValueError(f"method must be 'ptqtp', 'ternary' or 'pt2-itf' (data-free methods), not {method!r}")
     config = config or PTQTPConfig()
     src, out = Path(src), Path(out)
     files = checkpoint_files(src)
@@ -119,8 +119,7 @@ def stream_quantize(src: str | os.PathLike, out: str | os.PathLike, method: str 
             name = key.removesuffix(".weight")
             w = t.t() if conv1d and "c_" in key else t
             r = quantize(w, method, config, name=name)
-            codes, scales = pack_layer(r, name)
-            tensors = {f"{name}.tp_codes": codes, f"{name}.tp_scales": scales}
+            tensors = {f"{name}.{suffix}": v for suffix, v in pack_layer(r, name).items()}
             meta = {"record": json.dumps({"name": name, **r.info()})}
             bar.set_postfix_str(f"{name}: {r.rel_error:.4f}")
         else:

@@ -115,14 +115,16 @@ def test_group_accumulator_matches_reference():
 PARAM_SETS = [(8, 2, 8, 16, 32, 5, 60), (16, 1, 4, 8, 64, 3, 100), (4, 3, 8, 12, 16, 7, 40), (32, 4, 16, 16, 64, 9, 128)]
 
 
-def random_design(P, R, A, S, G, n, d, seed=0):
+def random_design(P, R, A, S, G, n, d, seed=0, planes=2, offset=False):
     rng = np.random.default_rng(seed)
     d_pad = -(-d // G) * G
-    trits = rng.integers(-1, 2, (2, n, d_pad)).astype(np.int8)
+    trits = rng.integers(-1, 2, (planes, n, d_pad)).astype(np.int8)
     trits[:, :, d:] = 0
-    golden = GoldenLayer(trits, rng.standard_normal((2, n, d_pad // G)), d, G, IntConfig(A, S))
-    params = AccelParams(n=n, d_pad=d_pad, group_size=G, lanes=P, rows=R, act_bits=A, scale_bits=S)
-    return golden, TritMatmul(golden.trits, golden.a_q, params)
+    offsets = rng.standard_normal((n, d_pad // G)) * 3 if offset else None  # m may exceed a: F from both
+    golden = GoldenLayer(trits, rng.standard_normal((planes, n, d_pad // G)), d, G, IntConfig(A, S), offsets=offsets)
+    params = AccelParams(n=n, d_pad=d_pad, group_size=G, lanes=P, rows=R, act_bits=A, scale_bits=S, planes=planes,
+                         offset=offset)
+    return golden, TritMatmul(golden.trits, golden.a_q, params, golden.m_q)
 
 
 def vectors(golden, m, seed):
@@ -143,6 +145,33 @@ def test_top_bit_exact_and_cycle_model(P, R, A, S, G, n, d):
     res = run_vectors(dut, x)
     np.testing.assert_array_equal(res.acc, golden.acc(x))
     assert res.periods() == [cycles_per_vector(dut.params)] * 3  # back-to-back vectors
+
+
+# PT^2-LLM's layout (one plane + offset) and the other plane/offset combinations
+TERM_SETS = [(1, True), (2, True), (1, False)]
+
+
+@pytest.mark.parametrize("planes,offset", TERM_SETS)
+@pytest.mark.parametrize("P,R,A,S,G,n,d", PARAM_SETS[:3])
+def test_top_planes_and_offset_bit_exact(P, R, A, S, G, n, d, planes, offset):
+    golden, dut = random_design(P, R, A, S, G, n, d, seed=3, planes=planes, offset=offset)
+    x = vectors(golden, 3, seed=P + planes)
+    res = run_vectors(dut, x)
+    np.testing.assert_array_equal(res.acc, golden.acc(x))
+    assert res.periods() == [cycles_per_vector(dut.params)] * 2
+
+
+def test_top_offset_with_backpressure():
+    golden, dut = random_design(8, 2, 8, 16, 32, 5, 60, seed=4, planes=1, offset=True)
+    x = vectors(golden, 3, seed=9)
+    res = run_vectors(dut, x, in_stall=0.3, out_stall=0.5, seed=7)
+    np.testing.assert_array_equal(res.acc, golden.acc(x))
+
+
+def test_top_rejects_missing_offsets():
+    golden, dut = random_design(8, 1, 8, 16, 32, 4, 64, planes=1, offset=True)
+    with pytest.raises(ValueError, match="offset=True needs m_q"):
+        TritMatmul(golden.trits, golden.a_q, dut.params)
 
 
 @pytest.mark.parametrize("P,R,A,S,G,n,d", PARAM_SETS[:3])
@@ -173,6 +202,7 @@ def test_verilog_generates_and_yosys_parses(P, R, A, S, G, n, d):
         ({"acc_bits": 10}, "acc_bits must be at least"),
         ({"act_bits": 1}, "act_bits must be an integer in 2..16"),
         ({"d_pad": 100}, "d_pad=100 must be a multiple of G=32"),
+        ({"planes": 3}, "planes must be 1 or 2"),
     ],
 )
 def test_params_rejected(kwargs, match):
@@ -196,3 +226,5 @@ def test_synth_report_counts_ecp5_cells():
     assert e["LUT"] > 0 and e["FF"] > 0 and rep["generic_cells"] > 0
     assert e["DSP"] == 2 * 2  # one p * a_q multiplier per plane per row unit
     assert rep["lut_mapping"] in ("abc9", "abc")
+    _, pt2 = random_design(8, 2, 8, 16, 32, 5, 60, planes=1, offset=True)
+    assert synth_report(to_verilog(pt2), fmax=False)["ecp5"]["DSP"] == 2 * 2  # a_q and m_q per row unit

@@ -81,3 +81,35 @@ def test_rtl_hil_on_one_layer_equals_golden():
             assert torch.equal(rtl_model(ids).logits, golden_model(ids).logits)
         diff = compare_logits(rtl_model, torch_model, ids)
     assert 0 < diff["max_abs"] < 1.0  # activation quantization moves the logits a little
+
+
+def small_pt2_model():
+    from ptqtp.calibrated import calibrate_model
+    from ptqtp.pt2 import PT2Config
+
+    torch.manual_seed(0)
+    cfg = tf.LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=160, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+    model = tf.LlamaForCausalLM(cfg).eval()
+    ids = torch.randint(0, 128, (8, 32), generator=torch.Generator().manual_seed(1))
+    report = calibrate_model(model, ids, method="pt2", pt2_config=PT2Config(group_size=32), progress=False)
+    return model, report
+
+
+def test_pt2_model_save_load_and_hil(tmp_path):
+    """A PT^2-LLM Llama: SSR skipped on down projections, the artifact reloads bit-exact, and the
+    golden HIL path (x permuted, offsets) tracks the torch model."""
+    from ptqtp.model import load_quantized, save_quantized
+
+    model, report = small_pt2_model()
+    assert len(report.layers) == 14 and all(r.method == "pt2" for r in report.layers.values())
+    assert all((r.perm is None) == n.endswith("down_proj") for n, r in report.layers.items())
+    path = save_quantized(model, tmp_path / "pt2.safetensors", report, PTQTPConfig(group_size=32))
+    loaded = load_quantized(path)
+    ids = torch.randint(0, 128, (2, 16), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        assert torch.equal(loaded(ids).logits, model(ids).logits)
+    hil = copy.deepcopy(model)
+    attach_backend(hil, GoldenBackend())
+    diff = compare_logits(hil, model, ids)
+    assert diff["max_abs"] < 0.1 and diff["argmax_agree"] > 0.9

@@ -215,3 +215,35 @@ def test_cli_compare_through_every_backend(tmp_path, capsys):
     for path in ("golden (integer) | 36/36", "triton (integer) | 36/36", "rtl (integer) | 36/36",
                  "remote (integer) | 36/36", "triton float (fp32)"):
         assert path in out, out
+
+
+def pt2_layer(n=6, d=100, G=32, seed=0):
+    rng = np.random.default_rng(seed)
+    d_pad = -(-d // G) * G
+    trits = rng.integers(-1, 2, (1, n, d_pad)).astype(np.int8)
+    trits[:, :, d:] = 0
+    g = GoldenLayer(trits, rng.standard_normal((1, n, d_pad // G)), d, G, offsets=rng.standard_normal((n, d_pad // G)))
+    return g, LayerSpec.from_golden(g)
+
+
+@pytest.mark.parametrize("inner", [GoldenBackend, TritonBackend])
+def test_pt2_layer_locally_and_through_server(inner):
+    from ptqtp.protocol import decode_layer, encode_layer
+
+    g, spec = pt2_layer()
+    x = inputs(g)
+    with inner() as b:
+        b.load(1, spec)
+        np.testing.assert_array_equal(b.run(1, x), g.acc(x))
+    _, back = decode_layer(encode_layer(1, spec))
+    assert np.array_equal(back.m_q, g.m_q) and back.trits.shape[0] == 1
+    two_plane = encode_layer(1, layer()[1])
+    assert b'"planes"' not in two_plane  # a PTQTP layer's frame is the version-1 frame, unchanged
+    srv = serve(inner())
+    try:
+        with RemoteBackend(*srv.server_address, timeout=10) as remote:
+            remote.load(2, spec)
+            np.testing.assert_array_equal(remote.run(2, x), g.acc(x))
+    finally:
+        srv.shutdown()
+        srv.server_close()

@@ -110,3 +110,36 @@ def test_cli_hdl_and_sim(tmp_path, capsys):
     assert "$enddefinitions" in (tmp_path / "w.vcd").read_text()
     assert main(["hdl", str(folder), "-o", str(tmp_path / "x.v"), "--rows", "9", "--no-synth"]) == 2
     assert "rows R=9 exceeds" in capsys.readouterr().err
+
+
+def test_real_pt2_layer_with_offsets_and_permutation(tmp_path):
+    """A calibrated PT^2-LLM layer (one plane, offsets, SSR order) through artifact, image and RTL."""
+    import torch
+
+    from ptqtp.pt2 import pt2_calibrated
+
+    W = sample_weight(96, 320, seed=4)
+    X = torch.from_numpy(random_activations(256, 320, seed=5))
+    r = pt2_calibrated(W, X.T @ X)
+    assert r.perm is not None and r.offsets is not None
+    art = save_artifact(tmp_path / "a.safetensors", {"pt2": r})
+    golden = GoldenLayer.from_packed(load_artifact(art).layers["pt2"])
+    folder, verilog = image_and_verilog(tmp_path, golden, 16, 2, "pt2")
+    assert read_image(folder).meta["planes"] == 1 and read_image(folder).perm is not None
+    x_q, _ = golden.quantize_input(random_activations(3, 320, seed=6))
+    res = run_bench(folder, verilog, x_q, 2)
+    check(res)
+    assert res.cycles_per_vector == [res.model_cycles] * 2
+    check(run_bench(folder, verilog, x_q, 2, in_stall=0.3, out_stall=0.5, seed=2))
+
+
+def test_pt2_maximum_magnitudes_do_not_overflow(tmp_path):
+    rng = np.random.default_rng(0)
+    trits = np.ones((1, 3, 256), np.int8)
+    top = (2**15 - 1) / 2**15  # a_q = m_q = 2^(S-1) - 1 exactly
+    golden = GoldenLayer(trits, np.full((1, 3, 2), top), 256, 128, IntConfig(8, 16), offsets=np.full((3, 2), top))
+    folder, verilog = image_and_verilog(tmp_path, golden, 16, 1)
+    x = x_vectors(golden, 2, int(rng.integers(100)))
+    check(run_bench(folder, verilog, x, 1))
+    worst = 2 * 2 * 128 * golden.config.q_max * (2**15 - 1)  # ng * (plane + offset) * G * Q * max
+    assert golden.acc(x).max() == worst and worst.bit_length() + 1 == golden.acc_bits

