@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import torch
 
+from ptqtp.golden import is_permutation
+
+from ._layout import check_packed
+
 __all__ = ["TritPlaneLinear"]
 
 BACKENDS = ("auto", "triton", "torch")
@@ -25,17 +29,10 @@ class TritPlaneLinear(torch.nn.Module):
         super().__init__()
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
-        if codes.dtype != torch.uint8 or codes.dim() != 3 or codes.shape[0] not in (1, 2):
-            raise ValueError(f"codes must be uint8 [planes, n, d_pad/4] with 1 or 2 planes, not {codes.dtype} "
-                             f"{tuple(codes.shape)}")
-        planes, n, d_pad = codes.shape[0], codes.shape[1], codes.shape[2] * 4
-        if d_pad % group_size or tuple(scales.shape) != (planes, n, d_pad // group_size):
-            raise ValueError(f"scales {tuple(scales.shape)} do not match codes {tuple(codes.shape)}")
+        n, d_pad = check_packed(codes, scales, group_size, offsets)
         if not d_pad - group_size < in_features <= d_pad:
             raise ValueError(f"in_features {in_features} does not fit d_pad {d_pad} with G={group_size}")
-        if offsets is not None and tuple(offsets.shape) != (n, d_pad // group_size):
-            raise ValueError(f"offsets {tuple(offsets.shape)} must be (n, ng) = {(n, d_pad // group_size)}")
-        if perm is not None and not torch.equal(torch.sort(perm.long().cpu()).values, torch.arange(in_features)):
+        if perm is not None and not is_permutation(perm.cpu(), in_features):
             raise ValueError(f"perm must be a permutation of 0..{in_features - 1}")
         self.in_features, self.out_features, self.group_size, self.backend = in_features, n, group_size, backend
         self.register_buffer("codes", codes)
@@ -65,7 +62,7 @@ class TritPlaneLinear(torch.nn.Module):
         if self.backend == "triton" or (self.backend == "auto" and x.is_cuda):
             from ._trit_matmul import trit_matmul
 
-            xs = x if self.perm is None else x.index_select(-1, self.perm.to(device=x.device, dtype=torch.long))
+            xs = x if self.perm is None else x.index_select(-1, self.perm)  # int32 indices, the buffer's device
             y = trit_matmul(xs, self.codes, self.scales, self.group_size, self.offsets)
             return y if self.bias is None else y + self.bias.to(y.dtype)
         if self._dense is None or self._dense.dtype != x.dtype or self._dense.device != x.device:

@@ -2,12 +2,12 @@
 
 Codes: uint8 [planes, n, d_pad / 4], 4 trits a byte (trit j at bits 2(j%4)); scales
 float16 [planes, n, ng]; optional offsets (PT^2-LLM's m) [n, ng], added to every weight of
-their group (integer path: m_q times the group sum of x_q). Three kernels:
+their group (integer path: m_q times the group sum of x_q). Two kernels:
 
-- ``_decode_kernel`` (m <= 8): GEMV-like, one program per BLOCK_N rows, every packed
-  byte read once; x rows are reused from registers.
-- ``_prefill_kernel`` (m > 8): tiles of BLOCK_M x BLOCK_N, trits unpacked to a float
-  tile per BLOCK_K columns and fed to ``tl.dot`` with fp32 accumulation.
+- ``_float_kernel``: trits unpacked to a float tile per BLOCK_K columns, fp32 accumulation.
+  Decode (m <= 8): GEMV-like, one program per BLOCK_N rows holding every x row, each packed
+  byte read once, broadcast multiply-sum. Prefill (m > 8): BLOCK_M x BLOCK_N tiles fed to
+  ``tl.dot``.
 - ``_int_kernel``: the golden accumulator (int64) from x_q and a_q, bit-exact.
 
 Tile sizes are fixed here, not autotuned: no GPU was available to measure them
@@ -25,6 +25,8 @@ if not torch.cuda.is_available():  # no GPU: Triton's interpreter runs the same 
 
 import triton  # noqa: E402  (after the interpreter switch)
 import triton.language as tl  # noqa: E402
+
+from ._layout import check_packed  # noqa: E402
 
 __all__ = ["trit_matmul", "trit_matmul_int"]
 
@@ -61,25 +63,11 @@ def _x_tile(x_ptr, offs_m, offs_k, stride_xm, M, K):
 
 
 @triton.jit
-def _decode_kernel(x_ptr, codes_ptr, scales_ptr, offsets_ptr, y_ptr, M, N, K, stride_xm, stride_cp, stride_cn,
-                   stride_sp, stride_sn, PLANES: tl.constexpr, HAS_OFFSET: tl.constexpr, G: tl.constexpr,
-                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
-    offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
-    offs_m = tl.arange(0, BLOCK_M)
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for k0 in range(0, K, BLOCK_K):
-        offs_k = k0 + tl.arange(0, BLOCK_K)
-        w = _weights(codes_ptr, scales_ptr, offsets_ptr, offs_n, offs_k, k0 // G, stride_cp, stride_cn, stride_sp,
-                     stride_sn, N, PLANES, HAS_OFFSET)
-        x = _x_tile(x_ptr, offs_m, offs_k, stride_xm, M, K)
-        acc += tl.sum(x[:, None, :] * w[None, :, :], axis=2)
-    tl.store(y_ptr + offs_m[:, None] * N + offs_n[None, :], acc, mask=(offs_m[:, None] < M) & (offs_n[None, :] < N))
-
-
-@triton.jit
-def _prefill_kernel(x_ptr, codes_ptr, scales_ptr, offsets_ptr, y_ptr, M, N, K, stride_xm, stride_cp, stride_cn,
-                    stride_sp, stride_sn, PLANES: tl.constexpr, HAS_OFFSET: tl.constexpr, G: tl.constexpr,
-                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+def _float_kernel(x_ptr, codes_ptr, scales_ptr, offsets_ptr, y_ptr, M, N, K, stride_xm, stride_cp, stride_cn,
+                  stride_sp, stride_sn, PLANES: tl.constexpr, HAS_OFFSET: tl.constexpr, G: tl.constexpr,
+                  DOT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    """Tiles BLOCK_M x BLOCK_N; ``DOT``: tl.dot on the unpacked tile (prefill), else a
+    broadcast multiply-sum (decode, m <= 8: one row block, every packed byte read once)."""
     offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
@@ -88,7 +76,10 @@ def _prefill_kernel(x_ptr, codes_ptr, scales_ptr, offsets_ptr, y_ptr, M, N, K, s
         w = _weights(codes_ptr, scales_ptr, offsets_ptr, offs_n, offs_k, k0 // G, stride_cp, stride_cn, stride_sp,
                      stride_sn, N, PLANES, HAS_OFFSET)
         x = _x_tile(x_ptr, offs_m, offs_k, stride_xm, M, K)
-        acc += tl.dot(x, tl.trans(w))
+        if DOT:
+            acc += tl.dot(x, tl.trans(w))
+        else:
+            acc += tl.sum(x[:, None, :] * w[None, :, :], axis=2)
     tl.store(y_ptr + offs_m[:, None] * N + offs_n[None, :], acc, mask=(offs_m[:, None] < M) & (offs_n[None, :] < N))
 
 
@@ -119,23 +110,11 @@ def _int_kernel(xq_ptr, codes_ptr, aq_ptr, mq_ptr, acc_ptr, M, N, ng, stride_xm,
     tl.store(acc_ptr + offs_m[:, None] * N + offs_n[None, :], acc, mask=(offs_m[:, None] < M) & (offs_n[None, :] < N))
 
 
-def _check(codes: torch.Tensor, scales: torch.Tensor, group_size: int, offsets=None) -> tuple[int, int]:
-    if codes.dtype != torch.uint8 or codes.dim() != 3 or codes.shape[0] not in (1, 2):
-        raise ValueError(f"codes must be uint8 [planes, n, d_pad/4] with 1 or 2 planes, not {codes.dtype} "
-                         f"{tuple(codes.shape)}")
-    planes, n, d_pad = codes.shape[0], codes.shape[1], codes.shape[2] * 4
-    if d_pad % group_size or tuple(scales.shape) != (planes, n, d_pad // group_size):
-        raise ValueError(f"scales {tuple(scales.shape)} do not match codes {tuple(codes.shape)} with G={group_size}")
-    if offsets is not None and tuple(offsets.shape) != (n, d_pad // group_size):
-        raise ValueError(f"offsets {tuple(offsets.shape)} must be (n, ng) = {(n, d_pad // group_size)}")
-    return n, d_pad
-
-
 def trit_matmul(x: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor, group_size: int = 128,
                 offsets: torch.Tensor | None = None) -> torch.Tensor:
     """y = x W_hat^T (fp32 accumulation, output in x's dtype) for x (..., d) with d <= d_pad,
     W_hat = sum_k a_k T_k (+ m) in stored column order (a permutation is the caller's)."""
-    n, d_pad = _check(codes, scales, group_size, offsets)
+    n, d_pad = check_packed(codes, scales, group_size, offsets)
     if x.shape[-1] > d_pad:
         raise ValueError(f"x has {x.shape[-1]} features, the layer at most {d_pad}")
     lead = x.shape[:-1]
@@ -151,12 +130,9 @@ def trit_matmul(x: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor, grou
     args = (x2, codes, scales, offsets, y, M, n, d_pad, x2.stride(0), codes.stride(0), codes.stride(1),
             scales.stride(0), scales.stride(1))
     flags = dict(PLANES=codes.shape[0], HAS_OFFSET=offsets is not scales, G=group_size)
-    if M <= 8:
-        bm = max(1, triton.next_power_of_2(M))
-        _decode_kernel[(triton.cdiv(n, 64),)](*args, **flags, BLOCK_M=bm, BLOCK_N=64, BLOCK_K=block_k)
-    else:
-        grid = (triton.cdiv(M, 64), triton.cdiv(n, 64))
-        _prefill_kernel[grid](*args, **flags, BLOCK_M=64, BLOCK_N=64, BLOCK_K=block_k)
+    bm = max(1, triton.next_power_of_2(M)) if M <= 8 else 64  # decode: all rows in one block
+    _float_kernel[(triton.cdiv(M, bm), triton.cdiv(n, 64))](*args, **flags, DOT=M > 8, BLOCK_M=bm, BLOCK_N=64,
+                                                            BLOCK_K=block_k)
     return y.to(x.dtype).reshape(*lead, n)
 
 
@@ -164,7 +140,7 @@ def trit_matmul_int(x_q: torch.Tensor, codes: torch.Tensor, a_q: torch.Tensor, g
                     m_q: torch.Tensor | None = None) -> torch.Tensor:
     """The golden accumulator acc int64 [m, n] from x_q [m, d_pad] (integers), a_q int64
     [planes, n, ng] and optional offsets m_q int64 [n, ng]."""
-    n, d_pad = _check(codes, a_q, group_size, m_q)
+    n, d_pad = check_packed(codes, a_q, group_size, m_q)
     if x_q.dim() != 2 or x_q.shape[1] != d_pad:
         raise ValueError(f"x_q must be (m, {d_pad}), not {tuple(x_q.shape)}")
     if x_q.abs().max() >= 2**15 or group_size > 2**15:

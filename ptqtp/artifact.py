@@ -29,6 +29,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from .golden import is_permutation
 from .packing import invalid_code_positions, pack_trits, unpack_trits
 from .quantizer import TritPlaneResult, dequantize_planes
 
@@ -288,7 +289,7 @@ def _validated_layer(path, name: str, rec: dict, raw: dict) -> PackedLayer:
     if got["tp_offsets"] is not None and not bool(torch.isfinite(got["tp_offsets"]).all()):
         _fail(path, f"layer {name!r}: non-finite offsets")
     perm = got["tp_perm"]
-    if perm is not None and not torch.equal(torch.sort(perm.long()).values, torch.arange(d)):
+    if perm is not None and not is_permutation(perm.cpu(), d):
         _fail(path, f"layer {name!r}: tp_perm is not a permutation of 0..{d - 1}")
     return PackedLayer(name=name, codes=got["tp_codes"], scales=got["tp_scales"], info=dict(rec),
                        offsets=got["tp_offsets"], perm=perm)

@@ -49,6 +49,7 @@ def calibrated_quantize(model, tokenizer, method: str, config: PTQTPConfig | Non
     overridable) from the BBC calibration split. Returns ``(report, metadata)``, the metadata
     being the ``ptqtp.calibration`` header entry that records how it was calibrated."""
     import json
+    from dataclasses import asdict
 
     from .pt2 import PT2Config
 
@@ -64,7 +65,7 @@ def calibrated_quantize(model, tokenizer, method: str, config: PTQTPConfig | Non
                                         "is not a multiple of 10)", "segments": segments, "length": length,
               "seed": seed, "damp": 0.01}
     if method == "pt2":
-        record["pt2"] = {k: v for k, v in vars(pt2_config).items()}
+        record["pt2"] = asdict(pt2_config)
     return report, {"ptqtp.calibration": json.dumps(record)}
 
 

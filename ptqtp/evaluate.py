@@ -126,6 +126,7 @@ def fake_quantize_model(model, method: str, config, progress: bool = False):
 def compare_methods(model, tokenizer, text: str, methods=("fp", "ptqtp", "ternary", "rtn2", "rtn3", "rtn4"),
                     config=None, context: int = 1024, max_tokens: int = 8192, progress: bool = True) -> list[dict]:
     """One row per method: perplexity, bits/weight, quantization time, mean layer error."""
+    from .calibrated import CALIBRATION, calibrated_quantize
     from .config import PTQTPConfig
     from .model import quantize_model
     from .report import bits_per_weight
@@ -140,8 +141,7 @@ def compare_methods(model, tokenizer, text: str, methods=("fp", "ptqtp", "ternar
         else:
             if method in ("ptqtp", "ternary", "pt2-itf"):
                 rep = quantize_model(m, method, config, progress=progress)
-            elif method in ("ptqtp-gptq", "pt2"):
-                from .calibrated import calibrated_quantize
+            elif method in CALIBRATION:
 
                 rep, _ = calibrated_quantize(m, tokenizer, method, config, progress=progress)
             else:

@@ -39,6 +39,7 @@ __all__ = [
     "group_sums",
     "accumulate",
     "check_fits",
+    "is_permutation",
 ]
 
 # float64 matmuls of integers are exact while every partial sum stays below 2^53.
@@ -135,6 +136,13 @@ def check_fits(acc: np.ndarray, bits: int) -> None:
         raise OverflowError(f"accumulator {int(acc[where])} at {where} does not fit {bits} bits")
 
 
+def is_permutation(perm, d: int) -> bool:
+    """Whether ``perm`` (array-like, e.g. a CPU tensor) holds each of 0..d-1 exactly once: the
+    check every stored column order (``tp_perm``, ``perm.hex``, a golden layer's) must pass."""
+    p = np.asarray(perm)
+    return p.shape == (d,) and np.array_equal(np.sort(p), np.arange(d))
+
+
 def _int_matmul(a: np.ndarray, b: np.ndarray, bound: int) -> np.ndarray:
     """Exact integer a @ b; float64 BLAS when every partial sum is below 2^53 (|sum| <= bound)."""
     if bound < _EXACT_F64:
@@ -215,7 +223,7 @@ class GoldenLayer:
         self.perm = None
         if perm is not None:
             self.perm = np.asarray(perm, dtype=np.int64)
-            if self.perm.shape != (in_features,) or not np.array_equal(np.sort(self.perm), np.arange(in_features)):
+            if not is_permutation(self.perm, in_features):
                 raise ValueError(f"perm must be a permutation of 0..{in_features - 1}")
         self.terms = planes + (self.m_q is not None)
         self.acc_bits = acc_width(self.ng, group_size, self.config.act_bits, self.config.scale_bits, self.terms)
@@ -241,11 +249,18 @@ class GoldenLayer:
 
     @classmethod
     def from_packed(cls, layer, config: IntConfig | None = None) -> GoldenLayer:
-        """From an artifact's :class:`ptqtp.artifact.PackedLayer`."""
-        bias = None if layer.bias is None else layer.bias.double().numpy()
-        return cls(layer.trits().numpy(), layer.scales.double().numpy(), layer.in_features, layer.group_size,
-                   config, bias=bias, offsets=None if layer.offsets is None else layer.offsets.double().numpy(),
-                   perm=None if layer.perm is None else layer.perm.numpy())
+        """From a packed layer: an artifact's :class:`ptqtp.artifact.PackedLayer` or a
+        ``TritPlaneLinear`` (both hold codes, scales, offsets, perm, bias, in_features, G)."""
+        from .packing import unpack_trits
+
+        def host(t):  # floats widen to float64 exactly (NumPy has no bfloat16)
+            if t is None:
+                return None
+            t = t.detach().cpu()
+            return (t.double() if t.is_floating_point() else t).numpy()
+
+        return cls(unpack_trits(layer.codes.cpu()).numpy(), host(layer.scales), layer.in_features, layer.group_size,
+                   config, bias=host(layer.bias), offsets=host(layer.offsets), perm=host(layer.perm))
 
     def quantize_input(self, x) -> tuple[np.ndarray, np.ndarray]:
         """(x_q int64 [m, d_pad], s_x [m]) for activations x (m, d), in stored column order."""

@@ -43,14 +43,8 @@ def attach_backend(model: torch.nn.Module, backend: Backend, pattern: str = ".*"
     chosen = [(n, m) for n, m in model.named_modules() if isinstance(m, TritPlaneLinear) and re.search(pattern, n)]
     if not chosen:
         raise ValueError(f"no quantized layer matches {pattern!r}")
-    from .packing import unpack_trits
-
     for i, (name, m) in enumerate(chosen):
-        bias = None if m.bias is None else m.bias.detach().double().cpu().numpy()
-        golden = GoldenLayer(unpack_trits(m.codes.cpu()).numpy(), m.scales.double().cpu().numpy(), m.in_features,
-                             m.group_size, config, bias=bias,
-                             offsets=None if m.offsets is None else m.offsets.double().cpu().numpy(),
-                             perm=None if m.perm is None else m.perm.cpu().numpy())
+        golden = GoldenLayer.from_packed(m, config)
         _set_module(model, name, HilLinear(golden, backend, i))
     return [n for n, _ in chosen]
 

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .golden import GoldenLayer, IntConfig
+from .golden import GoldenLayer, IntConfig, is_permutation
 
 __all__ = ["HardwareImage", "ImageError", "write_image", "read_image", "IMAGE_VERSION"]
 
@@ -237,7 +237,7 @@ def read_image(folder: str | os.PathLike, artifact_sha256: str | None = None) ->
     if has_perm:
         path = folder / "perm.hex"
         perm = _read_ints(path, d, _perm_bits(d))
-        if not np.array_equal(np.sort(perm), np.arange(d)):
+        if not is_permutation(perm, d):
             raise ImageError(f"{path}: not a permutation of 0..{d - 1}")
     return HardwareImage(trits=trits, a_q=a_q, meta=meta, m_q=m_q, perm=perm)
 

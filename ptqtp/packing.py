@@ -53,3 +53,4 @@ def unpack_trits(packed: torch.Tensor) -> torch.Tensor:
         first = tuple(int(i) for i in torch.nonzero(bad)[0])
         raise ValueError(f"invalid trit code 0b10 at trit index {first} ({int(bad.sum())} in all)")
     return _DECODE.to(packed.device)[codes.long()]
+

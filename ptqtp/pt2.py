@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .quantizer import TritPlaneResult, check_weight, dequantize_planes
+from .quantizer import TritPlaneResult, check_weight
 
 __all__ = ["PT2Config", "itf", "aga", "ssr_order", "pt2_itf", "pt2_calibrated"]
 
@@ -105,7 +105,7 @@ def itf(w: torch.Tensor, max_rounds: int = 100, threshold: float = 0.75):
         if not bool(changed.any()):
             break
         active = active[changed]
-    if rounds == max_rounds and active.numel():  # the last T was not fitted yet
+    else:  # out of rounds: the rows whose T still moved get (a, m) fitted to their last T
         a[active], m[active] = _fit(w[active], t[active], a[active], count)
     return t, a, m, rounds
 

@@ -218,6 +218,7 @@ def cmd_sample_demo(args) -> int:
 
 
 def cmd_quantize(args) -> int:
+    from ptqtp.calibrated import CALIBRATION
     from ptqtp.streaming import stream_quantize
 
     if args.default_model == (args.input is not None):
@@ -229,7 +230,7 @@ def cmd_quantize(args) -> int:
         model, tok = default_model()
         config = _config(args)
         meta = {}
-        if args.method in ("ptqtp-gptq", "pt2"):
+        if args.method in CALIBRATION:
             from ptqtp.calibrated import calibrated_quantize
 
             report, meta = calibrated_quantize(model, tok, args.method, config, args.calib_segments, args.calib_length)
@@ -239,7 +240,7 @@ def cmd_quantize(args) -> int:
         print(f"{len(report.layers)} layers, {report.weights / 1e6:.1f} M weights in {report.seconds:.1f} s "
               f"({report.weights / report.seconds / 1e6:.1f} M weights/s), mean layer error {report.mean_rel_error:.4f}")
     else:
-        if args.method in ("ptqtp-gptq", "pt2"):
+        if args.method in CALIBRATION:
             raise ValueError(f"{args.method} needs calibration activations: use --default-model")
         path = stream_quantize(args.input, args.output, args.method, _config(args), include=args.include,
                                exclude=args.exclude)
@@ -248,6 +249,8 @@ def cmd_quantize(args) -> int:
 
 
 def cmd_eval(args) -> int:
+    from ptqtp import METHODS
+    from ptqtp.calibrated import CALIBRATION
     from ptqtp.evaluate import bbc_text, compare_methods, default_model, default_tokenizer, perplexity, python_docs_text
     from ptqtp.report import markdown_table
 
@@ -261,7 +264,7 @@ def cmd_eval(args) -> int:
         print(markdown_table(["artifact", "BBC perplexity"], [[r["method"], r["perplexity"]] for r in rows]))
     else:
         methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-        unknown = set(methods) - {"fp", "ptqtp", "ptqtp-gptq", "pt2", "pt2-itf", "ternary", "rtn2", "rtn3", "rtn4"}
+        unknown = set(methods) - {"fp", *METHODS, *CALIBRATION}
         if unknown:
             raise ValueError(f"unknown methods {sorted(unknown)}")
         model, tok = default_model()
