@@ -28,7 +28,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from ptqtp.golden import acc_width
+from ptqtp.golden import GoldenLayer, IntConfig, acc_width
 
 from .blocks import AdderTree, GroupAccumulator, RowUnit, Tags, log2_exact
 
@@ -62,10 +62,7 @@ class AccelParams:
             raise ValueError(f"d_pad={self.d_pad} must be a multiple of G={self.group_size}")
         if self.rows > self.n:
             raise ValueError(f"rows R={self.rows} exceeds the layer's {self.n} rows")
-        if not isinstance(self.act_bits, int) or not 2 <= self.act_bits <= 16:
-            raise ValueError(f"act_bits must be an integer in 2..16, not {self.act_bits!r}")
-        if not isinstance(self.scale_bits, int) or not 2 <= self.scale_bits <= 32:
-            raise ValueError(f"scale_bits must be an integer in 2..32, not {self.scale_bits!r}")
+        IntConfig(self.act_bits, self.scale_bits)  # the datapath's A and S, checked where they are defined
         if self.planes not in (1, 2) or not isinstance(self.offset, bool):
             raise ValueError(f"planes must be 1 or 2 and offset a bool, not {self.planes!r}, {self.offset!r}")
         need = acc_width(self.d_pad // self.group_size, self.group_size, self.act_bits, self.scale_bits, self.terms)
@@ -77,11 +74,15 @@ class AccelParams:
             raise ValueError(f"acc_bits {self.acc_bits} exceeds 64")
 
     @classmethod
-    def from_meta(cls, meta: dict, rows: int = 1) -> AccelParams:
-        """From a hardware image's ``layer.json`` (n, d_pad, G, P, A, S, ACC, planes, offset) and R."""
-        return cls(n=int(meta["n"]), d_pad=int(meta["d_pad"]), group_size=int(meta["G"]), lanes=int(meta["P"]),
-                   rows=rows, act_bits=int(meta["A"]), scale_bits=int(meta["S"]), acc_bits=int(meta["ACC"]),
-                   planes=int(meta.get("planes", 2)), offset=bool(meta.get("offset", False)))
+    def of(cls, golden: GoldenLayer, lanes: int, rows: int = 1) -> AccelParams:
+        """The parameters that run ``golden`` with P = ``lanes`` and R = ``rows``."""
+        return cls(n=golden.n, d_pad=golden.d_pad, group_size=golden.group_size, lanes=lanes, rows=rows,
+                   act_bits=golden.config.act_bits, scale_bits=golden.config.scale_bits, acc_bits=golden.acc_bits,
+                   planes=golden.planes, offset=golden.m_q is not None)
+
+    @property
+    def config(self) -> IntConfig:
+        return IntConfig(self.act_bits, self.scale_bits)
 
     @property
     def terms(self) -> int:
@@ -118,7 +119,7 @@ class TritMatmul(wiring.Component):
 
     Parameters
     ----------
-    trits, a_q, m_q: the layer (e.g. from :func:`ptqtp.hwimage.read_image`).
+    trits, a_q, m_q: the layer (a :class:`ptqtp.golden.GoldenLayer`'s, see :meth:`from_golden`).
     params: :class:`AccelParams`; n, d_pad, G, planes and offset must match the arrays.
 
     Raises
@@ -151,9 +152,9 @@ class TritMatmul(wiring.Component):
         })
 
     @classmethod
-    def from_image(cls, image, rows: int = 1) -> TritMatmul:
-        """From a :class:`ptqtp.hwimage.HardwareImage` (its P, A, S, G, ACC, planes and offset)."""
-        return cls(image.trits, image.a_q, AccelParams.from_meta(image.meta, rows), image.m_q)
+    def from_golden(cls, golden: GoldenLayer, lanes: int, rows: int = 1) -> TritMatmul:
+        """The accelerator for a golden layer (its A, S, G, ACC, planes and offset)."""
+        return cls(golden.trits, golden.a_q, AccelParams.of(golden, lanes, rows), golden.m_q)
 
     def elaborate(self, platform):
         p = self.params

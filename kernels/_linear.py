@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import torch
 
+from ptqtp.formats.packing import unpack_trits
 from ptqtp.golden import is_permutation
+from ptqtp.methods import dequantize_planes
 
 from ._layout import check_packed
 
@@ -44,16 +46,17 @@ class TritPlaneLinear(torch.nn.Module):
 
     @classmethod
     def from_packed(cls, layer, backend: str = "auto") -> TritPlaneLinear:
-        """From an artifact's :class:`ptqtp.artifact.PackedLayer`."""
+        """From an artifact's :class:`ptqtp.formats.artifact.PackedLayer`."""
         return cls(layer.codes, layer.scales, layer.in_features, layer.group_size, layer.bias, backend,
                    layer.offsets, layer.perm)
 
+    def trits(self) -> torch.Tensor:
+        """int8 trits [planes, n, d_pad]."""
+        return unpack_trits(self.codes)
+
     def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """W_hat (n, in_features), input column order."""
-        from ptqtp.packing import unpack_trits
-        from ptqtp.quantizer import dequantize_planes
-
-        return dequantize_planes(unpack_trits(self.codes), self.scales, self.group_size, self.in_features, dtype,
+        return dequantize_planes(self.trits(), self.scales, self.group_size, self.in_features, dtype,
                                  self.offsets, self.perm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

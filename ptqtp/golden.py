@@ -50,7 +50,7 @@ _EXACT_F64 = 2**53
 class IntConfig:
     """Integer datapath parameters: activation bits A and scale bits S.
 
-    Defaults A = 8, S = 16 (SPEC's), confirmed with :func:`ptqtp.budget.budget_sweep`
+    Defaults A = 8, S = 16 (SPEC's), confirmed with :func:`ptqtp.workflows.budget.budget_sweep`
     (README): over the float trit planes, S = 16 adds 0.04% relative output error (S = 12:
     0.7%), A = 8 adds 4% on inputs with x10 outlier channels (A = 12: 0.25%).
     """
@@ -249,9 +249,8 @@ class GoldenLayer:
 
     @classmethod
     def from_packed(cls, layer, config: IntConfig | None = None) -> GoldenLayer:
-        """From a packed layer: an artifact's :class:`ptqtp.artifact.PackedLayer` or a
-        ``TritPlaneLinear`` (both hold codes, scales, offsets, perm, bias, in_features, G)."""
-        from .packing import unpack_trits
+        """From a packed layer: an artifact's ``PackedLayer`` or a ``TritPlaneLinear`` (both give
+        ``trits()`` and hold scales, offsets, perm, bias, in_features and group_size)."""
 
         def host(t):  # floats widen to float64 exactly (NumPy has no bfloat16)
             if t is None:
@@ -259,8 +258,8 @@ class GoldenLayer:
             t = t.detach().cpu()
             return (t.double() if t.is_floating_point() else t).numpy()
 
-        return cls(unpack_trits(layer.codes.cpu()).numpy(), host(layer.scales), layer.in_features, layer.group_size,
-                   config, bias=host(layer.bias), offsets=host(layer.offsets), perm=host(layer.perm))
+        return cls(host(layer.trits()), host(layer.scales), layer.in_features, layer.group_size, config,
+                   bias=host(layer.bias), offsets=host(layer.offsets), perm=host(layer.perm))
 
     def quantize_input(self, x) -> tuple[np.ndarray, np.ndarray]:
         """(x_q int64 [m, d_pad], s_x [m]) for activations x (m, d), in stored column order."""

@@ -18,13 +18,19 @@ from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge
 from cocotb.utils import get_sim_time
 
+from ptqtp.formats.layer_npz import load_layer
+from ptqtp.formats.wire import recv_exact
 from ptqtp.hdl.top import AccelParams, cycles_per_vector
-from ptqtp.hwimage import read_image
+
+
+def _layer():
+    """The golden layer (PTQTP_LAYER, an .npz) and the accelerator parameters (PTQTP_LANES, PTQTP_ROWS)."""
+    golden = load_layer(os.environ["PTQTP_LAYER"])
+    return golden, AccelParams.of(golden, int(os.environ["PTQTP_LANES"]), int(os.environ["PTQTP_ROWS"]))
 
 
 def _setup():
-    golden = read_image(os.environ["PTQTP_IMAGE"]).golden()
-    return golden, _params_from_image(), np.load(os.environ["PTQTP_X"])
+    return *_layer(), np.load(os.environ["PTQTP_X"])
 
 
 def _pack(values, bits):
@@ -153,9 +159,7 @@ async def serve_host(dut):
     import socket
     import struct
 
-    from ptqtp.protocol import recv_exact
-
-    params = _params_from_image()
+    _, params = _layer()
     sock = socket.create_connection(("127.0.0.1", int(os.environ["PTQTP_RTL_PORT"])))
     cocotb.start_soon(Clock(dut.clk, 10, unit="ns", impl="gpi").start())
     await _reset(dut)
@@ -171,6 +175,3 @@ async def serve_host(dut):
         sock.sendall(np.asarray(stats.outputs, dtype="<i8").tobytes())
     sock.close()
 
-
-def _params_from_image():
-    return AccelParams.from_meta(read_image(os.environ["PTQTP_IMAGE"]).meta, int(os.environ["PTQTP_ROWS"]))

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ptqtp.formats.layer_npz import save_layer
+
 __all__ = ["SimResult", "cache_dir", "verilator_env", "build", "run_bench"]
 
 TOP = "trit_matmul"
@@ -84,13 +86,24 @@ class SimResult:
     def cycles_per_second(self) -> float:
         return self.sim_cycles / self.wall_s if self.wall_s > 0 else 0.0
 
+    @property
+    def median_period(self) -> int:
+        """Median measured cycles per vector (the model's count when only one vector ran)."""
+        periods = sorted(self.cycles_per_vector)
+        return periods[len(periods) // 2] if periods else self.model_cycles
 
-def run_bench(image_dir: Path, verilog_text: str, x_q: np.ndarray, rows: int, testcase: str = "stream_vectors",
+    def trit_macs_per_cycle(self, golden) -> float:
+        """Trit multiply-accumulates per cycle at the median period (every plane's trits)."""
+        return golden.planes * golden.n * golden.d_pad / self.median_period
+
+
+def run_bench(golden, verilog_text: str, x_q: np.ndarray, lanes: int, rows: int, testcase: str = "stream_vectors",
               in_stall: float = 0.0, out_stall: float = 0.0, seed: int = 1, waves: Path | None = None) -> SimResult:
     """Run one cocotb test of ``ptqtp.sim.cocotb_bench`` on the Verilated design.
 
-    ``x_q`` (m, d_pad) are the integer input vectors; the bench compares every output with
-    the golden model of ``image_dir`` and reports cycles per vector. ``waves``: copy the
+    ``golden`` is the layer the design was built for (P = ``lanes``, R = ``rows``); ``x_q``
+    (m, d_pad) are the integer input vectors; the bench compares every output with
+    ``golden`` and reports cycles per vector. ``waves``: copy the
     waveform there (VCD, cocotb's Verilator default; the design is then built with
     tracing, in its own cache entry).
     """
@@ -100,9 +113,11 @@ def run_bench(image_dir: Path, verilog_text: str, x_q: np.ndarray, rows: int, te
     with tempfile.TemporaryDirectory(prefix="ptqtp-sim-") as tmp:
         tmp = Path(tmp)
         np.save(tmp / "x_q.npy", np.asarray(x_q, dtype=np.int64))
+        save_layer(tmp / "layer.npz", golden)
         report_path = tmp / "report.json"
         env = {
-            "PTQTP_IMAGE": str(Path(image_dir).resolve()), "PTQTP_ROWS": str(rows), "PTQTP_X": str(tmp / "x_q.npy"),
+            "PTQTP_LAYER": str(tmp / "layer.npz"), "PTQTP_LANES": str(lanes), "PTQTP_ROWS": str(rows),
+            "PTQTP_X": str(tmp / "x_q.npy"),
             "PTQTP_REPORT": str(report_path), "PTQTP_IN_STALL": str(in_stall), "PTQTP_OUT_STALL": str(out_stall),
             "PTQTP_SEED": str(seed),
         }

@@ -1,6 +1,7 @@
 import json
 import struct
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -122,3 +123,35 @@ def test_header_length_corrupt(tmp_path, layers):
     path.write_bytes(bytes(data))
     with pytest.raises(ArtifactError, match="truncated or corrupt"):
         load_artifact(path)
+
+
+def test_artifact_written_before_the_restructure_loads():
+    """tests/data/artifact_before_restructure.safetensors was written by the code before the
+    method registry (commit 09fd478): a PTQTP and a PT^2-LLM layer, and its PTQTPConfig."""
+    from pathlib import Path
+
+    from ptqtp.golden import GoldenLayer
+
+    art = load_artifact(Path(__file__).parent / "data" / "artifact_before_restructure.safetensors")
+    assert art.config() == PTQTPConfig(group_size=32)  # no ptqtp.method key: the PTQTP config it recorded
+    up, down = art.layers["model.layers.0.mlp.up_proj"], art.layers["model.layers.0.mlp.down_proj"]
+    assert (up.planes, up.offsets, down.planes, down.info["method"]) == (2, None, 1, "pt2")
+    assert down.offsets is not None and down.perm is not None
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(8, 100, generator=g) * 0.02  # the weight both layers were quantized from
+    for layer in (up, down):
+        assert float(torch.linalg.norm(layer.dequantize(torch.float64) - w) / torch.linalg.norm(w)) < 0.6
+        x = torch.randn(3, 100, generator=g).double().numpy()
+        y = GoldenLayer.from_packed(layer).forward(x)
+        ref = x @ layer.dequantize(torch.float64).numpy().T
+        assert np.linalg.norm(y - ref) < 0.05 * np.linalg.norm(ref)
+
+
+def test_artifact_records_the_config_really_used(tmp_path):
+    from ptqtp import PT2ITFConfig
+
+    w = torch.randn(8, 64) * 0.02
+    cfg = PT2ITFConfig(group_size=32, max_rounds=7)
+    path = save_artifact(tmp_path / "a.safetensors", {"l": quantize(w, cfg)}, config=cfg)
+    art = load_artifact(path)
+    assert art.metadata["ptqtp.method"] == "pt2-itf" and art.config() == cfg

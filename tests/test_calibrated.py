@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from ptqtp import PTQTPConfig, load_artifact, quantize_ptqtp, save_artifact
-from ptqtp.calibrated import gptq_trit_planes, nearest_levels
+from ptqtp.methods import PTQTPGPTQConfig, gptq_trit_planes
+from ptqtp.methods.linalg import nearest_levels
 from ptqtp.golden import GoldenLayer, IntConfig
 from test_golden import exact_reference
 
@@ -25,7 +26,7 @@ def out_err(W, X, W_hat):
 @pytest.mark.parametrize("refit", [False, True])
 def test_beats_calibration_free_on_correlated_inputs(refit):
     W, X = correlated()
-    r = gptq_trit_planes(W, X.T @ X, PTQTPConfig(group_size=64), refit=refit)
+    r = gptq_trit_planes(W, X.T @ X, PTQTPGPTQConfig(group_size=64, refit=refit))
     free = quantize_ptqtp(W, PTQTPConfig(group_size=64))
     e, e0 = out_err(W, X, r.dequantize(torch.float64)), out_err(W, X, free.dequantize(torch.float64))
     print(f"refit={refit}: calibrated {e:.4f} vs calibration-free {e0:.4f}")
@@ -34,7 +35,7 @@ def test_beats_calibration_free_on_correlated_inputs(refit):
 
 def test_every_element_is_one_of_its_rows_nine_levels():
     W, X = correlated(n=16, d=130)
-    r = gptq_trit_planes(W, X.T @ X, PTQTPConfig(group_size=64))
+    r = gptq_trit_planes(W, X.T @ X, PTQTPGPTQConfig(group_size=64))
     W_hat = r.dequantize(torch.float64)
     assert set(r.codes.unique().tolist()) <= {-1, 0, 1} and not r.codes[:, :, 130:].any()
     for g in range(3):
@@ -53,7 +54,7 @@ def test_nearest_levels_tie_order():
 
 def test_artifact_round_trip_and_golden_bit_exact(tmp_path):
     W, X = correlated(n=6, d=100)
-    r = gptq_trit_planes(W.float(), X.T @ X, PTQTPConfig(group_size=32))
+    r = gptq_trit_planes(W.float(), X.T @ X, PTQTPGPTQConfig(group_size=32))
     art = load_artifact(save_artifact(tmp_path / "g.safetensors", {"l": r}))
     layer = art.layers["l"]
     assert layer.info["method"] == "ptqtp-gptq" and torch.equal(layer.trits(), r.codes)

@@ -6,7 +6,8 @@ import math
 import pytest
 import torch
 
-from ptqtp.evaluate import bbc_text, compare_methods, default_model, perplexity
+from ptqtp.models.data import bbc_text, default_model
+from ptqtp.models.evaluate import compare_methods, perplexity
 
 
 @pytest.fixture(scope="module")

@@ -6,11 +6,11 @@ import torch
 import transformers as tf
 
 from ptqtp import PTQTPConfig
-from ptqtp.backends import GoldenBackend
-from ptqtp.hil import HilLinear, attach_backend, compare_logits
+from ptqtp.runtime.backends import GoldenBackend
+from ptqtp.runtime.hil import HilLinear, attach_backend, compare_logits
 from ptqtp.kernels import TritPlaneLinear
-from ptqtp.model import quantize_model
-from ptqtp.packing import unpack_trits
+from ptqtp.models.hf import quantize_model
+from ptqtp.formats.packing import unpack_trits
 
 CFG = PTQTPConfig(group_size=32)
 
@@ -69,7 +69,7 @@ def test_golden_hil_equals_integer_emulation():
 
 
 def test_rtl_hil_on_one_layer_equals_golden():
-    from ptqtp.sim.rtl_backend import RtlBackend
+    from ptqtp.runtime.rtl import RtlBackend
 
     golden_model, rtl_model, torch_model = small_model(), small_model(), small_model()
     pattern = r"layers\.1\.mlp\.down_proj"
@@ -84,22 +84,22 @@ def test_rtl_hil_on_one_layer_equals_golden():
 
 
 def small_pt2_model():
-    from ptqtp.calibrated import calibrate_model
-    from ptqtp.pt2 import PT2Config
+    from ptqtp.models.calibrate import calibrate_model
+    from ptqtp.methods.pt2 import PT2Config
 
     torch.manual_seed(0)
     cfg = tf.LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=160, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
     model = tf.LlamaForCausalLM(cfg).eval()
     ids = torch.randint(0, 128, (8, 32), generator=torch.Generator().manual_seed(1))
-    report = calibrate_model(model, ids, method="pt2", pt2_config=PT2Config(group_size=32), progress=False)
+    report = calibrate_model(model, ids, PT2Config(group_size=32), progress=False)
     return model, report
 
 
 def test_pt2_model_save_load_and_hil(tmp_path):
     """A PT^2-LLM Llama: SSR skipped on down projections, the artifact reloads bit-exact, and the
     golden HIL path (x permuted, offsets) tracks the torch model."""
-    from ptqtp.model import load_quantized, save_quantized
+    from ptqtp.models.hf import load_quantized, save_quantized
 
     model, report = small_pt2_model()
     assert len(report.layers) == 14 and all(r.method == "pt2" for r in report.layers.values())

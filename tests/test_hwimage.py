@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from ptqtp import load_artifact, quantize, save_artifact
-from ptqtp.artifact import file_sha256
+from ptqtp.formats.artifact import file_sha256
 from ptqtp.golden import GoldenLayer, IntConfig
-from ptqtp.hwimage import ImageError, read_image, write_image
+from ptqtp.formats.hwimage import ImageError, read_image, write_image
 from ptqtp.tools.cli import main
 
 
@@ -41,7 +41,7 @@ def test_round_trip(tmp_path, P, G, S):
     np.testing.assert_array_equal(img.trits, g.trits)
     np.testing.assert_array_equal(img.a_q, g.a_q)
     meta = img.meta
-    assert (meta["n"], meta["d"], meta["d_pad"], meta["G"], meta["P"], meta["S"], meta["F"], meta["ACC"]) == (
+    assert (meta.n, meta.d, meta.d_pad, meta.G, meta.P, meta.S, meta.F, meta.ACC) == (
         g.n, g.d, g.d_pad, G, P, S, g.F, g.acc_bits)
     assert np.array_equal(img.golden().a_q, g.a_q)
     x = np.random.default_rng(1).standard_normal((3, g.d))

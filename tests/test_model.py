@@ -6,7 +6,7 @@ import transformers as tf
 
 from ptqtp import ArtifactError, PTQTPConfig, load_artifact
 from ptqtp.kernels import TritPlaneLinear
-from ptqtp.model import load_quantized, quantizable_linears, quantize_model, save_quantized
+from ptqtp.models.hf import load_quantized, quantizable_linears, quantize_model, save_quantized
 
 SMALL = dict(vocab_size=128, hidden_size=64, intermediate_size=160, num_hidden_layers=2, num_attention_heads=4,
              num_key_value_heads=2, max_position_embeddings=64)

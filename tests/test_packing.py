@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from ptqtp.packing import pack_trits, unpack_trits
+from ptqtp.formats.packing import pack_trits, unpack_trits
 
 
 def test_layout_matches_spec_by_hand():

@@ -9,9 +9,12 @@ import time
 import numpy as np
 import pytest
 
-from ptqtp.backends import GoldenBackend, LayerSpec, TritonBackend, make_backend
+from ptqtp.runtime.backends import GoldenBackend, TritonBackend
+from ptqtp.runtime.registry import make_backend
 from ptqtp.golden import GoldenLayer, IntConfig
-from ptqtp.protocol import HEADER, MAGIC, ErrorCode, MsgType, RemoteBackend, RemoteError, serve
+from ptqtp.formats.wire import HEADER, MAGIC, ErrorCode, MsgType
+from ptqtp.runtime.client import RemoteBackend, RemoteError
+from ptqtp.runtime.server import serve
 
 
 def layer(n=6, d=100, G=32, A=8, S=16, seed=0):
@@ -20,7 +23,7 @@ def layer(n=6, d=100, G=32, A=8, S=16, seed=0):
     trits = rng.integers(-1, 2, (2, n, d_pad)).astype(np.int8)
     trits[:, :, d:] = 0
     g = GoldenLayer(trits, rng.standard_normal((2, n, d_pad // G)), d, G, IntConfig(A, S))
-    return g, LayerSpec.from_golden(g)
+    return g, g  # backends load the golden layer itself
 
 
 def inputs(g, m=5, seed=1):
@@ -142,8 +145,8 @@ def test_silent_server_times_out():
 
 SLOW_SERVER = """
 import sys, time
-from ptqtp.backends import GoldenBackend
-from ptqtp.protocol import serve
+from ptqtp.runtime.backends import GoldenBackend
+from ptqtp.runtime.server import serve
 class Slow(GoldenBackend):
     def run(self, i, x):
         time.sleep(30)
@@ -177,7 +180,7 @@ def test_make_backend_rejects_unknown():
 
 
 def test_rtl_backend_persistent_and_through_server():
-    from ptqtp.sim.rtl_backend import RtlBackend
+    from ptqtp.runtime.rtl import RtlBackend
 
     g, spec = layer(n=5, d=60, G=32)
     with RtlBackend(lanes=8, rows=2) as rtl:
@@ -223,12 +226,12 @@ def pt2_layer(n=6, d=100, G=32, seed=0):
     trits = rng.integers(-1, 2, (1, n, d_pad)).astype(np.int8)
     trits[:, :, d:] = 0
     g = GoldenLayer(trits, rng.standard_normal((1, n, d_pad // G)), d, G, offsets=rng.standard_normal((n, d_pad // G)))
-    return g, LayerSpec.from_golden(g)
+    return g, g  # backends load the golden layer itself
 
 
 @pytest.mark.parametrize("inner", [GoldenBackend, TritonBackend])
 def test_pt2_layer_locally_and_through_server(inner):
-    from ptqtp.protocol import decode_layer, encode_layer
+    from ptqtp.formats.wire import decode_layer, encode_layer
 
     g, spec = pt2_layer()
     x = inputs(g)

@@ -7,9 +7,9 @@ import torch
 
 from ptqtp import ArtifactError, load_artifact, quantize, save_artifact
 from ptqtp.golden import GoldenLayer, IntConfig
-from ptqtp.hwimage import ImageError, read_image, write_image
+from ptqtp.formats.hwimage import ImageError, read_image, write_image
 from ptqtp.kernels import TritPlaneLinear, trit_matmul, trit_matmul_int
-from ptqtp.pt2 import PT2Config, aga, itf, pt2_calibrated, pt2_itf, ssr_order
+from ptqtp.methods.pt2 import PT2Config, aga, itf, pt2_calibrated, pt2_itf, ssr_order
 from test_calibrated import correlated, out_err
 
 
@@ -91,7 +91,7 @@ def test_aga_keeps_itf_values_where_singular():
 
 def test_block_propagation_equals_column_by_column_gptq():
     """The triangular solve is GPTQ's column loop with the block's codes fixed."""
-    from ptqtp.calibrated import upper_inverse_cholesky
+    from ptqtp.methods.linalg import upper_inverse_cholesky
 
     W, X = correlated(n=12, d=96)
     cfg = PT2Config(group_size=32, aga=False, ssr=False)
@@ -253,6 +253,6 @@ def test_kernels_float_and_integer_paths(pt2_layer, m):
 
 
 def _stored_order_weights(layer):
-    from ptqtp.quantizer import dequantize_planes
+    from ptqtp.methods import dequantize_planes
 
     return dequantize_planes(layer.trits(), layer.scales, 64, 200, torch.float64, layer.offsets)

@@ -9,18 +9,24 @@ import numpy as np
 import pytest
 
 from ptqtp import load_artifact, quantize, save_artifact
-from ptqtp.budget import random_activations
+from ptqtp.workflows.budget import random_activations
 from ptqtp.golden import GoldenLayer, IntConfig
 from ptqtp.hdl.synth import to_verilog
 from ptqtp.hdl.top import TritMatmul
-from ptqtp.hwimage import read_image, write_image
-from ptqtp.report import sample_weight
+from ptqtp.formats.hwimage import read_image, write_image
+from ptqtp.workflows.report import sample_weight
 from ptqtp.sim.runner import run_bench
 
 
 def image_and_verilog(tmp_path, golden, lanes, rows, name="layer"):
+    """The layer through its hardware image (an export round trip) and the accelerator for it."""
     folder = write_image(tmp_path / name, golden, lanes, name, "0" * 64)
-    return folder, to_verilog(TritMatmul.from_image(read_image(folder), rows=rows))
+    return folder, to_verilog(TritMatmul.from_golden(read_image(folder).golden(), lanes, rows))
+
+
+def run(folder, verilog, x_q, rows, **kwargs):
+    image = read_image(folder)
+    return run_bench(image.golden(), verilog, x_q, image.lanes, rows, **kwargs)
 
 
 def random_golden(n, d, G, A, S, seed, extreme=False):
@@ -58,10 +64,10 @@ def test_random_layers_back_to_back_and_stalled(tmp_path, P, R, A, S, G, n, d):
     golden = random_golden(n, d, G, A, S, seed=P + R)
     folder, verilog = image_and_verilog(tmp_path, golden, P, R)
     x = x_vectors(golden, 4, seed=A)
-    res = run_bench(folder, verilog, x, R)
+    res = run(folder, verilog, x, R)
     check(res)
     assert res.cycles_per_vector == [res.model_cycles] * 3  # back to back, exactly the cycle model
-    stalled = run_bench(folder, verilog, x, R, in_stall=0.3, out_stall=0.5, seed=3)
+    stalled = run(folder, verilog, x, R, in_stall=0.3, out_stall=0.5, seed=3)
     check(stalled)
     assert min(stalled.cycles_per_vector) > res.model_cycles
 
@@ -69,7 +75,7 @@ def test_random_layers_back_to_back_and_stalled(tmp_path, P, R, A, S, G, n, d):
 def test_reset_mid_vector_then_clean_run(tmp_path):
     golden = random_golden(5, 60, 32, 8, 16, seed=0)
     folder, verilog = image_and_verilog(tmp_path, golden, 8, 2)
-    res = run_bench(folder, verilog, x_vectors(golden, 3, 1), 2, testcase="reset_mid_vector")
+    res = run(folder, verilog, x_vectors(golden, 3, 1), 2, testcase="reset_mid_vector")
     check(res)
     assert res.report["reset_after_chunks"] == 4
 
@@ -78,7 +84,7 @@ def test_maximum_magnitudes_do_not_overflow(tmp_path):
     golden = random_golden(3, 256, 128, 8, 16, seed=0, extreme=True)
     folder, verilog = image_and_verilog(tmp_path, golden, 16, 1)
     x = x_vectors(golden, 2, 0)
-    res = run_bench(folder, verilog, x, 1)
+    res = run(folder, verilog, x, 1)
     check(res)
     worst = 2 * 2 * 128 * golden.config.q_max * (2 ** 15 - 1)  # ng * planes * G * Q * max a_q
     assert golden.acc(x).max() == worst and worst.bit_length() + 1 == golden.acc_bits
@@ -90,7 +96,7 @@ def test_real_quantized_layer(tmp_path):
     golden = GoldenLayer.from_packed(load_artifact(art).layers["real"])
     folder, verilog = image_and_verilog(tmp_path, golden, 64, 4, "real")
     x_q, _ = golden.quantize_input(random_activations(4, 512))
-    res = run_bench(folder, verilog, x_q, 4)
+    res = run(folder, verilog, x_q, 4)
     check(res)
     assert res.cycles_per_vector == [res.model_cycles] * 3 == [1544] * 3  # 8 + 64 * (8 + 12) + 256
     print(f"real 256x512 layer: {res.cycles_per_second:.0f} simulated cycles/s")
@@ -116,7 +122,7 @@ def test_real_pt2_layer_with_offsets_and_permutation(tmp_path):
     """A calibrated PT^2-LLM layer (one plane, offsets, SSR order) through artifact, image and RTL."""
     import torch
 
-    from ptqtp.pt2 import pt2_calibrated
+    from ptqtp.methods.pt2 import pt2_calibrated
 
     W = sample_weight(96, 320, seed=4)
     X = torch.from_numpy(random_activations(256, 320, seed=5))
@@ -125,12 +131,12 @@ def test_real_pt2_layer_with_offsets_and_permutation(tmp_path):
     art = save_artifact(tmp_path / "a.safetensors", {"pt2": r})
     golden = GoldenLayer.from_packed(load_artifact(art).layers["pt2"])
     folder, verilog = image_and_verilog(tmp_path, golden, 16, 2, "pt2")
-    assert read_image(folder).meta["planes"] == 1 and read_image(folder).perm is not None
+    assert read_image(folder).meta.planes == 1 and read_image(folder).perm is not None
     x_q, _ = golden.quantize_input(random_activations(3, 320, seed=6))
-    res = run_bench(folder, verilog, x_q, 2)
+    res = run(folder, verilog, x_q, 2)
     check(res)
     assert res.cycles_per_vector == [res.model_cycles] * 2
-    check(run_bench(folder, verilog, x_q, 2, in_stall=0.3, out_stall=0.5, seed=2))
+    check(run(folder, verilog, x_q, 2, in_stall=0.3, out_stall=0.5, seed=2))
 
 
 def test_pt2_maximum_magnitudes_do_not_overflow(tmp_path):
@@ -140,6 +146,6 @@ def test_pt2_maximum_magnitudes_do_not_overflow(tmp_path):
     golden = GoldenLayer(trits, np.full((1, 3, 2), top), 256, 128, IntConfig(8, 16), offsets=np.full((3, 2), top))
     folder, verilog = image_and_verilog(tmp_path, golden, 16, 1)
     x = x_vectors(golden, 2, int(rng.integers(100)))
-    check(run_bench(folder, verilog, x, 1))
+    check(run(folder, verilog, x, 1))
     worst = 2 * 2 * 128 * golden.config.q_max * (2**15 - 1)  # ng * (plane + offset) * G * Q * max
     assert golden.acc(x).max() == worst and worst.bit_length() + 1 == golden.acc_bits

@@ -7,7 +7,7 @@ import torch
 from safetensors.torch import save_file
 
 from ptqtp import ArtifactError, PTQTPConfig, load_artifact, quantize
-from ptqtp.streaming import checkpoint_files, stream_quantize
+from ptqtp.formats.checkpoint import checkpoint_files, stream_quantize
 
 CFG = PTQTPConfig(group_size=32)
 
@@ -78,7 +78,7 @@ def test_resume_after_interruption(tmp_path):
     out = tmp_path / "a.safetensors"
     full = stream_quantize(src, tmp_path / "ref.safetensors", config=CFG, progress=False)
     # simulate an interrupted run: a parts folder with the manifest and the first two parts only
-    code = ("import sys, ptqtp.streaming as s\n"
+    code = ("import sys, ptqtp.formats.checkpoint as s\n"
             "orig = s.atomic_write\n"
             "n = [0]\n"
             "def w(path, fn):\n"
@@ -105,7 +105,7 @@ def test_checkpoint_files_errors(tmp_path):
 MEMORY_CHILD = """
 import resource, sys, torch
 from safetensors.torch import save_file
-from ptqtp.streaming import stream_quantize
+from ptqtp.formats.checkpoint import stream_quantize
 from ptqtp import PTQTPConfig
 folder, n_tensors, rows = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 import pathlib

@@ -15,12 +15,13 @@ import time
 
 import numpy as np
 
+from ptqtp.golden import GoldenLayer
+from ptqtp.workflows.report import markdown_table
+
 
 def main() -> None:
-    from ptqtp.golden import GoldenLayer
-    from ptqtp.hdl.synth import synth_report, to_verilog
+    from ptqtp.hdl.synth import synth_report, to_verilog  # Amaranth and Yosys: heavy, optional
     from ptqtp.hdl.top import AccelParams, TritMatmul, cycles_per_vector
-    from ptqtp.report import markdown_table
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=64, help="layer rows (default 64)")

@@ -14,17 +14,18 @@ import sys
 
 import torch
 
+from ptqtp.formats.packing import pack_trits, unpack_trits
+from ptqtp.workflows.report import markdown_table
+
 SHAPES = [(4096, 4096), (11008, 4096), (4096, 11008), (28672, 8192)]  # (out n, in d)
 
 
 def main() -> None:
     if not torch.cuda.is_available():
         sys.exit("bench_kernels: no CUDA device; the kernels' CPU tests run under TRITON_INTERPRET=1 in ./test.sh")
-    from triton.testing import do_bench
+    from triton.testing import do_bench  # Triton: heavy, optional
 
     from ptqtp.kernels import trit_matmul
-    from ptqtp.packing import pack_trits, unpack_trits
-    from ptqtp.report import markdown_table
 
     rows = []
     for n, d in SHAPES:

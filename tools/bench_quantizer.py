@@ -18,6 +18,8 @@ import time
 
 import torch
 
+from ptqtp.workflows.report import markdown_table
+
 
 def straightforward_ptqtp(W: torch.Tensor, G: int = 128, max_iters: int = 50, eps: float = 1e-4):
     """SPEC section 1 written plainly over all groups at once: 9 squared errors per element,
@@ -86,8 +88,6 @@ def main() -> None:
     args = p.parse_args()
     if args.child:
         return child(args.child, args.size)
-    from ptqtp.report import markdown_table
-
     results = []
     for method in ("ptqtp", "straightforward"):
         out = subprocess.run([sys.executable, "-m", "ptqtp.tools.bench_quantizer", "--child", method, "--size",

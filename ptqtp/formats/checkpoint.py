@@ -1,0 +1,174 @@
+"""Quantize a safetensors checkpoint tensor by tensor, with bounded memory and resume.
+
+Input: one ``.safetensors`` file, a folder holding ``model.safetensors`` or a sharded
+``model.safetensors.index.json``, or that index file. Each tensor is read alone
+(``safe_open``); linear weights in decoder blocks are quantized, everything else copied.
+Every finished tensor becomes a small part file in ``OUT.parts/`` (written atomically),
+next to a manifest naming the source files (size, mtime) and the parameters. A rerun with
+the same manifest skips finished parts; a different one is refused, so an artifact never
+mixes runs. Finally the parts are streamed into ``OUT`` (temporary name, then rename) and
+the parts folder is removed. Peak memory: about the largest tensor plus the quantizer's
+temporaries, not the model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import struct
+from pathlib import Path
+
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from tqdm import tqdm
+
+from ptqtp.methods import MethodConfig, PTQTPConfig, method_of, quantize, resolve_config
+
+from .artifact import FORMAT_VERSION, ArtifactError, atomic_write, pack_layer
+
+__all__ = ["checkpoint_files", "stream_quantize", "BLOCK_PATTERN"]
+
+#: A module inside a decoder block: ``...layers.N.``, ``...h.N.`` (GPT-2) or ``...blocks.N.``.
+BLOCK_PATTERN = re.compile(r"(^|\.)(layers|h|blocks)\.\d+\.")
+
+
+def checkpoint_files(src: str | os.PathLike) -> list[Path]:
+    """The safetensors files of a checkpoint (file, folder or index), in shard order."""
+    src = Path(src)
+    if src.is_file() and src.name.endswith(".index.json"):
+        index, folder = src, src.parent
+    elif src.is_file():
+        return [src]
+    elif src.is_dir():
+        index, folder = src / "model.safetensors.index.json", src
+        if not index.exists():
+            single = sorted(src.glob("*.safetensors"))
+            if len(single) != 1:
+                raise ValueError(f"{src}: expected one .safetensors file or model.safetensors.index.json, "
+                                 f"found {len(single)} files")
+            return single
+    else:
+        raise FileNotFoundError(f"{src}: no such checkpoint")
+    try:
+        weight_map = json.loads(index.read_text())["weight_map"]
+    except (ValueError, KeyError) as e:
+        raise ValueError(f"{index}: not a safetensors index ({e})") from None
+    files = sorted(set(weight_map.values()))
+    missing = [f for f in files if not (folder / f).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{index}: shard files missing: {missing}")
+    return [folder / f for f in files]
+
+
+def _hf_config(src: Path) -> dict | None:
+    folder = src if src.is_dir() else src.parent
+    path = folder / "config.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _is_target(key: str, shape, include: re.Pattern, exclude: re.Pattern | None) -> bool:
+    return (len(shape) == 2 and key.endswith(".weight") and include.search(key) is not None
+            and not (exclude and exclude.search(key)))
+
+
+def stream_quantize(src: str | os.PathLike, out: str | os.PathLike, method: str | MethodConfig = "ptqtp",
+                    config: MethodConfig | None = None, include: str = BLOCK_PATTERN.pattern,
+                    exclude: str | None = None, progress: bool = True) -> Path:
+    """Quantize checkpoint ``src`` into the artifact ``out`` (see module doc) with a
+    data-free, packable method (a config, or a name with ``config`` as in ``quantize``).
+
+    Raises
+    ------
+    ArtifactError: the parts folder belongs to another run (different source or parameters).
+    ValueError: NaN/Inf weights (naming the tensor), or an unreadable checkpoint.
+    """
+    config = resolve_config(method, config or PTQTPConfig())
+    spec = method_of(config)
+    if spec.calibrated or not spec.packable:
+        raise ValueError(f"streaming quantization takes a data-free trit-plane method, not {spec.name!r}")
+    src, out = Path(src), Path(out)
+    files = checkpoint_files(src)
+    hf = _hf_config(src)
+    conv1d = (hf or {}).get("model_type") == "gpt2"  # GPT-2 Conv1D weights are stored (in, out)
+    inc, exc = re.compile(include), re.compile(exclude) if exclude else None
+    keys = []
+    for f in files:
+        with safe_open(str(f), "pt") as h:
+            keys += [(f, k, tuple(h.get_slice(k).get_shape())) for k in h.keys()]
+    manifest = {
+        "sources": [[f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in files],
+        "method": spec.name, "include": include, "exclude": exclude, **config.to_metadata(),
+    }
+    parts = out.with_name(out.name + ".parts")
+    parts.mkdir(parents=True, exist_ok=True)
+    mpath = parts / "manifest.json"
+    if mpath.exists():
+        if json.loads(mpath.read_text()) != manifest:
+            raise ArtifactError(f"{parts} holds parts of a different run (source or parameters changed); "
+                                f"delete it to start over")
+    else:
+        atomic_write(mpath, lambda tmp: tmp.write_text(json.dumps(manifest)))
+    bar = tqdm(keys, desc=f"quantize ({method})", unit="tensor", disable=not progress)
+    for i, (f, key, shape) in enumerate(bar):
+        part = parts / f"{i:06d}.safetensors"
+        if part.exists():
+            continue  # finished in an earlier run
+        with safe_open(str(f), "pt") as h:
+            t = h.get_tensor(key)
+        if _is_target(key, shape, inc, exc) and t.is_floating_point():
+            name = key.removesuffix(".weight")
+            w = t.t() if conv1d and "c_" in key else t
+            r = quantize(w, config, name=name)
+            tensors = {f"{name}.{suffix}": v for suffix, v in pack_layer(r, name).items()}
+            meta = {"record": json.dumps({"name": name, **r.info()})}
+            bar.set_postfix_str(f"{name}: {r.rel_error:.4f}")
+        else:
+            tensors, meta = {key: t.contiguous()}, {}
+        atomic_write(part, lambda tmp, ts=tensors, md=meta: save_file(ts, str(tmp), metadata=md))
+        del t, tensors  # only one tensor in memory at a time
+    header = {"ptqtp.format": FORMAT_VERSION, **config.to_metadata()}
+    if hf is not None:
+        header["ptqtp.hf_config"] = json.dumps(hf)
+    atomic_write(out, lambda tmp: _assemble(sorted(parts.glob("[0-9]*.safetensors")), tmp, header))
+    shutil.rmtree(parts)
+    return out
+
+
+def _read_header(path: Path) -> tuple[dict, int]:
+    with open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        return json.loads(f.read(n)), 8 + n
+
+
+def _assemble(parts: list[Path], dest: Path, metadata: dict) -> None:
+    """Concatenate part files into one safetensors file without loading tensors."""
+    entries, records, offset = [], [], 0
+    for p in parts:
+        head, data_start = _read_header(p)
+        meta = head.pop("__metadata__", {}) or {}
+        if "record" in meta:
+            records.append(json.loads(meta["record"]))
+        for name, info in sorted(head.items(), key=lambda kv: kv[1]["data_offsets"][0]):
+            begin, end = info["data_offsets"]
+            entries.append((name, info, p, data_start + begin, end - begin, offset))
+            offset += end - begin
+    metadata = dict(metadata, **{"ptqtp.layers": json.dumps(records)})
+    header = {"__metadata__": metadata}
+    for name, info, _, _, size, start in entries:
+        header[name] = {"dtype": info["dtype"], "shape": info["shape"], "data_offsets": [start, start + size]}
+    blob = json.dumps(header, separators=(",", ":")).encode()
+    blob += b" " * (-len(blob) % 8)
+    with open(dest, "wb") as out:
+        out.write(struct.pack("<Q", len(blob)))
+        out.write(blob)
+        for _, _, p, start, size, _ in entries:
+            with open(p, "rb") as f:
+                f.seek(start)
+                remaining = size
+                while remaining:
+                    chunk = f.read(min(remaining, 1 << 24))
+                    out.write(chunk)
+                    remaining -= len(chunk)

@@ -1,0 +1,166 @@
+"""Model-level quantization of Hugging Face ``transformers`` causal LMs.
+
+Every ``nn.Linear`` (and GPT-2 ``Conv1D``) inside the decoder blocks becomes a
+:class:`ptqtp.kernels.TritPlaneLinear`; embeddings, norms and ``lm_head`` keep their
+precision unless asked. The artifact stores the model's config in its header
+(``ptqtp.hf_config``), so :func:`load_quantized` needs nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from ptqtp.formats.artifact import ArtifactError, load_artifact, pack_layer, save_artifact
+from ptqtp.formats.checkpoint import BLOCK_PATTERN
+from ptqtp.kernels import TritPlaneLinear
+from ptqtp.methods import MethodConfig, PTQTPConfig, method_of, quantize, resolve_config
+
+__all__ = ["quantizable_linears", "quantize_model", "save_quantized", "load_quantized", "QuantReport", "BLOCK_PATTERN",
+           "set_module", "trit_module", "is_conv1d", "weight_of"]
+
+
+def is_conv1d(module) -> bool:
+    return type(module).__name__ == "Conv1D" and hasattr(module, "nf")
+
+
+def weight_of(module) -> torch.Tensor:
+    """(out, in) weight of a Linear, or of a GPT-2 Conv1D (stored as (in, out))."""
+    return module.weight.t() if is_conv1d(module) else module.weight
+
+
+def quantizable_linears(model: torch.nn.Module, include_lm_head: bool = False, exclude: str | None = None):
+    """(name, module) of every linear to quantize, in model order."""
+    skip = re.compile(exclude) if exclude else None
+    out = []
+    for name, module in model.named_modules():
+        if not (isinstance(module, torch.nn.Linear) or is_conv1d(module)):
+            continue
+        in_block = BLOCK_PATTERN.search(name) is not None
+        if not (in_block or (include_lm_head and name.endswith("lm_head"))):
+            continue
+        if skip and skip.search(name):
+            continue
+        out.append((name, module))
+    return out
+
+
+@dataclass
+class QuantReport:
+    """Per-layer results of :func:`quantize_model`."""
+
+    layers: dict = field(default_factory=dict)  # name -> TritPlaneResult
+    seconds: float = 0.0
+
+    @property
+    def weights(self) -> int:
+        return sum(r.out_features * r.in_features for r in self.layers.values())
+
+    @property
+    def mean_rel_error(self) -> float:
+        errs = [r.rel_error for r in self.layers.values()]
+        return sum(errs) / len(errs) if errs else float("nan")
+
+
+def set_module(model: torch.nn.Module, name: str, new: torch.nn.Module) -> None:
+    parent, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, child, new)
+
+
+def trit_module(packed: dict, in_features, group_size, bias, device):
+    """A ``TritPlaneLinear`` from a layer's stored tensors by suffix (``pack_layer``'s dict)."""
+    b = None if bias is None else bias.detach().clone()
+    return TritPlaneLinear(packed["tp_codes"], packed["tp_scales"], in_features, group_size, b,
+                           offsets=packed.get("tp_offsets"), perm=packed.get("tp_perm")).to(device)
+
+
+def quantize_model(model: torch.nn.Module, method: str | MethodConfig = "ptqtp", config: MethodConfig | None = None,
+                   include_lm_head: bool = False, exclude: str | None = None, progress: bool = True) -> QuantReport:
+    """Replace the model's block linears by ``TritPlaneLinear`` modules, in place.
+
+    The modules hold exactly what the artifact stores (packed codes, float16 scales), so a
+    saved and reloaded model computes the same logits bit for bit. ``method``: a config or a
+    name (as in ``quantize``) of a data-free trit-plane method (calibrated methods:
+    ``ptqtp.models.calibrate.calibrate_model``).
+    """
+    config = resolve_config(method, config or PTQTPConfig())
+    spec = method_of(config)
+    if spec.calibrated or not spec.packable:
+        raise ValueError(f"quantize_model takes a data-free trit-plane method, not {spec.name!r} "
+                         f"(calibrated methods: ptqtp.models.calibrate.calibrate_model)")
+    report = QuantReport()
+    t0 = time.perf_counter()
+    targets = quantizable_linears(model, include_lm_head, exclude)
+    if not targets:
+        raise ValueError("no linear layer found inside decoder blocks")
+    bar = tqdm(targets, desc=f"quantize ({spec.name})", unit="layer", disable=not progress)
+    for name, module in bar:
+        w = weight_of(module).detach()
+        r = quantize(w, config, name=name)
+        new = trit_module(pack_layer(r, name), w.shape[1], config.group_size, module.bias, w.device)
+        set_module(model, name, new)
+        report.layers[name] = r
+        bar.set_postfix_str(f"{name}: {r.rel_error:.4f}")
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def save_quantized(model: torch.nn.Module, path: str | Path, report: QuantReport, config: MethodConfig,
+                   metadata: dict[str, str] | None = None) -> Path:
+    """Write the quantized model as one artifact: trit-plane layers plus every other tensor;
+    ``config`` is the method config that was used (recorded in the header)."""
+    quantized = {n for n, m in model.named_modules() if isinstance(m, TritPlaneLinear)}
+    tensors, seen = {}, {}
+    for key, t in model.state_dict().items():
+        owner, _, leaf = key.rpartition(".")
+        if owner in quantized and leaf in ("codes", "scales", "offsets", "perm"):
+            continue
+        if owner in quantized and leaf == "bias":
+            tensors[key] = t
+            continue
+        ptr = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape))
+        if ptr in seen:  # tied weights (e.g. lm_head = embed_tokens): stored once, re-tied on load
+            continue
+        seen[ptr] = key
+        tensors[key] = t
+    meta = {"ptqtp.hf_config": model.config.to_json_string(use_diff=False)} if hasattr(model, "config") else {}
+    meta.update(metadata or {})
+    return save_artifact(path, report.layers, tensors, config=config, metadata=meta)
+
+
+def load_quantized(path: str | Path, dtype: torch.dtype = torch.float32, device: str = "cpu"):
+    """A ``transformers`` model with ``TritPlaneLinear`` layers from an artifact written by
+    :func:`save_quantized` (the config comes from the artifact's header).
+
+    Raises ``ArtifactError``/``ValueError`` when the artifact lacks a config, or its tensors
+    do not fill the model exactly.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM  # heavy, optional
+
+    art = load_artifact(path)
+    raw = art.metadata.get("ptqtp.hf_config")
+    if raw is None:
+        raise ArtifactError(f"{path}: no ptqtp.hf_config in the header; not a model artifact")
+    cfg_dict = json.loads(raw)
+    cfg_dict.pop("quantization_config", None)
+    config = AutoConfig.for_model(**cfg_dict)
+    model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    for name, layer in art.layers.items():
+        packed = {"tp_codes": layer.codes, "tp_scales": layer.scales, "tp_offsets": layer.offsets,
+                  "tp_perm": layer.perm}
+        set_module(model, name, trit_module(packed, layer.in_features, layer.group_size, layer.bias, "cpu"))
+    plain = {k: v for k, v in art.tensors.items() if k.rpartition(".")[0] not in art.layers}
+    missing, unexpected = model.load_state_dict(plain, strict=False)
+    tied = set(getattr(model, "_tied_weights_keys", None) or [])
+    tied |= {k for k in missing if k.endswith("lm_head.weight") and getattr(config, "tie_word_embeddings", False)}
+    missing = [k for k in missing if k not in tied and k.rpartition(".")[0] not in art.layers]
+    if missing or unexpected:
+        raise ArtifactError(f"{path}: tensors do not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    model.tie_weights()
+    return model.to(device).eval()

@@ -1,0 +1,2 @@
+"""Running quantized layers: the backend interface and registry (golden, triton, rtl,
+remote), the TCP server and client, hardware-in-the-loop layers, and backend comparisons."""

@@ -1,0 +1,29 @@
+"""Backends by name: ``make_backend("golden" | "triton" | "rtl" | "remote", **kwargs)``."""
+
+from __future__ import annotations
+
+from .backends import Backend, GoldenBackend, TritonBackend
+from .client import RemoteBackend
+
+__all__ = ["BACKENDS", "make_backend"]
+
+
+def _rtl(**kwargs) -> Backend:
+    from .rtl import RtlBackend  # Amaranth and cocotb: heavy, optional
+
+    return RtlBackend(**kwargs)
+
+
+_FACTORIES = {"golden": GoldenBackend, "triton": TritonBackend, "rtl": _rtl, "remote": RemoteBackend}
+#: Backend names, for CLI choices.
+BACKENDS = tuple(_FACTORIES)
+
+
+def make_backend(name: str, **kwargs) -> Backend:
+    """A backend by name: ``golden``, ``triton`` (kwargs: device), ``rtl`` (kwargs: lanes, rows,
+    timeout) or ``remote`` (kwargs: host, port, timeout)."""
+    try:
+        factory = _FACTORIES[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"backend must be one of {BACKENDS}, not {name!r}") from None
+    return factory(**kwargs)

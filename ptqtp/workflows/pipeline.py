@@ -1,0 +1,113 @@
+"""The main job: the whole toolkit on the shipped model, one report (Markdown and JSON).
+
+quantize SmolLM2 -> artifact -> one layer's hardware image -> Verilog + Yosys summary ->
+real activations of that layer -> golden / Triton / RTL (Verilator) bit for bit ->
+a short hardware-in-the-loop perplexity with that layer on the RTL.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ptqtp.formats.artifact import file_sha256, load_artifact
+from ptqtp.formats.hwimage import write_image
+from ptqtp.golden import GoldenLayer
+from ptqtp.methods import PTQTPConfig
+from ptqtp.models.data import bbc_text, default_model
+from ptqtp.models.evaluate import perplexity
+from ptqtp.models.hf import load_quantized, quantize_model, save_quantized
+from ptqtp.runtime.compare import compare_layer
+from ptqtp.runtime.hil import hil_evaluate
+
+from .report import markdown_table
+
+__all__ = ["run_pipeline"]
+
+
+def _step(log: list, name: str, t0: float, **facts) -> None:
+    entry = {"step": name, "seconds": round(time.perf_counter() - t0, 1), **facts}
+    log.append(entry)
+    print(f"[main] {name}: {json.dumps({k: v for k, v in entry.items() if k != 'step'})}", file=sys.stderr,
+          flush=True)
+
+
+def _capture_inputs(model, layer_name: str, ids: torch.Tensor) -> np.ndarray:
+    """The activations that reach ``layer_name`` during a forward pass over ``ids``."""
+    seen = []
+    handle = model.get_submodule(layer_name).register_forward_hook(lambda m, a, out: seen.append(a[0].detach()))
+    with torch.inference_mode():
+        model(ids)
+    handle.remove()
+    return seen[0].reshape(-1, seen[0].shape[-1]).double().numpy()
+
+
+def run_pipeline(out: Path, layer: str = "model.layers.0.self_attn.q_proj", lanes: int = 16, rows: int = 4,
+                 eval_tokens: int = 1024, hil_tokens: int = 64, vectors: int = 8, fmax: bool = False) -> dict:
+    """Run every stage; returns the report dict (also written to ``out/report.json`` and ``.md``)."""
+    from ptqtp.hdl.synth import synth_report, to_verilog  # Amaranth, Yosys, cocotb: heavy, optional
+    from ptqtp.hdl.top import TritMatmul, cycles_per_vector
+    from ptqtp.runtime.rtl import RtlBackend
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    log: list[dict] = []
+    t0 = time.perf_counter()
+    model, tok = default_model()
+    text = bbc_text("eval")
+    ppl_fp = perplexity(model, tok, text, 512, eval_tokens)
+    _step(log, "load SmolLM2-135M-Instruct (dequantized Q4_1 GGUF) + FP perplexity", t0, ppl_fp=round(ppl_fp, 3))
+
+    t0 = time.perf_counter()
+    config = PTQTPConfig()
+    report = quantize_model(model, "ptqtp", config, progress=False)
+    artifact = save_quantized(model, out / "smollm2-ptqtp.safetensors", report, config)
+    ppl_q = perplexity(model, tok, text, 512, eval_tokens)
+    _step(log, "quantize (PTQTP) + artifact + perplexity", t0, layers=len(report.layers),
+          weights=report.weights, quant_seconds=round(report.seconds, 1), mean_layer_error=round(report.mean_rel_error, 4),
+          ppl_ptqtp=round(ppl_q, 3), artifact_mib=round(artifact.stat().st_size / 2**20, 1))
+
+    t0 = time.perf_counter()
+    packed = load_artifact(artifact).layers[layer]
+    golden = GoldenLayer.from_packed(packed)
+    write_image(out / "image" / layer, golden, lanes, layer, file_sha256(artifact))  # for ROM flows
+    dut = TritMatmul.from_golden(golden, lanes, rows)
+    verilog = to_verilog(dut)
+    (out / "trit_matmul.v").write_text(verilog)
+    synth = synth_report(verilog, fmax=fmax, generic=False)
+    _step(log, "hardware image + Verilog + synthesis", t0, layer=layer, n=golden.n, d=golden.d, P=lanes, R=rows,
+          ACC=golden.acc_bits, cycles_per_vector=cycles_per_vector(dut.params), **synth["ecp5"],
+          fmax_mhz=synth["fmax_mhz"], lut_mapping=synth["lut_mapping"])
+
+    t0 = time.perf_counter()
+    ids = tok(text, return_tensors="pt").input_ids[:, :vectors]
+    torch_model = load_quantized(artifact)  # the saved artifact, loaded once for the rest
+    x = _capture_inputs(torch_model, layer, ids)
+    cmp_rows = compare_layer(packed, x, golden, ("golden", "triton", "rtl"), {"rtl": {"lanes": lanes, "rows": rows}})
+    exact = all(r["first_mismatch"] == "-" for r in cmp_rows)
+    _step(log, "golden / Triton / RTL on real activations", t0, vectors=len(x), bit_exact=exact)
+
+    t0 = time.perf_counter()
+    with RtlBackend(lanes=lanes, rows=rows) as rtl:
+        hil = hil_evaluate(torch_model, rtl, rf"^{layer.replace('.', '[.]')}$", tok, text, hil_tokens, hil_tokens,
+                           ids=ids)
+    _step(log, "hardware in the loop (layer on RTL)", t0, tokens=hil_tokens, ppl_torch=round(hil["ppl_torch"], 3),
+          ppl_hil=round(hil["ppl_hil"], 3), **{f"logits_{k}": round(v, 5) for k, v in hil["logits_vs_torch"].items()})
+
+    result = {"steps": log, "compare": cmp_rows, "all_bit_exact": exact}
+    (out / "report.json").write_text(json.dumps(result, indent=2, default=str))
+    md = ["# ptqtp main job", "", "Model: SmolLM2-135M-Instruct (FP = dequantized Q4_1 GGUF); text: BBC eval split.", ""]
+    md += [markdown_table(["step", "seconds", "facts"],
+                          [[e["step"], e["seconds"], ", ".join(f"{k}={v}" for k, v in e.items()
+                                                               if k not in ("step", "seconds"))] for e in log])]
+    md += ["", f"## {layer}: every path on {len(x)} real activation vectors", ""]
+    md += [markdown_table(["path", "bit-exact vs golden", "first mismatch", "rel. error vs float64", "seconds"],
+                          [[r["path"], r["bit_exact"], r["first_mismatch"], r["rel_error"], round(r["seconds"], 2)]
+                           for r in cmp_rows])]
+    (out / "report.md").write_text("\n".join(md) + "\n")
+    return result

@@ -1,0 +1,80 @@
+"""Argument groups and helpers shared by the command modules; defaults and choices come
+from the configs and registries, never copied here."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+from ptqtp.formats.artifact import PackedLayer, load_artifact
+from ptqtp.golden import IntConfig
+from ptqtp.methods import MethodConfig, PTQTPConfig, get_method
+
+__all__ = ["config_args", "config_from_args", "method_config", "layer_args", "int_args", "int_config", "pick_layer", "backend_kwargs"]
+
+_PTQTP = PTQTPConfig()
+_INT = IntConfig()
+
+
+def config_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("quantizer (docs/SPEC.md section 1)")
+    g.add_argument("--group-size", type=int, default=_PTQTP.group_size,
+                   help=f"input columns per group G (multiple of 4; default {_PTQTP.group_size})")
+    g.add_argument("--max-iters", type=int, default=_PTQTP.max_iters,
+                   help=f"Tmax, most refinement iterations (default {_PTQTP.max_iters})")
+    g.add_argument("--eps", type=float, default=_PTQTP.eps,
+                   help=f"stop when no scale moves by this much (default {_PTQTP.eps:g})")
+    g.add_argument("--search-dtype", choices=("float32", "float64"), default=_PTQTP.search_dtype,
+                   help="dtype of the per-element trit search; float64 reproduces the reference exactly")
+
+
+def config_from_args(args) -> PTQTPConfig:
+    """The PTQTP config of the command line; other methods take its group size."""
+    return PTQTPConfig(group_size=args.group_size, max_iters=args.max_iters, eps=args.eps,
+                       search_dtype=args.search_dtype)
+
+
+def method_config(args, method: str) -> MethodConfig:
+    """``method``'s default config with every quantizer option of the command line it has."""
+    default = get_method(method).config(args.group_size)
+    given = {"max_iters": args.max_iters, "eps": args.eps, "search_dtype": args.search_dtype}
+    names = {f.name for f in dataclasses.fields(default)}
+    return dataclasses.replace(default, **{k: v for k, v in given.items() if k in names})
+
+
+def int_args(p: argparse.ArgumentParser, lanes: int = 64) -> None:
+    g = p.add_argument_group("integer datapath (docs/SPEC.md sections 3-4)")
+    g.add_argument("--lanes", type=int, default=lanes, help=f"lanes P per row unit, a divisor of G (default {lanes})")
+    g.add_argument("--act-bits", type=int, default=_INT.act_bits, help=f"activation bits A (default {_INT.act_bits})")
+    g.add_argument("--scale-bits", type=int, default=_INT.scale_bits,
+                   help=f"scale bits S (default {_INT.scale_bits})")
+
+
+def int_config(args) -> IntConfig:
+    return IntConfig(args.act_bits, args.scale_bits)
+
+
+def layer_args(p: argparse.ArgumentParser, vectors: int, what: str) -> None:
+    """The artifact, one of its layers, and how many random input vectors."""
+    p.add_argument("artifact", type=Path, help="packed artifact (.safetensors)")
+    p.add_argument("--layer", help="layer name (default: the first)")
+    p.add_argument("--vectors", type=int, default=vectors, help=f"{what} (default {vectors})")
+
+
+def pick_layer(artifact: Path, name: str | None) -> tuple[str, PackedLayer]:
+    """(name, PackedLayer): the named layer of an artifact, or its first."""
+    layers = load_artifact(artifact).layers
+    name = name or next(iter(layers), None)
+    if name not in layers:
+        raise ValueError(f"layer {name!r} is not in the artifact")
+    return name, layers[name]
+
+
+def backend_kwargs(args) -> dict:
+    """Per-backend keyword arguments from --lanes/--rows and --remote HOST:PORT."""
+    kw = {"rtl": {"lanes": args.lanes, "rows": args.rows}}
+    if getattr(args, "remote", None):
+        host, _, port = args.remote.rpartition(":")
+        kw["remote"] = {"host": host or "127.0.0.1", "port": int(port)}
+    return kw

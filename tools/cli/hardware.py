@@ -1,0 +1,118 @@
+"""``ptqtp export``, ``budget``, ``hdl``, ``sim``: the hardware side."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from ptqtp.formats.artifact import atomic_write
+from ptqtp.formats.hwimage import read_image
+from ptqtp.workflows.budget import budget_sweep, random_activations
+from ptqtp.workflows.export import EXPORT_HEADERS, export_layers
+from ptqtp.workflows.report import markdown_table
+
+from ._common import int_args, int_config, layer_args, pick_layer
+
+
+def register(sub) -> None:
+    e = sub.add_parser("export", help="write hardware images (docs/SPEC.md section 4) for an artifact's layers",
+                       description="One folder per layer under OUT: plane1/2.hex, scale1/2.hex, layer.json.")
+    e.add_argument("artifact", type=Path, help="packed artifact (.safetensors)")
+    e.add_argument("-o", "--out", type=Path, required=True, help="output folder (one sub-folder per layer)")
+    e.add_argument("--layers", default=".*", help="regex of layer names to export (default: all)")
+    int_args(e)
+    b = sub.add_parser("budget", help="error budget of one layer over a grid of A and S",
+                       description="Relative output error of float trit planes, + S-bit scales, + A-bit "
+                                   "activations (the golden model), on random LLM-like inputs.")
+    layer_args(b, 64, "random input vectors")
+    b.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
+    h = sub.add_parser("hdl", help="generate the accelerator's Verilog for a hardware image, with a synthesis report",
+                       description="Elaborate the Amaranth accelerator for one layer image (weights and scales in "
+                                   "on-chip ROMs), write self-contained Verilog, and report ECP5 resources "
+                                   "(Yosys synth_ecp5 and generic synth) and nextpnr-ecp5 Fmax.")
+    h.add_argument("image", type=Path, help="hardware image folder (from ptqtp export)")
+    h.add_argument("-o", "--output", type=Path, required=True, help="Verilog file to write")
+    h.add_argument("--rows", type=int, default=1, help="parallel row units R (default 1)")
+    h.add_argument("--no-synth", action="store_true", help="only write the Verilog, skip Yosys and nextpnr")
+    h.add_argument("--no-fmax", action="store_true", help="skip place-and-route (nextpnr-ecp5)")
+    h.add_argument("--freq", type=float, default=100.0, help="nextpnr target frequency in MHz (default 100)")
+    sm = sub.add_parser("sim", help="run a layer's generated Verilog in Verilator (cocotb) against the golden model",
+                        description="Build the accelerator for a hardware image (cached by a hash of its Verilog), "
+                                    "stream input vectors through it and compare every output with the golden model.")
+    sm.add_argument("image", type=Path, help="hardware image folder (from ptqtp export)")
+    sm.add_argument("--rows", type=int, default=1, help="parallel row units R (default 1)")
+    sm.add_argument("--vectors", type=int, default=8, help="random LLM-like input vectors (default 8)")
+    sm.add_argument("--inputs", type=Path, help=".npy of float activations (m, d) to use instead of random ones")
+    sm.add_argument("--stall", type=float, default=0.0, help="probability of a stall per cycle on both streams")
+    sm.add_argument("--seed", type=int, default=0, help="seed of the random inputs and stalls (default 0)")
+    sm.add_argument("--waves", type=Path, help="write the waveform (VCD) to this file")
+    sm.add_argument("--clock-mhz", type=float, default=100.0, help="clock for the throughput figure (default 100)")
+    e.set_defaults(func=cmd_export)
+    b.set_defaults(func=cmd_budget)
+    h.set_defaults(func=cmd_hdl)
+    sm.set_defaults(func=cmd_sim)
+
+
+def cmd_export(args) -> int:
+    rows = export_layers(args.artifact, args.out, args.lanes, int_config(args), args.layers)
+    print(markdown_table(EXPORT_HEADERS, rows))
+    print(f"{len(rows)} layer images (P={args.lanes}, A={args.act_bits}, S={args.scale_bits}) in {args.out}")
+    return 0
+
+
+def cmd_budget(args) -> int:
+    name, layer = pick_layer(args.artifact, args.layer)
+    rows, headers = budget_sweep(layer, random_activations(args.vectors, layer.in_features, args.seed))
+    print(f"{name}: relative output error of the integer datapath, {args.vectors} random vectors")
+    print(markdown_table(headers, rows))
+    return 0
+
+
+def cmd_hdl(args) -> int:
+    from ptqtp.hdl.synth import synth_report, to_verilog  # Amaranth and Yosys: heavy, optional
+    from ptqtp.hdl.top import TritMatmul, cycles_per_vector
+
+    image = read_image(args.image)
+    dut = TritMatmul.from_golden(image.golden(), image.lanes, args.rows)
+    text = to_verilog(dut)
+    atomic_write(args.output, lambda tmp: tmp.write_text(text))
+    p = dut.params
+    print(f"{args.output}: {image.meta.name} {p.n}x{p.d_pad}, P={p.lanes} R={p.rows} A={p.act_bits} "
+          f"S={p.scale_bits} ACC={p.acc_bits}; {cycles_per_vector(p)} cycles/vector")
+    if not args.no_synth:
+        print("synthesising (yosys synth_ecp5, synth; nextpnr-ecp5 LFE5U-85F)...", file=sys.stderr)
+        rep = synth_report(text, fmax=not args.no_fmax, freq_mhz=args.freq)
+        e = rep["ecp5"]
+        fmax = f"{rep['fmax_mhz']:.1f} MHz" if rep.get("fmax_mhz") else "n/a"
+        print(f"ECP5: LUT {e['LUT']}  FF {e['FF']}  DSP(MULT18X18D) {e['DSP']}  BRAM(DP16KD) {e['BRAM']}  "
+              f"LUTRAM {e['LUTRAM']}  CARRY {e['CARRY']}  Fmax {fmax}; generic synth (memories as $mem): "
+              f"{rep['generic_cells']} cells"
+              f" (LUT mapping: {rep['lut_mapping']})")
+    return 0
+
+
+def cmd_sim(args) -> int:
+    from ptqtp.hdl.synth import to_verilog  # Amaranth, Verilator, cocotb: heavy, optional
+    from ptqtp.hdl.top import TritMatmul
+    from ptqtp.sim.runner import run_bench
+
+    image = read_image(args.image)
+    golden = image.golden()
+    x = np.load(args.inputs) if args.inputs else random_activations(args.vectors, golden.d, args.seed)
+    x_q, _ = golden.quantize_input(x)
+    dut = TritMatmul.from_golden(golden, image.lanes, args.rows)
+    print(f"building and simulating {image.meta.name} ({golden.n}x{golden.d}, P={dut.params.lanes}, "
+          f"R={args.rows}) in Verilator...", file=sys.stderr)
+    res = run_bench(golden, to_verilog(dut), x_q, image.lanes, args.rows, in_stall=args.stall, out_stall=args.stall,
+                    seed=args.seed, waves=args.waves)
+    verdict = "MATCH" if res.passed else f"MISMATCH ({res.mismatches}; first {res.first_mismatch})"
+    per_vec, macs = res.median_period, res.trit_macs_per_cycle(golden)
+    print(f"{verdict}: {res.vectors} vectors x {golden.n} rows, bit-exact against the golden model")
+    print(f"cycles/vector: measured {per_vec} (median), model {res.model_cycles}; {macs:.1f} trit MACs/cycle = "
+          f"{macs * args.clock_mhz / 1e3:.2f} GMAC/s at {args.clock_mhz:g} MHz")
+    print(f"simulation: {res.sim_cycles} cycles in {res.wall_s:.2f} s = {res.cycles_per_second:,.0f} cycles/s")
+    if args.waves:
+        print(f"waveform: {args.waves}")
+    return 0 if res.passed else 1

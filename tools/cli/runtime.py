@@ -1,0 +1,102 @@
+"""``ptqtp compare``, ``hil``, ``serve``: running layers on backends."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ptqtp.golden import GoldenLayer
+from ptqtp.models.data import bbc_text, default_model, default_tokenizer
+from ptqtp.models.hf import load_quantized
+from ptqtp.runtime.compare import compare_layer
+from ptqtp.runtime.hil import hil_evaluate
+from ptqtp.runtime.registry import BACKENDS, make_backend
+from ptqtp.runtime.server import serve
+from ptqtp.workflows.budget import random_activations
+from ptqtp.workflows.report import markdown_table
+
+from ._common import backend_kwargs, int_args, int_config, layer_args, pick_layer
+
+_LOCAL = tuple(b for b in BACKENDS if b != "remote")
+
+
+def register(sub) -> None:
+    c = sub.add_parser("compare", help="one layer through every backend: bit-exact agreement and float errors",
+                       description="Run the same activations through the golden model, the Triton integer kernel, "
+                                   "the RTL in Verilator (and a remote server), plus the float paths.")
+    layer_args(c, 8, "random LLM-like input vectors")
+    c.add_argument("--backends", default="golden,triton,rtl", help="comma-separated (default golden,triton,rtl)")
+    c.add_argument("--remote", help="host:port of a ptqtp server to include as backend 'remote'")
+    int_args(c)
+    c.add_argument("--rows", type=int, default=1, help="row units R of the RTL backend (default 1)")
+    hl = sub.add_parser("hil", help="perplexity with chosen layers on a backend (hardware in the loop)",
+                        description="Load a model artifact, run the layers matching --layers on --backend (the rest "
+                                    "in torch), report perplexity and logit differences against the all-torch model.")
+    hl.add_argument("artifact", type=Path, help="model artifact (from ptqtp quantize)")
+    hl.add_argument("--layers", default=r"layers\.0\.self_attn\.q_proj", help="regex of layers on the backend")
+    hl.add_argument("--backend", default="golden", choices=BACKENDS,
+                    help="backend for the chosen layers (default golden)")
+    hl.add_argument("--remote", help="host:port for --backend remote")
+    hl.add_argument("--tokens", type=int, default=256, help="evaluation tokens (default 256)")
+    hl.add_argument("--context", type=int, default=128, help="window length (default 128)")
+    hl.add_argument("--generate", type=int, default=0, help="also greedily generate this many tokens")
+    hl.add_argument("--fp", action="store_true", help="also compare with the shipped model in full precision")
+    int_args(hl)
+    hl.add_argument("--rows", type=int, default=1, help="row units R of the RTL backend (default 1)")
+    sv = sub.add_parser("serve", help="answer the ptqtp TCP protocol (docs/PROTOCOL.md) from a local backend")
+    sv.add_argument("--backend", default="golden", choices=_LOCAL, help="(default golden)")
+    sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    sv.add_argument("--port", type=int, default=7878, help="port (default 7878)")
+    sv.add_argument("--lanes", type=int, default=16, help="P of the RTL backend (default 16)")
+    sv.add_argument("--rows", type=int, default=1, help="R of the RTL backend (default 1)")
+    c.set_defaults(func=cmd_compare)
+    hl.set_defaults(func=cmd_hil)
+    sv.set_defaults(func=cmd_serve)
+
+
+def cmd_compare(args) -> int:
+    name, layer = pick_layer(args.artifact, args.layer)
+    golden = GoldenLayer.from_packed(layer, int_config(args))
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()] + (["remote"] if args.remote else [])
+    rows = compare_layer(layer, random_activations(args.vectors, layer.in_features), golden, backends,
+                         backend_kwargs(args))
+    print(f"{name}: {layer.out_features}x{layer.in_features}, {args.vectors} vectors")
+    print(markdown_table(["path", "bit-exact vs golden", "first mismatch", "rel. error vs float64", "seconds"],
+                         [[r["path"], r["bit_exact"], r["first_mismatch"], r["rel_error"], round(r["seconds"], 2)]
+                          for r in rows]))
+    bad = [r for r in rows if r["first_mismatch"] != "-"]
+    return 1 if bad else 0
+
+
+def cmd_hil(args) -> int:
+    fp_model, tok = default_model() if args.fp else (None, default_tokenizer())
+    torch_model = load_quantized(args.artifact)
+    kw = backend_kwargs(args).get(args.backend, {})
+    with make_backend(args.backend, **kw) as backend:
+        rep = hil_evaluate(torch_model, backend, args.layers, tok, bbc_text("eval"), args.tokens, args.context,
+                           int_config(args), generate=args.generate, fp_model=fp_model)
+    d = rep["logits_vs_torch"]
+    print(f"{len(rep['layers'])} layers on {args.backend}: {', '.join(rep['layers'][:4])}"
+          f"{' ...' if len(rep['layers']) > 4 else ''}")
+    print(f"perplexity ({rep['tokens']} tokens, context {rep['context']}): all-torch {rep['ppl_torch']:.3f}, "
+          f"HIL {rep['ppl_hil']:.3f}")
+    print(f"logits vs all-torch: max |diff| {d['max_abs']:.4g}, mean {d['mean_abs']:.4g}, "
+          f"argmax agreement {d['argmax_agree']:.3f}")
+    if args.fp:
+        f = rep["logits_vs_fp"]
+        print(f"FP (shipped model) perplexity {rep['ppl_fp']:.3f}; logits vs FP: max |diff| {f['max_abs']:.4g}, "
+              f"mean {f['mean_abs']:.4g}, argmax agreement {f['argmax_agree']:.3f}")
+    if "generation" in rep:
+        print(f"greedy: {rep['generation']!r}")
+    return 0
+
+def cmd_serve(args) -> int:
+    kw = {"lanes": args.lanes, "rows": args.rows} if args.backend == "rtl" else {}
+    backend = make_backend(args.backend, **kw)
+    print(f"serving ptqtp protocol v1 from the {args.backend} backend on {args.host}:{args.port} (Ctrl-C stops)")
+    try:
+        serve(backend, args.host, args.port, background=False)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        backend.close()
+    return 0
