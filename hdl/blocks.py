@@ -12,14 +12,12 @@ the chunk's activations, which the top level computes once for all rows.
 Arithmetic is the golden model's (ptqtp.golden); widths grow exactly as needed.
 """
 
-
-from amaranth.lib import enum
-
-from amaranth.hdl import Module, Signal, signed
-from amaranth.lib import data, wiring
+from amaranth.hdl import Array, Module, Signal, signed
+from amaranth.lib import data, enum, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["TritCode", "TernarySelect", "AdderTree", "PlaneUnit", "GroupAccumulator", "RowUnit", "log2_exact"]
+__all__ = ["TritCode", "TernarySelect", "AdderTree", "PlaneUnit", "GroupAccumulator", "RowUnit", "log2_exact",
+           "Tags", "tags_layout"]
 
 
 class TritCode(enum.Enum, shape=2):
@@ -124,20 +122,29 @@ class PlaneUnit(wiring.Component):
         return m
 
 
-class Tags(data.Struct):
-    """Side-band flags that travel with a chunk through the pipeline."""
+def tags_layout(vectors: int = 1) -> data.StructLayout:
+    """Side-band flags that travel with a chunk through the pipeline; ``vec`` says which of
+    the ``vectors`` resident input vectors the chunk belongs to."""
+    return data.StructLayout({
+        "valid": 1,
+        "group_first": 1,  # first chunk of a group: restart the partial sums
+        "group_last": 1,  # last chunk of a group: scale and accumulate
+        "row_first": 1,  # the group is the row's first: restart the accumulator
+        "row_last": 1,  # the group is the row's last: the accumulator is the result
+        "vec": max(1, (vectors - 1).bit_length()),
+    })
 
-    valid: 1
-    group_first: 1  # first chunk of a group: restart the partial sums
-    group_last: 1  # last chunk of a group: scale and accumulate
-    row_first: 1  # the group is the row's first: restart the accumulator
-    row_last: 1  # the group is the row's last: the accumulator is the result
+
+#: The tags of a one-vector pipeline (the per-layer accelerator).
+Tags = tags_layout(1)
 
 
 class GroupAccumulator(wiring.Component):
     """acc = sum_g sum_k p[g, k] a_q[g, k] from chunk sums, the golden accumulator.
 
-    Four registered stages, so no cycle has more than one adder or one multiplier on its
+    With ``vectors`` > 1 the partial sums and accumulators are kept per resident vector
+    (chunks of different vectors interleave; ``tags.vec`` selects), and ``vec`` says whose
+    result ``done`` announces. Four registered stages, so no cycle has more than one adder or one multiplier on its
     path (measured: fusing the group add into the multiply capped ECP5 Fmax at 92 MHz):
     1. p_k += chunk sum (restart on a group's first chunk)
     2. on a group's last chunk: prod_k = p_k * a_q,k
@@ -147,8 +154,11 @@ class GroupAccumulator(wiring.Component):
 
     latency = 4
 
-    def __init__(self, sum_bits: int, group_chunks: int, scale_bits: int, acc_bits: int, terms: int = 2):
+    def __init__(self, sum_bits: int, group_chunks: int, scale_bits: int, acc_bits: int, terms: int = 2,
+                 vectors: int = 1):
         _check_bits(scale_bits, "scale_bits", 2, 32)
+        if not isinstance(vectors, int) or vectors < 1:
+            raise ValueError(f"vectors must be a positive integer, not {vectors!r}")
         _check_bits(acc_bits, "acc_bits", 2, 64)
         if not isinstance(group_chunks, int) or group_chunks < 1:
             raise ValueError(f"group_chunks must be a positive integer, not {group_chunks!r}")
@@ -156,48 +166,54 @@ class GroupAccumulator(wiring.Component):
             raise ValueError(f"terms must be 1, 2 or 3, not {terms!r}")
         self.p_bits = sum_bits + (group_chunks - 1).bit_length()
         self.prod_bits = self.p_bits + scale_bits
-        self.acc_bits, self.terms = acc_bits, terms
+        self.acc_bits, self.terms, self.vectors = acc_bits, terms, vectors
+        self.tags_layout = tags_layout(vectors)
         super().__init__({
-            "tags": In(Tags),
+            "tags": In(self.tags_layout),
             "sums": In(data.ArrayLayout(signed(sum_bits), terms)),
             "scales": In(data.ArrayLayout(signed(scale_bits), terms)),
             "done": Out(1),
+            "vec": Out(self.tags_layout["vec"].shape),
             "acc": Out(signed(acc_bits)),
         })
 
     def elaborate(self, platform):
         m = Module()
-        t1, t2, t3 = (Signal(Tags, name=f"t{i}") for i in (1, 2, 3))
+        t1, t2, t3 = (Signal(self.tags_layout, name=f"t{i}") for i in (1, 2, 3))
         scales1 = Signal.like(self.scales)
-        p = [Signal(signed(self.p_bits), name=f"p{k}") for k in range(self.terms)]
+        M = self.vectors
+        p = [Array(Signal(signed(self.p_bits), name=f"p{k}_{v}") for v in range(M)) for k in range(self.terms)]
         prod = [Signal(signed(self.prod_bits), name=f"prod{k}") for k in range(self.terms)]
         both = Signal(signed(self.prod_bits + 2))
-        acc = Signal(signed(self.acc_bits))
+        acc = Array(Signal(signed(self.acc_bits), name=f"acc_{v}") for v in range(M))
+        vec = self.tags.vec if M > 1 else 0
         # 1: group sums
         m.d.sync += [t1.eq(self.tags), scales1.eq(self.scales)]
         with m.If(self.tags.valid):
             for k in range(self.terms):
                 with m.If(self.tags.group_first):
-                    m.d.sync += p[k].eq(self.sums[k])
+                    m.d.sync += p[k][vec].eq(self.sums[k])
                 with m.Else():
-                    m.d.sync += p[k].eq(p[k] + self.sums[k])
+                    m.d.sync += p[k][vec].eq(p[k][vec] + self.sums[k])
         # 2: scale a finished group
+        vec1 = t1.vec if M > 1 else 0
         m.d.sync += t2.eq(0)
         with m.If(t1.valid & t1.group_last):
-            m.d.sync += [t2.eq(t1)] + [prod[k].eq(p[k] * scales1[k]) for k in range(self.terms)]
+            m.d.sync += [t2.eq(t1)] + [prod[k].eq(p[k][vec1] * scales1[k]) for k in range(self.terms)]
         # 3: all terms
         total = prod[0]
         for k in range(1, self.terms):
             total = total + prod[k]
         m.d.sync += [t3.eq(t2), both.eq(total)]
         # 4: the row
+        vec3 = t3.vec if M > 1 else 0
         with m.If(t3.valid):
             with m.If(t3.row_first):
-                m.d.sync += acc.eq(both)
+                m.d.sync += acc[vec3].eq(both)
             with m.Else():
-                m.d.sync += acc.eq(acc + both)
-        m.d.sync += self.done.eq(t3.valid & t3.row_last)
-        m.d.comb += self.acc.eq(acc)
+                m.d.sync += acc[vec3].eq(acc[vec3] + both)
+        m.d.sync += [self.done.eq(t3.valid & t3.row_last), self.vec.eq(t3.vec)]
+        m.d.comb += self.acc.eq(acc[self.vec] if M > 1 else acc[0])
         return m
 
 
@@ -211,7 +227,7 @@ class RowUnit(wiring.Component):
     """
 
     def __init__(self, lanes: int, act_bits: int, scale_bits: int, group_size: int, acc_bits: int,
-                 planes: int = 2, offset: bool = False):
+                 planes: int = 2, offset: bool = False, vectors: int = 1):
         levels = log2_exact(lanes, "lanes")
         if not isinstance(group_size, int) or group_size % lanes:
             raise ValueError(f"lanes P={lanes} must divide the group size G={group_size!r}")
@@ -219,12 +235,14 @@ class RowUnit(wiring.Component):
         self.lanes, self.act_bits, self.scale_bits = lanes, act_bits, scale_bits
         self.group_chunks, self.acc_bits, self.levels = group_size // lanes, acc_bits, levels
         self.planes, self.offset, self.terms = planes, bool(offset), planes + bool(offset)
+        self.vectors, self.tags_layout = vectors, tags_layout(vectors)
         ports = {
             "codes": In(data.ArrayLayout(data.ArrayLayout(TritCode, lanes), planes)),
             "x": In(data.ArrayLayout(signed(act_bits), lanes)),
             "scales": In(data.ArrayLayout(signed(scale_bits), self.terms)),
-            "tags": In(Tags),
+            "tags": In(self.tags_layout),
             "done": Out(1),
+            "vec": Out(self.tags_layout["vec"].shape),
             "acc": Out(signed(acc_bits)),
         }
         if offset:
@@ -239,14 +257,15 @@ class RowUnit(wiring.Component):
         m = Module()
         m.submodules.planes = planes = PlaneUnit(self.lanes, self.act_bits, self.planes)
         m.submodules.accum = accum = GroupAccumulator(self.act_bits + 1 + self.levels, self.group_chunks,
-                                                      self.scale_bits, self.acc_bits, self.terms)
+                                                      self.scale_bits, self.acc_bits, self.terms, self.vectors)
         m.d.comb += [planes.codes.eq(self.codes), planes.x.eq(self.x)]
         tags, scales = self.tags, self.scales
         for i in range(self.levels):  # delay side-band by the tree's latency
-            t, s = Signal(Tags, name=f"tags_d{i}"), Signal.like(self.scales, name=f"scales_d{i}")
+            t, s = Signal(self.tags_layout, name=f"tags_d{i}"), Signal.like(self.scales, name=f"scales_d{i}")
             m.d.sync += [t.eq(tags), s.eq(scales)]
             tags, scales = t, s
-        m.d.comb += [accum.tags.eq(tags), accum.scales.eq(scales), self.done.eq(accum.done), self.acc.eq(accum.acc)]
+        m.d.comb += [accum.tags.eq(tags), accum.scales.eq(scales), self.done.eq(accum.done), self.vec.eq(accum.vec),
+                     self.acc.eq(accum.acc)]
         m.d.comb += [accum.sums[k].eq(planes.sums[k]) for k in range(self.planes)]
         if self.offset:
             m.d.comb += accum.sums[self.planes].eq(self.xsum)

@@ -9,6 +9,8 @@ variables; the verdict and the cycle counts go to the JSON file PTQTP_REPORT.
 import json
 import os
 import random
+import socket
+import struct
 import time
 
 import numpy as np
@@ -156,9 +158,6 @@ async def serve_host(dut):
     """Persistent mode for ptqtp.sim.rtl_backend: the host sends batches over a local socket
     (u32 m, then m x d_pad int32), the bench streams them through the DUT and answers with
     m x n int64 accumulators; m = 0 ends the simulation."""
-    import socket
-    import struct
-
     _, params = _layer()
     sock = socket.create_connection(("127.0.0.1", int(os.environ["PTQTP_RTL_PORT"])))
     cocotb.start_soon(Clock(dut.clk, 10, unit="ns", impl="gpi").start())

@@ -22,9 +22,11 @@ import numpy as np
 
 from ptqtp.formats.layer_npz import save_layer
 
-__all__ = ["SimResult", "cache_dir", "verilator_env", "build", "run_bench"]
+__all__ = ["SimResult", "EngineResult", "cache_dir", "verilator_env", "build", "run_bench", "run_engine",
+           "ENGINE_TOP"]
 
 TOP = "trit_matmul"
+ENGINE_TOP = "trit_engine"
 
 
 def cache_dir() -> Path:
@@ -43,8 +45,9 @@ def verilator_env() -> dict[str, str]:
     return env
 
 
-def build(verilog_text: str, waves: bool = False) -> Path:
-    """Compile ``verilog_text`` with Verilator once per content (and waves setting); return the build folder."""
+def build(verilog_text: str, waves: bool = False, top: str = TOP) -> Path:
+    """Compile ``verilog_text`` (top module ``top``) with Verilator once per content (and waves
+    setting); return the build folder."""
     from cocotb_tools.runner import get_runner
 
     verilator_env()
@@ -57,7 +60,7 @@ def build(verilog_text: str, waves: bool = False) -> Path:
     (folder / "top.v").write_text(verilog_text)
     runner = get_runner("verilator")
     # -O3 and no assertion checks: measured 1.6x faster simulation than the defaults here.
-    runner.build(sources=[folder / "top.v"], hdl_toplevel=TOP, build_dir=folder, waves=waves,
+    runner.build(sources=[folder / "top.v"], hdl_toplevel=top, build_dir=folder, waves=waves,
                  build_args=["-O3", "--x-assign", "fast", "--x-initial", "fast", "-Wno-fatal",
                              # one C++ file: the PyPI build's precompiled-header flags break split builds
                              "--output-split", "0", "--output-split-cfuncs", "0",
@@ -141,3 +144,67 @@ def run_bench(golden, verilog_text: str, x_q: np.ndarray, lanes: int, rows: int,
                      vectors=rep["vectors"], mismatches=rep["mismatches"], first_mismatch=rep["first_mismatch"],
                      cycles_per_vector=rep["periods"], model_cycles=rep["model_cycles"], sim_cycles=rep["sim_cycles"],
                      wall_s=rep.get("sim_wall_s", wall), report=rep)
+
+
+@dataclass
+class EngineResult:
+    """What one engine bench run measured: the verdict and per-run cycles and counters."""
+
+    passed: bool
+    mismatches: int
+    first_mismatch: dict | None
+    runs: list
+    counters: dict
+    sim_cycles: int
+    wall_s: float
+
+    @property
+    def cycles_per_second(self) -> float:
+        return self.sim_cycles / self.wall_s if self.wall_s > 0 else 0.0
+
+
+def run_engine(verilog_text: str, image: bytes, runs: list[dict], inputs: list[np.ndarray],
+               expected: list[np.ndarray], config: dict, testcase: str = "run_job",
+               waves: Path | None = None) -> EngineResult:
+    """Run ``ptqtp.sim.engine_bench`` on the Verilated engine.
+
+    ``image``: the memory contents (a model image blob); ``runs``: descriptors {name, n,
+    chunks, m, addr, beats}; ``inputs[i]`` the x_q (m, d_pad) of run i and ``expected[i]`` its
+    golden accumulators (m, n). ``config``: the engine's lanes, act_bits, out_bits,
+    engine_id, params_word, vectors, plus optional throttling (mem_busy, mem_period,
+    mem_latency, stall, seed).
+    """
+    from cocotb_tools.runner import get_runner
+
+    folder = build(verilog_text, waves is not None, top=ENGINE_TOP)
+    with tempfile.TemporaryDirectory(prefix="ptqtp-engine-") as tmp:
+        tmp = Path(tmp)
+        arrays = {"image": np.frombuffer(image, np.uint8)}
+        for i, (x, acc) in enumerate(zip(inputs, expected)):
+            arrays[f"x{i}"], arrays[f"acc{i}"] = np.asarray(x, np.int64), np.asarray(acc, np.int64)
+        np.savez(tmp / "job.npz", **arrays)
+        (tmp / "cfg.json").write_text(json.dumps({**config, "runs": runs}))
+        report_path = tmp / "report.json"
+        env = {"PTQTP_JOB": str(tmp / "job.npz"), "PTQTP_CFG": str(tmp / "cfg.json"),
+               "PTQTP_REPORT": str(report_path)}
+        t0 = time.perf_counter()
+        get_runner("verilator").test(test_module="ptqtp.sim.engine_bench", hdl_toplevel=ENGINE_TOP,
+                                     hdl_toplevel_lang="verilog", testcase=testcase, build_dir=folder, test_dir=tmp,
+                                     extra_env=env | verilator_env(), waves=waves is not None,
+                                     log_file=tmp / "sim.log")
+        wall = time.perf_counter() - t0
+        if not report_path.exists():
+            log = (tmp / "sim.log").read_text()[-4000:] if (tmp / "sim.log").exists() else ""
+            raise RuntimeError(f"the engine bench wrote no report:\n{log}")
+        rep = json.loads(report_path.read_text())
+        if rep["mismatches"] == 0 and rep["outputs"] != rep["expected_outputs"]:
+            log = (tmp / "sim.log").read_text()[-4000:]
+            raise RuntimeError(f"the engine bench stopped early:\n{log}")
+        if waves is not None:
+            dumps = [f for pattern in ("*.fst", "*.vcd") for d in (tmp, folder) for f in d.glob(pattern)]
+            if dumps:
+                shutil.copy(dumps[0], waves)
+    return EngineResult(passed=rep["mismatches"] == 0 and rep["outputs"] == rep["expected_outputs"],
+                        mismatches=rep["mismatches"], first_mismatch=rep.get("first_mismatch"), runs=rep["runs"],
+                        counters=rep.get("counters", {}), sim_cycles=rep.get("sim_cycles", 0),
+                        wall_s=rep.get("sim_wall_s", wall))
