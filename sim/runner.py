@@ -8,6 +8,7 @@ a second run of the same design skips compilation.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import json
@@ -23,7 +24,7 @@ import numpy as np
 from ptqtp.formats.layer_npz import save_layer
 
 __all__ = ["SimResult", "EngineResult", "cache_dir", "verilator_env", "build", "run_bench", "run_engine",
-           "ENGINE_TOP"]
+           "engine_config", "image_runs", "ENGINE_TOP"]
 
 TOP = "trit_matmul"
 ENGINE_TOP = "trit_engine"
@@ -69,6 +70,16 @@ def build(verilog_text: str, waves: bool = False, top: str = TOP) -> Path:
                  log_file=folder / "build.log")
     done.write_text(time.strftime("%Y-%m-%d %H:%M:%S"))
     return folder
+
+
+@contextlib.contextmanager
+def _verdict_in_report():
+    """cocotb's runner exits the process when a test fails under pytest; the bench's report
+    (checked by the caller) carries the verdict instead."""
+    try:
+        yield
+    except SystemExit:
+        pass
 
 
 @dataclass
@@ -126,10 +137,11 @@ def run_bench(golden, verilog_text: str, x_q: np.ndarray, lanes: int, rows: int,
         }
         runner = get_runner("verilator")
         t0 = time.perf_counter()
-        runner.test(test_module="ptqtp.sim.cocotb_bench", hdl_toplevel=TOP, hdl_toplevel_lang="verilog",
-                    testcase=testcase, build_dir=folder,
-                    test_dir=tmp, extra_env=env | verilator_env(), waves=waves is not None,
-                    log_file=tmp / "sim.log")
+        with _verdict_in_report():
+            runner.test(test_module="ptqtp.sim.cocotb_bench", hdl_toplevel=TOP, hdl_toplevel_lang="verilog",
+                        testcase=testcase, build_dir=folder,
+                        test_dir=tmp, extra_env=env | verilator_env(), waves=waves is not None,
+                        log_file=tmp / "sim.log")
         wall = time.perf_counter() - t0
         if not report_path.exists():
             log = (tmp / "sim.log").read_text()[-3000:] if (tmp / "sim.log").exists() else ""
@@ -163,6 +175,32 @@ class EngineResult:
         return self.sim_cycles / self.wall_s if self.wall_s > 0 else 0.0
 
 
+def engine_config(params, **throttle) -> dict:
+    """The bench's view of an engine (:class:`ptqtp.hdl.engine_model.EngineParams`), plus
+    optional throttling: mem_busy (share of cycles the memory pauses), mem_period (a fixed
+    pattern of that period instead of random pauses), mem_latency, stall (back-pressure on
+    both streams), seed."""
+    from ptqtp.hdl.engine_model import ENGINE_ID
+
+    return {"lanes": params.lanes, "act_bits": params.act_bits, "out_bits": params.out_bits, "engine_id": ENGINE_ID,
+            "params_word": params.params_word(), "vectors": params.vectors, **throttle}
+
+
+def image_runs(image, batches: list[tuple[str, np.ndarray]]):
+    """(runs, inputs, expected) for :func:`run_engine`: one run per (layer name, x_q (m, d_pad))
+    of a :class:`ptqtp.formats.model_image.ModelImage`, the expected accumulators from the
+    golden model."""
+    entries = {e["name"]: e for e in image.entries}
+    runs, inputs, expected = [], [], []
+    for name, x_q in batches:
+        e, g = entries[name], image.layers[name]
+        runs.append({"name": name, "n": g.n, "chunks": g.d_pad // image.layout.lanes, "m": int(len(x_q)),
+                     "addr": e["byte_offset"], "beats": e["beats"]})
+        inputs.append(x_q)
+        expected.append(g.acc(x_q))
+    return runs, inputs, expected
+
+
 def run_engine(verilog_text: str, image: bytes, runs: list[dict], inputs: list[np.ndarray],
                expected: list[np.ndarray], config: dict, testcase: str = "run_job",
                waves: Path | None = None) -> EngineResult:
@@ -188,10 +226,11 @@ def run_engine(verilog_text: str, image: bytes, runs: list[dict], inputs: list[n
         env = {"PTQTP_JOB": str(tmp / "job.npz"), "PTQTP_CFG": str(tmp / "cfg.json"),
                "PTQTP_REPORT": str(report_path)}
         t0 = time.perf_counter()
-        get_runner("verilator").test(test_module="ptqtp.sim.engine_bench", hdl_toplevel=ENGINE_TOP,
-                                     hdl_toplevel_lang="verilog", testcase=testcase, build_dir=folder, test_dir=tmp,
-                                     extra_env=env | verilator_env(), waves=waves is not None,
-                                     log_file=tmp / "sim.log")
+        with _verdict_in_report():
+            get_runner("verilator").test(test_module="ptqtp.sim.engine_bench", hdl_toplevel=ENGINE_TOP,
+                                         hdl_toplevel_lang="verilog", testcase=testcase, build_dir=folder,
+                                         test_dir=tmp, extra_env=env | verilator_env(), waves=waves is not None,
+                                         log_file=tmp / "sim.log")
         wall = time.perf_counter() - t0
         if not report_path.exists():
             log = (tmp / "sim.log").read_text()[-4000:] if (tmp / "sim.log").exists() else ""

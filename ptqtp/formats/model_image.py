@@ -11,8 +11,10 @@ A folder with two files::
                     "layers": [{name, n, d, d_pad, G, planes, offset, F, ACC, byte_offset,
                     byte_size, beats, sha256, perm}]}
 
-``perm`` is the stored column order (a list of d indices) or null; ``sha256`` is the hash
-of the layer's region. A layer's descriptor is its (n, d_pad / P, byte_offset, beats).
+``perm`` is the stored column order (a list of d indices) or null; ``sha256`` hashes the
+layer's region followed by its entry's fields (name, n, d, d_pad, G, planes, offset, F,
+ACC, perm as compact sorted-key JSON), so an edited F (a free exponent: it would scale the
+layer's output silently) is caught like a flipped bit. A layer's descriptor is its (n, d_pad / P, byte_offset, beats).
 :func:`read_model_image` checks every field and hash and gives the golden layers back
 bit-exactly; the manifest is written last, so a folder without one is not an image.
 """
@@ -63,6 +65,14 @@ class ModelImage:
         return self.blob.read_bytes()
 
 
+_HASHED = ("name", "n", "d", "d_pad", "G", "planes", "offset", "F", "ACC", "perm")
+
+
+def _digest(region: bytes, entry: dict) -> str:
+    fields = json.dumps({k: entry.get(k) for k in _HASHED}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(region + fields.encode()).hexdigest()
+
+
 def write_model_image(folder: str | os.PathLike, layers: dict[str, GoldenLayer], layout: StreamLayout,
                       source_sha256: str = "", align: int = 4096) -> Path:
     """Write the image of ``layers`` (name -> golden layer, in order) for ``layout``, atomically.
@@ -100,11 +110,12 @@ def write_model_image(folder: str | os.PathLike, layers: dict[str, GoldenLayer],
                 offset += pad
                 blob.write(region)
                 blob_hash.update(region)
-                entries.append({"name": name, "n": g.n, "d": g.d, "d_pad": g.d_pad, "G": g.group_size,
-                                "planes": g.planes, "offset": g.m_q is not None, "F": g.F, "ACC": g.acc_bits,
-                                "byte_offset": offset, "byte_size": len(region), "beats": len(region) // layout.word_bytes,
-                                "sha256": hashlib.sha256(region).hexdigest(),
-                                "perm": None if g.perm is None else [int(i) for i in g.perm]})
+                entry = {"name": name, "n": g.n, "d": g.d, "d_pad": g.d_pad, "G": g.group_size, "planes": g.planes,
+                         "offset": g.m_q is not None, "F": g.F, "ACC": g.acc_bits, "byte_offset": offset,
+                         "byte_size": len(region), "beats": len(region) // layout.word_bytes,
+                         "perm": None if g.perm is None else [int(i) for i in g.perm]}
+                entry["sha256"] = _digest(region, entry)
+                entries.append(entry)
                 offset += len(region)
         manifest = {"format": _FORMAT, "version": MODEL_IMAGE_VERSION, "layout": asdict(layout),
                     "act_bits": act_bits.pop(), "align": align, "source_sha256": source_sha256, "blob": _BLOB,
@@ -166,8 +177,8 @@ def read_model_image(folder: str | os.PathLike, verify: bool = True) -> ModelIma
         except (ValueError, KeyError, TypeError) as err:
             _fail(mpath, f"layer {name!r}: bad entry ({err})")
         region = blob[start : start + size]
-        if verify and hashlib.sha256(region).hexdigest() != e.get("sha256"):
-            _fail(blob_path, f"layer {name!r}: region SHA-256 does not match the manifest")
+        if verify and _digest(region, e) != e.get("sha256"):
+            _fail(blob_path, f"layer {name!r}: region SHA-256 does not match the manifest (region or entry edited)")
         try:
             trits, a_q, m_q = layout.decode(region, n, d_pad, planes, offset)
             perm = None if e.get("perm") is None else np.asarray(e["perm"], dtype=np.int64)

@@ -1,0 +1,240 @@
+"""The weight-streaming engine: stream layout, model image, and the RTL in Verilator with
+cocotbext-axi bus models (AxiRamRead as DRAM, AxiLiteMaster, AXI-Stream source and sink),
+every output against the golden model."""
+
+import json
+
+import numpy as np
+import pytest
+
+from ptqtp.formats.model_image import ModelImageError, read_model_image, write_model_image
+from ptqtp.formats.stream_layout import StreamLayout
+from ptqtp.golden import GoldenLayer, IntConfig
+from ptqtp.workflows.budget import random_activations
+
+
+def golden_layer(rng, n, d, planes=2, offset=False, G=128, A=8, S=16, perm=False):
+    d_pad = -(-d // G) * G
+    t = rng.integers(-1, 2, (planes, n, d_pad)).astype(np.int8)
+    t[:, :, d:] = 0
+    return GoldenLayer(t, rng.standard_normal((planes, n, d_pad // G)), d, G, IntConfig(A, S),
+                       offsets=rng.standard_normal((n, d_pad // G)) if offset else None,
+                       perm=rng.permutation(d) if perm else None)
+
+
+# ------------------------------------------------------------------ stream layout
+
+
+def test_stream_layout_bytes_by_hand():
+    """P=4, R=2, two planes + offsets, G=8, S=8, DW=32: every byte derived from the spec text."""
+    L = StreamLayout(lanes=4, rows=2, planes=2, offset=True, group_size=8, scale_bits=8, data_width=32)
+    assert (L.record_bits, L.record_beats, L.scale_beats, L.group_weight_beats) == (32, 1, 2, 2)
+    trits = np.zeros((2, 3, 8), np.int8)
+    trits[0, 0, :4] = [1, -1, 0, 1]  # plane 1, row 0, chunk 0: codes 01 11 00 01 -> 0b01_00_11_01 = 0x4d
+    trits[1, 1, 4:] = [-1, 0, 0, 0]  # plane 2, row 1, chunk 1: 0x03
+    trits[0, 2, 0] = 1  # row 2 is block 1, row unit 0
+    a_q = np.array([[[5], [-2], [7]], [[1], [2], [3]]])
+    m_q = np.array([[-1], [4], [9]])
+    got = np.frombuffer(L.encode(trits, a_q, m_q), np.uint8)
+    block0 = [5, 0xFE, 1, 2, 0xFF, 4, 0, 0,  # scales: a1 r0 r1, a2 r0 r1, m r0 r1, pad
+              0x4D, 0, 0, 0,  # chunk 0: plane 1 row 0, plane 1 row 1, plane 2 row 0, plane 2 row 1
+              0, 0, 0, 0x03]  # chunk 1
+    block1 = [7, 0, 3, 0, 9, 0, 0, 0, 0x01, 0, 0, 0, 0, 0, 0, 0]  # row 3 is padding: zero
+    assert got.tolist() == block0 + block1
+    t, a, m = L.decode(got.tobytes(), 3, 8, 2, True)
+    assert np.array_equal(t, trits) and np.array_equal(a, a_q) and np.array_equal(m, m_q)
+
+
+@pytest.mark.parametrize("P,R,planes,offset,DW,lp,loff",
+                         [(16, 4, 2, False, 128, 2, False), (16, 4, 2, True, 512, 1, True), (4, 1, 1, True, 64, 1, True),
+                          (64, 4, 2, False, 256, 2, False)])
+def test_stream_layout_round_trip(P, R, planes, offset, DW, lp, loff):
+    rng = np.random.default_rng(P + DW)
+    L = StreamLayout(P, R, planes, offset, 128, 16, DW)
+    g = golden_layer(rng, 7, 300, lp, loff)
+    data = L.encode(g.trits, g.a_q, g.m_q)
+    assert len(data) == L.layer_bytes(7, 384) and len(data) % L.word_bytes == 0
+    t, a, m = L.decode(data, 7, 384, lp, loff)
+    assert np.array_equal(t, g.trits) and np.array_equal(a, g.a_q)
+    assert (m is None) == (g.m_q is None) and (m is None or np.array_equal(m, g.m_q))
+
+
+def test_stream_layout_rejects():
+    L = StreamLayout(8, 2, 1, False, 128, 16, 64)
+    g = golden_layer(np.random.default_rng(0), 4, 128, planes=2)
+    with pytest.raises(ValueError, match="does not run on an engine with 1 plane"):
+        L.encode(g.trits, g.a_q)
+    one = golden_layer(np.random.default_rng(0), 3, 128, planes=1)
+    data = bytearray(L.encode(one.trits, one.a_q))
+    bad = bytearray(data)
+    bad[L.scale_beats * 8] = 0b10  # the invalid trit code
+    with pytest.raises(ValueError, match="invalid trit code"):
+        L.decode(bytes(bad), 3, 128, 1, False)
+    bad = bytearray(data)
+    bad[-1] = 1  # a trit of row 3 (row unit 1 of block 1), past n = 3
+    with pytest.raises(ValueError, match="nonzero padding"):
+        L.decode(bytes(bad), 3, 128, 1, False)
+    with pytest.raises(ValueError, match="needs"):
+        L.decode(bytes(data[:-8]), 3, 128, 1, False)
+    with pytest.raises(ValueError, match="power of two"):
+        StreamLayout(8, 3)
+
+
+# ------------------------------------------------------------------ model image
+
+
+def test_model_image_round_trip_and_integrity(tmp_path):
+    rng = np.random.default_rng(1)
+    layout = StreamLayout(16, 4, 2, True, 128, 16, 128)
+    layers = {"q": golden_layer(rng, 9, 200), "down": golden_layer(rng, 5, 130, 1, True, perm=True),
+              "up": golden_layer(rng, 12, 256, 2, True)}
+    folder = write_model_image(tmp_path / "img", layers, layout, "ab" * 32)
+    img = read_model_image(folder)
+    assert list(img.layers) == ["q", "down", "up"] and img.source_sha256 == "ab" * 32
+    x = rng.standard_normal((3, 130))
+    for name, g in layers.items():
+        back = img.layers[name]
+        assert np.array_equal(back.trits, g.trits) and np.array_equal(back.a_q, g.a_q) and back.F == g.F
+        assert (back.m_q is None) == (g.m_q is None) and (g.m_q is None or np.array_equal(back.m_q, g.m_q))
+    np.testing.assert_array_equal(img.layers["down"].forward(x), layers["down"].forward(x))  # perm included
+    for e in img.entries:
+        assert e["byte_offset"] % 4096 == 0 and e["byte_size"] == layout.layer_bytes(e["n"], e["d_pad"])
+    blob = (folder / "weights.bin").read_bytes()
+    flipped = bytearray(blob)
+    flipped[img.entries[1]["byte_offset"] + 40] ^= 0x10
+    (folder / "weights.bin").write_bytes(bytes(flipped))
+    with pytest.raises(ModelImageError, match="weights.bin: SHA-256"):
+        read_model_image(folder)
+    man = json.loads((folder / "manifest.json").read_text())
+    man["blob_sha256"] = __import__("hashlib").sha256(bytes(flipped)).hexdigest()  # a forger fixes the blob hash
+    (folder / "manifest.json").write_text(json.dumps(man))
+    with pytest.raises(ModelImageError, match="layer 'down': region SHA-256"):
+        read_model_image(folder)
+    (folder / "weights.bin").write_bytes(blob)
+    man = json.loads((folder / "manifest.json").read_text())
+    man["blob_sha256"] = __import__("hashlib").sha256(blob).hexdigest()
+    man["layers"][2]["F"] += 1
+    (folder / "manifest.json").write_text(json.dumps(man))
+    with pytest.raises(ModelImageError, match="layer 'up'"):
+        read_model_image(folder)
+    (folder / "manifest.json").unlink()
+    with pytest.raises(ModelImageError, match="not a model image"):
+        read_model_image(folder)
+
+
+def test_model_image_refuses_layers_the_engine_cannot_run(tmp_path):
+    rng = np.random.default_rng(2)
+    with pytest.raises(ValueError, match="b: a layer with 1 plane.*offsets"):
+        write_model_image(tmp_path / "img", {"a": golden_layer(rng, 4, 128), "b": golden_layer(rng, 4, 128, 1, True)},
+                          StreamLayout(16, 4, 2, False, 128, 16, 128))
+    assert not (tmp_path / "img").exists()  # nothing half-written
+
+
+# ------------------------------------------------------------------ RTL
+
+
+def engine_case(tmp_path, params, shapes, seed=0):
+    """A model image of random layers for ``params`` and one batch per layer: (image, batches)."""
+    rng = np.random.default_rng(seed)
+    layers = {}
+    for i, (n, d, planes, offset, perm) in enumerate(shapes):
+        layers[f"layer{i}"] = golden_layer(rng, n, d, planes, offset, perm=perm)
+    img = read_model_image(write_model_image(tmp_path / "img", layers, params.layout))
+    batches = []
+    for i, name in enumerate(layers):
+        g = img.layers[name]
+        m = 1 + i % params.vectors  # m = 1 .. M across the layers
+        x_q, _ = g.quantize_input(random_activations(m, g.d, seed=seed + i))  # applies the permutation
+        x_q[0, : g.d] = g.config.q_max  # an extreme vector
+        batches.append((name, x_q))
+    return img, batches
+
+
+def run(params, img, batches, **throttle):
+    from ptqtp.hdl.engine import TritEngine
+    from ptqtp.hdl.synth import to_verilog
+    from ptqtp.sim.runner import ENGINE_TOP, engine_config, image_runs, run_engine
+
+    runs, inputs, expected = image_runs(img, batches)
+    res = run_engine(to_verilog(TritEngine(params), name=ENGINE_TOP), img.blob_bytes(), runs, inputs, expected,
+                     engine_config(params, **throttle))
+    return res, runs
+
+
+def check(res):
+    assert res.passed, f"mismatches {res.mismatches}, first {res.first_mismatch}"
+
+
+# (P, R, planes, offset, DW, M): record of one word; two words; eight records a word
+ENGINES = [(8, 2, 2, True, 64, 2), (16, 4, 2, False, 128, 4), (4, 1, 1, True, 64, 1)]
+
+
+@pytest.mark.parametrize("P,R,planes,offset,DW,M", ENGINES)
+def test_engine_runs_layers_back_to_back(tmp_path, P, R, planes, offset, DW, M):
+    """Several shapes on one build (d not a multiple of P*R, n not a multiple of R, one- and
+    two-plane layers, offsets, a permutation), m = 1..M, every output bit-exact; the ISSUED
+    counter equals the cycle model's compute cycles."""
+    from ptqtp.hdl.engine_model import EngineParams
+
+    params = EngineParams(lanes=P, rows=R, planes=planes, offset=offset, max_d=384, vectors=M, data_width=DW,
+                          burst=8, outstanding=2)
+    shapes = [(7, 300, planes, offset, False), (R + 1, 128, 1, offset, offset), (3, 384, planes, False, False),
+              (2 * R, 200, 1, False, False)]
+    img, batches = engine_case(tmp_path, params, shapes, seed=P)
+    res, runs = run(params, img, batches)
+    check(res)
+    model = [params.run(g.n, g.d_pad, len(x)) for g, (_, x) in zip(img.layers.values(), batches)]
+    assert res.counters["ISSUED"] == sum(r.issue_cycles for r in model)
+    assert res.counters["CYCLES"] <= sum(r.cycles() + r.slack() for r in model)
+    assert res.counters["ERRORS"] == 0 and res.counters["STATUS"] >> 8 == len(runs)  # runs finished
+
+
+def test_engine_under_back_pressure_and_throttled_memory(tmp_path):
+    from ptqtp.hdl.engine_model import EngineParams
+
+    params = EngineParams(lanes=8, rows=2, planes=2, offset=True, max_d=384, vectors=2, data_width=64, burst=8,
+                          outstanding=2)
+    img, batches = engine_case(tmp_path, params, [(9, 256, 2, True, False), (3, 100, 1, True, True)], seed=3)
+    res, _ = run(params, img, batches, mem_busy=0.6, mem_latency=5, stall=0.3, seed=11)
+    check(res)
+    assert res.counters["WAIT_W"] > 0  # the memory really held the core back
+
+
+def test_engine_catches_a_flipped_weight_bit(tmp_path):
+    """The bench is not vacuous: one flipped trit in the image gives mismatches."""
+    from ptqtp.hdl.engine_model import EngineParams
+
+    params = EngineParams(lanes=8, rows=2, planes=2, offset=True, max_d=384, vectors=2, data_width=64, burst=8,
+                          outstanding=2)
+    img, batches = engine_case(tmp_path, params, [(4, 128, 2, False, False)], seed=5)
+    blob = bytearray(img.blob_bytes())
+    blob[params.layout.scale_beats * 8 + 2] ^= 0b01  # plane 1, row 1, lane 0 of chunk 0: 0 <-> +1 or -1 <-> 0b10
+    (img.folder / "weights.bin").write_bytes(bytes(blob))
+    res, _ = run(params, img, batches)
+    assert not res.passed and res.first_mismatch["row"] == 1
+
+
+def test_engine_registers(tmp_path):
+    from ptqtp.hdl.engine import TritEngine
+    from ptqtp.hdl.engine_model import EngineParams
+    from ptqtp.hdl.synth import to_verilog
+    from ptqtp.sim.runner import ENGINE_TOP, engine_config, run_engine
+
+    params = EngineParams(lanes=8, rows=2, planes=2, offset=True, max_d=384, vectors=2, data_width=64, burst=8,
+                          outstanding=2)
+    res = run_engine(to_verilog(TritEngine(params), name=ENGINE_TOP), b"\0" * 64, [], [], [], engine_config(params),
+                     testcase="register_access")
+    assert res.passed
+
+
+def test_engine_params_rejected():
+    from ptqtp.hdl.engine_model import EngineParams
+
+    with pytest.raises(ValueError, match="vectors M must be a power of two"):
+        EngineParams(vectors=3)
+    with pytest.raises(ValueError, match="rows must be a power of two"):
+        EngineParams(rows=3)
+    with pytest.raises(ValueError, match="ACC = .* exceeds 64"):
+        EngineParams(act_bits=16, scale_bits=32, max_d=1 << 20)
+    with pytest.raises(ValueError, match="batch m=5"):
+        EngineParams(vectors=4).check_layer(8, 256, 2, False, m=5)
