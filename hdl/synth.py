@@ -15,12 +15,33 @@ from pathlib import Path
 
 from amaranth.back import verilog
 
-__all__ = ["to_verilog", "synth_report", "yosys_parses", "TOP_NAME"]
+__all__ = ["to_verilog", "synth_report", "yosys_parses", "fit_lines", "TOP_NAME", "LFE5U_85F"]
 
 TOP_NAME = "trit_matmul"
 # Cells counted in the report (synth_ecp5 names; generic synth has $lut/$_DFF_*_ etc.)
 _ECP5_CELLS = {"LUT4": "LUT", "TRELLIS_FF": "FF", "MULT18X18D": "DSP", "DP16KD": "BRAM", "TRELLIS_DPR16X4": "LUTRAM",
                "CCU2C": "CARRY"}
+
+
+#: The LFE5U-85F's resources (Lattice ECP5 family data sheet FPGA-DS-02012: 84k LUT4s,
+#: one flip-flop per LUT, 208 sysMEM DP16KD blocks, 156 18x18 multipliers).
+LFE5U_85F = {"LUT": 83640, "FF": 83640, "BRAM": 208, "DSP": 156}
+
+
+def fit_lines(ecp5: dict, device: dict = LFE5U_85F, name: str = "LFE5U-85F") -> tuple[bool, str]:
+    """(fits, "LUT used/available (share) ...") for a synthesis report's ECP5 counts; LUTRAM
+    cells (TRELLIS_DPR16X4) take two LUT4s each and are counted with the LUTs."""
+    used = dict(ecp5, LUT=ecp5["LUT"] + 2 * ecp5.get("LUTRAM", 0))
+    parts = [f"{k} {used[k]}/{cap} ({used[k] / cap:.0%})" for k, cap in device.items()]
+    fits = all(used[k] <= cap for k, cap in device.items())
+    return fits, f"{name}: {'fits' if fits else 'does NOT fit'}: " + ", ".join(parts)
+
+
+def _nextpnr_reason(text: str) -> str:
+    """The line of nextpnr's output that says why place and route failed."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    errors = [ln for ln in lines if "ERROR" in ln]
+    return (errors or lines or ["nextpnr failed without a message"])[-1]
 
 
 def to_verilog(dut, name: str = TOP_NAME) -> str:
@@ -95,7 +116,7 @@ def synth_report(verilog_text: str, top: str = TOP_NAME, fmax: bool = True, freq
                 if clocks:
                     result["fmax_mhz"] = min(float(c["achieved"]) for c in clocks.values())
             else:
-                result["fmax_error"] = (proc.stderr or proc.stdout)[-500:]
+                result["fmax_error"] = _nextpnr_reason(proc.stderr + proc.stdout)
     return result
 
 

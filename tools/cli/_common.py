@@ -9,9 +9,10 @@ from pathlib import Path
 
 from ptqtp.formats.artifact import PackedLayer, load_artifact
 from ptqtp.golden import IntConfig
+from ptqtp.hdl.engine_model import EngineParams
 from ptqtp.methods import MethodConfig, PTQTPConfig, get_method
 
-__all__ = ["config_args", "config_from_args", "method_config", "layer_args", "int_args", "int_config", "pick_layer", "backend_kwargs"]
+__all__ = ["config_args", "config_from_args", "method_config", "layer_args", "engine_args", "engine_params", "int_args", "int_config", "pick_layer", "backend_kwargs"]
 
 _PTQTP = PTQTPConfig()
 _INT = IntConfig()
@@ -78,3 +79,25 @@ def backend_kwargs(args) -> dict:
         host, _, port = args.remote.rpartition(":")
         kw["remote"] = {"host": host or "127.0.0.1", "port": int(port)}
     return kw
+
+
+def engine_args(p: argparse.ArgumentParser) -> None:
+    """The streaming engine's parameters (``ptqtp.hdl.engine_model.EngineParams``); P, A and S
+    come from :func:`int_args`."""
+    e = EngineParams()
+    g = p.add_argument_group("streaming engine (docs/SPEC.md section 6)")
+    g.add_argument("--rows", type=int, default=e.rows, help=f"row units R, a power of two (default {e.rows})")
+    g.add_argument("--planes", type=int, choices=(1, 2), default=e.planes,
+                   help=f"trit planes the datapath carries (default {e.planes})")
+    g.add_argument("--offset", action="store_true", help="include PT^2-LLM's offset term")
+    g.add_argument("--data-width", type=int, default=e.data_width, help=f"AXI data width DW in bits (default {e.data_width})")
+    g.add_argument("--vectors", type=int, default=e.vectors, help=f"vectors M held at once (default {e.vectors})")
+    g.add_argument("--max-d", type=int, default=e.max_d, help=f"widest layer input d (default {e.max_d})")
+    g.add_argument("--burst", type=int, default=e.burst, help=f"DMA beats per burst (default {e.burst})")
+
+
+def engine_params(args) -> EngineParams:
+    rows = EngineParams.rows if args.rows is None else args.rows  # `hdl` leaves it unset for a layer image
+    return EngineParams(lanes=args.lanes, rows=rows, planes=args.planes, offset=args.offset,
+                        act_bits=args.act_bits, scale_bits=args.scale_bits, max_d=args.max_d, vectors=args.vectors,
+                        data_width=args.data_width, burst=args.burst)

@@ -10,31 +10,40 @@ import numpy as np
 from ptqtp.formats.artifact import atomic_write
 from ptqtp.formats.hwimage import read_image
 from ptqtp.workflows.budget import budget_sweep, random_activations
-from ptqtp.workflows.export import EXPORT_HEADERS, export_layers
+from ptqtp.workflows.export import EXPORT_HEADERS, MODEL_IMAGE_HEADERS, export_layers, export_model_image
 from ptqtp.workflows.report import markdown_table
 
-from ._common import int_args, int_config, layer_args, pick_layer
+from ._common import engine_args, engine_params, int_args, int_config, layer_args, pick_layer
 
 
 def register(sub) -> None:
-    e = sub.add_parser("export", help="write hardware images (docs/SPEC.md section 4) for an artifact's layers",
-                       description="One folder per layer under OUT: plane1/2.hex, scale1/2.hex, layer.json.")
+    e = sub.add_parser("export", help="write hardware images (per layer) or a model image (streaming engine)",
+                       description="-o OUT: one folder per layer (docs/SPEC.md section 4): plane1/2.hex, "
+                                   "scale1/2.hex, layer.json. --model-image DIR: every layer in the streaming "
+                                   "engine's memory order, weights.bin + manifest.json (section 6).")
     e.add_argument("artifact", type=Path, help="packed artifact (.safetensors)")
-    e.add_argument("-o", "--out", type=Path, required=True, help="output folder (one sub-folder per layer)")
+    e.add_argument("-o", "--out", type=Path, help="output folder (one sub-folder per layer)")
+    e.add_argument("--model-image", type=Path, help="write the model image for the engine below into this folder")
     e.add_argument("--layers", default=".*", help="regex of layer names to export (default: all)")
     int_args(e)
+    engine_args(e)
     b = sub.add_parser("budget", help="error budget of one layer over a grid of A and S",
                        description="Relative output error of float trit planes, + S-bit scales, + A-bit "
                                    "activations (the golden model), on random LLM-like inputs.")
     layer_args(b, 64, "random input vectors")
     b.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
-    h = sub.add_parser("hdl", help="generate the accelerator's Verilog for a hardware image, with a synthesis report",
-                       description="Elaborate the Amaranth accelerator for one layer image (weights and scales in "
-                                   "on-chip ROMs), write self-contained Verilog, and report ECP5 resources "
-                                   "(Yosys synth_ecp5 and generic synth) and nextpnr-ecp5 Fmax.")
-    h.add_argument("image", type=Path, help="hardware image folder (from ptqtp export)")
+    h = sub.add_parser("hdl", help="generate Verilog (one layer's accelerator, or the streaming engine) and a "
+                                   "synthesis report",
+                       description="IMAGE: the per-layer accelerator (weights and scales in on-chip ROMs). --engine: "
+                                   "the weight-streaming engine, elaborated from its parameters alone. Writes "
+                                   "self-contained Verilog and reports ECP5 resources against the LFE5U-85F (Yosys "
+                                   "synth_ecp5 and generic synth) and nextpnr-ecp5 Fmax.")
+    h.add_argument("image", type=Path, nargs="?", help="hardware image folder (from ptqtp export); omit with --engine")
     h.add_argument("-o", "--output", type=Path, required=True, help="Verilog file to write")
-    h.add_argument("--rows", type=int, default=1, help="parallel row units R (default 1)")
+    h.add_argument("--engine", action="store_true", help="the streaming engine instead of a layer's accelerator")
+    int_args(h, lanes=16)
+    engine_args(h)
+    h.set_defaults(rows=None)  # R: 1 for a layer image, EngineParams' default for --engine
     h.add_argument("--no-synth", action="store_true", help="only write the Verilog, skip Yosys and nextpnr")
     h.add_argument("--no-fmax", action="store_true", help="skip place-and-route (nextpnr-ecp5)")
     h.add_argument("--freq", type=float, default=100.0, help="nextpnr target frequency in MHz (default 100)")
@@ -56,6 +65,16 @@ def register(sub) -> None:
 
 
 def cmd_export(args) -> int:
+    if (args.out is None) == (args.model_image is None):
+        raise ValueError("give -o OUT (per-layer hardware images) or --model-image DIR (one of them)")
+    if args.model_image is not None:
+        params = engine_params(args)
+        rows = export_model_image(args.artifact, args.model_image, params.layout, int_config(args), args.layers)
+        print(markdown_table(MODEL_IMAGE_HEADERS, rows))
+        total = (args.model_image / "weights.bin").stat().st_size
+        print(f"{len(rows)} layers, {total / 2**20:.1f} MiB for the engine P={params.lanes} R={params.rows} "
+              f"planes={params.planes} offset={params.offset} DW={params.data_width} in {args.model_image}")
+        return 0
     rows = export_layers(args.artifact, args.out, args.lanes, int_config(args), args.layers)
     print(markdown_table(EXPORT_HEADERS, rows))
     print(f"{len(rows)} layer images (P={args.lanes}, A={args.act_bits}, S={args.scale_bits}) in {args.out}")
@@ -71,25 +90,40 @@ def cmd_budget(args) -> int:
 
 
 def cmd_hdl(args) -> int:
-    from ptqtp.hdl.synth import synth_report, to_verilog  # Amaranth and Yosys: heavy, optional
+    from ptqtp.hdl.engine import TritEngine  # Amaranth and Yosys: heavy, optional
+    from ptqtp.hdl.synth import fit_lines, synth_report, to_verilog
     from ptqtp.hdl.top import TritMatmul, cycles_per_vector
 
-    image = read_image(args.image)
-    dut = TritMatmul.from_golden(image.golden(), image.lanes, args.rows)
-    text = to_verilog(dut)
+    if args.engine == (args.image is not None):
+        raise ValueError("give a hardware image folder or --engine (one of them)")
+    if args.engine:
+        params = engine_params(args)
+        top = "trit_engine"
+        text = to_verilog(TritEngine(params), name=top)
+        summary = (f"streaming engine P={params.lanes} R={params.rows} planes={params.planes} offset={params.offset} "
+                   f"M={params.vectors} DW={params.data_width} A={params.act_bits} S={params.scale_bits} "
+                   f"ACC={params.acc_bits} max d={params.max_d}; any layer at run time")
+    else:
+        image = read_image(args.image)
+        top = "trit_matmul"
+        dut = TritMatmul.from_golden(image.golden(), image.lanes, args.rows or 1)
+        text = to_verilog(dut)
+        p = dut.params
+        summary = (f"{image.meta.name} {p.n}x{p.d_pad}, P={p.lanes} R={p.rows} A={p.act_bits} S={p.scale_bits} "
+                   f"ACC={p.acc_bits}; {cycles_per_vector(p)} cycles/vector")
     atomic_write(args.output, lambda tmp: tmp.write_text(text))
-    p = dut.params
-    print(f"{args.output}: {image.meta.name} {p.n}x{p.d_pad}, P={p.lanes} R={p.rows} A={p.act_bits} "
-          f"S={p.scale_bits} ACC={p.acc_bits}; {cycles_per_vector(p)} cycles/vector")
+    print(f"{args.output}: {summary}", flush=True)
     if not args.no_synth:
-        print("synthesising (yosys synth_ecp5, synth; nextpnr-ecp5 LFE5U-85F)...", file=sys.stderr)
-        rep = synth_report(text, fmax=not args.no_fmax, freq_mhz=args.freq)
+        print("synthesising (yosys synth_ecp5; nextpnr-ecp5 LFE5U-85F)...", file=sys.stderr, flush=True)
+        rep = synth_report(text, top=top, fmax=not args.no_fmax, freq_mhz=args.freq, generic=False)
         e = rep["ecp5"]
-        fmax = f"{rep['fmax_mhz']:.1f} MHz" if rep.get("fmax_mhz") else "n/a"
         print(f"ECP5: LUT {e['LUT']}  FF {e['FF']}  DSP(MULT18X18D) {e['DSP']}  BRAM(DP16KD) {e['BRAM']}  "
-              f"LUTRAM {e['LUTRAM']}  CARRY {e['CARRY']}  Fmax {fmax}; generic synth (memories as $mem): "
-              f"{rep['generic_cells']} cells"
-              f" (LUT mapping: {rep['lut_mapping']})")
+              f"LUTRAM {e['LUTRAM']}  CARRY {e['CARRY']} (LUT mapping: {rep['lut_mapping']})")
+        print(fit_lines(e)[1])
+        if rep.get("fmax_mhz"):
+            print(f"Fmax {rep['fmax_mhz']:.1f} MHz (nextpnr-ecp5, target {args.freq:g} MHz)")
+        elif "fmax_error" in rep:
+            print(f"place and route failed: {rep['fmax_error']}")
     return 0
 
 
