@@ -21,7 +21,7 @@ __all__ = ["TritCode", "TernarySelect", "AdderTree", "PlaneUnit", "GroupAccumula
 
 
 class TritCode(enum.Enum, shape=2):
-    """2-bit two's complement trit (SPEC section 2); 0b10 never occurs (loaders reject it)."""
+    """2-bit two's complement trit (docs/SPEC.md section 2); 0b10 never occurs (loaders reject it)."""
 
     ZERO = 0b00
     POS = 0b01

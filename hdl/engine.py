@@ -28,7 +28,7 @@ from amaranth.lib.wiring import In, Out
 
 from ptqtp.formats.stream_layout import StreamLayout
 
-from .axi import AxiBurstReader, AxiLiteRegs, AxiLiteSignature, AxiReadSignature, AxiStreamSignature
+from .axi import AxiBurstReader, AxiLiteRegs, AxiLiteSignature, AxiReadSignature, AxiStreamSignature, RegisterSlice
 from .blocks import AdderTree, RowUnit, tags_layout
 from .engine_model import ENGINE_ID, EngineParams, Reg
 
@@ -120,8 +120,11 @@ class RecordUnpacker(wiring.Component):
         return m
 
 
+ROW_BITS = 24  # n < 2^24 rows
+
+
 def _descriptor_layout(p: EngineParams) -> data.StructLayout:
-    return data.StructLayout({"n": 32, "chunks": 32, "m": range(p.vectors + 1)})
+    return data.StructLayout({"n": ROW_BITS, "chunks": range(p.max_d_pad // p.lanes + 1), "m": range(p.vectors + 1)})
 
 
 class TritEngine(wiring.Component):
@@ -194,7 +197,9 @@ class TritEngine(wiring.Component):
                      dma.cmd.payload.beats.eq(q_dma.r_data[p.addr_width :]),
                      dma.cmd.valid.eq(q_dma.r_rdy), q_dma.r_en.eq(dma.cmd.ready), dma.clear.eq(clear)]
         m.submodules.unpack = unpack = RecordUnpacker(L)
-        wiring.connect(m, dma.data, unpack.beats)
+        m.submodules.slice = beat_slice = RegisterSlice(p.data_width)  # cuts the issue -> FIFO ready path
+        wiring.connect(m, dma.data, beat_slice.i)
+        wiring.connect(m, beat_slice.o, unpack.beats)
 
         # ------------------------------------------------------------ activation banks
         x_bits = P * p.act_bits
@@ -228,32 +233,36 @@ class TritEngine(wiring.Component):
         # ------------------------------------------------------------ issue
         running = Signal()
         run = Signal(desc)
-        row_base = Signal(32)
+        R_bits = (R - 1).bit_length()
         chunk = Signal(range(p.chunk_stride + 1))
         in_group = Signal(range(cpg))
         group = Signal(range(p.chunk_stride + 1))
-        ngroups = Signal(range(p.chunk_stride + 1))
         v = Signal(range(M))
+        # registered end-of-loop flags: no wide add or compare on the issue path
+        chunks_m1, ng_m1, m_m1 = Signal.like(chunk), Signal.like(group), Signal(range(M))
+        blocks_left = Signal(ROW_BITS)
+        last_block = Signal()
         scale_hold = Signal(L.scale_record_bits)
         m.submodules.out_fifo = out_fifo = SyncFIFOBuffered(width=R * p.acc_bits, depth=4 * M)
 
         first_of_group = (in_group == 0) & (v == 0)
         first_of_block = (chunk == 0) & (v == 0)
-        last_v = v == run.m - 1
-        last_chunk = chunk == run.chunks - 1
-        last_block = row_base + R >= run.n
+        last_v = v == m_m1
+        last_chunk = chunk == chunks_m1
         have_x = bank_full.bit_select(rb, 1)
         have_w = unpack.weights.valid & (~first_of_group | unpack.scales.valid)
         # an output entry is promised when a vector's last chunk of the block issues: never more than fit
         promised = Signal(range(4 * M + 1))
-        final_op = (group == ngroups - 1) & (in_group == cpg - 1)
+        final_op = (group == ng_m1) & (in_group == cpg - 1)
         have_y = ~final_op | (promised < 4 * M)
         issue = running & have_x & have_w & have_y
         with m.If(~running & q_core.r_rdy):
             nxt = data.View(desc, q_core.r_data)
+            blocks = (nxt.n + (R - 1)) >> R_bits
             m.d.comb += q_core.r_en.eq(1)
-            m.d.sync += [running.eq(1), run.eq(nxt), row_base.eq(0), chunk.eq(0), in_group.eq(0), group.eq(0), v.eq(0),
-                         ngroups.eq(nxt.chunks >> (cpg.bit_length() - 1))]
+            m.d.sync += [running.eq(1), run.eq(nxt), chunk.eq(0), in_group.eq(0), group.eq(0), v.eq(0),
+                         chunks_m1.eq(nxt.chunks - 1), ng_m1.eq((nxt.chunks >> (cpg.bit_length() - 1)) - 1),
+                         m_m1.eq(nxt.m - 1), blocks_left.eq(blocks), last_block.eq(blocks == 1)]
         m.d.comb += [unpack.scales.ready.eq(issue & first_of_group), unpack.weights.ready.eq(issue & last_v),
                      act_r.addr.eq(Cat(chunk[:stride_bits], v[:vec_bits], rb))]
         with m.If(issue & first_of_group):
@@ -265,7 +274,8 @@ class TritEngine(wiring.Component):
                 with m.If(in_group == cpg - 1):
                     m.d.sync += [in_group.eq(0), group.eq(group + 1)]
                 with m.If(last_chunk):
-                    m.d.sync += [chunk.eq(0), group.eq(0), row_base.eq(row_base + R)]
+                    m.d.sync += [chunk.eq(0), group.eq(0), blocks_left.eq(blocks_left - 1),
+                                 last_block.eq(blocks_left == 2)]
                     with m.If(last_block):
                         m.d.sync += [running.eq(0), rb.eq(~rb)]
                         m.d.comb += release.eq(1)
@@ -278,14 +288,14 @@ class TritEngine(wiring.Component):
         with m.If(issue):
             m.d.sync += counters["issued"].eq(counters["issued"] + 1)
         mismatch = Signal()
-        m.d.comb += mismatch.eq(issue & first_of_block & (row_base == 0) &
+        m.d.comb += mismatch.eq(issue & first_of_block & (group == 0) & (chunk == 0) &
                                 (Mux(rb, bank_m[1], bank_m[0]) != run.m))
 
         # ------------------------------------------------------------ datapath
         tags = tags_layout(M)
         t0 = Signal(tags)
         m.d.comb += [t0.valid.eq(issue), t0.group_first.eq(in_group == 0), t0.group_last.eq(in_group == cpg - 1),
-                     t0.row_first.eq(group == 0), t0.row_last.eq(group == ngroups - 1), t0.vec.eq(v)]
+                     t0.row_first.eq(group == 0), t0.row_last.eq(group == ng_m1), t0.vec.eq(v)]
         t1, t2 = Signal(tags), Signal(tags)
         w1, w2 = Signal(L.record_bits), Signal(L.record_bits)
         s1, s2 = Signal(L.scale_record_bits), Signal(L.scale_record_bits)
@@ -314,28 +324,34 @@ class TritEngine(wiring.Component):
         y = self.m_axis_y
         out_run = Signal(desc)
         out_active = Signal()
-        o_row, o_r, o_v = Signal(32), Signal(range(R)), Signal(range(M))
+        o_r, o_v = Signal(range(R)), Signal(range(M))
+        o_blocks_left, o_last_block = Signal(ROW_BITS), Signal()
+        o_last_r, o_m_m1 = Signal(range(R)), Signal(range(M))  # the last block's last row unit; m - 1
         with m.If(~out_active & q_out.r_rdy):
+            nxt = data.View(desc, q_out.r_data)
+            blocks = (nxt.n + (R - 1)) >> R_bits
             m.d.comb += q_out.r_en.eq(1)
-            m.d.sync += [out_active.eq(1), out_run.eq(q_out.r_data), o_row.eq(0), o_r.eq(0), o_v.eq(0)]
+            m.d.sync += [out_active.eq(1), out_run.eq(nxt), o_r.eq(0), o_v.eq(0), o_blocks_left.eq(blocks),
+                         o_last_block.eq(blocks == 1), o_last_r.eq((nxt.n - 1)[:R_bits] if R > 1 else 0),
+                         o_m_m1.eq(nxt.m - 1)]
         accs = [out_fifo.r_data[r * p.acc_bits :][: p.acc_bits].as_signed() for r in range(R)]
         acc_r = Signal(signed(p.acc_bits))
         with m.Switch(o_r):
             for r in range(R):
                 with m.Case(r):
                     m.d.comb += acc_r.eq(accs[r])
-        row = o_row + o_r
-        last_row_of_entry = (o_r == R - 1) | (row == out_run.n - 1)
+        vector_end = o_last_block & (o_r == o_last_r)
+        last_row_of_entry = (o_r == R - 1) | vector_end
         m.d.comb += [y.tvalid.eq(out_active & out_fifo.r_rdy), y.tdata.eq(acc_r), y.tid.eq(o_v),
-                     y.tlast.eq(row == out_run.n - 1)]
+                     y.tlast.eq(vector_end)]
         with m.If(y.tvalid & y.tready):
             m.d.sync += o_r.eq(o_r + 1)
             with m.If(last_row_of_entry):
                 m.d.comb += out_fifo.r_en.eq(1)
                 m.d.sync += [o_r.eq(0), o_v.eq(o_v + 1)]
-                with m.If(o_v == out_run.m - 1):
-                    m.d.sync += [o_v.eq(0), o_row.eq(o_row + R)]
-                    with m.If(o_row + R >= out_run.n):
+                with m.If(o_v == o_m_m1):
+                    m.d.sync += [o_v.eq(0), o_blocks_left.eq(o_blocks_left - 1), o_last_block.eq(o_blocks_left == 2)]
+                    with m.If(o_last_block):
                         m.d.sync += [out_active.eq(0), runs_done.eq(runs_done + 1)]
 
         # ------------------------------------------------------------ status, errors, reads

@@ -1,4 +1,4 @@
-"""Top level: the ternary matmul accelerator for one layer (SPEC section 5).
+"""Top level: the ternary matmul accelerator for one layer (docs/SPEC.md section 5).
 
     x stream (P activations a beat) --> activation buffer --+
                                                              v

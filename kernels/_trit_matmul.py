@@ -1,4 +1,4 @@
-"""Triton kernels for y = x W_hat^T straight from the packed artifact (SPEC sections 2-3).
+"""Triton kernels for y = x W_hat^T straight from the packed artifact (docs/SPEC.md sections 2-3).
 
 Codes: uint8 [planes, n, d_pad / 4], 4 trits a byte (trit j at bits 2(j%4)); scales
 float16 [planes, n, ng]; optional offsets (PT^2-LLM's m) [n, ng], added to every weight of

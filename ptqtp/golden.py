@@ -1,4 +1,4 @@
-"""The golden model: the accelerator's integer arithmetic, bit-exact (SPEC section 3).
+"""The golden model: the accelerator's integer arithmetic, bit-exact (docs/SPEC.md section 3).
 
 This module is the one definition. The RTL, the Triton integer kernel and every tool
 compare with it; none of them re-derive it.
@@ -11,7 +11,7 @@ compare with it; none of them re-derive it.
              (+ sum_g s[m, g] m_q[r, g],  s[m, g] = sum_{j in g} x_q[m, j], with offsets)
     y[m, r] = acc[m, r] s_x[m] 2^-F (+ bias[r])
 
-PT^2-LLM layers (one plane and a per-group offset m, docs/SPEC-NOTES.md) add the offset
+PT^2-LLM layers (one plane and a per-group offset m, docs/SPEC.md) add the offset
 term; m_q = clip(rint(m 2^F)) shares F with a_q (F is taken over max |a| and |m| together),
 and a stored column order ``perm`` is applied to x on the host before quantizing
 (s_x does not depend on the order).

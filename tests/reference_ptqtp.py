@@ -1,4 +1,4 @@
-"""Plain float64 NumPy PTQTP (SPEC section 1), one group at a time, written for clarity.
+"""Plain float64 NumPy PTQTP (docs/SPEC.md section 1), one group at a time, written for clarity.
 
 Independent of ptqtp.methods.ptqtp: brute-force 9-pair search with np.argmin (first
 minimum = pinned tie order), Gram matrices from the codes, explicit 2x2 inverse.

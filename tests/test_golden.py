@@ -7,7 +7,7 @@ from ptqtp.golden import GoldenLayer, IntConfig, acc_width, check_fits, quantize
 
 
 def exact_reference(trits, scales, x, A, S, G):
-    """SPEC section 3 in Python integers and Fractions, loop by loop (independent of golden.py)."""
+    """docs/SPEC.md section 3 in Python integers and Fractions, loop by loop (independent of golden.py)."""
     Q = 2 ** (A - 1) - 1
     planes, n, d_pad = trits.shape
     limit = 2 ** (S - 1) - 1

@@ -25,7 +25,7 @@ def small_model():
 
 
 class IntEmulation(torch.nn.Module):
-    """SPEC section 3 written directly in torch: per-row x_q, integer weights W_int[r, j] =
+    """docs/SPEC.md section 3 written directly in torch: per-row x_q, integer weights W_int[r, j] =
     sum_k T_k[r, j] a_q[k, r, g(j)], one int64 matmul (distributivity gives the same exact
     accumulator as per-group partial sums), y = acc s_x 2^-F (+ bias)."""
 

@@ -22,7 +22,7 @@ from ptqtp.workflows.report import markdown_table
 
 
 def straightforward_ptqtp(W: torch.Tensor, G: int = 128, max_iters: int = 50, eps: float = 1e-4):
-    """SPEC section 1 written plainly over all groups at once: 9 squared errors per element,
+    """docs/SPEC.md section 1 written plainly over all groups at once: 9 squared errors per element,
     argmin, Gram matrices from the codes. Same algorithm, none of the fast path's tricks."""
     n, d = W.shape
     w = W.reshape(-1, G).to(torch.float32)

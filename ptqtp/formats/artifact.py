@@ -1,4 +1,4 @@
-"""Packed artifact: a complete safetensors checkpoint with trit-plane linears (SPEC section 2).
+"""Packed artifact: a complete safetensors checkpoint with trit-plane linears (docs/SPEC.md section 2).
 
 For each quantized linear ``NAME``::
 

@@ -1,4 +1,4 @@
-"""Hardware image: `$readmemh` views of one layer for RTL and FPGA flows (SPEC section 4).
+"""Hardware image: `$readmemh` views of one layer for RTL and FPGA flows (docs/SPEC.md section 4).
 
 A folder per layer::
 

@@ -1,4 +1,4 @@
-"""Trit packing: 4 trits per byte, 2-bit two's complement codes (SPEC section 2).
+"""Trit packing: 4 trits per byte, 2-bit two's complement codes (docs/SPEC.md section 2).
 
 Memory layout of one packed row (d_pad trits -> d_pad / 4 bytes)::
 

@@ -14,7 +14,7 @@ As released by its authors (issue 9), per row and block of G input columns:
   most similar (cosine) to the mean unit column of the remaining ones. The permutation is
   stored as ``tp_perm`` and applied to activations (x_perm = x[:, perm]).
 
-Scope notes (docs/SPEC-NOTES.md): the SSR order is computed once from the original weights
+Scope notes (docs/SPEC.md): the SSR order is computed once from the original weights
 (so one Cholesky factor serves the whole layer); GPTAQ's asymmetric term is not implemented.
 """
 

@@ -1,4 +1,4 @@
-"""PTQTP: progressive trit-plane quantization (arXiv 2509.16989, Algorithm 1/2; SPEC section 1).
+"""PTQTP: progressive trit-plane quantization (arXiv 2509.16989, Algorithm 1/2; docs/SPEC.md section 1).
 
 Each group row w (G input columns) becomes w ~ a1 t1 + a2 t2 with t1, t2 in {-1, 0, 1}^G.
 Alternate (1) a ridge least-squares solve of (a1, a2) with adaptive lambda and (2) an
@@ -33,7 +33,7 @@ __all__ = ["PTQTPConfig", "quantize_ptqtp", "solve_scales", "level_tables", "sea
 
 @dataclass(frozen=True)
 class PTQTPConfig(MethodConfig):
-    """Parameters of the PTQTP trit-plane quantizer (SPEC section 1).
+    """Parameters of the PTQTP trit-plane quantizer (docs/SPEC.md section 1).
 
     Parameters
     ----------
