@@ -12,10 +12,11 @@ from __future__ import annotations
 from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 __all__ = ["AxiLiteSignature", "AxiReadSignature", "AxiStreamSignature", "AxiLiteRegs", "AxiBurstReader",
-           "RegisterSlice", "INCR", "OKAY"]
+           "RegisterSlice", "RomReader", "INCR", "OKAY"]
 
 INCR = 0b01  # AxBURST: incrementing burst
 OKAY = 0b00  # xRESP
@@ -141,27 +142,30 @@ class AxiBurstReader(wiring.Component):
         m.submodules.fifo = fifo = SyncFIFOBuffered(width=self.data_width, depth=depth)
         addr = Signal(self.addr_width)
         remaining = Signal(self.beats_width)
-        inflight = Signal(range(depth + 1))
-        length = Signal(range(self.burst + 1))
-        m.d.comb += length.eq(Mux(remaining > self.burst, self.burst, remaining))
-        room = Signal(range(depth + 1))
-        m.d.comb += room.eq(depth - fifo.level - inflight)
+        # Registered bookkeeping keeps the FIFO's level and wide compares off the AR path
+        # (measured: depth - level - inflight >= min(burst, remaining) capped ECP5 at 75 MHz).
+        credits = Signal(range(depth + 1), init=depth)  # FIFO words neither filled nor promised to a burst
+        length = Signal(range(self.burst + 1))  # min(burst, remaining), one cycle behind it
+        settled = Signal()  # length reflects remaining (not in the cycle after it changed)
+        issued = bus.arvalid & bus.arready
+        accepted = self.cmd.valid & self.cmd.ready
+        popped = fifo.r_en & fifo.r_rdy
+        m.d.sync += [length.eq(Mux(remaining > self.burst, self.burst, remaining)), settled.eq(~(issued | accepted)),
+                     credits.eq(credits - Mux(issued, length, 0) + popped)]
         m.d.comb += [
             self.cmd.ready.eq(remaining == 0),
             bus.arid.eq(0), bus.araddr.eq(addr), bus.arlen.eq(length - 1),
             bus.arsize.eq((self.data_width // 8).bit_length() - 1), bus.arburst.eq(INCR),
-            bus.arvalid.eq((remaining != 0) & (room >= length)),
+            bus.arvalid.eq(settled & (remaining != 0) & (credits >= length)),
             bus.rready.eq(1),
             fifo.w_data.eq(bus.rdata), fifo.w_en.eq(bus.rvalid),
             self.data.payload.eq(fifo.r_data), self.data.valid.eq(fifo.r_rdy), fifo.r_en.eq(self.data.ready),
-            self.idle.eq((remaining == 0) & (inflight == 0) & ~fifo.r_rdy),
+            self.idle.eq((remaining == 0) & (credits == depth)),
         ]
-        issued = bus.arvalid & bus.arready
-        with m.If(self.cmd.valid & self.cmd.ready):
+        with m.If(accepted):
             m.d.sync += [addr.eq(self.cmd.payload.addr), remaining.eq(self.cmd.payload.beats)]
         with m.Elif(issued):
             m.d.sync += [addr.eq(addr + length * (self.data_width // 8)), remaining.eq(remaining - length)]
-        m.d.sync += inflight.eq(inflight + Mux(issued, length, 0) - bus.rvalid)
         with m.If(self.clear):
             m.d.sync += self.error.eq(0)
         with m.Elif(bus.rvalid & (bus.rresp != OKAY)):
@@ -188,4 +192,42 @@ class RegisterSlice(wiring.Component):
                 m.d.sync += [self.o.payload.eq(self.i.payload), self.o.valid.eq(self.i.valid)]
         with m.Elif(self.i.valid & ~skid_valid):
             m.d.sync += [skid.eq(self.i.payload), skid_valid.eq(1)]
+        return m
+
+
+class RomReader(wiring.Component):
+    """The on-chip twin of :class:`AxiBurstReader`: the same ``cmd`` ({addr, beats}, addr in
+    bytes) and ``data`` ports, words read from a ROM initialised with ``words`` (resident
+    weights for small models: the engine's datapath is unchanged, only its word source)."""
+
+    def __init__(self, words: list[int], addr_width: int = 32, data_width: int = 128, beats_width: int = 32):
+        if not words:
+            raise ValueError("the ROM needs at least one word")
+        self.words, self.data_width = list(words), data_width
+        self.addr_width, self.beats_width = addr_width, beats_width
+        super().__init__({
+            "cmd": In(stream.Signature(data.StructLayout({"addr": addr_width, "beats": beats_width}))),
+            "data": Out(stream.Signature(data_width)),
+            "error": Out(1),
+            "clear": In(1),
+            "idle": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.rom = rom = Memory(shape=self.data_width, depth=len(self.words), init=self.words,
+                                        attrs={"ram_style": "block", "rom_style": "block"})
+        rd = rom.read_port()
+        index = Signal(range(len(self.words) + 1))
+        remaining = Signal(self.beats_width)
+        fetch = (remaining != 0) & (~self.data.valid | self.data.ready)
+        shift = (self.data_width // 8).bit_length() - 1
+        m.d.comb += [self.cmd.ready.eq(remaining == 0), rd.addr.eq(index), rd.en.eq(fetch),
+                     self.data.payload.eq(rd.data), self.idle.eq((remaining == 0) & ~self.data.valid),
+                     self.error.eq(0)]
+        m.d.sync += self.data.valid.eq(fetch | (self.data.valid & ~self.data.ready))
+        with m.If(self.cmd.valid & self.cmd.ready):
+            m.d.sync += [index.eq(self.cmd.payload.addr >> shift), remaining.eq(self.cmd.payload.beats)]
+        with m.Elif(fetch):
+            m.d.sync += [index.eq(index + 1), remaining.eq(remaining - 1)]
         return m

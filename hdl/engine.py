@@ -28,7 +28,8 @@ from amaranth.lib.wiring import In, Out
 
 from ptqtp.formats.stream_layout import StreamLayout
 
-from .axi import AxiBurstReader, AxiLiteRegs, AxiLiteSignature, AxiReadSignature, AxiStreamSignature, RegisterSlice
+from .axi import AxiBurstReader, AxiLiteRegs, AxiLiteSignature, AxiReadSignature, AxiStreamSignature, RegisterSlice, \
+    RomReader
 from .blocks import AdderTree, RowUnit, tags_layout
 from .engine_model import ENGINE_ID, EngineParams, Reg
 
@@ -130,23 +131,34 @@ def _descriptor_layout(p: EngineParams) -> data.StructLayout:
 class TritEngine(wiring.Component):
     """The weight-streaming ternary engine (module doc). Parameters: :class:`EngineParams`.
 
+    With ``rom`` (a model image's blob) the words come from an on-chip ROM instead of
+    ``m_axi``: resident weights for small models, the same datapath.
+
     Ports: ``s_axil`` (AXI4-Lite slave), ``m_axi`` (AXI4 read master), ``s_axis_x``
     (activations: tdata = P A-bit values, lane i at bits i*A; tlast ends a vector, tuser
     ends a batch), ``m_axis_y`` (results: tdata = a sign-extended ACC-bit accumulator,
     tid = vector, tlast = the vector's last row).
     """
 
-    def __init__(self, params: EngineParams):
+    def __init__(self, params: EngineParams, rom: bytes | None = None):
         if not isinstance(params, EngineParams):
             raise TypeError(f"params must be EngineParams, not {type(params).__name__}")
         self.params = p = params
         self.vec_bits = max(1, (p.vectors - 1).bit_length())
-        super().__init__({
+        ports = {
             "s_axil": In(AxiLiteSignature(8)),
-            "m_axi": Out(AxiReadSignature(p.addr_width, p.data_width)),
             "s_axis_x": In(AxiStreamSignature(p.lanes * p.act_bits, user_width=1)),
             "m_axis_y": Out(AxiStreamSignature(p.out_bits, id_width=self.vec_bits)),
-        })
+        }
+        self.rom_words = None
+        if rom is None:
+            ports["m_axi"] = Out(AxiReadSignature(p.addr_width, p.data_width))
+        else:  # resident weights: a model image's blob in on-chip ROM instead of the AXI master
+            wb = p.data_width // 8
+            if not rom or len(rom) % wb:
+                raise ValueError(f"rom must be a non-empty multiple of {wb} bytes (whole words), not {len(rom)}")
+            self.rom_words = [int.from_bytes(rom[i : i + wb], "little") for i in range(0, len(rom), wb)]
+        super().__init__(ports)
 
     def elaborate(self, platform):
         p = self.params
@@ -191,8 +203,11 @@ class TritEngine(wiring.Component):
                      q_core.w_data.eq(entry), q_core.w_en.eq(push), q_out.w_data.eq(entry), q_out.w_en.eq(push)]
 
         # ------------------------------------------------------------ DMA and record unpacker
-        m.submodules.dma = dma = AxiBurstReader(p.addr_width, p.data_width, p.burst, p.outstanding)
-        wiring.connect(m, wiring.flipped(self.m_axi), dma.bus)
+        if self.rom_words is None:
+            m.submodules.dma = dma = AxiBurstReader(p.addr_width, p.data_width, p.burst, p.outstanding)
+            wiring.connect(m, wiring.flipped(self.m_axi), dma.bus)
+        else:
+            m.submodules.dma = dma = RomReader(self.rom_words, p.addr_width, p.data_width)
         m.d.comb += [dma.cmd.payload.addr.eq(q_dma.r_data[: p.addr_width]),
                      dma.cmd.payload.beats.eq(q_dma.r_data[p.addr_width :]),
                      dma.cmd.valid.eq(q_dma.r_rdy), q_dma.r_en.eq(dma.cmd.ready), dma.clear.eq(clear)]

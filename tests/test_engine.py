@@ -150,13 +150,14 @@ def engine_case(tmp_path, params, shapes, seed=0):
     return img, batches
 
 
-def run(params, img, batches, **throttle):
+def run(params, img, batches, rom=False, **throttle):
     from ptqtp.hdl.engine import TritEngine
     from ptqtp.hdl.synth import to_verilog
     from ptqtp.sim.runner import ENGINE_TOP, engine_config, image_runs, run_engine
 
     runs, inputs, expected = image_runs(img, batches)
-    res = run_engine(to_verilog(TritEngine(params), name=ENGINE_TOP), img.blob_bytes(), runs, inputs, expected,
+    engine = TritEngine(params, rom=img.blob_bytes() if rom else None)
+    res = run_engine(to_verilog(engine, name=ENGINE_TOP), img.blob_bytes(), runs, inputs, expected,
                      engine_config(params, **throttle))
     return res, runs
 
@@ -198,6 +199,17 @@ def test_engine_under_back_pressure_and_throttled_memory(tmp_path):
     res, _ = run(params, img, batches, mem_busy=0.6, mem_latency=5, stall=0.3, seed=11)
     check(res)
     assert res.counters["WAIT_W"] > 0  # the memory really held the core back
+
+
+def test_engine_with_resident_weights_in_rom(tmp_path):
+    """The same datapath fed from an on-chip ROM holding the model image (no AXI master)."""
+    from ptqtp.hdl.engine_model import EngineParams
+
+    params = EngineParams(lanes=8, rows=2, planes=2, offset=True, max_d=384, vectors=2, data_width=64, burst=8,
+                          outstanding=2)
+    img, batches = engine_case(tmp_path, params, [(5, 200, 2, False, False), (3, 128, 1, True, True)], seed=9)
+    res, _ = run(params, img, batches, rom=True, stall=0.2)
+    check(res)
 
 
 def test_engine_catches_a_flipped_weight_bit(tmp_path):
