@@ -1,15 +1,17 @@
-"""``ptqtp export``, ``budget``, ``hdl``, ``sim``: the hardware side."""
+"""``ptqtp export``, ``plan``, ``budget``, ``hdl``, ``sim``: the hardware side."""
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from ptqtp.formats.artifact import atomic_write
+from ptqtp.formats.artifact import atomic_write, load_artifact
 from ptqtp.formats.hwimage import read_image
 from ptqtp.workflows.budget import budget_sweep, random_activations
+from ptqtp.workflows.plan import HOST_SIDE, Board, LayerShape, load_boards, plan
 from ptqtp.workflows.export import EXPORT_HEADERS, MODEL_IMAGE_HEADERS, export_layers, export_model_image
 from ptqtp.workflows.report import markdown_table
 
@@ -58,6 +60,18 @@ def register(sub) -> None:
     sm.add_argument("--seed", type=int, default=0, help="seed of the random inputs and stalls (default 0)")
     sm.add_argument("--waves", type=Path, help="write the waveform (VCD) to this file")
     sm.add_argument("--clock-mhz", type=float, default=100.0, help="clock for the throughput figure (default 100)")
+    pl = sub.add_parser("plan", help="tokens/s of a model's linears on the streaming engine, per board",
+                        description="The engine's cycle model per layer (compute- or bandwidth-bound) for decode "
+                                    "(m = 1) and prefill (m = M), bytes per token, and the share of the board's "
+                                    "bandwidth used. Boards and their sources: ptqtp/workflows/boards.json.")
+    pl.add_argument("artifact", type=Path, help="packed artifact (.safetensors)")
+    pl.add_argument("--board", action="append", help="board key (repeatable; default: every board)")
+    pl.add_argument("--bandwidth", type=float, help="memory bandwidth in GB/s instead of a board (with --fmax)")
+    pl.add_argument("--fmax", type=float, help="engine clock in MHz (with --bandwidth)")
+    pl.add_argument("--json", type=Path, help="also write the plans as JSON here")
+    int_args(pl, lanes=16)
+    engine_args(pl)
+    pl.set_defaults(func=cmd_plan)
     e.set_defaults(func=cmd_export)
     b.set_defaults(func=cmd_budget)
     h.set_defaults(func=cmd_hdl)
@@ -78,6 +92,38 @@ def cmd_export(args) -> int:
     rows = export_layers(args.artifact, args.out, args.lanes, int_config(args), args.layers)
     print(markdown_table(EXPORT_HEADERS, rows))
     print(f"{len(rows)} layer images (P={args.lanes}, A={args.act_bits}, S={args.scale_bits}) in {args.out}")
+    return 0
+
+
+def cmd_plan(args) -> int:
+    params = engine_params(args)
+    layers = [LayerShape(name, l.out_features, l.d_pad, l.planes, l.offsets is not None)
+              for name, l in load_artifact(args.artifact).layers.items()]
+    boards = load_boards()
+    if (args.bandwidth is None) != (args.fmax is None):
+        raise ValueError("--bandwidth and --fmax go together")
+    if args.bandwidth is not None:
+        chosen = [Board("custom", f"{args.bandwidth:g} GB/s at {args.fmax:g} MHz", args.bandwidth, args.fmax)]
+    else:
+        unknown = sorted(set(args.board or []) - set(boards))
+        if unknown:
+            raise ValueError(f"unknown boards {unknown}; known: {', '.join(boards)}")
+        chosen = [boards[k] for k in (args.board or boards)]
+    plans = [plan(layers, params, b) for b in chosen]
+    print(f"{args.artifact.name}: {len(layers)} linears on the engine P={params.lanes} R={params.rows} "
+          f"M={params.vectors} DW={params.data_width}; on the host: {HOST_SIDE}")
+    print(markdown_table(["board", "GB/s", "MHz", "decode tok/s", "prefill tok/s", "MB/token", "bandwidth used",
+                          "compute ceiling tok/s"],
+                         [[p["board"], p["bandwidth_gbs"], p["fmax_mhz"], round(p["decode_tokens_per_s"], 1),
+                           round(p["prefill_tokens_per_s"], 1), round(p["bytes_per_token"] / 1e6, 2),
+                           f"{p['bandwidth_used']:.0%}", round(p["compute_bound_tokens_per_s"], 1)] for p in plans]))
+    if len(plans) == 1:
+        p = plans[0]
+        print(markdown_table(["layer kind", "layers", "decode kcycles/token", "bound", "MB/token"],
+                             [[k, v["layers"], round(v["decode_cycles"] / 1e3, 1), v["bound"],
+                               round(v["bytes"] / 1e6, 2)] for k, v in p["kinds"].items()]))
+    if args.json:
+        args.json.write_text(json.dumps(plans, indent=2))
     return 0
 
 
