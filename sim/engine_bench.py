@@ -181,3 +181,39 @@ async def register_access(dut):
     with open(os.environ["PTQTP_REPORT"], "w") as f:
         json.dump({"mismatches": 0, "outputs": 0, "expected_outputs": 0, "runs": []}, f)
     await RisingEdge(dut.clk)
+
+
+@cocotb.test()
+async def serve_host(dut):
+    """Persistent mode for ``ptqtp.runtime.engine``: the model image stays in the simulated
+    DRAM; the host sends requests over a local socket (u32 layer index into the config's
+    layer list, u32 m, then m x d_pad int32 x_q; m = 0 ends), the bench runs them in batches
+    of at most M and answers u64 core cycles, then m x n int64 accumulators."""
+    import socket
+    import struct
+
+    from ptqtp.formats.wire import recv_exact
+
+    with open(os.environ["PTQTP_CFG"]) as f:
+        cfg = json.load(f)
+    bench = Bench(dut, np.load(os.environ["PTQTP_JOB"]), cfg)
+    layers, M = cfg["layers"], cfg["vectors"]
+    sock = socket.create_connection(("127.0.0.1", int(os.environ["PTQTP_PORT"])))
+    cocotb.start_soon(Clock(dut.clk, 10, unit="ns", impl="gpi").start())
+    await bench.reset()
+    while True:
+        index, m = struct.unpack("<II", recv_exact(sock, 8))
+        if m == 0:
+            break
+        run = layers[index]
+        x_q = np.frombuffer(recv_exact(sock, m * run["chunks"] * cfg["lanes"] * 4), "<i4").reshape(m, -1)
+        before = await bench.reg(Reg.CYCLES)
+        out = []
+        for start in range(0, m, M):
+            batch = x_q[start : start + M]
+            await bench.queue({**run, "m": len(batch)})
+            cocotb.start_soon(bench.send_batch(batch))
+            out.append(await bench.receive(run["n"], len(batch)))
+        cycles = (await bench.reg(Reg.CYCLES) - before) & 0xFFFFFFFF
+        sock.sendall(struct.pack("<Q", cycles) + np.ascontiguousarray(np.concatenate(out), "<i8").tobytes())
+    sock.close()

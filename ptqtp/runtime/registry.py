@@ -14,14 +14,22 @@ def _rtl(**kwargs) -> Backend:
     return RtlBackend(**kwargs)
 
 
-_FACTORIES = {"golden": GoldenBackend, "triton": TritonBackend, "rtl": _rtl, "remote": RemoteBackend}
+def _engine(**kwargs) -> Backend:
+    from .engine import EngineBackend  # Amaranth and cocotb: heavy, optional
+
+    return EngineBackend(**kwargs)
+
+
+_FACTORIES = {"golden": GoldenBackend, "triton": TritonBackend, "rtl": _rtl, "engine": _engine,
+              "remote": RemoteBackend}
 #: Backend names, for CLI choices.
 BACKENDS = tuple(_FACTORIES)
 
 
 def make_backend(name: str, **kwargs) -> Backend:
-    """A backend by name: ``golden``, ``triton`` (kwargs: device), ``rtl`` (kwargs: lanes, rows,
-    timeout) or ``remote`` (kwargs: host, port, timeout)."""
+    """A backend by name: ``golden``, ``triton`` (kwargs: device), ``rtl`` (one accelerator per
+    layer; kwargs: lanes, rows, timeout), ``engine`` (every layer on one streaming-engine build;
+    kwargs: params or EngineParams fields, timeout) or ``remote`` (kwargs: host, port, timeout)."""
     try:
         factory = _FACTORIES[name]
     except (KeyError, TypeError):

@@ -1,0 +1,129 @@
+"""The ``engine`` backend: every loaded layer on ONE Verilator build of the streaming engine.
+
+Layers are collected by ``load``; the first ``run`` writes them into a model image (the
+simulated DRAM, ``AxiRamRead``), builds the engine once (cached by the Verilog's hash) and
+starts one simulator running the bench's ``serve_host`` test, which answers batches over a
+loopback socket. ``cycles`` keeps the simulated core cycles per layer id, so a caller can
+report cycles per token and per layer type.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import struct
+import tempfile
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from ptqtp.formats.model_image import read_model_image, write_model_image
+from ptqtp.formats.wire import recv_exact
+from ptqtp.golden import GoldenLayer
+from ptqtp.hdl.engine_model import EngineParams
+from ptqtp.sim.runner import ENGINE_TOP, build, engine_config, verilator_env
+
+from .backends import Backend, check_int_input
+
+__all__ = ["EngineBackend"]
+
+
+class EngineBackend(Backend):
+    """Parameters: ``params`` (:class:`EngineParams`; defaults P = 16, R = 4, M = 4, DW = 512),
+    ``timeout`` seconds per call."""
+
+    name = "engine"
+
+    def __init__(self, params: EngineParams | None = None, timeout: float = 3600.0, **engine_kwargs):
+        self.params = params or EngineParams(**({"data_width": 512, "burst": 64} | engine_kwargs))
+        self.timeout = timeout
+        self.layers: dict[int, GoldenLayer] = {}
+        self.cycles: dict[int, int] = {}
+        self.vectors: dict[int, int] = {}
+        self._tmp = tempfile.TemporaryDirectory(prefix="ptqtp-engine-")
+        self._sim = None  # (conn, thread, index of layer id)
+
+    def load(self, layer_id: int, layer: GoldenLayer) -> None:
+        self.params.check_layer(layer.n, layer.d_pad, layer.planes, layer.m_q is not None)
+        self._stop()  # a new layer needs a new image
+        self.layers[layer_id] = layer
+
+    def run(self, layer_id: int, x_q: np.ndarray) -> np.ndarray:
+        if layer_id not in self.layers:
+            raise KeyError(f"unknown layer id {layer_id}")
+        layer = self.layers[layer_id]
+        x = np.ascontiguousarray(check_int_input(layer, x_q), dtype="<i4")
+        if self._sim is None:
+            self._start()
+        conn, _, index = self._sim
+        conn.sendall(struct.pack("<II", index[layer_id], len(x)) + x.tobytes())
+        try:
+            (cycles,) = struct.unpack("<Q", recv_exact(conn, 8))
+            body = recv_exact(conn, len(x) * layer.n * 8)
+        except ConnectionError:
+            raise ConnectionError(f"the engine simulator exited mid-request; see {self._folder / 'sim.log'}") from None
+        self.cycles[layer_id] = self.cycles.get(layer_id, 0) + cycles
+        self.vectors[layer_id] = self.vectors.get(layer_id, 0) + len(x)
+        return np.frombuffer(body, "<i8").reshape(len(x), layer.n).astype(np.int64)
+
+    @property
+    def _folder(self) -> Path:
+        return Path(self._tmp.name)
+
+    def _start(self) -> None:
+        from cocotb_tools.runner import get_runner  # cocotb and Amaranth: heavy, optional
+
+        from ptqtp.hdl.engine import TritEngine
+        from ptqtp.hdl.synth import to_verilog
+
+        ids = sorted(self.layers)
+        image = read_model_image(write_model_image(self._folder / "image", {f"layer{i}": self.layers[i] for i in ids},
+                                                   self.params.layout))
+        entries = {e["name"]: e for e in image.entries}
+        runs = [{"name": f"layer{i}", "n": self.layers[i].n, "chunks": self.layers[i].d_pad // self.params.lanes,
+                 "addr": entries[f"layer{i}"]["byte_offset"], "beats": entries[f"layer{i}"]["beats"]} for i in ids]
+        np.savez(self._folder / "job.npz", image=np.frombuffer(image.blob_bytes(), np.uint8))
+        (self._folder / "cfg.json").write_text(json.dumps({**engine_config(self.params), "layers": runs}))
+        build_dir = build(to_verilog(TritEngine(self.params), name=ENGINE_TOP), top=ENGINE_TOP)
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        listener.settimeout(self.timeout)
+        env = {"PTQTP_JOB": str(self._folder / "job.npz"), "PTQTP_CFG": str(self._folder / "cfg.json"),
+               "PTQTP_PORT": str(listener.getsockname()[1]), **verilator_env()}
+
+        def simulate():
+            try:
+                get_runner("verilator").test(test_module="ptqtp.sim.engine_bench", hdl_toplevel=ENGINE_TOP,
+                                             hdl_toplevel_lang="verilog", testcase="serve_host", build_dir=build_dir,
+                                             test_dir=self._folder, extra_env=env, log_file=self._folder / "sim.log")
+            except SystemExit:  # a failed run is reported to the host as a closed connection
+                pass
+
+        thread = threading.Thread(target=simulate, daemon=True)
+        thread.start()
+        try:
+            conn, _ = listener.accept()
+        except (TimeoutError, socket.timeout):
+            raise TimeoutError(f"the engine simulator did not start within {self.timeout} s; "
+                               f"see {self._folder / 'sim.log'}") from None
+        finally:
+            listener.close()
+        conn.settimeout(self.timeout)
+        self._sim = (conn, thread, {i: k for k, i in enumerate(ids)})
+
+    def _stop(self) -> None:
+        if self._sim is not None:
+            conn, thread, _ = self._sim
+            try:
+                conn.sendall(struct.pack("<II", 0, 0))
+            except OSError:
+                pass
+            conn.close()
+            thread.join(timeout=60)
+            self._sim = None
+
+    def close(self) -> None:
+        self._stop()
+        self._tmp.cleanup()
