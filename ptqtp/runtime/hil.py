@@ -20,7 +20,7 @@ from ptqtp.models.hf import set_module
 
 from .backends import Backend
 
-__all__ = ["HilLinear", "attach_backend", "compare_logits", "hil_evaluate"]
+__all__ = ["HilLinear", "attach_backend", "compare_logits", "hil_evaluate", "cycles_per_token"]
 
 
 class HilLinear(torch.nn.Module):
@@ -77,8 +77,22 @@ def hil_evaluate(torch_model, backend, pattern: str, tokenizer, text: str, token
     if fp_model is not None:
         out["ppl_fp"] = perplexity(fp_model, tokenizer, text, context, tokens)
         out["logits_vs_fp"] = compare_logits(hil_model, fp_model, ids)
+    if getattr(backend, "cycles", None):
+        out["cycles_per_token"] = cycles_per_token(backend, layers)
     if generate:
         prompt = tokenizer("The economy", return_tensors="pt").input_ids
         gen = hil_model.generate(prompt, max_new_tokens=generate, min_new_tokens=generate, do_sample=False)
         out["generation"] = tokenizer.decode(gen[0], skip_special_tokens=True)
+    return out
+
+
+def cycles_per_token(backend, layers: list[str]) -> dict[str, float]:
+    """Simulated core cycles per token by layer kind (the name's last part) and in ``total``,
+    from a backend that counts them per layer id (``EngineBackend``; ids follow ``layers``)."""
+    out: dict[str, float] = {}
+    for i, name in enumerate(layers):
+        if backend.vectors.get(i):
+            kind = name.rsplit(".", 1)[-1]
+            out[kind] = out.get(kind, 0.0) + backend.cycles[i] / backend.vectors[i]
+    out["total"] = sum(out.values())
     return out

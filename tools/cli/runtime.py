@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from ptqtp.golden import GoldenLayer
@@ -71,9 +72,11 @@ def cmd_hil(args) -> int:
     fp_model, tok = default_model() if args.fp else (None, default_tokenizer())
     torch_model = load_quantized(args.artifact)
     kw = backend_kwargs(args).get(args.backend, {})
+    t0 = time.perf_counter()
     with make_backend(args.backend, **kw) as backend:
         rep = hil_evaluate(torch_model, backend, args.layers, tok, bbc_text("eval"), args.tokens, args.context,
                            int_config(args), generate=args.generate, fp_model=fp_model)
+    rep["seconds"] = time.perf_counter() - t0
     d = rep["logits_vs_torch"]
     print(f"{len(rep['layers'])} layers on {args.backend}: {', '.join(rep['layers'][:4])}"
           f"{' ...' if len(rep['layers']) > 4 else ''}")
@@ -85,6 +88,10 @@ def cmd_hil(args) -> int:
         f = rep["logits_vs_fp"]
         print(f"FP (shipped model) perplexity {rep['ppl_fp']:.3f}; logits vs FP: max |diff| {f['max_abs']:.4g}, "
               f"mean {f['mean_abs']:.4g}, argmax agreement {f['argmax_agree']:.3f}")
+    if "cycles_per_token" in rep:
+        c = rep["cycles_per_token"]
+        print("simulated engine cycles per token: " + ", ".join(f"{k} {v:,.0f}" for k, v in c.items()))
+    print(f"simulation wall time {rep['seconds']:.0f} s")
     if "generation" in rep:
         print(f"greedy: {rep['generation']!r}")
     return 0
