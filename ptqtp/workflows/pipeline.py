@@ -2,11 +2,13 @@
 
 quantize SmolLM2 -> artifact -> one layer's hardware image -> Verilog + Yosys summary ->
 real activations of that layer -> golden / Triton / RTL (Verilator) bit for bit ->
-a short hardware-in-the-loop perplexity with that layer on the RTL.
+a short hardware-in-the-loop perplexity with that layer on the RTL -> every linear of the
+model on ONE streaming-engine simulation for a few tokens, logits bit for bit with golden.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import sys
 import time
@@ -23,7 +25,9 @@ from ptqtp.models.data import bbc_text, default_model
 from ptqtp.models.evaluate import perplexity
 from ptqtp.models.hf import load_quantized, quantize_model, save_quantized
 from ptqtp.runtime.compare import compare_layer
-from ptqtp.runtime.hil import hil_evaluate
+from ptqtp.hdl.engine_model import EngineParams
+from ptqtp.runtime.backends import GoldenBackend
+from ptqtp.runtime.hil import attach_backend, cycles_per_token, hil_evaluate
 
 from .report import markdown_table
 
@@ -48,10 +52,12 @@ def _capture_inputs(model, layer_name: str, ids: torch.Tensor) -> np.ndarray:
 
 
 def run_pipeline(out: Path, layer: str = "model.layers.0.self_attn.q_proj", lanes: int = 16, rows: int = 4,
-                 eval_tokens: int = 1024, hil_tokens: int = 64, vectors: int = 8, fmax: bool = False) -> dict:
+                 eval_tokens: int = 1024, hil_tokens: int = 64, vectors: int = 8, fmax: bool = False,
+                 engine_tokens: int = 2, engine_lanes: int = 16, engine_rows: int = 4) -> dict:
     """Run every stage; returns the report dict (also written to ``out/report.json`` and ``.md``)."""
     from ptqtp.hdl.synth import synth_report, to_verilog  # Amaranth, Yosys, cocotb: heavy, optional
     from ptqtp.hdl.top import TritMatmul, cycles_per_vector
+    from ptqtp.runtime.engine import EngineBackend
     from ptqtp.runtime.rtl import RtlBackend
 
     out = Path(out)
@@ -99,7 +105,24 @@ def run_pipeline(out: Path, layer: str = "model.layers.0.self_attn.q_proj", lane
     _step(log, "hardware in the loop (layer on RTL)", t0, tokens=hil_tokens, ppl_torch=round(hil["ppl_torch"], 3),
           ppl_hil=round(hil["ppl_hil"], 3), **{f"logits_{k}": round(v, 5) for k, v in hil["logits_vs_torch"].items()})
 
-    result = {"steps": log, "compare": cmp_rows, "all_bit_exact": exact}
+    t0 = time.perf_counter()
+    engine_ids = ids[:, :engine_tokens]
+    golden_model = copy.deepcopy(torch_model)
+    attach_backend(golden_model, GoldenBackend())
+    engine_model = copy.deepcopy(torch_model)
+    params = EngineParams(lanes=engine_lanes, rows=engine_rows, vectors=engine_tokens, data_width=512, burst=64)
+    with EngineBackend(params) as engine:
+        names = attach_backend(engine_model, engine)
+        with torch.inference_mode():
+            engine_exact = torch.equal(engine_model(engine_ids).logits, golden_model(engine_ids).logits)
+        cycles = cycles_per_token(engine, names)
+    _step(log, "every linear on the streaming engine (one Verilator build, weights from the model image in "
+               "simulated DRAM)", t0, layers=len(names), tokens=engine_ids.shape[1],
+          P=params.lanes, R=params.rows, M=params.vectors, DW=params.data_width, logits_bit_exact=engine_exact,
+          cycles_per_token=round(cycles["total"]))
+
+    result = {"steps": log, "compare": cmp_rows, "all_bit_exact": exact and engine_exact,
+              "engine_cycles_per_token": cycles}
     (out / "report.json").write_text(json.dumps(result, indent=2, default=str))
     md = ["# ptqtp main job", "", "Model: SmolLM2-135M-Instruct (FP = dequantized Q4_1 GGUF); text: BBC eval split.", ""]
     md += [markdown_table(["step", "seconds", "facts"],
