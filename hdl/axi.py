@@ -16,7 +16,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 __all__ = ["AxiLiteSignature", "AxiReadSignature", "AxiStreamSignature", "AxiLiteRegs", "AxiBurstReader",
-           "RegisterSlice", "RomReader", "INCR", "OKAY"]
+           "RomReader", "INCR", "OKAY"]
 
 INCR = 0b01  # AxBURST: incrementing burst
 OKAY = 0b00  # xRESP
@@ -170,28 +170,6 @@ class AxiBurstReader(wiring.Component):
             m.d.sync += self.error.eq(0)
         with m.Elif(bus.rvalid & (bus.rresp != OKAY)):
             m.d.sync += self.error.eq(1)
-        return m
-
-
-class RegisterSlice(wiring.Component):
-    """A stream register slice (skid buffer): payload, valid and the upstream ready all come
-    from flip-flops, so no combinational path crosses it; full throughput."""
-
-    def __init__(self, width: int):
-        self.width = width
-        super().__init__({"i": In(stream.Signature(width)), "o": Out(stream.Signature(width))})
-
-    def elaborate(self, platform):
-        m = Module()
-        skid, skid_valid = Signal(self.width), Signal()
-        m.d.comb += self.i.ready.eq(~skid_valid)
-        with m.If(self.o.ready | ~self.o.valid):
-            with m.If(skid_valid):
-                m.d.sync += [self.o.payload.eq(skid), self.o.valid.eq(1), skid_valid.eq(0)]
-            with m.Else():
-                m.d.sync += [self.o.payload.eq(self.i.payload), self.o.valid.eq(self.i.valid)]
-        with m.Elif(self.i.valid & ~skid_valid):
-            m.d.sync += [skid.eq(self.i.payload), skid_valid.eq(1)]
         return m
 
 
