@@ -16,12 +16,11 @@ Tile sizes are fixed here, not autotuned: no GPU was available to measure them
 
 from __future__ import annotations
 
-import os
-
 import torch
 
-if not torch.cuda.is_available():  # no GPU: Triton's interpreter runs the same kernels on the CPU
-    os.environ.setdefault("TRITON_INTERPRET", "1")
+from . import use_interpreter_without_cuda
+
+use_interpreter_without_cuda()  # no GPU: Triton's interpreter runs the same kernels on the CPU (or a clear error)
 
 import triton  # noqa: E402  (after the interpreter switch)
 import triton.language as tl  # noqa: E402

@@ -8,6 +8,7 @@ import argparse
 import sys
 
 from ptqtp.formats.artifact import ArtifactError
+from ptqtp.kernels import use_interpreter_without_cuda
 
 from . import demo, hardware, quantize, runtime
 
@@ -27,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``ptqtp`` command."""
     args = build_parser().parse_args(argv)
+    use_interpreter_without_cuda()  # before transformers can import Triton
     try:
         return args.func(args)
     except (ArtifactError, ValueError, TypeError, OverflowError, FileNotFoundError, RuntimeError) as e:
