@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from . import use_interpreter_without_cuda
+from ._interpreter import use_interpreter_without_cuda
 
 use_interpreter_without_cuda()  # no GPU: Triton's interpreter runs the same kernels on the CPU (or a clear error)
 

@@ -84,3 +84,19 @@ def test_auto_backend_uses_triton_on_cuda(tmp_path):
     x = torch.randn(4, 512, device="cuda", dtype=torch.float16)
     ref = x.double() @ layer.dequantize(torch.float64).cuda().T
     torch.testing.assert_close(mod(x).double(), ref, rtol=2e-3, atol=2e-3)
+
+
+def test_interpreter_choice_is_explicit_and_checked():
+    """Importing ptqtp sets nothing; the choice fails loudly once Triton is already compiled-mode."""
+    import subprocess
+    import sys
+
+    code = ("import os, torch, ptqtp, ptqtp.kernels as k\n"
+            "assert 'TRITON_INTERPRET' not in os.environ  # no import-time side effect\n"
+            "if torch.cuda.is_available(): raise SystemExit(0)\n"
+            "import triton\n"
+            "try:\n    k.use_interpreter_without_cuda()\nexcept RuntimeError as e:\n"
+            "    assert 'imported before TRITON_INTERPRET=1' in str(e); raise SystemExit(0)\n"
+            "raise SystemExit(1)\n")
+    env = {k: v for k, v in __import__("os").environ.items() if k != "TRITON_INTERPRET"}
+    assert subprocess.run([sys.executable, "-c", code], env=env).returncode == 0
