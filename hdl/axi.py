@@ -99,6 +99,18 @@ class AxiLiteRegs(wiring.Component):
         return m
 
 
+def _word_source(addr_width: int, data_width: int, beats_width: int) -> dict:
+    """The ports every word source of the engine has: ``cmd`` {addr (bytes), beats} in,
+    ``data`` words out, a sticky ``error`` with its ``clear``, and ``idle``."""
+    return {
+        "cmd": In(stream.Signature(data.StructLayout({"addr": addr_width, "beats": beats_width}))),
+        "data": Out(stream.Signature(data_width)),
+        "error": Out(1),
+        "clear": In(1),
+        "idle": Out(1),
+    }
+
+
 class AxiBurstReader(wiring.Component):
     """Reads ``beats`` consecutive words from ``addr`` with INCR bursts and streams them out.
 
@@ -127,14 +139,8 @@ class AxiBurstReader(wiring.Component):
             raise ValueError(f"outstanding must be a positive integer, not {outstanding!r}")
         self.addr_width, self.data_width, self.burst, self.outstanding = addr_width, data_width, burst, outstanding
         self.beats_width = beats_width
-        super().__init__({
-            "bus": Out(AxiReadSignature(addr_width, data_width)),
-            "cmd": In(stream.Signature(data.StructLayout({"addr": addr_width, "beats": beats_width}))),
-            "data": Out(stream.Signature(data_width)),
-            "error": Out(1),
-            "clear": In(1),
-            "idle": Out(1),
-        })
+        super().__init__({"bus": Out(AxiReadSignature(addr_width, data_width)),
+                          **_word_source(addr_width, data_width, beats_width)})
 
     def elaborate(self, platform):
         m = Module()
@@ -183,13 +189,7 @@ class RomReader(wiring.Component):
             raise ValueError("the ROM needs at least one word")
         self.words, self.data_width = list(words), data_width
         self.addr_width, self.beats_width = addr_width, beats_width
-        super().__init__({
-            "cmd": In(stream.Signature(data.StructLayout({"addr": addr_width, "beats": beats_width}))),
-            "data": Out(stream.Signature(data_width)),
-            "error": Out(1),
-            "clear": In(1),
-            "idle": Out(1),
-        })
+        super().__init__(_word_source(addr_width, data_width, beats_width))
 
     def elaborate(self, platform):
         m = Module()
