@@ -250,3 +250,24 @@ def test_engine_params_rejected():
         EngineParams(act_bits=16, scale_bits=32, max_d=1 << 20)
     with pytest.raises(ValueError, match="batch m=5"):
         EngineParams(vectors=4).check_layer(8, 256, 2, False, m=5)
+
+
+def test_throttled_block_within_five_percent_of_plan(tmp_path):
+    """A small 'block' of layers with the DRAM throttled to half the bus (a board's bandwidth):
+    the engine's cycles land within 5% of ``ptqtp plan``'s figure for that board."""
+    from ptqtp.hdl.engine_model import EngineParams
+    from ptqtp.workflows.plan import Board, LayerShape, plan
+
+    params = EngineParams(lanes=8, rows=2, planes=2, offset=False, max_d=384, vectors=1, data_width=64, burst=8,
+                          outstanding=2)
+    rng = np.random.default_rng(12)
+    layers = {f"model.layers.0.{k}": golden_layer(rng, n, d) for k, (n, d) in
+              {"self_attn.q_proj": (48, 256), "mlp.up_proj": (96, 256), "mlp.down_proj": (48, 384)}.items()}
+    img = read_model_image(write_model_image(tmp_path / "img", layers, params.layout))
+    batches = [(name, g.quantize_input(random_activations(1, g.d, seed=i))[0]) for i, (name, g) in
+               enumerate(img.layers.items())]
+    board = Board("half", "half the bus", bandwidth_gbs=0.4, fmax_mhz=100)  # 4 of 8 bytes a cycle
+    res, _ = run(params, img, batches, mem_busy=0.5, mem_period=20)
+    check(res)
+    model = plan([LayerShape(n, g.n, g.d_pad) for n, g in img.layers.items()], params, board)
+    assert abs(res.counters["CYCLES"] / model["decode_cycles_per_token"] - 1) < 0.05

@@ -86,21 +86,38 @@ def shapes_table(params: EngineParams, throttles: list[float], work: Path) -> st
                            "model compute", "model memory", "cycles / model", "bound", "sim s"], rows)
 
 
-def model_run(params: EngineParams, artifact: Path, m: int, work: Path) -> str:
+def model_run(params: EngineParams, artifact: Path, m: int, work: Path, layers: str = ".*",
+              board: str | None = None) -> str:
+    """Every matching linear of an artifact on one build; with ``board`` the memory is
+    throttled to that board's bytes per cycle and the cycles are compared with ``ptqtp plan``."""
     from ptqtp.sim.runner import engine_config, image_runs, run_engine
+    from ptqtp.workflows.plan import LayerShape, load_boards, plan
 
     t0 = time.perf_counter()
-    export_model_image(artifact, work / "model", params.layout, IntConfig(params.act_bits, params.scale_bits))
+    export_model_image(artifact, work / "model", params.layout, IntConfig(params.act_bits, params.scale_bits), layers,
+                       progress=False)
     image = read_model_image(work / "model")
     runs, inputs, expected = image_runs(image, _batches(image, m))
+    throttle, b = {}, None
+    if board:
+        b = load_boards()[board]
+        share = b.bytes_per_cycle / (params.data_width / 8)
+        if share < 1:
+            throttle = {"mem_busy": 1 - share, "mem_period": 20}
     t1 = time.perf_counter()
-    res = run_engine(_engine(params), image.blob_bytes(), runs, inputs, expected, engine_config(params))
+    res = run_engine(_engine(params), image.blob_bytes(), runs, inputs, expected, engine_config(params, **throttle))
     t2 = time.perf_counter()
     c = res.counters
-    return (f"{len(runs)} linears, m={m}, {image.blob.stat().st_size / 2**20:.1f} MiB image: "
+    text = (f"{len(runs)} linears, m={m}, {image.blob.stat().st_size / 2**20:.1f} MiB image: "
             f"{'bit-exact' if res.passed else f'MISMATCH {res.first_mismatch}'}; {c['CYCLES']} cycles "
             f"({c['ISSUED']} issued, {c['ISSUED'] / c['CYCLES']:.1%} busy), simulated in {t2 - t1:.0f} s "
             f"({res.cycles_per_second:,.0f} cycles/s; image + golden {t1 - t0:.0f} s)")
+    if b is not None and m == 1:
+        shapes = [LayerShape(e["name"], e["n"], e["d_pad"], e["planes"], e["offset"]) for e in image.entries]
+        model = plan(shapes, params, b)["decode_cycles_per_token"]
+        text += (f"\nthrottled to {b.key} ({b.bandwidth_gbs} GB/s at {b.fmax_mhz:g} MHz = {b.bytes_per_cycle:.2f} "
+                 f"B/cycle): measured {c['CYCLES']} cycles vs ptqtp plan {model:.0f} ({c['CYCLES'] / model:.3f}x)")
+    return text
 
 
 def main() -> None:
@@ -113,6 +130,8 @@ def main() -> None:
     ap.add_argument("--throttle", type=float, nargs="*", default=[], help="memory bandwidth as a share of DW/cycle")
     ap.add_argument("--model", type=Path, help="run every linear of this artifact instead of the shapes")
     ap.add_argument("--m", type=int, default=1, help="vectors per layer run with --model (default 1)")
+    ap.add_argument("--layers", default=".*", help="regex of the artifact's layers with --model (default all)")
+    ap.add_argument("--board", help="throttle the memory to this board's bandwidth (boards.json) with --model")
     args = ap.parse_args()
     params = EngineParams(lanes=args.lanes, rows=args.rows, data_width=args.data_width, vectors=args.vectors,
                           burst=args.burst)
@@ -120,7 +139,7 @@ def main() -> None:
           f"burst={params.burst}", flush=True)
     with tempfile.TemporaryDirectory(prefix="ptqtp-bench-engine-") as tmp:
         if args.model:
-            print(model_run(params, args.model, args.m, Path(tmp)))
+            print(model_run(params, args.model, args.m, Path(tmp), args.layers, args.board))
         else:
             print(shapes_table(params, args.throttle, Path(tmp)))
 
