@@ -195,8 +195,10 @@ class TritEngine(wiring.Component):
         entry = Signal(desc)
         m.d.comb += [entry.n.eq(desc_n), entry.chunks.eq(desc_chunks), entry.m.eq(desc_m)]
         max_chunks = p.max_d_pad // P
-        bad_desc = ((desc_n == 0) | (desc_m == 0) | (desc_m > M) | (desc_chunks == 0) | (desc_chunks > max_chunks)
-                    | (desc_chunks[: (cpg - 1).bit_length()] != 0) | (beats == 0))
+        align_bits = (p.burst_bytes - 1).bit_length()  # a burst never crosses 4 KiB
+        bad_desc = ((desc_n == 0) | (desc_n[ROW_BITS:] != 0) | (desc_m == 0) | (desc_m > M) | (desc_chunks == 0)
+                    | (desc_chunks > max_chunks) | (desc_chunks[: (cpg - 1).bit_length()] != 0) | (beats == 0)
+                    | (addr_lo[:align_bits] != 0))
         push = start & ~queue_full & ~bad_desc
         m.d.comb += [q_dma.w_data.eq(Cat(Cat(addr_lo, addr_hi)[: p.addr_width], beats)), q_dma.w_en.eq(push),
                      q_core.w_data.eq(entry), q_core.w_en.eq(push), q_out.w_data.eq(entry), q_out.w_en.eq(push)]

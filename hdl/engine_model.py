@@ -49,7 +49,8 @@ class Reg:
     WAIT_X = 0x0D  # R: cycles a run waited for its activations
     WAIT_Y = 0x0E  # R: cycles a run waited for room in the output buffer
     ERRORS = 0x0F  # R: bit 0 memory error response, bit 1 activation overflow, bit 2 batch size mismatch,
-    #                   bit 3 descriptor refused (queue full, or n, m, chunks or beats out of range)
+    #                   bit 3 descriptor refused (queue full, n >= 2^24, m, chunks or beats out of range, or an
+    #                   address not aligned to a burst)
 
     COUNT = 16
 

@@ -178,6 +178,11 @@ async def register_access(dut):
     assert (await bench.reg(Reg.ERRORS)) & 8 and not (await bench.reg(Reg.STATUS)) & 1
     await bench.host.write_dword(4 * Reg.CTRL, 2)  # clear
     assert await bench.reg(Reg.ERRORS) == 0
+    await bench.host.write_dword(4 * Reg.M, 1)
+    await bench.host.write_dword(4 * Reg.ADDR_LO, 0x1004)  # not aligned to a burst
+    await bench.host.write_dword(4 * Reg.CTRL, 1)
+    assert (await bench.reg(Reg.ERRORS)) & 8 and not (await bench.reg(Reg.STATUS)) & 1
+    await bench.host.write_dword(4 * Reg.CTRL, 2)
     with open(os.environ["PTQTP_REPORT"], "w") as f:
         json.dump({"mismatches": 0, "outputs": 0, "expected_outputs": 0, "runs": []}, f)
     await RisingEdge(dut.clk)
