@@ -314,8 +314,7 @@ class TritEngine(wiring.Component):
         with m.If(issue):
             m.d.sync += counters["issued"].eq(counters["issued"] + 1)
         mismatch = Signal()
-        m.d.comb += mismatch.eq(issue & first_of_block & (group == 0) & (chunk == 0) &
-                                (Mux(rb, bank_m[1], bank_m[0]) != run.m))
+        m.d.comb += mismatch.eq(issue & first_of_block & (Mux(rb, bank_m[1], bank_m[0]) != run.m))
 
         # ------------------------------------------------------------ datapath
         tags = tags_layout(M)

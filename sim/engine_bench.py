@@ -11,6 +11,8 @@ The report (PTQTP_REPORT, JSON) has the verdict, per-run cycles and the engine's
 import json
 import os
 import random
+import socket
+import struct
 import time
 
 import numpy as np
@@ -22,6 +24,7 @@ from cocotb.utils import get_sim_time
 from cocotbext.axi import (AxiLiteBus, AxiLiteMaster, AxiRamRead, AxiReadBus, AxiStreamBus, AxiStreamFrame,
                            AxiStreamSink, AxiStreamSource)
 
+from ptqtp.formats.wire import recv_exact
 from ptqtp.hdl.engine_model import Reg
 
 SEP = {"bus_separator": "__"}  # Amaranth names a port member <port>__<member>
@@ -194,11 +197,6 @@ async def serve_host(dut):
     DRAM; the host sends requests over a local socket (u32 layer index into the config's
     layer list, u32 m, then m x d_pad int32 x_q; m = 0 ends), the bench runs them in batches
     of at most M and answers u64 core cycles, then m x n int64 accumulators."""
-    import socket
-    import struct
-
-    from ptqtp.formats.wire import recv_exact
-
     with open(os.environ["PTQTP_CFG"]) as f:
         cfg = json.load(f)
     bench = Bench(dut, np.load(os.environ["PTQTP_JOB"]), cfg)
