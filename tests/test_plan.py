@@ -24,7 +24,7 @@ def test_one_layer_by_hand():
     assert p["kinds"]["up_proj"]["bound"] == "bandwidth" and p["bandwidth_used"] == pytest.approx(1.0)
     # with unlimited memory the DMA still gives one 16-byte word a cycle: 1088 / 16 = 68 > 32 cycles
     bus = plan([LayerShape("x", 8, 256)], params, Board("f", "fast", 1e3, 100))
-    assert bus["decode_tokens_per_s"] == pytest.approx(1e8 / 68) and bus["kinds"]["x"]["bound"] == "bandwidth"
+    assert bus["decode_tokens_per_s"] == pytest.approx(1e8 / 68) and bus["kinds"]["x"]["bound"] == "bus (DW)"
     # DW = 512: per group 1 scale word + 8 x 256 / 512 = 4 weight words = 5 words < 8 compute cycles
     wide = plan([LayerShape("x", 8, 256)], EngineParams(lanes=16, rows=4, data_width=512), Board("f", "fast", 1e3, 100))
     assert wide["decode_tokens_per_s"] == pytest.approx(1e8 / 32) and wide["kinds"]["x"]["bound"] == "compute"
@@ -34,6 +34,7 @@ def test_boards_file_carries_sources():
     boards = load_boards()
     assert {"ulx3s-85f", "ecp5-ddr3-85f", "arty-a7-100t", "kria-kv260", "alveo-u50"} <= set(boards)
     assert all(b.source and b.bandwidth_gbs > 0 and b.fmax_mhz > 0 for b in boards.values())
+    assert all(b.family and b.luts and b.ffs and b.bram_blocks and b.dsps for b in boards.values())
 
 
 def test_cli_plan(tmp_path, capsys):

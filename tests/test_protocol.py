@@ -210,12 +210,13 @@ def test_cli_compare_through_every_backend(tmp_path, capsys):
     try:
         host, port = srv.server_address
         assert main(["compare", str(art), "--vectors", "3", "--lanes", "8", "--rows", "2",
+                     "--backends", "golden,triton,rtl-layer,remote",
                      "--remote", f"{host}:{port}"]) == 0
     finally:
         srv.shutdown()
         srv.server_close()
     out = capsys.readouterr().out
-    for path in ("golden (integer) | 36/36", "triton (integer) | 36/36", "rtl (integer) | 36/36",
+    for path in ("golden (integer) | 36/36", "triton (integer) | 36/36", "rtl-layer (integer) | 36/36",
                  "remote (integer) | 36/36", "triton float (fp32)"):
         assert path in out, out
 

@@ -33,7 +33,7 @@ class EngineBackend(Backend):
     """Parameters: ``params`` (:class:`EngineParams`; defaults P = 16, R = 4, M = 4, DW = 512),
     ``timeout`` seconds per call."""
 
-    name = "engine"
+    name = "rtl"
 
     def __init__(self, params: EngineParams | None = None, timeout: float = 3600.0, **engine_kwargs):
         self.params = params or EngineParams(**({"data_width": 512, "burst": 64} | engine_kwargs))

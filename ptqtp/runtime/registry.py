@@ -1,4 +1,4 @@
-"""Backends by name: ``make_backend("golden" | "triton" | "rtl" | "remote", **kwargs)``."""
+"""Backends by name: ``make_backend("golden" | "triton" | "rtl" | "rtl-layer" | "remote", **kwargs)``."""
 
 from __future__ import annotations
 
@@ -20,16 +20,18 @@ def _engine(**kwargs) -> Backend:
     return EngineBackend(**kwargs)
 
 
-_FACTORIES = {"golden": GoldenBackend, "triton": TritonBackend, "rtl": _rtl, "engine": _engine,
+# "rtl" is the streaming engine (one build for every layer); "engine" is its older name.
+_FACTORIES = {"golden": GoldenBackend, "triton": TritonBackend, "rtl": _engine, "rtl-layer": _rtl, "engine": _engine,
               "remote": RemoteBackend}
 #: Backend names, for CLI choices.
 BACKENDS = tuple(_FACTORIES)
 
 
 def make_backend(name: str, **kwargs) -> Backend:
-    """A backend by name: ``golden``, ``triton`` (kwargs: device), ``rtl`` (one accelerator per
-    layer; kwargs: lanes, rows, timeout), ``engine`` (every layer on one streaming-engine build;
-    kwargs: params or EngineParams fields, timeout) or ``remote`` (kwargs: host, port, timeout)."""
+    """A backend by name: ``golden``, ``triton`` (kwargs: device), ``rtl`` or its alias ``engine``
+    (every layer on one streaming-engine build; kwargs: params or EngineParams fields, timeout),
+    ``rtl-layer`` (one per-layer accelerator build per layer; kwargs: lanes, rows, timeout) or
+    ``remote`` (kwargs: host, port, timeout)."""
     try:
         factory = _FACTORIES[name]
     except (KeyError, TypeError):

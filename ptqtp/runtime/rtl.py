@@ -31,7 +31,7 @@ __all__ = ["RtlBackend"]
 class RtlBackend(Backend):
     """Parameters: ``lanes`` P and ``rows`` R of the accelerator; ``timeout`` seconds per call."""
 
-    name = "rtl"
+    name = "rtl-layer"
 
     def __init__(self, lanes: int = 16, rows: int = 1, timeout: float = 600.0):
         self.lanes, self.rows, self.timeout = lanes, rows, timeout

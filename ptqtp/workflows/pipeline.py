@@ -94,7 +94,8 @@ def run_pipeline(out: Path, layer: str = "model.layers.0.self_attn.q_proj", lane
     ids = tok(text, return_tensors="pt").input_ids[:, :vectors]
     torch_model = load_quantized(artifact)  # the saved artifact, loaded once for the rest
     x = _capture_inputs(torch_model, layer, ids)
-    cmp_rows = compare_layer(packed, x, golden, ("golden", "triton", "rtl"), {"rtl": {"lanes": lanes, "rows": rows}})
+    cmp_rows = compare_layer(packed, x, golden, ("golden", "triton", "rtl-layer"),
+                             {"rtl-layer": {"lanes": lanes, "rows": rows}})
     exact = all(r["first_mismatch"] == "-" for r in cmp_rows)
     _step(log, "golden / Triton / RTL on real activations", t0, vectors=len(x), bit_exact=exact)
 

@@ -30,6 +30,10 @@ class Board:
     fmax_mhz: float
     luts: int = 0
     source: str = ""
+    family: str = ""
+    ffs: int = 0
+    bram_blocks: int = 0
+    dsps: int = 0
 
     @property
     def bytes_per_cycle(self) -> float:
@@ -40,7 +44,8 @@ def load_boards() -> dict[str, Board]:
     """The boards of ``boards.json`` (each figure with its source)."""
     raw = json.loads(resources.files("ptqtp.workflows").joinpath("boards.json").read_text())
     return {k: Board(k, v["name"], float(v["bandwidth_gbs"]), float(v["fmax_mhz"]), int(v.get("luts", 0)),
-                     v.get("source", "")) for k, v in raw.items() if not k.startswith("_")}
+                     v.get("source", ""), v.get("family", ""), int(v.get("ffs", 0)), int(v.get("bram_blocks", 0)),
+                     int(v.get("dsps", 0))) for k, v in raw.items() if not k.startswith("_")}
 
 
 @dataclass(frozen=True)
@@ -72,7 +77,9 @@ def plan(layers: list[LayerShape], params: EngineParams, board: Board) -> dict:
         row["decode_cycles"] += dec
         row["prefill_cycles"] += pre
         row["bytes"] += one.layer_bytes
-        row["bound"].add(one.bound(bpc))
+        bound = one.bound(bpc)
+        # Memory-bound because the AXI bus (DW / 8 bytes a cycle) is narrower than the board's memory.
+        row["bound"].add("bus (DW)" if bound == "bandwidth" and bpc > params.data_width / 8 else bound)
         total["decode_cycles"] += dec
         total["prefill_cycles"] += pre
         total["bytes"] += one.layer_bytes

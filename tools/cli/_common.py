@@ -75,7 +75,8 @@ def pick_layer(artifact: Path, name: str | None) -> tuple[str, PackedLayer]:
 def backend_kwargs(args) -> dict:
     """Per-backend keyword arguments from --lanes/--rows and --remote HOST:PORT (the engine
     backend takes its other parameters' defaults: DW = 512, M = 4)."""
-    kw = {"rtl": {"lanes": args.lanes, "rows": args.rows}, "engine": {"lanes": args.lanes, "rows": args.rows}}
+    shape = {"lanes": args.lanes, "rows": args.rows}
+    kw = {"rtl": shape, "engine": shape, "rtl-layer": shape}
     if getattr(args, "remote", None):
         host, _, port = args.remote.rpartition(":")
         kw["remote"] = {"host": host or "127.0.0.1", "port": int(port)}

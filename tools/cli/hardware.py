@@ -1,4 +1,4 @@
-"""``ptqtp export``, ``plan``, ``budget``, ``hdl``, ``sim``: the hardware side."""
+"""``ptqtp export``, ``plan``, ``dse``, ``budget``, ``hdl``, ``sim``: the hardware side."""
 
 from __future__ import annotations
 
@@ -73,6 +73,20 @@ def register(sub) -> None:
     int_args(pl, lanes=16)
     engine_args(pl)
     pl.set_defaults(func=cmd_plan)
+    ds = sub.add_parser("dse", help="sweep engine configurations through synthesis and the cycle model; best per board",
+                        description="Synthesise every (P, R, M, DW) for the LFE5U-85F (Yosys + nextpnr-ecp5, cached by "
+                                    "the Verilog's hash), apply the plan's cycle model on every board, pick per board "
+                                    "the configuration with the most decode tokens/s that fits, and write dse.md, "
+                                    "dse.json, roofline.png and pareto.png to --out.")
+    ds.add_argument("artifact", type=Path, help="packed artifact (.safetensors)")
+    ds.add_argument("--lanes", type=int, nargs="+", default=[16, 32, 64], help="P values (default 16 32 64)")
+    ds.add_argument("--rows", type=int, nargs="+", default=[1, 2, 4], help="R values (default 1 2 4)")
+    ds.add_argument("--vectors", type=int, nargs="+", default=[4], help="M values (default 4)")
+    ds.add_argument("--data-width", type=int, nargs="+", default=[128, 512], help="DW values (default 128 512)")
+    ds.add_argument("--board", action="append", help="board key (repeatable; default: every board)")
+    ds.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default 1)")
+    ds.add_argument("--out", type=Path, default=Path("out/dse"), help="output folder (default out/dse)")
+    ds.set_defaults(func=cmd_dse)
     e.set_defaults(func=cmd_export)
     b.set_defaults(func=cmd_budget)
     h.set_defaults(func=cmd_hdl)
@@ -96,20 +110,28 @@ def cmd_export(args) -> int:
     return 0
 
 
+def _layer_shapes(artifact: Path) -> list[LayerShape]:
+    return [LayerShape(name, l.out_features, l.d_pad, l.planes, l.offsets is not None)
+            for name, l in load_artifact(artifact).layers.items()]
+
+
+def _boards(keys: list[str] | None) -> list[Board]:
+    boards = load_boards()
+    unknown = sorted(set(keys or []) - set(boards))
+    if unknown:
+        raise ValueError(f"unknown boards {unknown}; known: {', '.join(boards)}")
+    return [boards[k] for k in (keys or boards)]
+
+
 def cmd_plan(args) -> int:
     params = engine_params(args)
-    layers = [LayerShape(name, l.out_features, l.d_pad, l.planes, l.offsets is not None)
-              for name, l in load_artifact(args.artifact).layers.items()]
-    boards = load_boards()
+    layers = _layer_shapes(args.artifact)
     if (args.bandwidth is None) != (args.fmax is None):
         raise ValueError("--bandwidth and --fmax go together")
     if args.bandwidth is not None:
         chosen = [Board("custom", f"{args.bandwidth:g} GB/s at {args.fmax:g} MHz", args.bandwidth, args.fmax)]
     else:
-        unknown = sorted(set(args.board or []) - set(boards))
-        if unknown:
-            raise ValueError(f"unknown boards {unknown}; known: {', '.join(boards)}")
-        chosen = [boards[k] for k in (args.board or boards)]
+        chosen = _boards(args.board)
     plans = [plan(layers, params, b) for b in chosen]
     print(f"{args.artifact.name}: {len(layers)} linears on the engine P={params.lanes} R={params.rows} "
           f"M={params.vectors} DW={params.data_width}; on the host: {HOST_SIDE}")
@@ -125,6 +147,68 @@ def cmd_plan(args) -> int:
                                round(v["bytes"] / 1e6, 2)] for k, v in p["kinds"].items()]))
     if args.json:
         args.json.write_text(json.dumps(plans, indent=2))
+    return 0
+
+
+def cmd_dse(args) -> int:
+    import time
+
+    from ptqtp.workflows import dse
+
+    layers = _layer_shapes(args.artifact)
+    boards = _boards(args.board)
+    points = [dse.DesignPoint(P, R, M, DW) for P in args.lanes for R in args.rows for M in args.vectors
+              for DW in args.data_width]
+    for p in points:
+        p.params().check_layer(max(l.n for l in layers), max(l.d_pad for l in layers), 2, False)
+    args.out.mkdir(parents=True, exist_ok=True)
+    synth = {}
+    for i, p in enumerate(points, 1):
+        t0 = time.perf_counter()
+        rep = synth[p] = dse.synthesise(p, seed=args.seed)
+        fmax = f"{rep['fmax_mhz']:.1f} MHz" if rep.get("fmax_mhz") else rep.get("fmax_error", "no Fmax")
+        dse.progress(f"[{i}/{len(points)}] {p.label}: LUT {rep['ecp5']['LUT']} FF {rep['ecp5']['FF']} "
+                     f"BRAM {rep['ecp5']['BRAM']} DSP {rep['ecp5']['DSP']}, {fmax} "
+                     f"({'cached' if rep.get('cached') else f'{time.perf_counter() - t0:.0f} s'})")
+    rows = dse.explore(layers, synth, boards)
+    best = dse.best_per_board(rows)
+    front = set(dse.pareto_front(synth))
+    sweep = markdown_table(
+        ["P", "R", "M", "DW", "LUT", "FF", "BRAM", "DSP", "Fmax MHz", "peak Gtrit/s", "Pareto"],
+        [[p.lanes, p.rows, p.vectors, p.data_width, *(dse.used_resources(r["ecp5"])[k] for k in ("LUT", "FF", "BRAM", "DSP")),
+          round(r["fmax_mhz"], 1) if r.get("fmax_mhz") else "-",
+          round(dse.peak_trits_per_s(p, r["fmax_mhz"]) / 1e9, 2) if r.get("fmax_mhz") else "-",
+          "yes" if p in front else ""] for p, r in sorted(synth.items())])
+    board_rows = []
+    for b in boards:
+        r = best.get(b.key)
+        if r is None:
+            board_rows.append([b.key, b.bandwidth_gbs, "nothing fits", *["-"] * 7])
+            continue
+        pl, res = r["plan"], r["resources"]
+        board_rows.append([b.key, b.bandwidth_gbs, r["point"].label,
+                           f"{res['LUT']} / {res['FF']} / {res['BRAM']} / {res['DSP']}",
+                           f"{r['fmax_mhz']:g}" + ("" if b.family == "ecp5" else " (assumed)"),
+                           round(pl["decode_tokens_per_s"], 1), round(pl["prefill_tokens_per_s"], 1),
+                           "/".join(sorted({k["bound"] for k in pl["kinds"].values()})),
+                           f"{pl['bandwidth_used']:.0%}", round(pl["bytes_per_token"] / 1e6, 1)])
+    boards_md = markdown_table(["board", "GB/s", "best config", "LUT / FF / BRAM / DSP (ECP5 netlist)", "MHz",
+                                "decode tok/s", "prefill tok/s", "bound (decode)", "bandwidth used", "MB/token"],
+                               board_rows)
+    roof = dse.plot_roofline(args.out / "roofline.png", layers, boards, best)
+    par = dse.plot_pareto(args.out / "pareto.png", synth)
+    head = (f"{args.artifact.name}: {len(layers)} linears; on the host: {HOST_SIDE}. Fit on AMD parts: ECP5 netlist "
+            f"as a proxy (LUT6 >= LUT4, RAMB36 = 2 x DP16KD); ECP5 boards run at each point's own Fmax (seed "
+            f"{args.seed}), others at the clock assumed in boards.json.")
+    text = f"{head}\n\n## Sweep (LFE5U-85F)\n\n{sweep}\n\n## Best per board\n\n{boards_md}\n\n" \
+           f"![roofline]({roof.name})\n\n![pareto]({par.name})\n"
+    atomic_write(args.out / "dse.md", lambda t: t.write_text(text))
+    record = {"sweep": [{"point": vars(p), **r} for p, r in sorted(synth.items())],
+              "best": {k: {**{x: y for x, y in r.items() if x != "point"}, "point": vars(r["point"])}
+                       for k, r in best.items()}}
+    atomic_write(args.out / "dse.json", lambda t: t.write_text(json.dumps(record, indent=2)))
+    print(text)
+    print(f"wrote {args.out / 'dse.md'}, dse.json, {roof.name}, {par.name}")
     return 0
 
 

@@ -28,27 +28,29 @@ def register(sub) -> None:
     c.add_argument("--backends", default="golden,triton,rtl", help="comma-separated (default golden,triton,rtl)")
     c.add_argument("--remote", help="host:port of a ptqtp server to include as backend 'remote'")
     int_args(c)
-    c.add_argument("--rows", type=int, default=1, help="row units R of the RTL backend (default 1)")
+    c.add_argument("--rows", type=int, default=4, help="row units R of the RTL backends (default 4)")
     hl = sub.add_parser("hil", help="perplexity with chosen layers on a backend (hardware in the loop)",
                         description="Load a model artifact, run the layers matching --layers on --backend (the rest "
                                     "in torch), report perplexity and logit differences against the all-torch model.")
     hl.add_argument("artifact", type=Path, help="model artifact (from ptqtp quantize)")
     hl.add_argument("--layers", default=r"layers\.0\.self_attn\.q_proj", help="regex of layers on the backend")
     hl.add_argument("--backend", default="golden", choices=BACKENDS,
-                    help="backend for the chosen layers (default golden)")
+                    help="backend for the chosen layers (default golden); rtl: every chosen layer on ONE "
+                         "streaming-engine simulation, weights from a model image in the simulated DRAM ('engine' "
+                         "is its alias); rtl-layer: one per-layer accelerator build per layer")
     hl.add_argument("--remote", help="host:port for --backend remote")
     hl.add_argument("--tokens", type=int, default=256, help="evaluation tokens (default 256)")
     hl.add_argument("--context", type=int, default=128, help="window length (default 128)")
     hl.add_argument("--generate", type=int, default=0, help="also greedily generate this many tokens")
     hl.add_argument("--fp", action="store_true", help="also compare with the shipped model in full precision")
     int_args(hl)
-    hl.add_argument("--rows", type=int, default=1, help="row units R of the RTL backend (default 1)")
+    hl.add_argument("--rows", type=int, default=4, help="row units R of the RTL backends (default 4)")
     sv = sub.add_parser("serve", help="answer the ptqtp TCP protocol (docs/PROTOCOL.md) from a local backend")
     sv.add_argument("--backend", default="golden", choices=_LOCAL, help="(default golden)")
     sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     sv.add_argument("--port", type=int, default=7878, help="port (default 7878)")
     sv.add_argument("--lanes", type=int, default=16, help="P of the RTL backend (default 16)")
-    sv.add_argument("--rows", type=int, default=1, help="R of the RTL backend (default 1)")
+    sv.add_argument("--rows", type=int, default=4, help="R of the RTL backends (default 4)")
     c.set_defaults(func=cmd_compare)
     hl.set_defaults(func=cmd_hil)
     sv.set_defaults(func=cmd_serve)
@@ -97,7 +99,7 @@ def cmd_hil(args) -> int:
     return 0
 
 def cmd_serve(args) -> int:
-    kw = {"lanes": args.lanes, "rows": args.rows} if args.backend == "rtl" else {}
+    kw = backend_kwargs(args).get(args.backend, {})
     backend = make_backend(args.backend, **kw)
     print(f"serving ptqtp protocol v1 from the {args.backend} backend on {args.host}:{args.port} (Ctrl-C stops)")
     try:
