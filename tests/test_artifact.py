@@ -71,7 +71,11 @@ def test_missing_file(tmp_path):
         load_artifact(tmp_path / "nope.safetensors")
 
 
-def rewrite(path, mutate_tensors=None, mutate_meta=None):
+def rewrite(path, mutate_tensors=None, mutate_meta=None, rehash=True):
+    """Mutate an artifact's tensors or header; ``rehash`` recomputes ``ptqtp.sha256`` (a writer
+    that is wrong but consistent), so the structural checks behind the hashes are reached."""
+    from ptqtp.formats.artifact import HASH_KEY, tensor_sha256, with_hashes
+
     art = load_artifact(path)
     from safetensors import safe_open
 
@@ -82,6 +86,9 @@ def rewrite(path, mutate_tensors=None, mutate_meta=None):
         mutate_tensors(tensors)
     if mutate_meta:
         mutate_meta(meta)
+    if rehash:
+        meta.pop(HASH_KEY, None)
+        meta = with_hashes(meta, {k: tensor_sha256(v) for k, v in tensors.items()})
     save_file(tensors, str(path), metadata=meta)
     return art
 

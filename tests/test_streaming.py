@@ -132,3 +132,105 @@ def test_memory_stays_near_one_tensor(tmp_path):
     grew = (peak_kib - base_kib) / 1024
     print(f"peak RSS grew {grew:.0f} MiB for a {model_mib} MiB checkpoint")
     assert grew < 4 * tensor_mib < model_mib
+
+
+def test_a_key_in_two_shards_is_refused_naming_both(tmp_path):
+    src = sharded(tmp_path, tensors())
+    dup = src / "model-00002-of-00002.safetensors"
+    from safetensors import safe_open
+
+    with safe_open(str(dup), "pt") as f:
+        content = {k: f.get_tensor(k) for k in f.keys()}
+    content["model.embed_tokens.weight"] = torch.zeros(50, 64)  # also in shard 1
+    save_file(content, str(dup))
+    with pytest.raises(ValueError, match=r"'model.embed_tokens.weight' is in two shards: model-00001-of-00002"
+                                         r".safetensors and model-00002-of-00002.safetensors"):
+        stream_quantize(src, tmp_path / "a.safetensors", config=CFG, progress=False)
+    assert not (tmp_path / "a.safetensors").exists()
+
+
+def test_output_that_is_the_input_or_a_folder_is_refused(tmp_path):
+    ck = tmp_path / "ck.safetensors"
+    save_file(tensors(), str(ck))
+    before = ck.read_bytes()
+    with pytest.raises(ValueError, match="is the input checkpoint"):
+        stream_quantize(ck, ck, config=CFG, progress=False)
+    with pytest.raises(ValueError, match="is the input checkpoint"):
+        stream_quantize(ck, tmp_path / "." / "ck.safetensors", config=CFG, progress=False)
+    with pytest.raises(ValueError, match="is a folder"):
+        stream_quantize(ck, tmp_path, config=CFG, progress=False)
+    (tmp_path / "o.safetensors.parts").write_text("x")
+    with pytest.raises(ValueError, match="is not a folder"):
+        stream_quantize(ck, tmp_path / "o.safetensors", config=CFG, progress=False)
+    assert ck.read_bytes() == before
+
+
+def test_resume_identifies_the_source_by_content_not_stat(tmp_path):
+    """A shard rewritten with the same size and mtime but other values is a different source."""
+    import os
+
+    src = sharded(tmp_path, tensors())
+    out = tmp_path / "a.safetensors"
+    shard = src / "model-00002-of-00002.safetensors"
+    code = ("import sys, ptqtp.formats.checkpoint as s\n"
+            "orig = s.atomic_write\n"
+            "def w(path, fn):\n"
+            "    orig(path, fn)\n"
+            "    if path.name == '000001.safetensors': sys.exit(3)\n"
+            "s.atomic_write = w\n"
+            f"s.stream_quantize({str(src)!r}, {str(out)!r}, config=s.PTQTPConfig(group_size=32), progress=False)\n")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 3
+    st = shard.stat()
+    other = tensors(seed=5)
+    save_file({k: other[k] for k in sorted(other)[3:]}, str(shard))
+    os.utime(shard, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert shard.stat().st_size == st.st_size and shard.stat().st_mtime_ns == st.st_mtime_ns
+    with pytest.raises(ArtifactError, match="different run"):
+        stream_quantize(src, out, config=CFG, progress=False)
+
+
+def test_nothing_to_quantize_is_an_error_and_odd_weights_are_reported(tmp_path):
+    ck = tmp_path / "ck.safetensors"
+    ts = tensors()
+    save_file(ts, str(ck))
+    with pytest.raises(ValueError, match="nothing to quantize"):
+        stream_quantize(ck, tmp_path / "a.safetensors", config=CFG, include=r"no\.such\.layer", progress=False)
+    with pytest.raises(ValueError, match="bad --include/--exclude regex"):
+        stream_quantize(ck, tmp_path / "a.safetensors", config=CFG, include="(", progress=False)
+    ts["model.layers.0.mlp.gate_proj.weight"] = torch.ones(8, 64, dtype=torch.int8)
+    ts["model.layers.0.conv.weight"] = torch.ones(4, 4, 3)
+    save_file(ts, str(ck))
+    notes = []
+    stream_quantize(ck, tmp_path / "a.safetensors", config=CFG, progress=False, log=notes.append)
+    assert any("dtype I8" in n and "gate_proj" in n for n in notes) and any("3-D" in n for n in notes)
+    assert not any("tmp" in p.name for p in tmp_path.iterdir())
+
+
+def test_a_killed_assembly_leaves_nothing_behind_after_the_rerun(tmp_path):
+    src = sharded(tmp_path, tensors())
+    out = tmp_path / "a.safetensors"
+    code = ("import sys, ptqtp.formats.checkpoint as s\n"
+            "def boom(parts, dest, meta):\n"
+            "    dest.write_bytes(b'x' * 100000)\n"
+            "    import os; os._exit(9)\n"  # killed mid-assembly: the temp file stays
+            "s._assemble = boom\n"
+            f"s.stream_quantize({str(src)!r}, {str(out)!r}, config=s.PTQTPConfig(group_size=32), progress=False)\n")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 9
+    assert [p.name for p in tmp_path.glob(".a.safetensors.*.tmp")]  # the leftover
+    stream_quantize(src, out, config=CFG, progress=False)
+    assert not list(tmp_path.glob(".a.safetensors.*.tmp")) and load_artifact(out).layers
+
+
+def test_assembled_artifact_carries_hashes_and_verifies(tmp_path):
+    from ptqtp.formats.artifact import HASH_KEY
+
+    out = stream_quantize(sharded(tmp_path, tensors()), tmp_path / "a.safetensors", config=CFG, progress=False)
+    art = load_artifact(out)
+    hashes = json.loads(art.metadata[HASH_KEY])
+    assert set(hashes) == {"__header__", *(f"{k}.{s}" for k in art.layers for s in ("tp_codes", "tp_scales")),
+                           *art.tensors}
+    data = bytearray(out.read_bytes())
+    data[-5] ^= 1  # last tensor's bytes
+    out.write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match="does not match its SHA-256"):
+        load_artifact(out)

@@ -11,17 +11,22 @@ For each quantized linear ``NAME``::
 planes is 2 (PTQTP) or 1 (PT^2-LLM); the layer record's ``planes`` says which (absent: 2).
 
 plus every other tensor unchanged. Header ``__metadata__``: ``ptqtp.format`` = "1",
-``ptqtp.layers`` = JSON list of per-layer records, ``ptqtp.config`` = the quantizer's
-parameters. Files are written to a temporary name and renamed, so a reader never sees
-half a file; everything is validated on load.
+``ptqtp.layers`` = JSON list of per-layer records (each says ``planes``, ``offset`` and
+``perm``, so a layer needs exactly its tensors), ``ptqtp.config`` = the quantizer's
+parameters, and ``ptqtp.sha256``: the SHA-256 of every tensor (dtype, shape and bytes, see
+:func:`tensor_sha256`) and of the other ``ptqtp.*`` header entries, checked on load. Files
+are written to a temporary name and renamed, so a reader never sees half a file;
+everything is validated on load.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,8 +46,14 @@ __all__ = [
     "pack_layer",
     "save_artifact",
     "load_artifact",
+    "verify_artifact",
+    "tensor_sha256",
+    "header_sha256",
     "file_sha256",
     "atomic_write",
+    "check_bias",
+    "layer_record",
+    "with_hashes",
     "LAYER_SUFFIXES",
     "FORMAT_VERSION",
 ]
@@ -51,6 +62,11 @@ FORMAT_VERSION = "1"
 #: The tensors a quantized layer may store besides its bias.
 LAYER_SUFFIXES = ("tp_codes", "tp_scales", "tp_offsets", "tp_perm")
 _REQUIRED_INFO = ("name", "in_features", "out_features", "group_size", "method", "iterations", "rel_error")
+#: Header entry holding the hashes; its key ``__header__`` covers the other ``ptqtp.*`` entries.
+HASH_KEY = "ptqtp.sha256"
+_HEADER_HASH = "__header__"
+#: Methods whose layers always carry offsets (records written before ``offset`` was stored).
+_OFFSET_METHODS = ("pt2", "pt2-itf")
 _FP16_MAX = float(torch.finfo(torch.float16).max)
 
 
@@ -146,6 +162,33 @@ def pack_layer(result: TritPlaneResult, name: str) -> dict[str, torch.Tensor]:
     return out
 
 
+def tensor_sha256(t: torch.Tensor) -> str:
+    """SHA-256 of a tensor as stored: ``"<dtype> <shape>\\n"`` then its bytes (row-major), so a
+    changed dtype or shape is caught like a flipped bit."""
+    t = t.detach().to("cpu").contiguous()
+    h = hashlib.sha256(f"{str(t.dtype).removeprefix('torch.')} {list(t.shape)}\n".encode())
+    if t.numel():
+        h.update(t.reshape(-1).view(torch.uint8).numpy())
+    return h.hexdigest()
+
+
+def header_sha256(metadata: dict[str, str]) -> str:
+    """SHA-256 of the ``ptqtp.*`` header entries other than the hashes themselves."""
+    fields = {k: v for k, v in metadata.items() if k.startswith("ptqtp.") and k != HASH_KEY}
+    return hashlib.sha256(json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def layer_record(name: str, result: TritPlaneResult) -> dict:
+    """A layer's header record: its info plus which optional tensors it stores."""
+    return {"name": name, **result.info(), "offset": result.offsets is not None, "perm": result.perm is not None}
+
+
+def with_hashes(metadata: dict[str, str], tensor_hashes: dict[str, str]) -> dict[str, str]:
+    """``metadata`` plus ``ptqtp.sha256`` over ``tensor_hashes`` and the header itself."""
+    return {**metadata, HASH_KEY: json.dumps({**tensor_hashes, _HEADER_HASH: header_sha256(metadata)},
+                                             sort_keys=True)}
+
+
 def file_sha256(path: str | os.PathLike) -> str:
     """Hex sha256 of a file, read in 1 MiB blocks."""
     h = hashlib.sha256()
@@ -194,80 +237,201 @@ def save_artifact(
             if key in tensors:
                 raise ArtifactError(f"tensor {key!r} is both a quantized layer and a plain tensor")
             out[key] = value
-        records.append({"name": name, **result.info()})
+        records.append(layer_record(name, result))
+        if f"{name}.bias" in tensors:
+            check_bias(tensors[f"{name}.bias"], name, result.out_features)
     for key, value in tensors.items():
         out[key] = value.detach().cpu().contiguous()
     header = {"ptqtp.format": FORMAT_VERSION, "ptqtp.layers": json.dumps(records)}
     if config is not None:
         header.update(config.to_metadata())
     header.update(metadata or {})
+    header = with_hashes(header, {k: tensor_sha256(v) for k, v in out.items()})
     path = Path(path)
     atomic_write(path, lambda tmp: save_file(out, str(tmp), metadata=header))
     return path
+
+
+def check_bias(bias, name: str, n: int, path=None) -> None:
+    """A layer's bias must be a finite floating-point vector of ``n`` values."""
+    where = f"{path}: layer {name!r}" if path else f"layer {name!r}"
+    if not isinstance(bias, torch.Tensor) or not bias.is_floating_point():
+        raise ArtifactError(f"{where}: bias must be a floating-point tensor, not "
+                            f"{getattr(bias, 'dtype', type(bias).__name__)}")
+    if tuple(bias.shape) != (n,):
+        raise ArtifactError(f"{where}: bias shape {tuple(bias.shape)} != ({n},)")
+    if not bool(torch.isfinite(bias).all()):
+        raise ArtifactError(f"{where}: bias holds NaN or Inf")
 
 
 def _fail(path, msg: str):
     raise ArtifactError(f"{path}: {msg}")
 
 
-def load_artifact(path: str | os.PathLike, device: str = "cpu") -> Artifact:
+class _LazyTensors(Mapping):
+    """The tensors of a safetensors file, each read on access with the file opened just for
+    it (a file kept mapped would count every page read into the resident memory)."""
+
+    def __init__(self, path: Path, keys: list[str]):
+        self._path, self._keys = path, keys
+
+    def __getitem__(self, key):
+        if key not in self._keys:
+            raise KeyError(key)
+        with safe_open(str(self._path), framework="pt") as f:
+            return f.get_tensor(key)
+
+    def __contains__(self, key):
+        return key in self._keys
+
+    def __iter__(self):
+        return iter(self._keys)
+
+    def __len__(self):
+        return len(self._keys)
+
+
+def load_artifact(path: str | os.PathLike, device: str = "cpu", verify: bool = True) -> Artifact:
     """Read and validate an artifact.
+
+    ``verify=False`` skips the SHA-256 checks (for speed; never the default: a flipped bit
+    must be reported). An artifact written before hashes were stored loads with
+    ``metadata`` lacking ``ptqtp.sha256`` and is checked structurally only.
 
     Raises
     ------
     ArtifactError: missing or truncated file, wrong format version, a layer record
-        without its tensors (or tensors without a record), wrong dtypes or shapes,
-        the invalid code 0b10, or non-finite scales -- each naming the layer.
+        without exactly its tensors (or tensors without a record), wrong dtypes or shapes,
+        the invalid code 0b10, non-finite scales or bias, or a hash mismatch -- each naming
+        the file and the layer or tensor.
     """
     path = Path(path)
-    if not path.is_file():
-        _fail(path, "no such artifact file")
     try:
         with safe_open(str(path), framework="pt", device=device) as f:
             metadata = f.metadata() or {}
-            keys = list(f.keys())
-            raw = {k: f.get_tensor(k) for k in keys}
+            raw = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, RuntimeError, ValueError) as e:
+        _open_failed(path, e)
+    layers, tensors = _validate(path, metadata, raw, verify)
+    return Artifact(layers=layers, tensors=tensors, metadata=metadata, path=path)
+
+
+def verify_artifact(path: str | os.PathLike) -> int:
+    """Check an artifact as :func:`load_artifact` does, holding one tensor at a time (for
+    checkpoints larger than memory); returns the number of quantized layers."""
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata, keys = f.metadata() or {}, list(f.keys())
+        layers, _ = _validate(path, metadata, _LazyTensors(path, keys), True, keep=False)
     except (SafetensorError, OSError, RuntimeError) as e:
-        _fail(path, f"not a readable safetensors file (truncated or corrupt?): {e}")
+        _open_failed(path, e)
+    return len(layers)
+
+
+def _open_failed(path: Path, e: Exception):
+    if not path.exists():
+        _fail(path, "no such artifact file")
+    if path.is_dir():
+        _fail(path, "is a folder, not an artifact file")
+    if not os.access(path, os.R_OK):
+        _fail(path, "not readable (permission denied)")
+    _fail(path, f"not a readable safetensors file (truncated or corrupt?): {e}")
+
+
+def _hashes(path: Path, metadata: dict) -> dict | None:
+    if HASH_KEY not in metadata:
+        return None  # written before hashes existed
+    try:
+        hashes = json.loads(metadata[HASH_KEY])
+        if not isinstance(hashes, dict) or not all(isinstance(v, str) for v in hashes.values()):
+            raise ValueError("not a JSON object of strings")
+    except ValueError as e:
+        _fail(path, f"header {HASH_KEY} is malformed ({e})")
+    if hashes.get(_HEADER_HASH) != header_sha256(metadata):
+        _fail(path, "header (ptqtp.layers / ptqtp.config / ...) does not match its SHA-256: edited or corrupt")
+    return hashes
+
+
+def _validate(path: Path, metadata: dict, raw: Mapping, verify: bool, keep: bool = True):
+    """(layers, other tensors) of an open artifact, every check applied."""
     if metadata.get("ptqtp.format") != FORMAT_VERSION:
         _fail(path, f"ptqtp.format is {metadata.get('ptqtp.format')!r}, expected {FORMAT_VERSION!r}")
+    hashes = _hashes(path, metadata) if verify else None
+    if hashes is not None:
+        unhashed = sorted(set(raw) - set(hashes))
+        missing = sorted(set(hashes) - set(raw) - {_HEADER_HASH})
+        if unhashed or missing:
+            _fail(path, f"tensors {unhashed or missing} {'have no hash' if unhashed else 'are missing'} "
+                        f"(ptqtp.sha256 lists the file's tensors)")
     try:
         records = json.loads(metadata["ptqtp.layers"])
     except (KeyError, ValueError):
         records = None
     if not isinstance(records, list):
         _fail(path, "header ptqtp.layers is missing or not a JSON list")
+
+    def tensor(key: str) -> torch.Tensor:
+        t = raw[key]
+        if hashes is not None and tensor_sha256(t) != hashes[key]:
+            owner = next((f"layer {r['name']!r}: " for r in records if isinstance(r, dict)
+                          and isinstance(r.get("name"), str) and key.startswith(r["name"] + ".")), "")
+            _fail(path, f"{owner}tensor {key!r} does not match its SHA-256 (corrupt or edited)")
+        return t
+
     layers: dict[str, PackedLayer] = {}
     for rec in records:
         if not isinstance(rec, dict) or any(k not in rec for k in _REQUIRED_INFO):
-            _fail(path, f"layer record {rec!r} lacks one of {_REQUIRED_INFO}")
+            _fail(path, f"layer record {str(rec)[:200]} lacks one of {_REQUIRED_INFO}")
         name = rec["name"]
+        if not isinstance(name, str) or not name:
+            _fail(path, f"layer record has a name that is not a string: {name!r}")
         if name in layers:
             _fail(path, f"layer {name!r} is listed twice")
-        layers[name] = _validated_layer(path, name, rec, raw)
+        layer = _validated_layer(path, name, rec, raw, tensor)
+        bias_key = f"{name}.bias"
+        if bias_key in raw:
+            layer.bias = tensor(bias_key)
+            check_bias(layer.bias, name, layer.out_features, path)
+        if keep:
+            layers[name] = layer
+        else:
+            layers[name] = None
     stray = [k for k in raw if k.endswith(tuple(f".{s}" for s in LAYER_SUFFIXES)) and k.rsplit(".", 1)[0] not in layers]
     if stray:
         _fail(path, f"tensors {stray} belong to no listed layer")
     quantized = {f"{n}.{s}" for n in layers for s in LAYER_SUFFIXES}
-    tensors = {k: v for k, v in raw.items() if k not in quantized}
-    for name, layer in layers.items():
-        layer.bias = tensors.get(f"{name}.bias")
-        if layer.bias is not None and tuple(layer.bias.shape) != (layer.out_features,):
-            _fail(path, f"layer {name!r}: bias shape {tuple(layer.bias.shape)} != ({layer.out_features},)")
-    return Artifact(layers=layers, tensors=tensors, metadata=metadata, path=path)
+    tensors = {}
+    for k in raw:
+        if k not in quantized:
+            t = tensor(k)
+            if keep:
+                tensors[k] = t
+    return layers, tensors
 
 
-def _validated_layer(path, name: str, rec: dict, raw: dict) -> PackedLayer:
-    try:
-        n, d, G = int(rec["out_features"]), int(rec["in_features"]), int(rec["group_size"])
-    except (TypeError, ValueError):
-        _fail(path, f"layer {name!r}: non-integer shape fields in {rec!r}")
-    if n < 1 or d < 1 or G < 4 or G % 4:
-        _fail(path, f"layer {name!r}: invalid shape n={n}, d={d}, group_size={G}")
+def _int_field(path, name: str, rec: dict, key: str) -> int:
+    v = rec[key]
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v != int(v) \
+            or not 0 < v < 1 << 31:
+        _fail(path, f"layer {name!r}: {key} must be a positive integer below 2^31, not {v!r}")
+    return int(v)
+
+
+def _validated_layer(path, name: str, rec: dict, raw: Mapping, tensor) -> PackedLayer:
+    n, d, G = (_int_field(path, name, rec, k) for k in ("out_features", "in_features", "group_size"))
+    if G < 4 or G % 4:
+        _fail(path, f"layer {name!r}: invalid group_size {G} (a positive multiple of 4)")
     ng = -(-d // G)
     planes = rec.get("planes", 2)
-    if planes not in (1, 2):
+    if planes not in (1, 2) or isinstance(planes, bool):
         _fail(path, f"layer {name!r}: planes must be 1 or 2, not {planes!r}")
+    # Which optional tensors the layer stores; records from before these fields say it by method.
+    needs = {"tp_offsets": rec.get("offset", rec["method"] in _OFFSET_METHODS), "tp_perm": rec.get("perm")}
+    for suffix, want in needs.items():
+        if want is not None and not isinstance(want, bool):
+            _fail(path, f"layer {name!r}: record field {suffix.removeprefix('tp_').replace('offsets', 'offset')} "
+                        f"must be true or false, not {want!r}")
     expect = {
         "tp_codes": (torch.uint8, (planes, n, ng * G // 4)),
         "tp_scales": (torch.float16, (planes, n, ng)),
@@ -277,12 +441,15 @@ def _validated_layer(path, name: str, rec: dict, raw: dict) -> PackedLayer:
     got = {}
     for suffix, (dtype, shape) in expect.items():
         key = f"{name}.{suffix}"
+        want = needs.get(suffix, True)
         if key not in raw:
-            if suffix in ("tp_offsets", "tp_perm"):
-                got[suffix] = None
-                continue
-            _fail(path, f"layer {name!r}: tensor {key!r} is missing")
-        t = raw[key]
+            if want:
+                _fail(path, f"layer {name!r}: tensor {key!r} is missing (the record says the layer has it)")
+            got[suffix] = None
+            continue
+        if want is False:
+            _fail(path, f"layer {name!r}: tensor {key!r} is present but the record says the layer has none")
+        t = tensor(key)
         if t.dtype != dtype or tuple(t.shape) != shape:
             _fail(path, f"layer {name!r}: {key} is {t.dtype} {tuple(t.shape)}, expected {dtype} {shape}")
         got[suffix] = t
@@ -291,7 +458,7 @@ def _validated_layer(path, name: str, rec: dict, raw: dict) -> PackedLayer:
         plane, row, col = (int(i) for i in bad[0])
         _fail(path, f"layer {name!r}: invalid trit code 0b10 at plane {plane}, row {row}, column {col} "
                     f"({len(bad)} in all)")
-    pad = unpack_trits(got["tp_codes"])[..., d:]
+    pad = unpack_trits(got["tp_codes"][..., d // 4 :])[..., d % 4 :]  # only the bytes holding padding
     if bool(pad.any()):
         _fail(path, f"layer {name!r}: padding columns {d}..{ng * G - 1} hold nonzero trits")
     if not bool(torch.isfinite(got["tp_scales"]).all()):

@@ -3,12 +3,13 @@
 Input: one ``.safetensors`` file, a folder holding ``model.safetensors`` or a sharded
 ``model.safetensors.index.json``, or that index file. Each tensor is read alone
 (``safe_open``); linear weights in decoder blocks are quantized, everything else copied.
-Every finished tensor becomes a small part file in ``OUT.parts/`` (written atomically),
-next to a manifest naming the source files (size, mtime) and the parameters. A rerun with
-the same manifest skips finished parts; a different one is refused, so an artifact never
-mixes runs. Finally the parts are streamed into ``OUT`` (temporary name, then rename) and
-the parts folder is removed. Peak memory: about the largest tensor plus the quantizer's
-temporaries, not the model.
+Every finished tensor becomes a small part file in ``OUT.parts/`` (written atomically,
+with its tensors' SHA-256), next to a manifest naming the source files by content (size
+and SHA-256 of each file) and the parameters. A rerun with the same manifest skips
+finished parts; a different one is refused, so an artifact never mixes runs. Finally the
+parts are streamed into ``OUT`` (temporary name, then rename), the result is re-opened and
+verified tensor by tensor, and only then is the parts folder removed. Peak memory: about
+the largest tensor plus the quantizer's temporaries, not the model.
 """
 
 from __future__ import annotations
@@ -18,16 +19,19 @@ import os
 import re
 import shutil
 import struct
+import sys
+from collections import defaultdict
 from pathlib import Path
 
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from tqdm import tqdm
 
 from ptqtp.methods import MethodConfig, PTQTPConfig, method_of, quantize, resolve_config
 
-from .artifact import FORMAT_VERSION, ArtifactError, atomic_write, pack_layer
+from .artifact import FORMAT_VERSION, ArtifactError, atomic_write, file_sha256, layer_record, pack_layer, \
+    tensor_sha256, verify_artifact, with_hashes
 
 __all__ = ["checkpoint_files", "stream_quantize", "BLOCK_PATTERN"]
 
@@ -69,70 +73,133 @@ def _hf_config(src: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def _is_target(key: str, shape, include: re.Pattern, exclude: re.Pattern | None) -> bool:
-    return (len(shape) == 2 and key.endswith(".weight") and include.search(key) is not None
-            and not (exclude and exclude.search(key)))
+def _selected(key: str, include: re.Pattern, exclude: re.Pattern | None) -> bool:
+    return key.endswith(".weight") and include.search(key) is not None and not (exclude and exclude.search(key))
+
+
+def _not_quantizable(shape, dtype: str) -> str | None:
+    """Why a selected ``*.weight`` is copied as it is (None: it is quantized)."""
+    if len(shape) != 2:
+        return f"{len(shape)}-D"
+    if dtype not in ("F16", "BF16", "F32", "F64"):
+        return f"dtype {dtype}"
+    return None
+
+
+def _keys(files: list[Path]) -> list[tuple[Path, str, tuple, str]]:
+    """(file, key, shape, safetensors dtype) of every tensor; a key in two shards is an error."""
+    keys, seen = [], {}
+    for f in files:
+        try:
+            with safe_open(str(f), "pt") as h:
+                for k in h.keys():
+                    if k in seen:
+                        raise ValueError(f"tensor {k!r} is in two shards: {seen[k].name} and {f.name}")
+                    seen[k] = f
+                    sl = h.get_slice(k)
+                    keys.append((f, k, tuple(sl.get_shape()), sl.get_dtype()))
+        except SafetensorError as e:
+            raise ValueError(f"{f}: not a readable safetensors file (truncated or corrupt?): {e}") from None
+    return keys
+
+
+def _check_paths(files: list[Path], out: Path, parts: Path) -> None:
+    if out.is_dir():
+        raise ValueError(f"{out}: is a folder; -o takes the artifact file to write")
+    if parts.exists() and not parts.is_dir():
+        raise ValueError(f"{parts}: exists and is not a folder (the parts folder of {out.name})")
+    for f in files:
+        if out.resolve() == f.resolve() or (out.exists() and os.path.samefile(out, f)):
+            raise ValueError(f"{out}: is the input checkpoint; write the artifact elsewhere")
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr)
 
 
 def stream_quantize(src: str | os.PathLike, out: str | os.PathLike, method: str | MethodConfig = "ptqtp",
                     config: MethodConfig | None = None, include: str = BLOCK_PATTERN.pattern,
-                    exclude: str | None = None, progress: bool = True) -> Path:
+                    exclude: str | None = None, progress: bool = True, log=_stderr) -> Path:
     """Quantize checkpoint ``src`` into the artifact ``out`` (see module doc) with a
     data-free, packable method (a config, or a name with ``config`` as in ``quantize``).
 
     Raises
     ------
-    ArtifactError: the parts folder belongs to another run (different source or parameters).
-    ValueError: NaN/Inf weights (naming the tensor), or an unreadable checkpoint.
+    ArtifactError: the parts folder belongs to another run (different source content or
+        parameters), or the written artifact does not verify.
+    ValueError: NaN/Inf weights (naming the tensor), an unreadable checkpoint, a key in two
+        shards, an output that is the input or a folder, or nothing to quantize.
+
+    ``log`` receives one line per kind of selected weight copied unquantized (not 2-D, or
+    not floating point).
     """
     config = resolve_config(method, config or PTQTPConfig())
     spec = method_of(config)
     if spec.calibrated or not spec.packable:
         raise ValueError(f"streaming quantization takes a data-free trit-plane method, not {spec.name!r}")
     src, out = Path(src), Path(out)
+    parts = out.with_name(out.name + ".parts")
     files = checkpoint_files(src)
+    _check_paths(files, out, parts)
     hf = _hf_config(src)
     conv1d = (hf or {}).get("model_type") == "gpt2"  # GPT-2 Conv1D weights are stored (in, out)
-    inc, exc = re.compile(include), re.compile(exclude) if exclude else None
-    keys = []
-    for f in files:
-        with safe_open(str(f), "pt") as h:
-            keys += [(f, k, tuple(h.get_slice(k).get_shape())) for k in h.keys()]
+    try:
+        inc, exc = re.compile(include), re.compile(exclude) if exclude else None
+    except re.error as e:
+        raise ValueError(f"bad --include/--exclude regex: {e}") from None
+    keys = _keys(files)
+    skipped = defaultdict(list)
+    for _, key, shape, dtype in keys:
+        if _selected(key, inc, exc) and (why := _not_quantizable(shape, dtype)):
+            skipped[why].append(key)
+    if not any(_selected(k, inc, exc) and not _not_quantizable(sh, dt) for _, k, sh, dt in keys):
+        raise ValueError(f"no 2-D floating-point '*.weight' of {src} matches --include {include!r}"
+                         f"{f' and not --exclude {exclude!r}' if exclude else ''} ({len(keys)} tensors): "
+                         f"nothing to quantize")
+    for why, names in skipped.items():
+        log(f"copied unquantized ({why}): {len(names)} selected weight(s), e.g. {names[0]}")
     manifest = {
-        "sources": [[f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in files],
+        "sources": [[f.name, f.stat().st_size, file_sha256(f)] for f in files],
         "method": spec.name, "include": include, "exclude": exclude, **config.to_metadata(),
     }
-    parts = out.with_name(out.name + ".parts")
     parts.mkdir(parents=True, exist_ok=True)
     mpath = parts / "manifest.json"
     if mpath.exists():
-        if json.loads(mpath.read_text()) != manifest:
-            raise ArtifactError(f"{parts} holds parts of a different run (source or parameters changed); "
+        try:
+            same = json.loads(mpath.read_text()) == manifest
+        except ValueError:
+            same = False
+        if not same:
+            raise ArtifactError(f"{parts} holds parts of a different run (source content or parameters changed); "
                                 f"delete it to start over")
     else:
         atomic_write(mpath, lambda tmp: tmp.write_text(json.dumps(manifest)))
-    bar = tqdm(keys, desc=f"quantize ({method})", unit="tensor", disable=not progress)
-    for i, (f, key, shape) in enumerate(bar):
+    for stale in [*parts.glob(".*.tmp"), *out.parent.glob(f".{out.name}.*.tmp")]:
+        stale.unlink(missing_ok=True)  # left by a killed run; no run writes them concurrently
+    bar = tqdm(keys, desc=f"quantize ({spec.name})", unit="tensor", disable=not progress)
+    for i, (f, key, shape, dtype) in enumerate(bar):
         part = parts / f"{i:06d}.safetensors"
         if part.exists():
             continue  # finished in an earlier run
         with safe_open(str(f), "pt") as h:
             t = h.get_tensor(key)
-        if _is_target(key, shape, inc, exc) and t.is_floating_point():
+        if _selected(key, inc, exc) and not _not_quantizable(shape, dtype):
             name = key.removesuffix(".weight")
             w = t.t() if conv1d and "c_" in key else t
             r = quantize(w, config, name=name)
             tensors = {f"{name}.{suffix}": v for suffix, v in pack_layer(r, name).items()}
-            meta = {"record": json.dumps({"name": name, **r.info()})}
+            meta = {"record": json.dumps(layer_record(name, r))}
             bar.set_postfix_str(f"{name}: {r.rel_error:.4f}")
         else:
             tensors, meta = {key: t.contiguous()}, {}
+        meta["sha256"] = json.dumps({k: tensor_sha256(v) for k, v in tensors.items()})
         atomic_write(part, lambda tmp, ts=tensors, md=meta: save_file(ts, str(tmp), metadata=md))
         del t, tensors  # only one tensor in memory at a time
     header = {"ptqtp.format": FORMAT_VERSION, **config.to_metadata()}
     if hf is not None:
         header["ptqtp.hf_config"] = json.dumps(hf)
     atomic_write(out, lambda tmp: _assemble(sorted(parts.glob("[0-9]*.safetensors")), tmp, header))
+    verify_artifact(out)  # re-open what was written before reporting success
     shutil.rmtree(parts)
     return out
 
@@ -144,18 +211,20 @@ def _read_header(path: Path) -> tuple[dict, int]:
 
 
 def _assemble(parts: list[Path], dest: Path, metadata: dict) -> None:
-    """Concatenate part files into one safetensors file without loading tensors."""
-    entries, records, offset = [], [], 0
+    """Concatenate part files into one safetensors file without loading tensors; the header
+    carries every part's tensor hashes (checked again by the final verification)."""
+    entries, records, hashes, offset = [], [], {}, 0
     for p in parts:
         head, data_start = _read_header(p)
         meta = head.pop("__metadata__", {}) or {}
         if "record" in meta:
             records.append(json.loads(meta["record"]))
+        hashes.update(json.loads(meta.get("sha256", "{}")))
         for name, info in sorted(head.items(), key=lambda kv: kv[1]["data_offsets"][0]):
             begin, end = info["data_offsets"]
             entries.append((name, info, p, data_start + begin, end - begin, offset))
             offset += end - begin
-    metadata = dict(metadata, **{"ptqtp.layers": json.dumps(records)})
+    metadata = with_hashes(dict(metadata, **{"ptqtp.layers": json.dumps(records)}), hashes)
     header = {"__metadata__": metadata}
     for name, info, _, _, size, start in entries:
         header[name] = {"dtype": info["dtype"], "shape": info["shape"], "data_offsets": [start, start + size]}

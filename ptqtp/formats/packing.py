@@ -17,8 +17,6 @@ __all__ = ["pack_trits", "unpack_trits", "invalid_code_positions", "TRIT_CODE"]
 #: trit value -> 2-bit code
 TRIT_CODE = {0: 0b00, 1: 0b01, -1: 0b11}
 _INVALID = 0b10
-# code -> trit for the three valid codes; 0b10 is caught before decoding.
-_DECODE = torch.tensor([0, 1, 0, -1], dtype=torch.int8)
 
 
 def pack_trits(trits: torch.Tensor) -> torch.Tensor:
@@ -52,5 +50,6 @@ def unpack_trits(packed: torch.Tensor) -> torch.Tensor:
     if bool(bad.any()):
         first = tuple(int(i) for i in torch.nonzero(bad)[0])
         raise ValueError(f"invalid trit code 0b10 at trit index {first} ({int(bad.sum())} in all)")
-    return _DECODE.to(packed.device)[codes.long()]
+    c = codes.to(torch.int8)
+    return (c & 1) * (1 - (c & 2))  # 0b00 -> 0, 0b01 -> 1, 0b11 -> -1, in int8 (no int64 index tensor)
 
