@@ -105,18 +105,31 @@ def test_model_image_round_trip_and_integrity(tmp_path):
     (folder / "weights.bin").write_bytes(bytes(flipped))
     with pytest.raises(ModelImageError, match="weights.bin: SHA-256"):
         read_model_image(folder)
+    from ptqtp.formats.model_image import _manifest_digest
+
+    def forge(man):  # a forger who also fixes the manifest's own hash
+        (folder / "manifest.json").write_text(json.dumps({**man, "sha256": _manifest_digest(man)}))
+
     man = json.loads((folder / "manifest.json").read_text())
-    man["blob_sha256"] = __import__("hashlib").sha256(bytes(flipped)).hexdigest()  # a forger fixes the blob hash
+    man["blob_sha256"] = __import__("hashlib").sha256(bytes(flipped)).hexdigest()
     (folder / "manifest.json").write_text(json.dumps(man))
+    with pytest.raises(ModelImageError, match="manifest's sha256"):
+        read_model_image(folder)
+    forge(man)
     with pytest.raises(ModelImageError, match="layer 'down': region SHA-256"):
         read_model_image(folder)
     (folder / "weights.bin").write_bytes(blob)
     man = json.loads((folder / "manifest.json").read_text())
     man["blob_sha256"] = __import__("hashlib").sha256(blob).hexdigest()
     man["layers"][2]["F"] += 1
-    (folder / "manifest.json").write_text(json.dumps(man))
+    forge(man)
     with pytest.raises(ModelImageError, match="layer 'up'"):
         read_model_image(folder)
+    for field, value in (("act_bits", 6), ("layout", {**man["layout"], "rows": 2})):
+        edited = {**json.loads((folder / "manifest.json").read_text()), field: value}
+        (folder / "manifest.json").write_text(json.dumps(edited))
+        with pytest.raises(ModelImageError, match="manifest's sha256"):
+            read_model_image(folder)
     (folder / "manifest.json").unlink()
     with pytest.raises(ModelImageError, match="not a model image"):
         read_model_image(folder)

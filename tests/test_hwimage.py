@@ -99,12 +99,56 @@ def test_missing_file_and_count(image):
         read_image(image)
 
 
+def rehashed(meta: dict) -> dict:
+    from ptqtp.formats.hwimage import _meta_digest
+
+    return {**meta, "sha256": _meta_digest(meta)}
+
+
+@pytest.mark.parametrize("field,value", [("planes", 1), ("offset", True), ("S", 12), ("A", 6), ("F", 3), ("d", 40),
+                                         ("P", 16), ("name", "other")])
+def test_any_edit_of_layer_json_is_caught(image, field, value):
+    meta = json.loads((image / "layer.json").read_text())
+    assert meta[field] != value
+    meta[field] = value
+    (image / "layer.json").write_text(json.dumps(meta))
+    with pytest.raises(ImageError, match="layer.json edited or corrupt"):
+        read_image(image)
+
+
+def test_a_changed_word_that_still_parses_is_caught(image):
+    edit_line(image / "scale1.hex", 1, lambda s: ("1" if s[-1] != "1" else "2").join([s[:-1], ""]))
+    with pytest.raises(ImageError, match="scale1.hex: SHA-256 does not match layer.json"):
+        read_image(image)
+
+
+def test_dropped_file_list_entry_is_caught(image):
+    meta = json.loads((image / "layer.json").read_text())
+    del meta["files"]["plane2.hex"]
+    (image / "layer.json").write_text(json.dumps(rehashed(meta)))
+    with pytest.raises(ImageError, match="lists files"):
+        read_image(image)
+
+
+@pytest.mark.parametrize("field,value,match", [("G", 0, "inconsistent shape"), ("n", 10**12, "must be an integer"),
+                                               ("n", 10**9, "cannot hold"), ("F", 1e20, "must be an integer")])
+def test_absurd_sizes_are_refused_before_allocating(image, field, value, match):
+    meta = json.loads((image / "layer.json").read_text())
+    meta[field] = value
+    (image / "layer.json").write_text(json.dumps(rehashed(meta)))
+    with pytest.raises(ImageError, match=match):
+        read_image(image)
+
+
 def test_sha_mismatch_and_bad_json(image):
     with pytest.raises(ImageError, match="source sha256 .* does not match"):
         read_image(image, artifact_sha256="ee" * 32)
     meta = json.loads((image / "layer.json").read_text())
     meta["ACC"] -= 1  # F is a free exponent of the image, ACC follows from its shape, A and S
     (image / "layer.json").write_text(json.dumps(meta))
+    with pytest.raises(ImageError, match="layer.json edited or corrupt"):
+        read_image(image)
+    (image / "layer.json").write_text(json.dumps(rehashed(meta)))  # a consistent writer's mistake
     with pytest.raises(ImageError, match="disagree with the golden model"):
         read_image(image).golden()
     (image / "layer.json").write_text("{")

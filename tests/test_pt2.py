@@ -184,8 +184,12 @@ def test_artifact_rejects_bad_pt2_tensors(pt2_layer, tmp_path):
         ("l.tp_offsets", torch.full((40, 4), float("inf"), dtype=torch.float16), "non-finite offsets"),
         ("l.tp_codes", torch.zeros(2, 40, 64, dtype=torch.uint8), "tp_codes is"),
     ]:
-        bad = dict(raw, **{key: value})
-        save_file(bad, str(tmp_path / "bad.safetensors"), metadata=meta)
+        from ptqtp.formats.artifact import HASH_KEY, tensor_sha256, with_hashes
+
+        bad = dict(raw, **{key: value})  # a consistent writer's mistake: hashes recomputed
+        fresh = with_hashes({k: v for k, v in meta.items() if k != HASH_KEY},
+                            {k: tensor_sha256(v) for k, v in bad.items()})
+        save_file(bad, str(tmp_path / "bad.safetensors"), metadata=fresh)
         with pytest.raises(ArtifactError, match=match):
             load_artifact(tmp_path / "bad.safetensors")
 

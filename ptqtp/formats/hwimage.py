@@ -8,18 +8,22 @@ A folder per layer::
     offset.hex               PT^2-LLM only: one S-bit m_q per line, order row r, then group g
     perm.hex                 with a column order only: perm[j] for j = 0..d-1, ceil(log2 d) bits
     layer.json               n, d, d_pad, G, P, A, S, F, ACC, planes, offset, perm, source
-                             sha256, layer name
+                             sha256, layer name, version, files (name -> SHA-256 of each
+                             file above) and sha256 (of layer.json's other fields)
 
 A one-plane layer (PT^2-LLM) has plane1/scale1 only. The host applies perm to x before
 quantizing; the accelerator never sees it.
 
 Words are fixed-width lowercase hex, ceil(bits / 4) digits. The image is derived from the
 artifact through the golden model (which defines a_q and F); reading it back gives the
-same trits and a_q, and every file, line, width and code is validated.
+same trits and a_q, and every file, line, width and code is validated. From version 3 the
+image is self-checking: an edited field of layer.json (F is a free exponent: no file
+contradicts it) or a changed byte of any file is reported, naming the file.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -33,7 +37,8 @@ from ptqtp.golden import GoldenLayer, IntConfig, is_permutation
 
 __all__ = ["HardwareImage", "ImageMeta", "ImageError", "write_image", "read_image", "IMAGE_VERSION"]
 
-IMAGE_VERSION = 2  # 2 added planes, offset and perm; version 1 folders (two planes) still read
+IMAGE_VERSION = 3  # 2 added planes, offset and perm; 3 the hashes; versions 1 and 2 still read
+_MAX_DIM = 1 << 31
 _HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
 _NIBBLE = np.full(256, 255, dtype=np.uint8)  # ASCII -> nibble, 255 = not a hex digit
 _NIBBLE[np.frombuffer(b"0123456789", np.uint8)] = np.arange(10)
@@ -64,6 +69,7 @@ class ImageMeta:
     perm: bool = False
     source_sha256: str = ""
     version: int = IMAGE_VERSION
+    files: dict | None = None  # version 3: file name -> SHA-256
 
     @classmethod
     def of(cls, golden: GoldenLayer, lanes: int, name: str, source_sha256: str) -> ImageMeta:
@@ -73,29 +79,46 @@ class ImageMeta:
                    planes=golden.planes, offset=golden.m_q is not None, perm=golden.perm is not None,
                    source_sha256=source_sha256)
 
+    def file_names(self) -> list[str]:
+        """The data files this layer's image holds."""
+        names = [f"{kind}{k + 1}.hex" for k in range(self.planes) for kind in ("plane", "scale")]
+        return names + ["offset.hex"] * self.offset + ["perm.hex"] * self.perm
+
     @classmethod
     def from_json(cls, path: Path) -> ImageMeta:
         """Parse and check ``layer.json``; ``ImageError`` naming the file otherwise."""
         try:
             raw = json.loads(path.read_text())
-            meta = cls(name=str(raw.get("name", "")), **{k: int(raw[k]) for k in ("n", "d", "d_pad", "G", "P", "A", "S",
-                                                                                   "F", "ACC")},
-                       planes=raw.get("planes", 2), offset=raw.get("offset", False), perm=raw.get("perm", False),
-                       source_sha256=str(raw.get("source_sha256", "")), version=raw.get("version"))
-        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            ints = {}
+            for k in ("n", "d", "d_pad", "G", "P", "A", "S", "F", "ACC"):
+                v = raw[k]
+                if isinstance(v, bool) or not isinstance(v, int) or not -_MAX_DIM < v < _MAX_DIM:
+                    raise ValueError(f"{k} must be an integer of magnitude below 2^31, not {v!r}")
+                ints[k] = v
+            meta = cls(name=str(raw.get("name", "")), **ints, planes=raw.get("planes", 2),
+                       offset=raw.get("offset", False), perm=raw.get("perm", False),
+                       source_sha256=str(raw.get("source_sha256", "")), version=raw.get("version"),
+                       files=raw.get("files"))
+        except (ValueError, KeyError, TypeError, AttributeError, OSError) as e:
             raise ImageError(f"{path}: malformed ({e})") from None
-        if meta.version not in (1, IMAGE_VERSION):
-            raise ImageError(f"{path}: version {meta.version!r}, expected 1 or {IMAGE_VERSION}")
+        if meta.version not in (1, 2, IMAGE_VERSION):
+            raise ImageError(f"{path}: version {meta.version!r}, expected 1, 2 or {IMAGE_VERSION}")
+        if meta.version == IMAGE_VERSION:
+            if raw.get("sha256") != _meta_digest(raw):
+                raise ImageError(f"{path}: fields do not match the file's sha256 (layer.json edited or corrupt)")
+        elif "files" in raw or "sha256" in raw:
+            raise ImageError(f"{path}: version {meta.version} has no hashes, but the file carries some")
         if meta.planes not in (1, 2) or not isinstance(meta.offset, bool) or not isinstance(meta.perm, bool):
             raise ImageError(f"{path}: planes must be 1 or 2 and offset/perm booleans, not {meta.planes!r}, "
                              f"{meta.offset!r}, {meta.perm!r}")
-        if meta.P < 1 or meta.G % meta.P or meta.d_pad % meta.G or not 0 < meta.d <= meta.d_pad or meta.n < 1:
+        if min(meta.P, meta.G, meta.n, meta.d) < 1 or meta.G % meta.P or meta.d_pad % meta.G or meta.d > meta.d_pad:
             raise ImageError(f"{path}: inconsistent shape n={meta.n} d={meta.d} d_pad={meta.d_pad} G={meta.G} "
                              f"P={meta.P}")
         return meta
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2) + "\n"
+        fields = asdict(self)
+        return json.dumps({**fields, "sha256": _meta_digest(fields)}, indent=2) + "\n"
 
     @property
     def ng(self) -> int:
@@ -128,6 +151,12 @@ class HardwareImage:
         if g.acc_bits != m.ACC:
             raise mismatch
         return g
+
+
+def _meta_digest(fields: dict) -> str:
+    """SHA-256 of layer.json's fields other than ``sha256`` (compact, sorted keys)."""
+    rest = {k: v for k, v in fields.items() if k != "sha256"}
+    return hashlib.sha256(json.dumps(rest, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 # ------------------------------------------------------------------ encoding
@@ -187,7 +216,9 @@ def write_image(folder: str | os.PathLike, golden: GoldenLayer, lanes: int, name
             (tmp / "offset.hex").write_bytes(_words_to_hex(_int_words(golden.m_q, S)))
         if golden.perm is not None:
             (tmp / "perm.hex").write_bytes(_words_to_hex(_int_words(golden.perm, _perm_bits(golden.d))))
-        (tmp / "layer.json").write_text(ImageMeta.of(golden, lanes, name, source_sha256).to_json())
+        meta = ImageMeta.of(golden, lanes, name, source_sha256)
+        files = {f: hashlib.sha256((tmp / f).read_bytes()).hexdigest() for f in meta.file_names()}
+        (tmp / "layer.json").write_text(ImageMeta(**{**asdict(meta), "files": files}).to_json())
         if folder.exists():
             old = folder.with_name(f".{folder.name}.old")
             shutil.rmtree(old, ignore_errors=True)
@@ -262,6 +293,7 @@ def read_image(folder: str | os.PathLike, artifact_sha256: str | None = None) ->
         raise ImageError(f"{meta_path}: source sha256 {meta.source_sha256} does not match the artifact "
                          f"{artifact_sha256}")
     planes, n, d, d_pad, G, P, S = meta.planes, meta.n, meta.d, meta.d_pad, meta.G, meta.P, meta.S
+    _check_sizes(folder, meta)  # before allocating anything layer.json's sizes ask for
     trits = np.empty((planes, n, d_pad), dtype=np.int8)
     a_q = np.empty((planes, n, d_pad // G), dtype=np.int64)
     for k in range(planes):
@@ -278,7 +310,48 @@ def read_image(folder: str | os.PathLike, artifact_sha256: str | None = None) ->
         perm = _read_ints(path, d, _perm_bits(d))
         if not is_permutation(perm, d):
             raise ImageError(f"{path}: not a permutation of 0..{d - 1}")
+    if meta.version == IMAGE_VERSION:
+        _check_hashes(folder, meta)
     return HardwareImage(trits=trits, a_q=a_q, meta=meta, m_q=m_q, perm=perm)
+
+
+def _word_counts(meta: ImageMeta) -> dict[str, tuple[int, int]]:
+    """File name -> (words, bits per word) that layer.json implies."""
+    groups = meta.n * meta.ng
+    counts = {}
+    for k in range(meta.planes):
+        counts[f"plane{k + 1}.hex"] = (meta.n * meta.d_pad // meta.P, 2 * meta.P)
+        counts[f"scale{k + 1}.hex"] = (groups, meta.S)
+    if meta.offset:
+        counts["offset.hex"] = (groups, meta.S)
+    if meta.perm:
+        counts["perm.hex"] = (meta.d, _perm_bits(meta.d))
+    return counts
+
+
+def _check_sizes(folder: Path, meta: ImageMeta) -> None:
+    """Each file's size against layer.json's shape, coarsely (the line-by-line parse names the
+    exact line): a file far from words x (digits + newline) bytes means layer.json's sizes are
+    wrong, and nothing that large is allocated."""
+    for name, (count, bits) in _word_counts(meta).items():
+        path = folder / name
+        if not path.is_file():
+            raise ImageError(f"{path}: missing")
+        line = -(-bits // 4) + 1
+        size = path.stat().st_size
+        if not count * line <= 2 * size and size <= 2 * count * (line + 1):
+            raise ImageError(f"{path}: {size} bytes cannot hold {count} words of {bits} bits "
+                             f"(layer.json: n={meta.n}, d_pad={meta.d_pad}, P={meta.P})")
+
+
+def _check_hashes(folder: Path, meta: ImageMeta) -> None:
+    files = meta.files if isinstance(meta.files, dict) else {}
+    if sorted(files) != sorted(meta.file_names()):
+        raise ImageError(f"{folder / 'layer.json'}: lists files {sorted(files)}, the layer needs "
+                         f"{sorted(meta.file_names())}")
+    for name, digest in files.items():
+        if hashlib.sha256((folder / name).read_bytes()).hexdigest() != digest:
+            raise ImageError(f"{folder / name}: SHA-256 does not match layer.json (edited or corrupt)")
 
 
 def _read_ints(path: Path, count: int, bits: int) -> np.ndarray:

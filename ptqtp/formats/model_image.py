@@ -9,12 +9,13 @@ A folder with two files::
                     planes, offset, group_size, scale_bits, data_width}, "act_bits", "align",
                     "source_sha256", "blob": "weights.bin", "blob_bytes", "blob_sha256",
                     "layers": [{name, n, d, d_pad, G, planes, offset, F, ACC, byte_offset,
-                    byte_size, beats, sha256, perm}]}
+                    byte_size, beats, sha256, perm}], "sha256"}
 
 ``perm`` is the stored column order (a list of d indices) or null; ``sha256`` hashes the
 layer's region followed by its entry's fields (name, n, d, d_pad, G, planes, offset, F,
 ACC, perm as compact sorted-key JSON), so an edited F (a free exponent: it would scale the
-layer's output silently) is caught like a flipped bit. A layer's descriptor is its (n, d_pad / P, byte_offset, beats).
+layer's output silently) is caught like a flipped bit; the manifest's own ``sha256`` covers
+every other field of it (layout, act_bits, offsets), compact sorted-key JSON. A layer's descriptor is its (n, d_pad / P, byte_offset, beats).
 :func:`read_model_image` checks every field and hash and gives the golden layers back
 bit-exactly; the manifest is written last, so a folder without one is not an image.
 """
@@ -37,7 +38,7 @@ from .stream_layout import StreamLayout
 
 __all__ = ["ModelImage", "ModelImageError", "write_model_image", "read_model_image", "MODEL_IMAGE_VERSION"]
 
-MODEL_IMAGE_VERSION = 1
+MODEL_IMAGE_VERSION = 2  # 2 added the manifest's own sha256
 _FORMAT = "ptqtp-model-image"
 _BLOB = "weights.bin"
 
@@ -71,6 +72,11 @@ _HASHED = ("name", "n", "d", "d_pad", "G", "planes", "offset", "F", "ACC", "perm
 def _digest(region: bytes, entry: dict) -> str:
     fields = json.dumps({k: entry.get(k) for k in _HASHED}, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(region + fields.encode()).hexdigest()
+
+
+def _manifest_digest(man: dict) -> str:
+    rest = {k: v for k, v in man.items() if k != "sha256"}
+    return hashlib.sha256(json.dumps(rest, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def write_model_image(folder: str | os.PathLike, layers: dict[str, GoldenLayer], layout: StreamLayout,
@@ -120,6 +126,7 @@ def write_model_image(folder: str | os.PathLike, layers: dict[str, GoldenLayer],
         manifest = {"format": _FORMAT, "version": MODEL_IMAGE_VERSION, "layout": asdict(layout),
                     "act_bits": act_bits.pop(), "align": align, "source_sha256": source_sha256, "blob": _BLOB,
                     "blob_bytes": offset, "blob_sha256": blob_hash.hexdigest(), "layers": entries}
+        manifest["sha256"] = _manifest_digest(manifest)
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
         if folder.exists():
             shutil.rmtree(folder)
@@ -149,6 +156,10 @@ def read_model_image(folder: str | os.PathLike, verify: bool = True) -> ModelIma
         _fail(mpath, "missing (not a model image)")
     try:
         man = json.loads(mpath.read_text())
+        if man.get("version") == 1:
+            raise ValueError("version 1 (before the manifest hash): export the image again")
+        if man.get("sha256") != _manifest_digest(man):
+            raise ValueError("fields do not match the manifest's sha256 (edited or corrupt)")
         layout = StreamLayout(**man["layout"])
         act_bits, entries = int(man["act_bits"]), list(man["layers"])
         if man.get("format") != _FORMAT or man.get("version") != MODEL_IMAGE_VERSION:
