@@ -46,7 +46,7 @@ def test_local_backends_bit_exact(backend, A, S, G):
 
 @pytest.fixture
 def server():
-    srv = serve(GoldenBackend(), read_timeout=2.0)
+    srv = serve(GoldenBackend(), frame_timeout=2.0)
     yield srv
     srv.shutdown()
     srv.server_close()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import socket
 import struct
+import time
 
 import numpy as np
 import torch
@@ -31,9 +32,10 @@ class MsgType:
 
 
 class ErrorCode:
-    BAD_MAGIC, BAD_VERSION, BAD_TYPE, TOO_LARGE, BAD_PAYLOAD, UNKNOWN_LAYER, BACKEND_ERROR, TIMEOUT = range(1, 9)
+    BAD_MAGIC, BAD_VERSION, BAD_TYPE, TOO_LARGE, BAD_PAYLOAD, UNKNOWN_LAYER, BACKEND_ERROR, TIMEOUT, BUSY, LIMIT = \
+        range(1, 11)
     NAMES = {1: "BAD_MAGIC", 2: "BAD_VERSION", 3: "BAD_TYPE", 4: "TOO_LARGE", 5: "BAD_PAYLOAD", 6: "UNKNOWN_LAYER",
-             7: "BACKEND_ERROR", 8: "TIMEOUT"}
+             7: "BACKEND_ERROR", 8: "TIMEOUT", 9: "BUSY", 10: "LIMIT"}
 
 
 class FrameError(Exception):
@@ -44,11 +46,21 @@ class FrameError(Exception):
         self.code, self.fatal = code, fatal
 
 
-def recv_exact(sock: socket.socket, n: int) -> bytes:
-    """Exactly ``n`` bytes from ``sock``; ``ConnectionError`` if the peer closes first."""
+def recv_exact(sock: socket.socket, n: int, deadline: float | None = None) -> bytes:
+    """Exactly ``n`` bytes from ``sock``, however the peer splits them into segments;
+    ``ConnectionError`` if the peer closes first, ``TimeoutError`` if they are not all there
+    by ``deadline`` (``time.monotonic()``; a trickle of bytes does not extend it)."""
     buf = bytearray()
     while len(buf) < n:
-        chunk = sock.recv(min(n - len(buf), 1 << 20))
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"{n - len(buf)} of {n} bytes still missing at the deadline")
+            sock.settimeout(left)
+        try:
+            chunk = sock.recv(min(n - len(buf), 1 << 20))
+        except socket.timeout:
+            raise TimeoutError(f"{n - len(buf)} of {n} bytes still missing at the deadline") from None
         if not chunk:
             raise ConnectionError("connection closed mid-frame")
         buf += chunk
@@ -83,7 +95,7 @@ def decode_layer(payload: bytes) -> tuple[int, GoldenLayer]:
     try:
         layer_id, mlen = struct.unpack_from("<II", payload)
         meta = json.loads(payload[8 : 8 + mlen])
-        n, d_pad, G = int(meta["n"]), int(meta["d_pad"]), int(meta["G"])
+        n, d_pad, G = (_size(meta, k) for k in ("n", "d_pad", "G"))
         planes, offset = meta.get("planes", 2), meta.get("offset", False)
         if planes not in (1, 2) or not isinstance(offset, bool):
             raise ValueError(f"planes must be 1 or 2 and offset a bool, not {planes!r}, {offset!r}")
@@ -99,8 +111,19 @@ def decode_layer(payload: bytes) -> tuple[int, GoldenLayer]:
         a_q = ints[: planes * n * ng].reshape(planes, n, ng)
         m_q = ints[planes * n * ng :].reshape(n, ng) if offset else None
         # validates shapes, widths and normalisation
-        spec = GoldenLayer.from_fixed_point(trits, a_q, int(meta["F"]), int(meta["d"]), G,
+        F = meta["F"]
+        if isinstance(F, bool) or not isinstance(F, int) or abs(F) > 4096:
+            raise ValueError(f"F must be an integer exponent in [-4096, 4096], not {F!r}")
+        spec = GoldenLayer.from_fixed_point(trits, a_q, F, _size(meta, "d"), G,
                                             IntConfig(int(meta["A"]), int(meta["S"])), m_q)
         return layer_id, spec
-    except (struct.error, ValueError, KeyError, TypeError, json.JSONDecodeError, RuntimeError) as e:
-        raise FrameError(ErrorCode.BAD_PAYLOAD, f"bad LOAD_LAYER payload: {e}", fatal=False) from None
+    except (struct.error, ValueError, KeyError, TypeError, RuntimeError, ArithmeticError, MemoryError) as e:
+        raise FrameError(ErrorCode.BAD_PAYLOAD, f"bad LOAD_LAYER payload: {type(e).__name__}: {e}",
+                         fatal=False) from None
+
+
+def _size(meta: dict, key: str) -> int:
+    v = meta[key]
+    if isinstance(v, bool) or not isinstance(v, int) or not 0 < v < 1 << 31:
+        raise ValueError(f"{key} must be a positive integer below 2^31, not {v!r}")
+    return v

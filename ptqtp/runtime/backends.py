@@ -36,9 +36,15 @@ class Backend:
     """Load layers once, then run many batches. ``run`` returns acc int64 (m, n)."""
 
     name = "base"
+    #: Whether ``load``/``run`` may be called from several threads at once (a simulator
+    #: process may not: the server then serialises calls to it).
+    thread_safe = False
 
     def load(self, layer_id: int, layer: GoldenLayer) -> None:
         raise NotImplementedError
+
+    def unload(self, layer_id: int) -> None:
+        """Free a loaded layer (unknown ids are ignored)."""
 
     def run(self, layer_id: int, x_q: np.ndarray) -> np.ndarray:
         raise NotImplementedError
@@ -57,6 +63,9 @@ class _LocalBackend(Backend):
     def __init__(self):
         self.layers: dict[int, object] = {}
 
+    def unload(self, layer_id: int) -> None:
+        self.layers.pop(layer_id, None)
+
     def _layer(self, layer_id: int):
         try:
             return self.layers[layer_id]
@@ -68,6 +77,7 @@ class GoldenBackend(_LocalBackend):
     """The golden model itself."""
 
     name = "golden"
+    thread_safe = True  # NumPy on immutable layers; dict updates are atomic
 
     def load(self, layer_id: int, layer: GoldenLayer) -> None:
         self.layers[layer_id] = layer

@@ -49,6 +49,10 @@ class EngineBackend(Backend):
         self._stop()  # a new layer needs a new image
         self.layers[layer_id] = layer
 
+    def unload(self, layer_id: int) -> None:
+        if self.layers.pop(layer_id, None) is not None:
+            self._stop()  # the image changes
+
     def run(self, layer_id: int, x_q: np.ndarray) -> np.ndarray:
         if layer_id not in self.layers:
             raise KeyError(f"unknown layer id {layer_id}")

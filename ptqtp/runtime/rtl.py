@@ -83,6 +83,9 @@ class RtlBackend(Backend):
             raise ConnectionError("the simulator exited mid-request") from None
         return np.frombuffer(body, "<i8").reshape(x.shape[0], n).astype(np.int64)
 
+    def unload(self, layer_id: int) -> None:
+        self._stop(layer_id)
+
     def _stop(self, layer_id: int) -> None:
         sim = self._sims.pop(layer_id, None)
         if sim is not None:
