@@ -12,17 +12,37 @@ from ptqtp.golden import IntConfig
 from ptqtp.hdl.engine_model import EngineParams
 from ptqtp.methods import MethodConfig, PTQTPConfig, get_method
 
-__all__ = ["config_args", "config_from_args", "method_config", "layer_args", "engine_args", "engine_params", "int_args", "int_config", "pick_layer", "backend_kwargs"]
+__all__ = ["config_args", "config_from_args", "method_config", "layer_args", "engine_args", "engine_params", "int_args",
+           "int_config", "pick_layer", "backend_kwargs", "positive", "non_negative", "port"]
 
 _PTQTP = PTQTPConfig()
 _INT = IntConfig()
 
 
+
+def _bounded(lo: int, hi: int | None, what: str):
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            v = None
+        if v is None or v < lo or (hi is not None and v > hi):
+            raise argparse.ArgumentTypeError(f"must be {what}, not {text!r}")
+        return v
+
+    parse.__name__ = what  # argparse names the type in its message
+    return parse
+
+
+positive = _bounded(1, None, "a positive integer")
+non_negative = _bounded(0, None, "a non-negative integer")
+port = _bounded(0, 65535, "a TCP port (0..65535)")
+
 def config_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("quantizer (docs/SPEC.md section 1)")
-    g.add_argument("--group-size", type=int, default=_PTQTP.group_size,
+    g.add_argument("--group-size", type=positive, default=_PTQTP.group_size,
                    help=f"input columns per group G (multiple of 4; default {_PTQTP.group_size})")
-    g.add_argument("--max-iters", type=int, default=_PTQTP.max_iters,
+    g.add_argument("--max-iters", type=positive, default=_PTQTP.max_iters,
                    help=f"Tmax, most refinement iterations (default {_PTQTP.max_iters})")
     g.add_argument("--eps", type=float, default=_PTQTP.eps,
                    help=f"stop when no scale moves by this much (default {_PTQTP.eps:g})")
@@ -46,9 +66,9 @@ def method_config(args, method: str) -> MethodConfig:
 
 def int_args(p: argparse.ArgumentParser, lanes: int = 64) -> None:
     g = p.add_argument_group("integer datapath (docs/SPEC.md sections 3-4)")
-    g.add_argument("--lanes", type=int, default=lanes, help=f"lanes P per row unit, a divisor of G (default {lanes})")
-    g.add_argument("--act-bits", type=int, default=_INT.act_bits, help=f"activation bits A (default {_INT.act_bits})")
-    g.add_argument("--scale-bits", type=int, default=_INT.scale_bits,
+    g.add_argument("--lanes", type=positive, default=lanes, help=f"lanes P per row unit, a divisor of G (default {lanes})")
+    g.add_argument("--act-bits", type=positive, default=_INT.act_bits, help=f"activation bits A (default {_INT.act_bits})")
+    g.add_argument("--scale-bits", type=positive, default=_INT.scale_bits,
                    help=f"scale bits S (default {_INT.scale_bits})")
 
 
@@ -60,7 +80,7 @@ def layer_args(p: argparse.ArgumentParser, vectors: int, what: str) -> None:
     """The artifact, one of its layers, and how many random input vectors."""
     p.add_argument("artifact", type=Path, help="packed artifact (.safetensors)")
     p.add_argument("--layer", help="layer name (default: the first)")
-    p.add_argument("--vectors", type=int, default=vectors, help=f"{what} (default {vectors})")
+    p.add_argument("--vectors", type=positive, default=vectors, help=f"{what} (default {vectors})")
 
 
 def pick_layer(artifact: Path, name: str | None) -> tuple[str, PackedLayer]:
@@ -88,14 +108,14 @@ def engine_args(p: argparse.ArgumentParser) -> None:
     come from :func:`int_args`."""
     e = EngineParams()
     g = p.add_argument_group("streaming engine (docs/SPEC.md section 6)")
-    g.add_argument("--rows", type=int, default=e.rows, help=f"row units R, a power of two (default {e.rows})")
-    g.add_argument("--planes", type=int, choices=(1, 2), default=e.planes,
+    g.add_argument("--rows", type=positive, default=e.rows, help=f"row units R, a power of two (default {e.rows})")
+    g.add_argument("--planes", type=positive, choices=(1, 2), default=e.planes,
                    help=f"trit planes the datapath carries (default {e.planes})")
     g.add_argument("--offset", action="store_true", help="include PT^2-LLM's offset term")
-    g.add_argument("--data-width", type=int, default=e.data_width, help=f"AXI data width DW in bits (default {e.data_width})")
-    g.add_argument("--vectors", type=int, default=e.vectors, help=f"vectors M held at once (default {e.vectors})")
-    g.add_argument("--max-d", type=int, default=e.max_d, help=f"widest layer input d (default {e.max_d})")
-    g.add_argument("--burst", type=int, default=e.burst, help=f"DMA beats per burst (default {e.burst})")
+    g.add_argument("--data-width", type=positive, default=e.data_width, help=f"AXI data width DW in bits (default {e.data_width})")
+    g.add_argument("--vectors", type=positive, default=e.vectors, help=f"vectors M held at once (default {e.vectors})")
+    g.add_argument("--max-d", type=positive, default=e.max_d, help=f"widest layer input d (default {e.max_d})")
+    g.add_argument("--burst", type=positive, default=e.burst, help=f"DMA beats per burst (default {e.burst})")
 
 
 def engine_params(args) -> EngineParams:

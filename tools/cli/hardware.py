@@ -15,7 +15,7 @@ from ptqtp.workflows.plan import HOST_SIDE, Board, LayerShape, load_boards, plan
 from ptqtp.workflows.export import EXPORT_HEADERS, MODEL_IMAGE_HEADERS, export_layers, export_model_image
 from ptqtp.workflows.report import markdown_table
 
-from ._common import engine_args, engine_params, int_args, int_config, layer_args, pick_layer
+from ._common import engine_args, engine_params, int_args, int_config, layer_args, pick_layer, positive
 
 
 def register(sub) -> None:
@@ -54,8 +54,8 @@ def register(sub) -> None:
                         description="Build the accelerator for a hardware image (cached by a hash of its Verilog), "
                                     "stream input vectors through it and compare every output with the golden model.")
     sm.add_argument("image", type=Path, help="hardware image folder (from ptqtp export)")
-    sm.add_argument("--rows", type=int, default=1, help="parallel row units R (default 1)")
-    sm.add_argument("--vectors", type=int, default=8, help="random LLM-like input vectors (default 8)")
+    sm.add_argument("--rows", type=positive, default=1, help="parallel row units R (default 1)")
+    sm.add_argument("--vectors", type=positive, default=8, help="random LLM-like input vectors (default 8)")
     sm.add_argument("--inputs", type=Path, help=".npy of float activations (m, d) to use instead of random ones")
     sm.add_argument("--stall", type=float, default=0.0, help="probability of a stall per cycle on both streams")
     sm.add_argument("--seed", type=int, default=0, help="seed of the random inputs and stalls (default 0)")
@@ -79,10 +79,10 @@ def register(sub) -> None:
                                     "the configuration with the most decode tokens/s that fits, and write dse.md, "
                                     "dse.json, roofline.png and pareto.png to --out.")
     ds.add_argument("artifact", type=Path, help="packed artifact (.safetensors)")
-    ds.add_argument("--lanes", type=int, nargs="+", default=[16, 32, 64], help="P values (default 16 32 64)")
-    ds.add_argument("--rows", type=int, nargs="+", default=[1, 2, 4], help="R values (default 1 2 4)")
-    ds.add_argument("--vectors", type=int, nargs="+", default=[4], help="M values (default 4)")
-    ds.add_argument("--data-width", type=int, nargs="+", default=[128, 512], help="DW values (default 128 512)")
+    ds.add_argument("--lanes", type=positive, nargs="+", default=[16, 32, 64], help="P values (default 16 32 64)")
+    ds.add_argument("--rows", type=positive, nargs="+", default=[1, 2, 4], help="R values (default 1 2 4)")
+    ds.add_argument("--vectors", type=positive, nargs="+", default=[4], help="M values (default 4)")
+    ds.add_argument("--data-width", type=positive, nargs="+", default=[128, 512], help="DW values (default 128 512)")
     ds.add_argument("--board", action="append", help="board key (repeatable; default: every board)")
     ds.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default 1)")
     ds.add_argument("--out", type=Path, default=Path("out/dse"), help="output folder (default out/dse)")

@@ -14,7 +14,7 @@ from ptqtp.models.evaluate import compare_methods, perplexity
 from ptqtp.models.hf import load_quantized, quantize_model, save_quantized
 from ptqtp.workflows.report import markdown_table
 
-from ._common import config_args, config_from_args, method_config
+from ._common import config_args, config_from_args, method_config, positive
 
 _PACKABLE = tuple(m.name for m in REGISTRY.values() if m.packable)
 _CALIBRATED = tuple(m.name for m in REGISTRY.values() if m.calibrated)
@@ -38,9 +38,9 @@ def register(sub) -> None:
     q.add_argument("--method", choices=_PACKABLE, default="ptqtp",
                    help="trit-plane method (default ptqtp); pt2-itf is PT^2-LLM's data-free fit; the calibrated "
                         f"{' and '.join(_CALIBRATED)} (BBC calibration split) need --default-model")
-    q.add_argument("--calib-segments", type=int, default=None,
+    q.add_argument("--calib-segments", type=positive, default=None,
                    help=f"calibration segments (default: {_calibration_default('segments')})")
-    q.add_argument("--calib-length", type=int, default=None,
+    q.add_argument("--calib-length", type=positive, default=None,
                    help=f"tokens per calibration segment (default: {_calibration_default('length')})")
     q.add_argument("--include", default=BLOCK_PATTERN.pattern,
                    help="regex a weight's name must match (default: inside decoder blocks)")
@@ -57,8 +57,8 @@ def register(sub) -> None:
     ev.add_argument("--text", choices=("bbc", "python-docs"), default="bbc",
                     help="bbc: BBC News evaluation split (default); python-docs: CPython's reference topics, "
                          "a held-out second text")
-    ev.add_argument("--tokens", type=int, default=8192, help="evaluation tokens (default 8192)")
-    ev.add_argument("--context", type=int, default=1024, help="window length in tokens (default 1024)")
+    ev.add_argument("--tokens", type=positive, default=8192, help="evaluation tokens (default 8192)")
+    ev.add_argument("--context", type=positive, default=1024, help="window length in tokens (default 1024)")
     ev.add_argument("--json", type=Path, help="also write the rows as JSON here")
     config_args(ev)
     ev.set_defaults(func=cmd_eval)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from ptqtp.runtime.server import serve
 from ptqtp.workflows.budget import random_activations
 from ptqtp.workflows.report import markdown_table
 
-from ._common import backend_kwargs, int_args, int_config, layer_args, pick_layer
+from ._common import backend_kwargs, int_args, int_config, layer_args, non_negative, pick_layer, port, positive
 
 _LOCAL = tuple(b for b in BACKENDS if b != "remote")
 
@@ -28,7 +29,7 @@ def register(sub) -> None:
     c.add_argument("--backends", default="golden,triton,rtl", help="comma-separated (default golden,triton,rtl)")
     c.add_argument("--remote", help="host:port of a ptqtp server to include as backend 'remote'")
     int_args(c)
-    c.add_argument("--rows", type=int, default=4, help="row units R of the RTL backends (default 4)")
+    c.add_argument("--rows", type=positive, default=4, help="row units R of the RTL backends (default 4)")
     hl = sub.add_parser("hil", help="perplexity with chosen layers on a backend (hardware in the loop)",
                         description="Load a model artifact, run the layers matching --layers on --backend (the rest "
                                     "in torch), report perplexity and logit differences against the all-torch model.")
@@ -39,18 +40,18 @@ def register(sub) -> None:
                          "streaming-engine simulation, weights from a model image in the simulated DRAM ('engine' "
                          "is its alias); rtl-layer: one per-layer accelerator build per layer")
     hl.add_argument("--remote", help="host:port for --backend remote")
-    hl.add_argument("--tokens", type=int, default=256, help="evaluation tokens (default 256)")
-    hl.add_argument("--context", type=int, default=128, help="window length (default 128)")
-    hl.add_argument("--generate", type=int, default=0, help="also greedily generate this many tokens")
+    hl.add_argument("--tokens", type=positive, default=256, help="evaluation tokens (default 256)")
+    hl.add_argument("--context", type=positive, default=128, help="window length (default 128)")
+    hl.add_argument("--generate", type=non_negative, default=0, help="also greedily generate this many tokens")
     hl.add_argument("--fp", action="store_true", help="also compare with the shipped model in full precision")
     int_args(hl)
-    hl.add_argument("--rows", type=int, default=4, help="row units R of the RTL backends (default 4)")
+    hl.add_argument("--rows", type=positive, default=4, help="row units R of the RTL backends (default 4)")
     sv = sub.add_parser("serve", help="answer the ptqtp TCP protocol (docs/PROTOCOL.md) from a local backend")
     sv.add_argument("--backend", default="golden", choices=_LOCAL, help="(default golden)")
     sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    sv.add_argument("--port", type=int, default=7878, help="port (default 7878)")
-    sv.add_argument("--lanes", type=int, default=16, help="P of the RTL backend (default 16)")
-    sv.add_argument("--rows", type=int, default=4, help="R of the RTL backends (default 4)")
+    sv.add_argument("--port", type=port, default=7878, help="port (default 7878)")
+    sv.add_argument("--lanes", type=positive, default=16, help="P of the RTL backend (default 16)")
+    sv.add_argument("--rows", type=positive, default=4, help="R of the RTL backends (default 4)")
     c.set_defaults(func=cmd_compare)
     hl.set_defaults(func=cmd_hil)
     sv.set_defaults(func=cmd_serve)
@@ -101,11 +102,19 @@ def cmd_hil(args) -> int:
 def cmd_serve(args) -> int:
     kw = backend_kwargs(args).get(args.backend, {})
     backend = make_backend(args.backend, **kw)
-    print(f"serving ptqtp protocol v1 from the {args.backend} backend on {args.host}:{args.port} (Ctrl-C stops)")
     try:
-        serve(backend, args.host, args.port, background=False)
+        srv = serve(backend, args.host, args.port, background=True)
+    except OSError as e:
+        backend.close()
+        raise ConnectionError(f"cannot listen on {args.host}:{args.port}: {e.strerror or e}") from None
+    print(f"serving ptqtp protocol v1 from the {args.backend} backend on {args.host}:{srv.server_address[1]} "
+          f"(Ctrl-C stops)", flush=True)
+    try:
+        threading.Event().wait()
     except KeyboardInterrupt:
         pass
     finally:
+        srv.shutdown()
+        srv.server_close()
         backend.close()
     return 0
