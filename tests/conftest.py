@@ -23,3 +23,15 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip_slow)
         if "gpu" in item.keywords and not torch.cuda.is_available():
             item.add_marker(skip_gpu)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The fuzz suite's outcome counts (tests/test_fuzz.py), when it ran."""
+    fuzz = sys.modules.get("test_fuzz")
+    counts = getattr(fuzz, "COUNTS", None)
+    if not counts:
+        return
+    terminalreporter.section("fuzz outcomes")
+    for target, c in counts.items():
+        terminalreporter.write_line(f"{target}: {sum(c.values())} mutations: " +
+                                    ", ".join(f"{k} {v}" for k, v in sorted(c.items())))
