@@ -23,7 +23,7 @@ import numpy as np
 
 from ptqtp.formats.layer_npz import save_layer
 
-__all__ = ["SimResult", "EngineResult", "cache_dir", "verilator_env", "build", "run_bench", "run_engine",
+__all__ = ["SimResult", "EngineResult", "cache_dir", "verilator_env", "build", "wave_format", "run_bench", "run_engine",
            "engine_config", "image_runs", "ENGINE_TOP"]
 
 TOP = "trit_matmul"
@@ -46,13 +46,44 @@ def verilator_env() -> dict[str, str]:
     return env
 
 
-def build(verilog_text: str, waves: bool = False, top: str = TOP) -> Path:
-    """Compile ``verilog_text`` (top module ``top``) with Verilator once per content (and waves
-    setting); return the build folder."""
+def wave_format(path: Path | None) -> str | None:
+    """The waveform format a file name asks for: "fst" for ``.fst``, "vcd" for ``.vcd`` and
+    ``.vcd.gz`` (gzip-compressed after the run; a VCD of a few vectors ran to hundreds of
+    MB), None without a path. FST needs the lz4 headers (Verilator's FST writer)."""
+    if path is None:
+        return None
+    name = Path(path).name.lower()
+    if name.endswith(".fst"):
+        if not any(Path(d, "lz4.h").is_file() for d in ("/usr/include", "/usr/local/include",
+                                                       os.environ.get("CPATH", "/nonexistent"))):
+            raise RuntimeError(f"{path}: FST waveforms need the lz4 C headers (e.g. apt install liblz4-dev) for "
+                               f"Verilator's FST writer; name the file .vcd.gz for a compressed VCD instead")
+        return "fst"
+    if name.endswith((".vcd", ".vcd.gz")):
+        return "vcd"
+    raise ValueError(f"{path}: a waveform file ends in .fst, .vcd or .vcd.gz")
+
+
+def _save_waves(dump: Path, dest: Path) -> None:
+    """Copy the simulator's dump to ``dest``, gzip-compressed for a ``.gz`` name."""
+    if str(dest).lower().endswith(".gz"):
+        import gzip
+
+        with open(dump, "rb") as src, gzip.open(dest, "wb", compresslevel=6) as out:
+            shutil.copyfileobj(src, out, 1 << 20)
+    else:
+        shutil.copy(dump, dest)
+
+
+def build(verilog_text: str, waves: str | None = None, top: str = TOP) -> Path:
+    """Compile ``verilog_text`` (top module ``top``) with Verilator once per content (and
+    waveform format: None, "vcd" or "fst"); return the build folder."""
     from cocotb_tools.runner import get_runner
 
+    if waves not in (None, "vcd", "fst"):
+        raise ValueError(f"waves must be None, 'vcd' or 'fst', not {waves!r}")
     verilator_env()
-    key = hashlib.sha256(verilog_text.encode() + (b"waves" if waves else b"")).hexdigest()[:16]
+    key = hashlib.sha256(verilog_text.encode() + (waves or "").encode()).hexdigest()[:16]
     folder = cache_dir() / key
     done = folder / ".built"
     if done.exists():
@@ -61,8 +92,8 @@ def build(verilog_text: str, waves: bool = False, top: str = TOP) -> Path:
     (folder / "top.v").write_text(verilog_text)
     runner = get_runner("verilator")
     # -O3 and no assertion checks: measured 1.6x faster simulation than the defaults here.
-    runner.build(sources=[folder / "top.v"], hdl_toplevel=top, build_dir=folder, waves=waves,
-                 build_args=["-O3", "--x-assign", "fast", "--x-initial", "fast", "-Wno-fatal",
+    runner.build(sources=[folder / "top.v"], hdl_toplevel=top, build_dir=folder, waves=waves is not None,
+                 build_args=["--trace-fst"] * (waves == "fst") + ["-O3", "--x-assign", "fast", "--x-initial", "fast", "-Wno-fatal",
                              # one C++ file: the PyPI build's precompiled-header flags break split builds
                              "--output-split", "0", "--output-split-cfuncs", "0",
                              # -O2 on the evaluated code, -O0 on the one-off ROM initialisers (compile time)
@@ -123,7 +154,7 @@ def run_bench(golden, verilog_text: str, x_q: np.ndarray, lanes: int, rows: int,
     """
     from cocotb_tools.runner import get_runner
 
-    folder = build(verilog_text, waves is not None)
+    folder = build(verilog_text, wave_format(waves))
     with tempfile.TemporaryDirectory(prefix="ptqtp-sim-") as tmp:
         tmp = Path(tmp)
         np.save(tmp / "x_q.npy", np.asarray(x_q, dtype=np.int64))
@@ -151,7 +182,7 @@ def run_bench(golden, verilog_text: str, x_q: np.ndarray, lanes: int, rows: int,
             dumps = [f for pattern in ("*.fst", "*.vcd") for d in (tmp, folder) for f in d.glob(pattern)]
             if not dumps:
                 raise RuntimeError("Verilator wrote no waveform")
-            shutil.copy(dumps[0], waves)
+            _save_waves(dumps[0], waves)
     return SimResult(passed=rep["mismatches"] == 0 and rep["outputs"] == rep["expected_outputs"],
                      vectors=rep["vectors"], mismatches=rep["mismatches"], first_mismatch=rep["first_mismatch"],
                      cycles_per_vector=rep["periods"], model_cycles=rep["model_cycles"], sim_cycles=rep["sim_cycles"],
@@ -214,7 +245,7 @@ def run_engine(verilog_text: str, image: bytes, runs: list[dict], inputs: list[n
     """
     from cocotb_tools.runner import get_runner
 
-    folder = build(verilog_text, waves is not None, top=ENGINE_TOP)
+    folder = build(verilog_text, wave_format(waves), top=ENGINE_TOP)
     with tempfile.TemporaryDirectory(prefix="ptqtp-engine-") as tmp:
         tmp = Path(tmp)
         arrays = {"image": np.frombuffer(image, np.uint8)}
@@ -242,7 +273,7 @@ def run_engine(verilog_text: str, image: bytes, runs: list[dict], inputs: list[n
         if waves is not None:
             dumps = [f for pattern in ("*.fst", "*.vcd") for d in (tmp, folder) for f in d.glob(pattern)]
             if dumps:
-                shutil.copy(dumps[0], waves)
+                _save_waves(dumps[0], waves)
     return EngineResult(passed=rep["mismatches"] == 0 and rep["outputs"] == rep["expected_outputs"],
                         mismatches=rep["mismatches"], first_mismatch=rep.get("first_mismatch"), runs=rep["runs"],
                         counters=rep.get("counters", {}), sim_cycles=rep.get("sim_cycles", 0),

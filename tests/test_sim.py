@@ -114,6 +114,18 @@ def test_cli_hdl_and_sim(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "MATCH: 3 vectors x 5 rows" in out and "model 64" in out
     assert "$enddefinitions" in (tmp_path / "w.vcd").read_text()
+    import gzip
+
+    assert main(["sim", str(folder), "--rows", "2", "--vectors", "3", "--waves", str(tmp_path / "w.vcd.gz")]) == 0
+    packed = (tmp_path / "w.vcd.gz").read_bytes()
+    assert gzip.decompress(packed) == (tmp_path / "w.vcd").read_bytes() and len(packed) < len(gzip.decompress(packed))
+    from ptqtp.sim.runner import wave_format
+
+    try:
+        assert wave_format(tmp_path / "w.fst") == "fst"  # the lz4 headers are installed here
+    except RuntimeError as e:
+        assert "lz4" in str(e) and ".vcd.gz" in str(e)
+    capsys.readouterr()
     assert main(["hdl", str(folder), "-o", str(tmp_path / "x.v"), "--rows", "9", "--no-synth"]) == 2
     assert "rows R=9 exceeds" in capsys.readouterr().err
 

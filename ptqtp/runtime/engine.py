@@ -102,7 +102,7 @@ class EngineBackend(Backend):
                 get_runner("verilator").test(test_module="ptqtp.sim.engine_bench", hdl_toplevel=ENGINE_TOP,
                                              hdl_toplevel_lang="verilog", testcase="serve_host", build_dir=build_dir,
                                              test_dir=self._folder, extra_env=env, log_file=self._folder / "sim.log")
-            except SystemExit:  # a failed run is reported to the host as a closed connection
+            except (SystemExit, RuntimeError):  # a failed run is reported to the host as a closed connection
                 pass
 
         thread = threading.Thread(target=simulate, daemon=True)

@@ -54,9 +54,12 @@ class RtlBackend(Backend):
         def simulate():
             from cocotb_tools.runner import get_runner  # cocotb: heavy, optional
 
-            get_runner("verilator").test(test_module="ptqtp.sim.cocotb_bench", hdl_toplevel=TOP,
-                                         hdl_toplevel_lang="verilog", testcase="serve_host", build_dir=build_dir,
-                                         test_dir=folder, extra_env=env, log_file=folder / "sim.log")
+            try:
+                get_runner("verilator").test(test_module="ptqtp.sim.cocotb_bench", hdl_toplevel=TOP,
+                                             hdl_toplevel_lang="verilog", testcase="serve_host", build_dir=build_dir,
+                                             test_dir=folder, extra_env=env, log_file=folder / "sim.log")
+            except (SystemExit, RuntimeError):  # reported to the host as a closed connection
+                pass
 
         thread = threading.Thread(target=simulate, daemon=True)
         thread.start()

@@ -59,7 +59,8 @@ def register(sub) -> None:
     sm.add_argument("--inputs", type=Path, help=".npy of float activations (m, d) to use instead of random ones")
     sm.add_argument("--stall", type=float, default=0.0, help="probability of a stall per cycle on both streams")
     sm.add_argument("--seed", type=int, default=0, help="seed of the random inputs and stalls (default 0)")
-    sm.add_argument("--waves", type=Path, help="write the waveform (VCD) to this file")
+    sm.add_argument("--waves", type=Path, help="write the waveform here: NAME.fst (FST; needs the lz4 headers), "
+                                               "NAME.vcd.gz (gzip-compressed VCD) or NAME.vcd")
     sm.add_argument("--clock-mhz", type=float, default=100.0, help="clock for the throughput figure (default 100)")
     pl = sub.add_parser("plan", help="tokens/s of a model's linears on the streaming engine, per board",
                         description="The engine's cycle model per layer (compute- or bandwidth-bound) for decode "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ptqtp.formats.artifact import load_artifact
+from ptqtp.formats.artifact import load_artifact, verify_artifact
 from ptqtp.formats.checkpoint import BLOCK_PATTERN, stream_quantize
 from ptqtp.methods import METHODS, REGISTRY, get_method
 from ptqtp.models.calibrate import calibrated_quantize
@@ -83,6 +83,7 @@ def cmd_quantize(args) -> int:
         else:
             report = quantize_model(model, config, exclude=args.exclude)
         path = save_quantized(model, args.output, report, config, meta)
+        verify_artifact(path)  # re-open what was written before reporting success
         print(f"{len(report.layers)} layers, {report.weights / 1e6:.1f} M weights in {report.seconds:.1f} s "
               f"({report.weights / report.seconds / 1e6:.1f} M weights/s), mean layer error {report.mean_rel_error:.4f}")
     else:
