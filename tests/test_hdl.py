@@ -221,10 +221,22 @@ def test_synth_report_counts_ecp5_cells():
     from ptqtp.hdl.synth import synth_report
 
     _, dut = random_design(8, 2, 8, 16, 32, 5, 60)
-    rep = synth_report(to_verilog(dut), fmax=False)
+    messages, early = [], []
+    rep = synth_report(to_verilog(dut), fmax=False, generic=True, progress=messages.append,
+                       on_resources=lambda e, flow: early.append((dict(e), flow, list(messages))))
     e = rep["ecp5"]
     assert e["LUT"] > 0 and e["FF"] > 0 and rep["generic_cells"] > 0
+    # resources are handed over as soon as synth_ecp5 ends, before the (opt-in) generic pass
+    assert early[0][:2] == (e, rep["lut_mapping"]) and early[0][2][-1].startswith("yosys synth_ecp5: done in")
+    assert messages[0] == "yosys synth_ecp5 ..." and messages[-1].startswith("yosys generic synth: done in")
     assert e["DSP"] == 2 * 2  # one p * a_q multiplier per plane per row unit
     assert rep["lut_mapping"] in ("abc9", "abc")
     _, pt2 = random_design(8, 2, 8, 16, 32, 5, 60, planes=1, offset=True)
     assert synth_report(to_verilog(pt2), fmax=False)["ecp5"]["DSP"] == 2 * 2  # a_q and m_q per row unit
+
+
+def test_a_tool_past_its_time_limit_is_a_clear_error(tmp_path):
+    from ptqtp.hdl.synth import _run
+
+    with pytest.raises(RuntimeError, match="sleeper did not finish within 1 s"):
+        _run(["sleep", "5"], tmp_path, 1, "sleeper")

@@ -48,6 +48,7 @@ def register(sub) -> None:
     h.set_defaults(rows=None)  # R: 1 for a layer image, EngineParams' default for --engine
     h.add_argument("--no-synth", action="store_true", help="only write the Verilog, skip Yosys and nextpnr")
     h.add_argument("--no-fmax", action="store_true", help="skip place-and-route (nextpnr-ecp5)")
+    h.add_argument("--timeout", type=positive, default=3600, help="seconds per tool step (default 3600)")
     h.add_argument("--freq", type=float, default=100.0, help="nextpnr target frequency in MHz (default 100)")
     h.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default 1; Fmax varies by seed)")
     sm = sub.add_parser("sim", help="run a layer's generated Verilog in Verilator (cocotb) against the golden model",
@@ -246,12 +247,14 @@ def cmd_hdl(args) -> int:
     atomic_write(args.output, lambda tmp: tmp.write_text(text))
     print(f"{args.output}: {summary}", flush=True)
     if not args.no_synth:
-        print("synthesising (yosys synth_ecp5; nextpnr-ecp5 LFE5U-85F)...", file=sys.stderr, flush=True)
-        rep = synth_report(text, top=top, fmax=not args.no_fmax, freq_mhz=args.freq, generic=False, seed=args.seed)
-        e = rep["ecp5"]
-        print(f"ECP5: LUT {e['LUT']}  FF {e['FF']}  DSP(MULT18X18D) {e['DSP']}  BRAM(DP16KD) {e['BRAM']}  "
-              f"LUTRAM {e['LUTRAM']}  CARRY {e['CARRY']} (LUT mapping: {rep['lut_mapping']})")
-        print(fit_lines(e)[1])
+        def resources(e, flow):  # printed before place and route starts
+            print(f"ECP5: LUT {e['LUT']}  FF {e['FF']}  DSP(MULT18X18D) {e['DSP']}  BRAM(DP16KD) {e['BRAM']}  "
+                  f"LUTRAM {e['LUTRAM']}  CARRY {e['CARRY']} (LUT mapping: {flow})")
+            print(fit_lines(e)[1], flush=True)
+
+        rep = synth_report(text, top=top, fmax=not args.no_fmax, freq_mhz=args.freq, seed=args.seed,
+                           timeout=args.timeout, progress=lambda m: print(m, file=sys.stderr, flush=True),
+                           on_resources=resources)
         if rep.get("fmax_mhz"):
             print(f"Fmax {rep['fmax_mhz']:.1f} MHz (nextpnr-ecp5, target {args.freq:g} MHz, seed {args.seed})")
         elif "fmax_error" in rep:
