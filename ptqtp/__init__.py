@@ -18,27 +18,26 @@ method, ``ptqtp.methods``); pack results into artifacts with ``save_artifact`` /
 effects on the environment.
 """
 
-from .formats.artifact import Artifact, ArtifactError, PackedLayer, load_artifact, save_artifact
-from .methods import (METHODS, PT2Config, PT2ITFConfig, PTQTPConfig, PTQTPGPTQConfig, RTNConfig, RTNResult,
-                      TernaryConfig, TritPlaneResult, quantize, quantize_ptqtp, quantize_rtn, quantize_ternary_absmean)
+from importlib import import_module
 
-__all__ = [
-    "Artifact",
-    "ArtifactError",
-    "METHODS",
-    "PT2Config",
-    "PT2ITFConfig",
-    "PTQTPConfig",
-    "PTQTPGPTQConfig",
-    "PackedLayer",
-    "RTNConfig",
-    "RTNResult",
-    "TernaryConfig",
-    "TritPlaneResult",
-    "load_artifact",
-    "quantize",
-    "quantize_ptqtp",
-    "quantize_rtn",
-    "quantize_ternary_absmean",
-    "save_artifact",
-]
+#: public name -> the module defining it; imported on first use, so that ``import ptqtp``
+#: (and the command line's --help, hdl and sim) does not import torch.
+_EXPORTS = {
+    **dict.fromkeys(("Artifact", "ArtifactError", "PackedLayer", "load_artifact", "save_artifact"),
+                    "ptqtp.formats.artifact"),
+    **dict.fromkeys(("METHODS", "PT2Config", "PT2ITFConfig", "PTQTPConfig", "PTQTPGPTQConfig", "RTNConfig",
+                     "RTNResult", "TernaryConfig", "TritPlaneResult", "quantize", "quantize_ptqtp", "quantize_rtn",
+                     "quantize_ternary_absmean"), "ptqtp.methods"),
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'ptqtp' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))

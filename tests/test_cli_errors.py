@@ -100,3 +100,16 @@ def test_a_closed_pipe_is_not_an_error(art):
     cmd = f"{sys.executable} -m ptqtp.tools.cli inspect --json {art} | head -c 10"
     proc = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, timeout=120)
     assert proc.stdout and "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("argv", [["--version"], ["--help"], ["hdl", "--engine", "--no-synth", "-o", "{tmp}/e.v"]])
+def test_commands_that_need_no_torch_do_not_import_it(argv, tmp_path):
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    code = ("import sys\nfrom ptqtp.tools.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+            "print('TORCH', 'torch' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=300)
+    assert "TORCH False" in proc.stdout, proc.stdout + proc.stderr
+    if argv == ["--version"]:
+        from importlib.metadata import version
+
+        assert f"ptqtp {version('ptqtp')}" in proc.stdout

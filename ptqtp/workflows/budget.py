@@ -16,15 +16,9 @@ import torch
 from ptqtp.golden import GoldenLayer, IntConfig
 from ptqtp.methods import dequantize_planes
 
+from .report import random_activations  # noqa: F401 - its old home; callers may import it from here
+
 __all__ = ["error_budget", "budget_sweep", "random_activations"]
-
-
-def random_activations(m: int, d: int, seed: int = 0) -> np.ndarray:
-    """LLM-like test inputs: Gaussian with a few outlier channels x10 (fixed seed)."""
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((m, d))
-    x[:, rng.choice(d, size=max(1, d // 128), replace=False)] *= 10
-    return x
 
 
 def _rel(y: np.ndarray, ref: np.ndarray) -> float:

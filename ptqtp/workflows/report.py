@@ -1,20 +1,31 @@
-"""Small helpers for reports: a sample weight matrix, Markdown tables."""
+"""Small helpers for reports: a sample weight matrix, LLM-like test activations, Markdown
+tables. Torch is imported only by :func:`sample_weight`."""
 
 from __future__ import annotations
 
 import math
 
-import torch
+import numpy as np
 
-__all__ = ["sample_weight", "markdown_table"]
+__all__ = ["sample_weight", "random_activations", "markdown_table"]
 
 
-def sample_weight(n: int = 768, d: int = 2048, seed: int = 0) -> torch.Tensor:
+def random_activations(m: int, d: int, seed: int = 0) -> np.ndarray:
+    """LLM-like test inputs: Gaussian with a few outlier channels x10 (fixed seed)."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((m, d))
+    x[:, rng.choice(d, size=max(1, d // 128), replace=False)] *= 10
+    return x
+
+
+def sample_weight(n: int = 768, d: int = 2048, seed: int = 0):
     """The embedded default matrix: LLM-like weights, generated, identical on every machine.
 
     Student-t(4) entries (heavy tails, like trained linears), per-row scales spread
     log-normally, a few outlier input channels x8, overall std about 0.02.
     """
+    import torch
+
     g = torch.Generator().manual_seed(seed)
     df = 4.0
     z = torch.randn(n, d, generator=g, dtype=torch.float64)

@@ -1,30 +1,77 @@
 """The ``ptqtp`` command line: thin argparse wrappers over library functions, one module
-per command group (``demo``, ``quantize``: quantize/eval/inspect, ``hardware``:
-export/budget/hdl/sim, ``runtime``: compare/hil/serve)."""
+per command group (``demo``; ``quantize``: quantize/eval/inspect; ``hardware``:
+export/plan/dse/budget/hdl/sim; ``runtime``: compare/hil/serve). Only the group of the
+command that runs is imported, so ``--help``, ``--version``, ``hdl`` and ``sim`` start
+without torch."""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import re
 import sys
 
-from ptqtp.kernels import use_interpreter_without_cuda
+__all__ = ["main", "build_parser", "COMMANDS"]
 
-from . import demo, hardware, quantize, runtime
+#: command -> (its module in this package, one-line help)
+COMMANDS = {
+    "demo": ("demo", "the main job on the embedded default (no arguments needed)"),
+    "quantize": ("quantize", "quantize a safetensors checkpoint (file, folder or sharded) into an artifact"),
+    "eval": ("quantize", "perplexity table: FP vs PTQTP vs baselines, or one artifact"),
+    "inspect": ("quantize", "validate an artifact and list its layers"),
+    "export": ("hardware", "write hardware images (per layer) or a model image (streaming engine)"),
+    "plan": ("hardware", "tokens/s of a model's linears on the streaming engine, per board"),
+    "dse": ("hardware", "sweep engine configurations through synthesis and the cycle model; best per board"),
+    "budget": ("hardware", "error budget of one layer over a grid of A and S"),
+    "hdl": ("hardware", "generate Verilog (one layer's accelerator, or the streaming engine) and a synthesis report"),
+    "sim": ("hardware", "run a layer's generated Verilog in Verilator (cocotb) against the golden model"),
+    "compare": ("runtime", "one layer through every backend: bit-exact agreement and float errors"),
+    "hil": ("runtime", "perplexity with chosen layers on a backend (hardware in the loop)"),
+    "serve": ("runtime", "answer the ptqtp TCP protocol (docs/PROTOCOL.md) from a local backend"),
+}
 
-__all__ = ["main", "build_parser"]
 
-_GROUPS = (demo, quantize, hardware, runtime)
+class _Commands:
+    """``add_subparsers`` with each command's help taken from :data:`COMMANDS`."""
+
+    def __init__(self, sub):
+        self._sub = sub
+
+    def add_parser(self, name: str, **kwargs):
+        return self._sub.add_parser(name, help=COMMANDS[name][1], **kwargs)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        return installed("ptqtp")
+    except PackageNotFoundError:
+        return "unknown (not installed; pip install -e .)"
+
+
+def build_parser(command: str | None = None, full: bool = True) -> argparse.ArgumentParser:
+    """The parser of every command (``full``), or with ``command`` only that command's group
+    imported and fully defined; the other commands are listed with their help."""
     p = argparse.ArgumentParser(prog="ptqtp", description="PTQTP trit-plane quantization and hardware co-design toolkit.")
+    p.add_argument("--version", action="version", version=f"ptqtp {version()}")
     p.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for group in _GROUPS:
-        group.register(sub)
+    groups = [COMMANDS[command][0]] if command else sorted({m for m, _ in COMMANDS.values()}) if full else []
+    for group in groups:
+        importlib.import_module(f"{__name__}.{group}").register(_Commands(sub))
+    defined = set(sub.choices)
+    for name, (_, text) in COMMANDS.items():
+        if name not in defined:
+            sub.add_parser(name, help=text, add_help=False)
     return p
+
+
+def _command(argv: list[str]) -> str | None:
+    """The command word of ``argv`` (the first argument naming one), if any."""
+    return next((a for a in argv if a in COMMANDS), None)
 
 
 def describe(e: BaseException) -> str:
@@ -45,8 +92,12 @@ _EXPECTED = (ValueError, TypeError, OverflowError, OSError, RuntimeError, KeyErr
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``ptqtp`` command: exit 0 on success, 1 when a comparison finds a
     mismatch, 2 with one line on stderr for an error (``--debug``: the traceback)."""
-    args = build_parser().parse_args(argv)
-    use_interpreter_without_cuda()  # before transformers can import Triton
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(_command(argv), full=False).parse_args(argv)
+    if args.command not in ("hdl", "sim"):  # these two never touch torch or Triton
+        from ptqtp.kernels import use_interpreter_without_cuda
+
+        use_interpreter_without_cuda()  # before transformers can import Triton
     try:
         return args.func(args)
     except KeyboardInterrupt:

@@ -7,15 +7,12 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from ptqtp.formats.artifact import PackedLayer, load_artifact
 from ptqtp.golden import IntConfig
 from ptqtp.hdl.engine_model import EngineParams
-from ptqtp.methods import MethodConfig, PTQTPConfig, get_method
 
 __all__ = ["config_args", "config_from_args", "method_config", "layer_args", "engine_args", "engine_params", "int_args",
            "int_config", "pick_layer", "backend_kwargs", "positive", "non_negative", "port"]
 
-_PTQTP = PTQTPConfig()
 _INT = IntConfig()
 
 
@@ -39,6 +36,9 @@ non_negative = _bounded(0, None, "a non-negative integer")
 port = _bounded(0, 65535, "a TCP port (0..65535)")
 
 def config_args(p: argparse.ArgumentParser) -> None:
+    from ptqtp.methods import PTQTPConfig  # torch: only for the commands that quantize
+
+    _PTQTP = PTQTPConfig()
     g = p.add_argument_group("quantizer (docs/SPEC.md section 1)")
     g.add_argument("--group-size", type=positive, default=_PTQTP.group_size,
                    help=f"input columns per group G (multiple of 4; default {_PTQTP.group_size})")
@@ -50,14 +50,18 @@ def config_args(p: argparse.ArgumentParser) -> None:
                    help="dtype of the per-element trit search; float64 reproduces the reference exactly")
 
 
-def config_from_args(args) -> PTQTPConfig:
+def config_from_args(args):
     """The PTQTP config of the command line; other methods take its group size."""
+    from ptqtp.methods import PTQTPConfig
+
     return PTQTPConfig(group_size=args.group_size, max_iters=args.max_iters, eps=args.eps,
                        search_dtype=args.search_dtype)
 
 
-def method_config(args, method: str) -> MethodConfig:
+def method_config(args, method: str):
     """``method``'s default config with every quantizer option of the command line it has."""
+    from ptqtp.methods import get_method
+
     default = get_method(method).config(args.group_size)
     given = {"max_iters": args.max_iters, "eps": args.eps, "search_dtype": args.search_dtype}
     names = {f.name for f in dataclasses.fields(default)}
@@ -83,8 +87,10 @@ def layer_args(p: argparse.ArgumentParser, vectors: int, what: str) -> None:
     p.add_argument("--vectors", type=positive, default=vectors, help=f"{what} (default {vectors})")
 
 
-def pick_layer(artifact: Path, name: str | None) -> tuple[str, PackedLayer]:
+def pick_layer(artifact: Path, name: str | None):
     """(name, PackedLayer): the named layer of an artifact, or its first."""
+    from ptqtp.formats.artifact import load_artifact
+
     layers = load_artifact(artifact).layers
     name = name or next(iter(layers), None)
     if name not in layers:

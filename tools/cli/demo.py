@@ -12,8 +12,7 @@ from ._common import config_args, config_from_args
 
 
 def register(sub) -> None:
-    d = sub.add_parser("demo", help="the main job on the embedded default (no arguments needed)",
-                       description="On the shipped SmolLM2: quantize, write the artifact and one layer's hardware "
+    d = sub.add_parser("demo", description="On the shipped SmolLM2: quantize, write the artifact and one layer's hardware "
                                    "image, generate Verilog with a synthesis summary, compare golden / Triton / RTL "
                                    "bit for bit on real activations, run a short hardware-in-the-loop perplexity; "
                                    "one report (Markdown and JSON). --sample runs the quick sample-matrix report.")

@@ -8,19 +8,19 @@ from pathlib import Path
 
 import numpy as np
 
-from ptqtp.formats.artifact import atomic_write, load_artifact
+from ptqtp.formats.atomic import atomic_write
 from ptqtp.formats.hwimage import read_image
-from ptqtp.workflows.budget import budget_sweep, random_activations
 from ptqtp.workflows.plan import HOST_SIDE, Board, LayerShape, load_boards, plan
-from ptqtp.workflows.export import EXPORT_HEADERS, MODEL_IMAGE_HEADERS, export_layers, export_model_image
-from ptqtp.workflows.report import markdown_table
+from ptqtp.workflows.report import markdown_table, random_activations
+
+# torch-dependent modules (artifacts, budget, export) are imported inside the commands
+# that need them: `hdl` and `sim` start without torch.
 
 from ._common import engine_args, engine_params, int_args, int_config, layer_args, pick_layer, positive
 
 
 def register(sub) -> None:
-    e = sub.add_parser("export", help="write hardware images (per layer) or a model image (streaming engine)",
-                       description="-o OUT: one folder per layer (docs/SPEC.md section 4): plane1/2.hex, "
+    e = sub.add_parser("export", description="-o OUT: one folder per layer (docs/SPEC.md section 4): plane1/2.hex, "
                                    "scale1/2.hex, layer.json. --model-image DIR: every layer in the streaming "
                                    "engine's memory order, weights.bin + manifest.json (section 6).")
     e.add_argument("artifact", type=Path, help="packed artifact (.safetensors)")
@@ -29,14 +29,11 @@ def register(sub) -> None:
     e.add_argument("--layers", default=".*", help="regex of layer names to export (default: all)")
     int_args(e)
     engine_args(e)
-    b = sub.add_parser("budget", help="error budget of one layer over a grid of A and S",
-                       description="Relative output error of float trit planes, + S-bit scales, + A-bit "
+    b = sub.add_parser("budget", description="Relative output error of float trit planes, + S-bit scales, + A-bit "
                                    "activations (the golden model), on random LLM-like inputs.")
     layer_args(b, 64, "random input vectors")
     b.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
-    h = sub.add_parser("hdl", help="generate Verilog (one layer's accelerator, or the streaming engine) and a "
-                                   "synthesis report",
-                       description="IMAGE: the per-layer accelerator (weights and scales in on-chip ROMs). --engine: "
+    h = sub.add_parser("hdl", description="IMAGE: the per-layer accelerator (weights and scales in on-chip ROMs). --engine: "
                                    "the weight-streaming engine, elaborated from its parameters alone. Writes "
                                    "self-contained Verilog and reports ECP5 resources against the LFE5U-85F (Yosys "
                                    "synth_ecp5 and generic synth) and nextpnr-ecp5 Fmax.")
@@ -51,8 +48,7 @@ def register(sub) -> None:
     h.add_argument("--timeout", type=positive, default=3600, help="seconds per tool step (default 3600)")
     h.add_argument("--freq", type=float, default=100.0, help="nextpnr target frequency in MHz (default 100)")
     h.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default 1; Fmax varies by seed)")
-    sm = sub.add_parser("sim", help="run a layer's generated Verilog in Verilator (cocotb) against the golden model",
-                        description="Build the accelerator for a hardware image (cached by a hash of its Verilog), "
+    sm = sub.add_parser("sim", description="Build the accelerator for a hardware image (cached by a hash of its Verilog), "
                                     "stream input vectors through it and compare every output with the golden model.")
     sm.add_argument("image", type=Path, help="hardware image folder (from ptqtp export)")
     sm.add_argument("--rows", type=positive, default=1, help="parallel row units R (default 1)")
@@ -63,8 +59,7 @@ def register(sub) -> None:
     sm.add_argument("--waves", type=Path, help="write the waveform here: NAME.fst (FST; needs the lz4 headers), "
                                                "NAME.vcd.gz (gzip-compressed VCD) or NAME.vcd")
     sm.add_argument("--clock-mhz", type=float, default=100.0, help="clock for the throughput figure (default 100)")
-    pl = sub.add_parser("plan", help="tokens/s of a model's linears on the streaming engine, per board",
-                        description="The engine's cycle model per layer (compute- or bandwidth-bound) for decode "
+    pl = sub.add_parser("plan", description="The engine's cycle model per layer (compute- or bandwidth-bound) for decode "
                                     "(m = 1) and prefill (m = M), bytes per token, and the share of the board's "
                                     "bandwidth used. Boards and their sources: ptqtp/workflows/boards.json.")
     pl.add_argument("artifact", type=Path, help="packed artifact (.safetensors)")
@@ -75,8 +70,7 @@ def register(sub) -> None:
     int_args(pl, lanes=16)
     engine_args(pl)
     pl.set_defaults(func=cmd_plan)
-    ds = sub.add_parser("dse", help="sweep engine configurations through synthesis and the cycle model; best per board",
-                        description="Synthesise every (P, R, M, DW) for the LFE5U-85F (Yosys + nextpnr-ecp5, cached by "
+    ds = sub.add_parser("dse", description="Synthesise every (P, R, M, DW) for the LFE5U-85F (Yosys + nextpnr-ecp5, cached by "
                                     "the Verilog's hash), apply the plan's cycle model on every board, pick per board "
                                     "the configuration with the most decode tokens/s that fits, and write dse.md, "
                                     "dse.json, roofline.png and pareto.png to --out.")
@@ -96,6 +90,8 @@ def register(sub) -> None:
 
 
 def cmd_export(args) -> int:
+    from ptqtp.workflows.export import EXPORT_HEADERS, MODEL_IMAGE_HEADERS, export_layers, export_model_image
+
     if (args.out is None) == (args.model_image is None):
         raise ValueError("give -o OUT (per-layer hardware images) or --model-image DIR (one of them)")
     if args.model_image is not None:
@@ -114,7 +110,7 @@ def cmd_export(args) -> int:
 
 def _layer_shapes(artifact: Path) -> list[LayerShape]:
     return [LayerShape(name, l.out_features, l.d_pad, l.planes, l.offsets is not None)
-            for name, l in load_artifact(artifact).layers.items()]
+            for name, l in _load_artifact(artifact).layers.items()]
 
 
 def _boards(keys: list[str] | None) -> list[Board]:
@@ -214,7 +210,15 @@ def cmd_dse(args) -> int:
     return 0
 
 
+def _load_artifact(path: Path):
+    from ptqtp.formats.artifact import load_artifact
+
+    return load_artifact(path)
+
+
 def cmd_budget(args) -> int:
+    from ptqtp.workflows.budget import budget_sweep
+
     name, layer = pick_layer(args.artifact, args.layer)
     rows, headers = budget_sweep(layer, random_activations(args.vectors, layer.in_features, args.seed))
     print(f"{name}: relative output error of the integer datapath, {args.vectors} random vectors")

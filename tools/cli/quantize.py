@@ -25,8 +25,7 @@ def _calibration_default(key: str) -> str:
 
 
 def register(sub) -> None:
-    q = sub.add_parser("quantize", help="quantize a safetensors checkpoint (file, folder or sharded) into an artifact",
-                       description="Stream the checkpoint tensor by tensor: quantize every 2-D '*.weight' matching "
+    q = sub.add_parser("quantize", description="Stream the checkpoint tensor by tensor: quantize every 2-D '*.weight' matching "
                                    "--include and not --exclude, copy every other tensor; finished tensors are kept "
                                    "in OUTPUT.parts/ so an interrupted run resumes; the artifact is written atomically.")
     q.add_argument("input", type=Path, nargs="?",
@@ -48,8 +47,7 @@ def register(sub) -> None:
     config_args(q)
     q.set_defaults(func=cmd_quantize)
 
-    ev = sub.add_parser("eval", help="perplexity table: FP vs PTQTP vs baselines, or one artifact",
-                        description="Perplexity on the BBC News evaluation split (non-overlapping windows), with bits "
+    ev = sub.add_parser("eval", description="Perplexity on the BBC News evaluation split (non-overlapping windows), with bits "
                                     "per weight, quantization time and mean layer error; also written as JSON.")
     ev.add_argument("--artifact", type=Path, help="evaluate this model artifact (from ptqtp quantize) alone")
     ev.add_argument("--methods", default=",".join(("fp",) + METHODS),
@@ -63,7 +61,7 @@ def register(sub) -> None:
     config_args(ev)
     ev.set_defaults(func=cmd_eval)
 
-    i = sub.add_parser("inspect", help="validate an artifact and list its layers")
+    i = sub.add_parser("inspect")
     i.add_argument("artifact", type=Path, help="packed artifact (.safetensors)")
     i.add_argument("--json", action="store_true", help="print the layer records as JSON")
     i.set_defaults(func=cmd_inspect)

@@ -22,16 +22,14 @@ _LOCAL = tuple(b for b in BACKENDS if b != "remote")
 
 
 def register(sub) -> None:
-    c = sub.add_parser("compare", help="one layer through every backend: bit-exact agreement and float errors",
-                       description="Run the same activations through the golden model, the Triton integer kernel, "
+    c = sub.add_parser("compare", description="Run the same activations through the golden model, the Triton integer kernel, "
                                    "the RTL in Verilator (and a remote server), plus the float paths.")
     layer_args(c, 8, "random LLM-like input vectors")
     c.add_argument("--backends", default="golden,triton,rtl", help="comma-separated (default golden,triton,rtl)")
     c.add_argument("--remote", help="host:port of a ptqtp server to include as backend 'remote'")
     int_args(c)
     c.add_argument("--rows", type=positive, default=4, help="row units R of the RTL backends (default 4)")
-    hl = sub.add_parser("hil", help="perplexity with chosen layers on a backend (hardware in the loop)",
-                        description="Load a model artifact, run the layers matching --layers on --backend (the rest "
+    hl = sub.add_parser("hil", description="Load a model artifact, run the layers matching --layers on --backend (the rest "
                                     "in torch), report perplexity and logit differences against the all-torch model.")
     hl.add_argument("artifact", type=Path, help="model artifact (from ptqtp quantize)")
     hl.add_argument("--layers", default=r"layers\.0\.self_attn\.q_proj", help="regex of layers on the backend")
@@ -46,7 +44,7 @@ def register(sub) -> None:
     hl.add_argument("--fp", action="store_true", help="also compare with the shipped model in full precision")
     int_args(hl)
     hl.add_argument("--rows", type=positive, default=4, help="row units R of the RTL backends (default 4)")
-    sv = sub.add_parser("serve", help="answer the ptqtp TCP protocol (docs/PROTOCOL.md) from a local backend")
+    sv = sub.add_parser("serve")
     sv.add_argument("--backend", default="golden", choices=_LOCAL, help="(default golden)")
     sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     sv.add_argument("--port", type=port, default=7878, help="port (default 7878)")
