@@ -193,4 +193,4 @@ def test_export_command(tmp_path, capsys):
     assert main(["export", str(art), "-o", str(tmp_path / "x"), "--layers", "nothing"]) == 2
     assert "no layer matches" in capsys.readouterr().err
     assert main(["budget", str(art)]) == 0
-    assert "(c) vs (a)" in capsys.readouterr().out
+    assert "integer output vs float planes" in capsys.readouterr().out

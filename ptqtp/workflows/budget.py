@@ -1,11 +1,12 @@
 """Error budget of one layer: where the accelerator's output error comes from.
 
 Stages (outputs on the same inputs, float64):
-  (a) float trit planes: x W_hat^T with the artifact's float16 scales
-  (b) + fixed-point scales: W_hat rebuilt from a_q 2^-F (S bits)
-  (c) + activation quantization: the golden model's integer output (A bits)
+  "float planes"    x W_hat^T with the artifact's float16 scales
+  "S-bit scales"    + fixed-point scales: W_hat rebuilt from a_q 2^-F (S bits)
+  "integer output"  + activation quantization: the golden model's integer output (A bits)
 Each is reported against the float weights' output x W^T (when the weights are given)
-and against stage (a), which isolates what the integer datapath adds.
+and against "float planes", which isolates what the integer datapath adds; the keys and
+table columns say which ("integer output vs float planes").
 """
 
 from __future__ import annotations
@@ -49,9 +50,10 @@ def error_budget(layer, x: np.ndarray, config: IntConfig, weight=None) -> dict[s
     out = {}
     if weight is not None:
         ref = x @ np.asarray(weight, dtype=np.float64).T
-        out.update({"(a) vs W": _rel(y_a, ref), "(b) vs W": _rel(y_b, ref), "(c) vs W": _rel(y_c, ref)})
+        out.update({"float planes vs W": _rel(y_a, ref), "S-bit scales vs W": _rel(y_b, ref),
+                    "integer output vs W": _rel(y_c, ref)})
     # What the integer datapath adds on top of the float trit planes:
-    out.update({"(b) vs (a)": _rel(y_b, y_a), "(c) vs (a)": _rel(y_c, y_a)})
+    out.update({"S-bit scales vs float planes": _rel(y_b, y_a), "integer output vs float planes": _rel(y_c, y_a)})
     return out
 
 

@@ -1,6 +1,6 @@
 """The ``ptqtp`` command line: thin argparse wrappers over library functions, one module
 per command group (``demo``; ``quantize``: quantize/eval/inspect; ``hardware``:
-export/plan/dse/budget/hdl/sim; ``runtime``: compare/hil/serve). Only the group of the
+export/plan/dse/budget/hdl/sim; ``runtime``: compare/hil/serve; ``report``). Only the group of the
 command that runs is imported, so ``--help``, ``--version``, ``hdl`` and ``sim`` start
 without torch."""
 
@@ -28,6 +28,7 @@ COMMANDS = {
     "sim": ("hardware", "run a layer's generated Verilog in Verilator (cocotb) against the golden model"),
     "compare": ("runtime", "one layer through every backend: bit-exact agreement and float errors"),
     "hil": ("runtime", "perplexity with chosen layers on a backend (hardware in the loop)"),
+    "report": ("report", "a Markdown report with figures: layer errors, the A x S error budget, the DSE sweep"),
     "serve": ("runtime", "answer the ptqtp TCP protocol (docs/PROTOCOL.md) from a local backend"),
 }
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from ptqtp.golden import IntConfig
 from ptqtp.hdl.engine_model import EngineParams
 
-__all__ = ["config_args", "config_from_args", "method_config", "layer_args", "engine_args", "engine_params", "int_args",
+__all__ = ["json_arg", "write_json", "config_args", "config_from_args", "method_config", "layer_args", "engine_args", "engine_params", "int_args",
            "int_config", "pick_layer", "backend_kwargs", "positive", "non_negative", "port"]
 
 _INT = IntConfig()
@@ -34,6 +34,32 @@ def _bounded(lo: int, hi: int | None, what: str):
 positive = _bounded(1, None, "a positive integer")
 non_negative = _bounded(0, None, "a non-negative integer")
 port = _bounded(0, 65535, "a TCP port (0..65535)")
+
+def json_arg(p: argparse.ArgumentParser, what: str = "the results") -> None:
+    p.add_argument("--json", type=Path, metavar="FILE", help=f"also write {what} as JSON to FILE")
+
+
+def write_json(path: Path | None, record) -> None:
+    """Write ``record`` as JSON to ``path`` atomically (numbers, strings, lists; other
+    values as their str); nothing without a path."""
+    if path is None:
+        return
+    import json
+
+    from ptqtp.formats.atomic import atomic_write
+
+    def plain(v):
+        if hasattr(v, "tolist"):
+            return v.tolist()
+        if isinstance(v, (set, tuple)):
+            return list(v)
+        if dataclasses.is_dataclass(v):
+            return dataclasses.asdict(v)
+        return str(v)
+
+    text = json.dumps(record, indent=2, default=plain)
+    atomic_write(Path(path), lambda tmp: tmp.write_text(text))
+
 
 def config_args(p: argparse.ArgumentParser) -> None:
     from ptqtp.methods import PTQTPConfig  # torch: only for the commands that quantize
@@ -68,9 +94,10 @@ def method_config(args, method: str):
     return dataclasses.replace(default, **{k: v for k, v in given.items() if k in names})
 
 
-def int_args(p: argparse.ArgumentParser, lanes: int = 64) -> None:
+def int_args(p: argparse.ArgumentParser, lanes: int | None = 64, lanes_help: str | None = None) -> None:
     g = p.add_argument_group("integer datapath (docs/SPEC.md sections 3-4)")
-    g.add_argument("--lanes", type=positive, default=lanes, help=f"lanes P per row unit, a divisor of G (default {lanes})")
+    g.add_argument("--lanes", type=positive, default=lanes,
+                   help=f"lanes P per row unit, a divisor of G ({lanes_help or f'default {lanes}'})")
     g.add_argument("--act-bits", type=positive, default=_INT.act_bits, help=f"activation bits A (default {_INT.act_bits})")
     g.add_argument("--scale-bits", type=positive, default=_INT.scale_bits,
                    help=f"scale bits S (default {_INT.scale_bits})")
@@ -126,6 +153,7 @@ def engine_args(p: argparse.ArgumentParser) -> None:
 
 def engine_params(args) -> EngineParams:
     rows = EngineParams.rows if args.rows is None else args.rows  # `hdl` leaves it unset for a layer image
-    return EngineParams(lanes=args.lanes, rows=rows, planes=args.planes, offset=args.offset,
+    lanes = EngineParams.lanes if args.lanes is None else args.lanes  # `export` leaves it unset
+    return EngineParams(lanes=lanes, rows=rows, planes=args.planes, offset=args.offset,
                         act_bits=args.act_bits, scale_bits=args.scale_bits, max_d=args.max_d, vectors=args.vectors,
                         data_width=args.data_width, burst=args.burst)

@@ -10,13 +10,15 @@ import numpy as np
 
 from ptqtp.formats.atomic import atomic_write
 from ptqtp.formats.hwimage import read_image
+from ptqtp.hdl.engine_model import EngineParams
 from ptqtp.workflows.plan import HOST_SIDE, Board, LayerShape, load_boards, plan
 from ptqtp.workflows.report import markdown_table, random_activations
 
 # torch-dependent modules (artifacts, budget, export) are imported inside the commands
 # that need them: `hdl` and `sim` start without torch.
 
-from ._common import engine_args, engine_params, int_args, int_config, layer_args, pick_layer, positive
+from ._common import engine_args, engine_params, int_args, int_config, json_arg, layer_args, pick_layer, positive, \
+    write_json
 
 
 def register(sub) -> None:
@@ -27,12 +29,15 @@ def register(sub) -> None:
     e.add_argument("-o", "--out", type=Path, help="output folder (one sub-folder per layer)")
     e.add_argument("--model-image", type=Path, help="write the model image for the engine below into this folder")
     e.add_argument("--layers", default=".*", help="regex of layer names to export (default: all)")
-    int_args(e)
+    int_args(e, lanes=None, lanes_help=f"default 64 for -o, the engine's {EngineParams.lanes} for --model-image, "
+                                       f"as `ptqtp plan` and `ptqtp hdl --engine`")
     engine_args(e)
+    json_arg(e, "the per-layer rows")
     b = sub.add_parser("budget", description="Relative output error of float trit planes, + S-bit scales, + A-bit "
                                    "activations (the golden model), on random LLM-like inputs.")
     layer_args(b, 64, "random input vectors")
     b.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
+    json_arg(b, "the rows")
     h = sub.add_parser("hdl", description="IMAGE: the per-layer accelerator (weights and scales in on-chip ROMs). --engine: "
                                    "the weight-streaming engine, elaborated from its parameters alone. Writes "
                                    "self-contained Verilog and reports ECP5 resources against the LFE5U-85F (Yosys "
@@ -46,6 +51,7 @@ def register(sub) -> None:
     h.add_argument("--no-synth", action="store_true", help="only write the Verilog, skip Yosys and nextpnr")
     h.add_argument("--no-fmax", action="store_true", help="skip place-and-route (nextpnr-ecp5)")
     h.add_argument("--timeout", type=positive, default=3600, help="seconds per tool step (default 3600)")
+    json_arg(h, "the summary and synthesis report")
     h.add_argument("--freq", type=float, default=100.0, help="nextpnr target frequency in MHz (default 100)")
     h.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default 1; Fmax varies by seed)")
     sm = sub.add_parser("sim", description="Build the accelerator for a hardware image (cached by a hash of its Verilog), "
@@ -59,6 +65,7 @@ def register(sub) -> None:
     sm.add_argument("--waves", type=Path, help="write the waveform here: NAME.fst (FST; needs the lz4 headers), "
                                                "NAME.vcd.gz (gzip-compressed VCD) or NAME.vcd")
     sm.add_argument("--clock-mhz", type=float, default=100.0, help="clock for the throughput figure (default 100)")
+    json_arg(sm, "the verdict and cycle counts")
     pl = sub.add_parser("plan", description="The engine's cycle model per layer (compute- or bandwidth-bound) for decode "
                                     "(m = 1) and prefill (m = M), bytes per token, and the share of the board's "
                                     "bandwidth used. Boards and their sources: ptqtp/workflows/boards.json.")
@@ -66,7 +73,7 @@ def register(sub) -> None:
     pl.add_argument("--board", action="append", help="board key (repeatable; default: every board)")
     pl.add_argument("--bandwidth", type=float, help="memory bandwidth in GB/s instead of a board (with --fmax)")
     pl.add_argument("--fmax", type=float, help="engine clock in MHz (with --bandwidth)")
-    pl.add_argument("--json", type=Path, help="also write the plans as JSON here")
+    json_arg(pl, "the plans")
     int_args(pl, lanes=16)
     engine_args(pl)
     pl.set_defaults(func=cmd_plan)
@@ -101,10 +108,13 @@ def cmd_export(args) -> int:
         total = (args.model_image / "weights.bin").stat().st_size
         print(f"{len(rows)} layers, {total / 2**20:.1f} MiB for the engine P={params.lanes} R={params.rows} "
               f"planes={params.planes} offset={params.offset} DW={params.data_width} in {args.model_image}")
+        write_json(args.json, [dict(zip(MODEL_IMAGE_HEADERS, r)) for r in rows])
         return 0
-    rows = export_layers(args.artifact, args.out, args.lanes, int_config(args), args.layers)
+    lanes = 64 if args.lanes is None else args.lanes
+    rows = export_layers(args.artifact, args.out, lanes, int_config(args), args.layers)
     print(markdown_table(EXPORT_HEADERS, rows))
-    print(f"{len(rows)} layer images (P={args.lanes}, A={args.act_bits}, S={args.scale_bits}) in {args.out}")
+    print(f"{len(rows)} layer images (P={lanes}, A={args.act_bits}, S={args.scale_bits}) in {args.out}")
+    write_json(args.json, [dict(zip(EXPORT_HEADERS, r)) for r in rows])
     return 0
 
 
@@ -143,8 +153,7 @@ def cmd_plan(args) -> int:
         print(markdown_table(["layer kind", "layers", "decode kcycles/token", "bound", "MB/token"],
                              [[k, v["layers"], round(v["decode_cycles"] / 1e3, 1), v["bound"],
                                round(v["bytes"] / 1e6, 2)] for k, v in p["kinds"].items()]))
-    if args.json:
-        args.json.write_text(json.dumps(plans, indent=2))
+    write_json(args.json, plans)
     return 0
 
 
@@ -223,6 +232,7 @@ def cmd_budget(args) -> int:
     rows, headers = budget_sweep(layer, random_activations(args.vectors, layer.in_features, args.seed))
     print(f"{name}: relative output error of the integer datapath, {args.vectors} random vectors")
     print(markdown_table(headers, rows))
+    write_json(args.json, {"layer": name, "vectors": args.vectors, "rows": [dict(zip(headers, r)) for r in rows]})
     return 0
 
 
@@ -263,6 +273,10 @@ def cmd_hdl(args) -> int:
             print(f"Fmax {rep['fmax_mhz']:.1f} MHz (nextpnr-ecp5, target {args.freq:g} MHz, seed {args.seed})")
         elif "fmax_error" in rep:
             print(f"place and route failed: {rep['fmax_error']}")
+        write_json(args.json, {"verilog": str(args.output), "summary": summary, "fits_lfe5u_85f": fit_lines(
+            rep["ecp5"])[0], **rep, "seed": args.seed, "target_mhz": args.freq})
+    else:
+        write_json(args.json, {"verilog": str(args.output), "summary": summary})
     return 0
 
 
@@ -288,4 +302,9 @@ def cmd_sim(args) -> int:
     print(f"simulation: {res.sim_cycles} cycles in {res.wall_s:.2f} s = {res.cycles_per_second:,.0f} cycles/s")
     if args.waves:
         print(f"waveform: {args.waves}")
+    write_json(args.json, {"layer": image.meta.name, "n": golden.n, "d": golden.d, "lanes": image.lanes,
+                           "rows": args.rows, "bit_exact": res.passed, "vectors": res.vectors,
+                           "mismatches": res.mismatches, "first_mismatch": res.first_mismatch,
+                           "cycles_per_vector": res.cycles_per_vector, "model_cycles": res.model_cycles,
+                           "sim_cycles": res.sim_cycles, "wall_s": res.wall_s, "trit_macs_per_cycle": macs})
     return 0 if res.passed else 1

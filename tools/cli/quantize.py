@@ -14,7 +14,7 @@ from ptqtp.models.evaluate import compare_methods, perplexity
 from ptqtp.models.hf import load_quantized, quantize_model, save_quantized
 from ptqtp.workflows.report import markdown_table
 
-from ._common import config_args, config_from_args, method_config, positive
+from ._common import config_args, config_from_args, json_arg, method_config, positive, write_json
 
 _PACKABLE = tuple(m.name for m in REGISTRY.values() if m.packable)
 _CALIBRATED = tuple(m.name for m in REGISTRY.values() if m.calibrated)
@@ -45,6 +45,7 @@ def register(sub) -> None:
                    help="regex a weight's name must match (default: inside decoder blocks)")
     q.add_argument("--exclude", default=None, help="regex of names left unquantized (default: none)")
     config_args(q)
+    json_arg(q, "a summary")
     q.set_defaults(func=cmd_quantize)
 
     ev = sub.add_parser("eval", description="Perplexity on the BBC News evaluation split (non-overlapping windows), with bits "
@@ -57,7 +58,7 @@ def register(sub) -> None:
                          "a held-out second text")
     ev.add_argument("--tokens", type=positive, default=8192, help="evaluation tokens (default 8192)")
     ev.add_argument("--context", type=positive, default=1024, help="window length in tokens (default 1024)")
-    ev.add_argument("--json", type=Path, help="also write the rows as JSON here")
+    json_arg(ev, "the rows")
     config_args(ev)
     ev.set_defaults(func=cmd_eval)
 
@@ -90,6 +91,8 @@ def cmd_quantize(args) -> int:
         path = stream_quantize(args.input, args.output, config, include=args.include,
                                exclude=args.exclude)
     print(f"artifact: {path} ({path.stat().st_size / 2**20:.1f} MiB)")
+    write_json(args.json, {"artifact": str(path), "bytes": path.stat().st_size, "method": method.name,
+                           "config": config.to_metadata()})
     return 0
 
 
@@ -114,8 +117,7 @@ def cmd_eval(args) -> int:
              "mean layer error"],
             [[r["method"], r["perplexity"], r["bits"], r["bound"], round(r["seconds"], 1), r["layer_error"]]
              for r in rows]))
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=2))
+    write_json(args.json, rows)
     return 0
 
 

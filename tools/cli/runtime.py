@@ -16,7 +16,8 @@ from ptqtp.runtime.server import serve
 from ptqtp.workflows.budget import random_activations
 from ptqtp.workflows.report import markdown_table
 
-from ._common import backend_kwargs, int_args, int_config, layer_args, non_negative, pick_layer, port, positive
+from ._common import backend_kwargs, int_args, int_config, json_arg, layer_args, non_negative, pick_layer, port, \
+    positive, write_json
 
 _LOCAL = tuple(b for b in BACKENDS if b != "remote")
 
@@ -29,6 +30,7 @@ def register(sub) -> None:
     c.add_argument("--remote", help="host:port of a ptqtp server to include as backend 'remote'")
     int_args(c)
     c.add_argument("--rows", type=positive, default=4, help="row units R of the RTL backends (default 4)")
+    json_arg(c, "the rows")
     hl = sub.add_parser("hil", description="Load a model artifact, run the layers matching --layers on --backend (the rest "
                                     "in torch), report perplexity and logit differences against the all-torch model.")
     hl.add_argument("artifact", type=Path, help="model artifact (from ptqtp quantize)")
@@ -44,6 +46,7 @@ def register(sub) -> None:
     hl.add_argument("--fp", action="store_true", help="also compare with the shipped model in full precision")
     int_args(hl)
     hl.add_argument("--rows", type=positive, default=4, help="row units R of the RTL backends (default 4)")
+    json_arg(hl, "the report")
     sv = sub.add_parser("serve")
     sv.add_argument("--backend", default="golden", choices=_LOCAL, help="(default golden)")
     sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
@@ -66,6 +69,7 @@ def cmd_compare(args) -> int:
                          [[r["path"], r["bit_exact"], r["first_mismatch"], r["rel_error"], round(r["seconds"], 2)]
                           for r in rows]))
     bad = [r for r in rows if r["first_mismatch"] != "-"]
+    write_json(args.json, {"layer": name, "vectors": args.vectors, "rows": rows})
     return 1 if bad else 0
 
 
@@ -95,7 +99,9 @@ def cmd_hil(args) -> int:
     print(f"simulation wall time {rep['seconds']:.0f} s")
     if "generation" in rep:
         print(f"greedy: {rep['generation']!r}")
+    write_json(args.json, rep)
     return 0
+
 
 def cmd_serve(args) -> int:
     kw = backend_kwargs(args).get(args.backend, {})

@@ -1,0 +1,65 @@
+"""``ptqtp report``: a Markdown report with figures for an artifact (and a DSE run)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ._common import json_arg, pick_layer, positive, write_json
+
+
+def register(sub) -> None:
+    r = sub.add_parser("report", description="Write OUT/report.md with PNG figures: the per-layer weight error as a "
+                                             "histogram and by block index, one layer's A x S error budget as a heat "
+                                             "map, and with --dse DIR (from `ptqtp dse`) the resource/Fmax sweep.")
+    r.add_argument("artifact", type=Path, help="packed artifact (.safetensors)")
+    r.add_argument("--layer", help="layer for the error budget (default: the first)")
+    r.add_argument("--vectors", type=positive, default=64, help="random input vectors of the budget (default 64)")
+    r.add_argument("--dse", type=Path, help="a `ptqtp dse` output folder (its dse.json) to include")
+    r.add_argument("-o", "--out", type=Path, default=Path("out/report"), help="output folder (default out/report)")
+    json_arg(r, "the report's figures and numbers")
+    r.set_defaults(func=cmd_report)
+
+
+def cmd_report(args) -> int:
+    from ptqtp.formats.artifact import load_artifact
+    from ptqtp.formats.atomic import atomic_write
+    from ptqtp.workflows import figures
+    from ptqtp.workflows.budget import budget_sweep
+    from ptqtp.workflows.report import markdown_table, random_activations
+
+    art = load_artifact(args.artifact)
+    records = [layer.info for layer in art.layers.values()]
+    if not records:
+        raise ValueError(f"{args.artifact}: no quantized layers to report on")
+    args.out.mkdir(parents=True, exist_ok=True)
+    name, layer = pick_layer(args.artifact, args.layer)
+    rows, headers = budget_sweep(layer, random_activations(args.vectors, layer.in_features))
+    budget = [dict(zip(headers, r)) for r in rows]
+    figs = {"error histogram": figures.error_histogram(args.out / "error_hist.png", records),
+            "error by layer": figures.error_by_layer(args.out / "error_by_layer.png", records),
+            "error budget": figures.budget_heatmap(args.out / "budget.png", budget)}
+    errors = sorted(float(r["rel_error"]) for r in records)
+    worst = sorted(records, key=lambda r: -float(r["rel_error"]))[:5]
+    parts = [f"# {args.artifact.name}",
+             f"{len(records)} quantized layers, method {records[0]['method']}; relative weight error median "
+             f"{errors[len(errors) // 2]:.4f}, max {errors[-1]:.4f}.",
+             "![error histogram](error_hist.png)", "![error by layer](error_by_layer.png)",
+             "Largest errors:\n\n" + markdown_table(["layer", "out x in", "rel. error"],
+                                                   [[r["name"], f"{r['out_features']}x{r['in_features']}",
+                                                     float(r["rel_error"])] for r in worst]),
+             f"## Error budget of {name} ({args.vectors} random LLM-like vectors)",
+             markdown_table(headers, rows), "![error budget](budget.png)"]
+    if args.dse is not None:
+        from ptqtp.workflows import dse
+
+        record = json.loads((args.dse / "dse.json").read_text())
+        synth = {dse.DesignPoint(**e["point"]): e for e in record["sweep"]}
+        figs["resources and Fmax"] = dse.plot_pareto(args.out / "pareto.png", synth)
+        parts += ["## Engine resources and Fmax (`ptqtp dse`)", "![pareto](pareto.png)"]
+    text = "\n\n".join(parts) + "\n"
+    atomic_write(args.out / "report.md", lambda tmp: tmp.write_text(text))
+    print(f"wrote {args.out / 'report.md'} with {', '.join(p.name for p in figs.values())}")
+    write_json(args.json, {"artifact": str(args.artifact), "layers": len(records), "budget_layer": name,
+                           "budget": budget, "figures": {k: str(v) for k, v in figs.items()}})
+    return 0
