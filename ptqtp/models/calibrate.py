@@ -1,10 +1,12 @@
 """The model driver of the calibrated methods: calibration activations, block by block.
 
-For each decoder block, the inputs of block 0 are captured once (hidden states and the
-keyword arguments the model passes); then, per group of linears that share an input, the
-block runs on the current states with hooks that accumulate H = sum x x^T, each linear is
-quantized with its method (``ptqtp.methods``), and the block's outputs on the quantized
-path become the next block's inputs (GPTQ's ``opt.py`` driver, apart from its ``gptq.py``).
+One forward per calibration segment captures block 0's hidden states and, for every
+block, the other arguments the model passes it (masks, position embeddings: they differ
+between sliding-window and full-attention blocks). Then, per block and per group of
+linears that share an input, the block runs on the current states with its own captured
+arguments and hooks that accumulate H = sum x x^T, each linear is quantized with its
+method (``ptqtp.methods``), and the block's outputs on the quantized path become the next
+block's inputs (GPTQ's ``opt.py`` driver, apart from its ``gptq.py``).
 """
 
 from __future__ import annotations
@@ -17,12 +19,13 @@ import torch
 from tqdm import tqdm
 
 from ptqtp.formats.artifact import pack_layer
+from ptqtp.formats.checkpoint import BLOCK_PATTERN
 from ptqtp.methods import REGISTRY, MethodConfig, PT2Config, PTQTPGPTQConfig, method_of, quantize, resolve_config
 
 from .data import BBC_CALIB_TEXT, calibration_ids
-from .hf import QuantReport, set_module, trit_module
+from .hf import QuantReport, is_conv1d, set_module, trit_module, weight_of
 
-__all__ = ["calibrate_model", "calibrated_quantize"]
+__all__ = ["calibrate_model", "calibrated_quantize", "decoder_blocks"]
 
 
 def calibrated_quantize(model, tokenizer, method: str | MethodConfig, config: MethodConfig | None = None,
@@ -48,47 +51,83 @@ def calibrated_quantize(model, tokenizer, method: str | MethodConfig, config: Me
 
 
 def _block_linears(block: torch.nn.Module):
-    """Groups of linears of one decoder block that share an input, in forward order."""
-    names = [n for n, m in block.named_modules() if isinstance(m, torch.nn.Linear)]
+    """Groups of linears (and GPT-2 Conv1Ds) of one decoder block that share an input, in
+    forward order; linears of unknown roles each form their own group, in module order."""
+    names = [n for n, m in block.named_modules() if isinstance(m, torch.nn.Linear) or is_conv1d(m)]
     order = (("q_proj", "k_proj", "v_proj"), ("o_proj",), ("gate_proj", "up_proj"), ("down_proj",))
     groups = [[n for n in names if n.rsplit(".", 1)[-1] in stage] for stage in order]
+    if not any(groups):
+        return [[n] for n in names]
     rest = [n for n in names if not any(n in g for g in groups)]
     return [g for g in groups if g] + [[n] for n in rest]
+
+
+def decoder_blocks(model: torch.nn.Module) -> tuple[str, torch.nn.ModuleList]:
+    """(name, module list) of the model's decoder blocks: the ModuleList whose children are
+    ``...layers.N`` / ``...h.N`` / ``...blocks.N`` (``BLOCK_PATTERN``)."""
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.ModuleList) and len(module) and \
+                BLOCK_PATTERN.search(f"{name}.0.") is not None:
+            return name, module
+    raise ValueError(f"{type(model).__name__}: no decoder block list (…layers / h / blocks) found")
+
+
+def _capture_block_inputs(model, blocks, input_ids: torch.Tensor):
+    """Per segment: block 0's hidden states, and for every block the other positional and
+    keyword arguments the model passes it (attention masks, position embeddings, ...), from
+    one forward that stops before the last block runs. Each block gets its own, so models
+    whose blocks differ (sliding-window and full attention) are calibrated as they run."""
+
+    class _Stop(Exception):
+        pass
+
+    states, per_block = [], []
+    current: list = []
+
+    def grab(b):
+        def fn(module, args, kwargs):
+            hidden = args[0] if args else kwargs["hidden_states"]
+            rest = args[1:] if args else ()
+            current.append((rest, {k: v for k, v in kwargs.items() if k != "hidden_states"}))
+            if b == 0:
+                states.append(hidden)
+            if b == len(blocks) - 1:
+                raise _Stop
+        return fn
+
+    handles = [blk.register_forward_pre_hook(grab(b), with_kwargs=True) for b, blk in enumerate(blocks)]
+    try:
+        for seq in input_ids:
+            current = []
+            try:
+                model(seq.unsqueeze(0), use_cache=False)
+            except _Stop:
+                pass
+            if len(current) != len(blocks):
+                raise RuntimeError(f"captured the inputs of {len(current)} of {len(blocks)} blocks")
+            per_block.append(current)
+    finally:
+        for h in handles:
+            h.remove()
+    return states, [[seg[b] for seg in per_block] for b in range(len(blocks))]
 
 
 @torch.inference_mode()
 def calibrate_model(model, input_ids: torch.Tensor, config: MethodConfig | None = None, progress: bool = True):
     """Quantize every decoder-block linear with a calibrated method (``config``'s, default
     ``PTQTPGPTQConfig()``), block by block, each linear's Hessian accumulated from calibration
-    activations on the quantized path. Returns a :class:`ptqtp.models.hf.QuantReport`; the
-    model's linears become ``TritPlaneLinear``. ``input_ids``: [segments, length] tokens."""
+    activations on the quantized path. Every block is replayed with the arguments the model
+    really passes it (captured once, :func:`_capture_block_inputs`). Returns a
+    :class:`ptqtp.models.hf.QuantReport`; the model's linears become ``TritPlaneLinear``.
+    ``input_ids``: [segments, length] tokens."""
     config = config or PTQTPGPTQConfig()
     method = method_of(config)
     if not method.calibrated:
         raise ValueError(f"calibrate_model takes a calibrated method, not {method.name!r}")
-    blocks = model.model.layers
+    prefix, blocks = decoder_blocks(model)
     report = QuantReport()
     t0 = time.perf_counter()
-    # inputs of block 0 (hidden states and the keyword arguments the blocks need)
-    captured = []
-
-    class _Stop(Exception):
-        pass
-
-    def grab(module, args, kwargs):
-        captured.append((args[0] if args else kwargs["hidden_states"], {k: v for k, v in kwargs.items()
-                                                                       if k != "hidden_states"}))
-        raise _Stop
-
-    handle = blocks[0].register_forward_pre_hook(grab, with_kwargs=True)
-    for seq in input_ids:
-        try:
-            model(seq.unsqueeze(0))
-        except _Stop:
-            pass
-    handle.remove()
-    states = [h for h, _ in captured]
-    kwargs = [kw for _, kw in captured]
+    states, inputs = _capture_block_inputs(model, blocks, input_ids)
     bar = tqdm(range(len(blocks)), desc=f"calibrated quantization ({method.name})", unit="block", disable=not progress)
     for b in bar:
         block = blocks[b]
@@ -103,17 +142,18 @@ def calibrate_model(model, input_ids: torch.Tensor, config: MethodConfig | None 
                 return fn
 
             hooks = [block.get_submodule(n).register_forward_hook(hook(n)) for n in group]
-            for h, kw in zip(states, kwargs):
-                block(h, **kw)
+            for h, (rest, kw) in zip(states, inputs[b]):
+                block(h, *rest, **kw)
             for hk in hooks:
                 hk.remove()
             for n in group:
                 lin = block.get_submodule(n)
-                full = f"model.layers.{b}.{n}"
-                r = quantize(lin.weight, config, name=full, hessian=H[n])
-                lin.weight.copy_(r.dequantize(lin.weight.dtype))
+                full = f"{prefix}.{b}.{n}"
+                r = quantize(weight_of(lin), config, name=full, hessian=H[n])
+                w_hat = r.dequantize(lin.weight.dtype)
+                lin.weight.copy_(w_hat.t() if is_conv1d(lin) else w_hat)
                 report.layers[full] = r
-        outs = [block(h, **kw) for h, kw in zip(states, kwargs)]
+        outs = [block(h, *rest, **kw) for h, (rest, kw) in zip(states, inputs[b])]
         states = [o[0] if isinstance(o, tuple) else o for o in outs]
     for name, r in report.layers.items():
         lin = model.get_submodule(name)

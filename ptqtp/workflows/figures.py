@@ -80,7 +80,8 @@ def budget_heatmap(path: Path, rows: list[dict], column: str = "integer output v
     norm = LogNorm(positive.min(), positive.max()) if positive.size and positive.min() < positive.max() else None
     im = ax.imshow(np.where(grid > 0, grid, np.nan), cmap="viridis_r", norm=norm, aspect="auto", origin="lower")
     for (i, j), v in np.ndenumerate(grid):
-        ax.text(j, i, f"{v:.2g}", ha="center", va="center", fontsize=8, color="w" if i % 2 == j % 2 else "k")
+        dark = norm is not None and v > 0 and norm(v) > 0.5  # high errors are the dark end of viridis_r
+        ax.text(j, i, f"{v:.2g}", ha="center", va="center", fontsize=8, color="w" if dark else "k")
     ax.set_xticks(range(len(A)), [str(a) for a in A])
     ax.set_yticks(range(len(S)), [str(s) for s in S])
     ax.set_xlabel("activation bits A")
