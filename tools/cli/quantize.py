@@ -9,7 +9,8 @@ from ptqtp.formats.artifact import load_artifact, verify_artifact
 from ptqtp.formats.checkpoint import BLOCK_PATTERN, stream_quantize
 from ptqtp.methods import METHODS, REGISTRY, get_method
 from ptqtp.models.calibrate import calibrated_quantize
-from ptqtp.models.data import bbc_text, default_model, default_tokenizer, python_docs_text
+from ptqtp.models.data import bbc_text, default_model, load_model_folder, load_tokenizer, python_docs_text, \
+    read_text_file
 from ptqtp.models.evaluate import compare_methods, perplexity
 from ptqtp.models.hf import load_quantized, quantize_model, save_quantized
 from ptqtp.workflows.report import markdown_table
@@ -41,6 +42,9 @@ def register(sub) -> None:
                    help=f"calibration segments (default: {_calibration_default('segments')})")
     q.add_argument("--calib-length", type=positive, default=None,
                    help=f"tokens per calibration segment (default: {_calibration_default('length')})")
+    q.add_argument("--calib-file", type=Path, default=None,
+                   help="calibration text for the calibrated methods: plain text, or JSONL with a 'text' field "
+                        "(default: the BBC calibration split)")
     q.add_argument("--include", default=BLOCK_PATTERN.pattern,
                    help="regex a weight's name must match (default: inside decoder blocks)")
     q.add_argument("--exclude", default=None, help="regex of names left unquantized (default: none)")
@@ -53,6 +57,10 @@ def register(sub) -> None:
     ev.add_argument("--artifact", type=Path, help="evaluate this model artifact (from ptqtp quantize) alone")
     ev.add_argument("--methods", default=",".join(("fp",) + METHODS),
                     help="comma-separated methods on the default model (default: all)")
+    ev.add_argument("--text-file", type=Path, help="evaluate on this text instead (plain text, or JSONL with a "
+                                                  "'text' field)")
+    ev.add_argument("--tokenizer", type=Path, help="tokenizer folder for --artifact (default: the artifact's folder, "
+                                                   "or the shipped model's for its artifacts)")
     ev.add_argument("--text", choices=("bbc", "python-docs"), default="bbc",
                     help="bbc: BBC News evaluation split (default); python-docs: CPython's reference topics, "
                          "a held-out second text")
@@ -73,12 +81,23 @@ def cmd_quantize(args) -> int:
         raise ValueError("give a checkpoint or --default-model (one of them)")
     method = get_method(args.method)
     config = method_config(args, method.name)  # the config really used, as recorded
-    if args.default_model:
-        model, tok = default_model()
+    if args.calib_file is not None and not method.calibrated:
+        raise ValueError(f"--calib-file is for the calibrated methods ({', '.join(_CALIBRATED)}), not {method.name}")
+    if args.default_model or method.calibrated:
+        # the whole model in memory: the shipped one, or a transformers checkpoint folder
+        if args.default_model:
+            model, tok = default_model()
+        elif args.input.is_dir():
+            model, tok = load_model_folder(args.input)
+        else:
+            raise ValueError(f"{args.input}: {method.name} runs the model on calibration text; give the model's "
+                             f"folder (config.json, weights, tokenizer) or --default-model")
         meta = {}
         if method.calibrated:
+            text = None if args.calib_file is None else read_text_file(args.calib_file)
             report, meta = calibrated_quantize(model, tok, config, segments=args.calib_segments,
-                                               length=args.calib_length)
+                                               length=args.calib_length, text=text,
+                                               text_name=None if args.calib_file is None else args.calib_file.name)
         else:
             report = quantize_model(model, config, exclude=args.exclude)
         path = save_quantized(model, args.output, report, config, meta)
@@ -86,8 +105,6 @@ def cmd_quantize(args) -> int:
         print(f"{len(report.layers)} layers, {report.weights / 1e6:.1f} M weights in {report.seconds:.1f} s "
               f"({report.weights / report.seconds / 1e6:.1f} M weights/s), mean layer error {report.mean_rel_error:.4f}")
     else:
-        if method.calibrated:
-            raise ValueError(f"{method.name} needs calibration activations: use --default-model")
         path = stream_quantize(args.input, args.output, config, include=args.include,
                                exclude=args.exclude)
     print(f"artifact: {path} ({path.stat().st_size / 2**20:.1f} MiB)")
@@ -96,13 +113,22 @@ def cmd_quantize(args) -> int:
     return 0
 
 
+def eval_text(args) -> tuple[str, str]:
+    """(text, its name) of --text-file, else of --text."""
+    if getattr(args, "text_file", None) is not None:
+        return read_text_file(args.text_file), args.text_file.name
+    if getattr(args, "text", "bbc") == "python-docs":
+        return python_docs_text(), "python-docs"
+    return bbc_text("eval"), "BBC"
+
+
 def cmd_eval(args) -> int:
-    text = bbc_text("eval") if args.text == "bbc" else python_docs_text()
+    text, label = eval_text(args)
     if args.artifact:
-        tok = default_tokenizer()
         model = load_quantized(args.artifact)
+        tok = load_tokenizer(args.tokenizer, args.artifact, model.config.to_dict())
         rows = [{"method": str(args.artifact), "perplexity": perplexity(model, tok, text, args.context, args.tokens)}]
-        print(markdown_table(["artifact", "BBC perplexity"], [[r["method"], r["perplexity"]] for r in rows]))
+        print(markdown_table(["artifact", f"{label} perplexity"], [[r["method"], r["perplexity"]] for r in rows]))
     else:
         methods = [m.strip() for m in args.methods.split(",") if m.strip()]
         unknown = set(methods) - {"fp", *METHODS}
@@ -110,10 +136,10 @@ def cmd_eval(args) -> int:
             raise ValueError(f"unknown methods {sorted(unknown)}")
         model, tok = default_model()
         rows = compare_methods(model, tok, text, methods, config_from_args(args), args.context, args.tokens)
-        print(f"SmolLM2-135M-Instruct (FP = the dequantized Q4_1 GGUF, float32), text {args.text}, "
+        print(f"SmolLM2-135M-Instruct (FP = the dequantized Q4_1 GGUF, float32), text {label}, "
               f"{args.tokens} tokens, context {args.context}")
         print(markdown_table(
-            ["method", f"{args.text} perplexity", "bits/weight (packed)", "bits/weight (bound)", "quant. time s",
+            ["method", f"{label} perplexity", "bits/weight (packed)", "bits/weight (bound)", "quant. time s",
              "mean layer error"],
             [[r["method"], r["perplexity"], r["bits"], r["bound"], round(r["seconds"], 1), r["layer_error"]]
              for r in rows]))

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from ptqtp.golden import GoldenLayer
-from ptqtp.models.data import bbc_text, default_model, default_tokenizer
+from ptqtp.models.data import bbc_text, default_model, load_tokenizer, read_text_file
 from ptqtp.models.hf import load_quantized
 from ptqtp.runtime.compare import compare_layer
 from ptqtp.runtime.hil import hil_evaluate
@@ -41,6 +41,10 @@ def register(sub) -> None:
                          "is its alias); rtl-layer: one per-layer accelerator build per layer")
     hl.add_argument("--remote", help="host:port for --backend remote")
     hl.add_argument("--tokens", type=positive, default=256, help="evaluation tokens (default 256)")
+    hl.add_argument("--text-file", type=Path, help="evaluate on this text (plain text, or JSONL with a 'text' field; "
+                                                  "default: the BBC evaluation split)")
+    hl.add_argument("--tokenizer", type=Path, help="tokenizer folder (default: the artifact's folder, or the shipped "
+                                                   "model's for its artifacts)")
     hl.add_argument("--context", type=positive, default=128, help="window length (default 128)")
     hl.add_argument("--generate", type=non_negative, default=0, help="also greedily generate this many tokens")
     hl.add_argument("--fp", action="store_true", help="also compare with the shipped model in full precision")
@@ -74,12 +78,14 @@ def cmd_compare(args) -> int:
 
 
 def cmd_hil(args) -> int:
-    fp_model, tok = default_model() if args.fp else (None, default_tokenizer())
     torch_model = load_quantized(args.artifact)
+    tok = load_tokenizer(args.tokenizer, args.artifact, torch_model.config.to_dict())
+    fp_model = default_model()[0] if args.fp else None
+    text = bbc_text("eval") if args.text_file is None else read_text_file(args.text_file)
     kw = backend_kwargs(args).get(args.backend, {})
     t0 = time.perf_counter()
     with make_backend(args.backend, **kw) as backend:
-        rep = hil_evaluate(torch_model, backend, args.layers, tok, bbc_text("eval"), args.tokens, args.context,
+        rep = hil_evaluate(torch_model, backend, args.layers, tok, text, args.tokens, args.context,
                            int_config(args), generate=args.generate, fp_model=fp_model)
     rep["seconds"] = time.perf_counter() - t0
     d = rep["logits_vs_torch"]
