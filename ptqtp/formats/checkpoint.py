@@ -1,8 +1,9 @@
 """Quantize a safetensors checkpoint tensor by tensor, with bounded memory and resume.
 
 Input: one ``.safetensors`` file, a folder holding ``model.safetensors`` or a sharded
-``model.safetensors.index.json``, or that index file. Each tensor is read alone
-(``safe_open``); linear weights in decoder blocks are quantized, everything else copied.
+``model.safetensors.index.json``, that index file, or a ``.gguf`` file (dequantized to
+float32 tensor by tensor and named as transformers names them: ``gguf_source``). Each
+tensor is read alone (``safe_open``); linear weights in decoder blocks are quantized, everything else copied.
 Every finished tensor becomes a small part file in ``OUT.parts/`` (written atomically,
 with its tensors' SHA-256), next to a manifest naming the source files by content (size
 and SHA-256 of each file) and the parameters. A rerun with the same manifest skips
@@ -68,6 +69,8 @@ def checkpoint_files(src: str | os.PathLike) -> list[Path]:
 
 
 def _hf_config(src: Path) -> dict | None:
+    if src.is_file() and src.suffix.lower() == ".gguf":
+        return _gguf(src).hf_config()
     folder = src if src.is_dir() else src.parent
     path = folder / "config.json"
     return json.loads(path.read_text()) if path.is_file() else None
@@ -87,7 +90,11 @@ def _not_quantizable(shape, dtype: str) -> str | None:
 
 
 def _keys(files: list[Path]) -> list[tuple[Path, str, tuple, str]]:
-    """(file, key, shape, safetensors dtype) of every tensor; a key in two shards is an error."""
+    """(file, key, shape, safetensors dtype) of every tensor; a key in two shards is an error.
+    A ``.gguf`` file gives its tensors under transformers names (``gguf_source``)."""
+    if len(files) == 1 and files[0].suffix.lower() == ".gguf":
+        source = _gguf(files[0])
+        return [(files[0], k, shape, dtype) for k, shape, dtype in source.entries()]
     keys, seen = [], {}
     for f in files:
         try:
@@ -101,6 +108,27 @@ def _keys(files: list[Path]) -> list[tuple[Path, str, tuple, str]]:
         except SafetensorError as e:
             raise ValueError(f"{f}: not a readable safetensors file (truncated or corrupt?): {e}") from None
     return keys
+
+
+def _read(f: Path, key: str):
+    if f.suffix.lower() == ".gguf":
+        return _gguf(f).read(key)
+    with safe_open(str(f), "pt") as h:
+        return h.get_tensor(key)
+
+
+_GGUF_CACHE: dict = {}
+
+
+def _gguf(path: Path):
+    """One open reader per GGUF file (memory-mapped; tensors are read one at a time)."""
+    from .gguf_source import GGUFSource
+
+    key = str(path.resolve())
+    if key not in _GGUF_CACHE:
+        _GGUF_CACHE.clear()
+        _GGUF_CACHE[key] = GGUFSource(path)
+    return _GGUF_CACHE[key]
 
 
 def _check_paths(files: list[Path], out: Path, parts: Path) -> None:
@@ -181,8 +209,7 @@ def stream_quantize(src: str | os.PathLike, out: str | os.PathLike, method: str 
         part = parts / f"{i:06d}.safetensors"
         if part.exists():
             continue  # finished in an earlier run
-        with safe_open(str(f), "pt") as h:
-            t = h.get_tensor(key)
+        t = _read(f, key)
         if _selected(key, inc, exc) and not _not_quantizable(shape, dtype):
             name = key.removesuffix(".weight")
             w = t.t() if conv1d and "c_" in key else t
