@@ -37,12 +37,19 @@ class TritPlaneLinear(torch.nn.Module):
         if perm is not None and not is_permutation(perm.cpu(), in_features):
             raise ValueError(f"perm must be a permutation of 0..{in_features - 1}")
         self.in_features, self.out_features, self.group_size, self.backend = in_features, n, group_size, backend
-        self.register_buffer("codes", codes)
-        self.register_buffer("scales", scales.to(torch.float16))
-        self.register_buffer("offsets", None if offsets is None else offsets.to(torch.float16))
-        self.register_buffer("perm", None if perm is None else perm.to(torch.int32))
+        # Buffers carry the artifact's tensor names, so a model's state dict is the artifact's
+        # (NAME.tp_codes, ...) and transformers loads a quantized folder straight into them.
+        self.register_buffer("tp_codes", codes)
+        self.register_buffer("tp_scales", scales.to(torch.float16))
+        self.register_buffer("tp_offsets", None if offsets is None else offsets.to(torch.float16))
+        self.register_buffer("tp_perm", None if perm is None else perm.to(torch.int32))
         self.register_buffer("bias", bias)
         self._dense: torch.Tensor | None = None
+
+    codes = property(lambda self: self.tp_codes)
+    scales = property(lambda self: self.tp_scales)
+    offsets = property(lambda self: self.tp_offsets)
+    perm = property(lambda self: self.tp_perm)
 
     @classmethod
     def from_packed(cls, layer, backend: str = "auto") -> TritPlaneLinear:

@@ -20,6 +20,10 @@ effects on the environment.
 
 from importlib import import_module
 
+from . import _transformers_hook
+
+_transformers_hook.install()  # quantized folders load with transformers' from_pretrained after `import ptqtp`
+
 #: public name -> the module defining it; imported on first use, so that ``import ptqtp``
 #: (and the command line's --help, hdl and sim) does not import torch.
 _EXPORTS = {

@@ -41,7 +41,8 @@ def test_quantize_misuse(tmp_path, capsys):
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(src.read_bytes()[:60])
     fails(capsys, ["quantize", str(bad), "-o", str(tmp_path / "o.safetensors")], "bad.safetensors", "truncated")
-    fails(capsys, ["quantize", str(src), "-o", str(tmp_path)], "is a folder")
+    (tmp_path / "afile").write_text("x")
+    fails(capsys, ["quantize", str(src), "-o", str(tmp_path / "afile")], "exists and is not a folder")
     fails(capsys, ["quantize", str(src), "-o", str(src)], "is the input checkpoint")
     fails(capsys, ["quantize", str(src), "-o", str(tmp_path / "o.safetensors"), "--include", "("],
           "regex")

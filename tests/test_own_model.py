@@ -57,3 +57,47 @@ def test_without_a_tokenizer_the_error_says_what_to_give(folder, capsys):
     bad.write_text('{"text": "a"}\nnot json\n')
     assert main(["eval", "--artifact", str(out), "--tokenizer", str(folder / "model"), "--text-file", str(bad)]) == 2
     assert "bad.jsonl:2: not JSON" in capsys.readouterr().err
+
+
+def test_quantized_folder_is_a_transformers_folder(folder, tmp_path, capsys):
+    """-o DIR writes config.json (quantization_config), the artifact as model.safetensors and
+    the tokenizer; after `import ptqtp`, from_pretrained gives TritPlaneLinear layers with the
+    artifact's weights (logits equal load_quantized's), save_pretrained writes a valid artifact
+    that loads again; without `import ptqtp` transformers refuses the folder."""
+    import subprocess
+    import sys
+
+    import ptqtp  # noqa: F401 - registers the quantizer
+    from ptqtp import load_artifact
+    from ptqtp.kernels import TritPlaneLinear
+    from ptqtp.models.hf import load_quantized
+
+    q = tmp_path / "q"
+    assert main(["quantize", str(folder / "model"), "-o", str(q), "--group-size", "32"]) == 0
+    config = json.loads((q / "config.json").read_text())
+    qc = config["quantization_config"]
+    assert qc["quant_method"] == "ptqtp" and qc["method"] == "ptqtp" and qc["group_size"] == 32
+    assert qc["planes"] == 2 and qc["packing"] == "2bit" and qc["format_version"] == "1" and len(qc["layers"]) == 14
+    assert (q / "tokenizer.json").is_file() and len(load_artifact(q).layers) == 14
+    ids = torch.randint(0, 49152, (1, 12), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        want = load_quantized(q)(ids).logits
+        model = tf.AutoModelForCausalLM.from_pretrained(q)
+        assert isinstance(model.model.layers[1].mlp.down_proj, TritPlaneLinear)
+        assert torch.equal(model(ids).logits, want)
+        model.save_pretrained(tmp_path / "again")
+        art = load_artifact(tmp_path / "again")  # hashes and records written by save_pretrained
+        assert set(art.layers) == set(load_artifact(q).layers)
+        assert torch.equal(tf.AutoModelForCausalLM.from_pretrained(tmp_path / "again")(ids).logits, want)
+        assert torch.equal(load_quantized(tmp_path / "again")(ids).logits, want)
+    code = ("import sys, transformers as tf\n{pre}\n"
+            "try:\n    m = tf.AutoModelForCausalLM.from_pretrained(sys.argv[1])\n    print('LOADED', type(m.model.layers[0]"
+            ".self_attn.q_proj).__name__)\nexcept Exception as e:\n    print('REFUSED', type(e).__name__, e)\n")
+    # cwd away from the repository root: there, its kernels/ folder shadows the PyPI `kernels` package
+    # that transformers probes (and importing it imports ptqtp)
+    runs = {pre: subprocess.run([sys.executable, "-c", code.format(pre=pre), str(q)], capture_output=True, text=True,
+                                timeout=300, cwd=tmp_path,
+                                env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"}).stdout
+            for pre in ("", "import ptqtp")}
+    assert "REFUSED RuntimeError" in runs[""] and "mismatch" in runs[""], runs[""]  # never random weights
+    assert "LOADED FolderTritPlaneLinear" in runs["import ptqtp"], runs["import ptqtp"]

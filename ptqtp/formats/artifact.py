@@ -55,12 +55,18 @@ __all__ = [
     "layer_record",
     "with_hashes",
     "LAYER_SUFFIXES",
+    "GUARD",
+    "guard_tensors",
     "FORMAT_VERSION",
 ]
 
 FORMAT_VERSION = "1"
 #: The tensors a quantized layer may store besides its bias.
 LAYER_SUFFIXES = ("tp_codes", "tp_scales", "tp_offsets", "tp_perm")
+#: A quantized layer may also store ``NAME.weight`` with shape [0]: in a transformers model
+#: folder it makes plain transformers (without ``import ptqtp``) refuse the checkpoint with a
+#: size mismatch instead of loading random weights into the layer.
+GUARD = "weight"
 _REQUIRED_INFO = ("name", "in_features", "out_features", "group_size", "method", "iterations", "rel_error")
 #: Header entry holding the hashes; its key ``__header__`` covers the other ``ptqtp.*`` entries.
 HASH_KEY = "ptqtp.sha256"
@@ -236,6 +242,11 @@ def save_artifact(
     return path
 
 
+def guard_tensors(names) -> dict[str, torch.Tensor]:
+    """The empty ``NAME.weight`` guard of every quantized layer name (see ``GUARD``)."""
+    return {f"{n}.{GUARD}": torch.zeros(0, dtype=torch.float16) for n in names}
+
+
 def check_bias(bias, name: str, n: int, path=None) -> None:
     """A layer's bias must be a finite floating-point vector of ``n`` values."""
     where = f"{path}: layer {name!r}" if path else f"layer {name!r}"
@@ -289,7 +300,7 @@ def load_artifact(path: str | os.PathLike, device: str = "cpu", verify: bool = T
         the invalid code 0b10, non-finite scales or bias, or a hash mismatch -- each naming
         the file and the layer or tensor.
     """
-    path = Path(path)
+    path = _artifact_file(path)
     try:
         with safe_open(str(path), framework="pt", device=device) as f:
             metadata = f.metadata() or {}
@@ -303,7 +314,7 @@ def load_artifact(path: str | os.PathLike, device: str = "cpu", verify: bool = T
 def verify_artifact(path: str | os.PathLike) -> int:
     """Check an artifact as :func:`load_artifact` does, holding one tensor at a time (for
     checkpoints larger than memory); returns the number of quantized layers."""
-    path = Path(path)
+    path = _artifact_file(path)
     try:
         with safe_open(str(path), framework="pt") as f:
             metadata, keys = f.metadata() or {}, list(f.keys())
@@ -311,6 +322,16 @@ def verify_artifact(path: str | os.PathLike) -> int:
     except (SafetensorError, OSError, RuntimeError) as e:
         _open_failed(path, e)
     return len(layers)
+
+
+def _artifact_file(path) -> Path:
+    """The artifact file of ``path``: the file itself, or a model folder's ``model.safetensors``."""
+    path = Path(path)
+    if path.is_dir():
+        if not (path / "model.safetensors").is_file():
+            _fail(path, "is a folder without model.safetensors (not a quantized model folder)")
+        return path / "model.safetensors"
+    return path
 
 
 def _open_failed(path: Path, e: Exception):
@@ -377,6 +398,10 @@ def _validate(path: Path, metadata: dict, raw: Mapping, verify: bool, keep: bool
         if bias_key in raw:
             layer.bias = tensor(bias_key)
             check_bias(layer.bias, name, layer.out_features, path)
+        guard = f"{name}.{GUARD}"
+        if guard in raw and tuple(tensor(guard).shape) != (0,):
+            _fail(path, f"layer {name!r}: {guard} is {tuple(tensor(guard).shape)}; in a quantized layer it is the "
+                        f"empty guard tensor (shape [0])")
         if keep:
             layers[name] = layer
         else:
@@ -384,7 +409,7 @@ def _validate(path: Path, metadata: dict, raw: Mapping, verify: bool, keep: bool
     stray = [k for k in raw if k.endswith(tuple(f".{s}" for s in LAYER_SUFFIXES)) and k.rsplit(".", 1)[0] not in layers]
     if stray:
         _fail(path, f"tensors {stray} belong to no listed layer")
-    quantized = {f"{n}.{s}" for n in layers for s in LAYER_SUFFIXES}
+    quantized = {f"{n}.{s}" for n in layers for s in (*LAYER_SUFFIXES, GUARD)}
     tensors = {}
     for k in raw:
         if k not in quantized:

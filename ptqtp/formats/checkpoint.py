@@ -31,8 +31,8 @@ from tqdm import tqdm
 
 from ptqtp.methods import MethodConfig, PTQTPConfig, method_of, quantize, resolve_config
 
-from .artifact import FORMAT_VERSION, ArtifactError, atomic_write, file_sha256, layer_record, pack_layer, \
-    tensor_sha256, verify_artifact, with_hashes
+from .artifact import FORMAT_VERSION, ArtifactError, atomic_write, file_sha256, guard_tensors, layer_record, \
+    pack_layer, tensor_sha256, verify_artifact, with_hashes
 
 __all__ = ["checkpoint_files", "stream_quantize", "BLOCK_PATTERN"]
 
@@ -147,7 +147,7 @@ def _stderr(msg: str) -> None:
 
 def stream_quantize(src: str | os.PathLike, out: str | os.PathLike, method: str | MethodConfig = "ptqtp",
                     config: MethodConfig | None = None, include: str = BLOCK_PATTERN.pattern,
-                    exclude: str | None = None, progress: bool = True, log=_stderr) -> Path:
+                    exclude: str | None = None, progress: bool = True, log=_stderr, guards: bool = False) -> Path:
     """Quantize checkpoint ``src`` into the artifact ``out`` (see module doc) with a
     data-free, packable method (a config, or a name with ``config`` as in ``quantize``).
 
@@ -159,7 +159,8 @@ def stream_quantize(src: str | os.PathLike, out: str | os.PathLike, method: str 
         shards, an output that is the input or a folder, or nothing to quantize.
 
     ``log`` receives one line per kind of selected weight copied unquantized (not 2-D, or
-    not floating point).
+    not floating point). ``guards`` stores each layer's empty ``NAME.weight`` guard (for a
+    transformers model folder, ``artifact.GUARD``).
     """
     config = resolve_config(method, config or PTQTPConfig())
     spec = method_of(config)
@@ -215,6 +216,8 @@ def stream_quantize(src: str | os.PathLike, out: str | os.PathLike, method: str 
             w = t.t() if conv1d and "c_" in key else t
             r = quantize(w, config, name=name)
             tensors = {f"{name}.{suffix}": v for suffix, v in pack_layer(r, name).items()}
+            if guards:  # a transformers model folder's guard (artifact.GUARD)
+                tensors.update(guard_tensors([name]))
             meta = {"record": json.dumps(layer_record(name, r))}
             bar.set_postfix_str(f"{name}: {r.rel_error:.4f}")
         else:

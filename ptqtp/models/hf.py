@@ -17,12 +17,13 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from ptqtp.formats.artifact import ArtifactError, load_artifact, pack_layer, save_artifact
+from ptqtp.formats.artifact import GUARD, ArtifactError, guard_tensors, load_artifact, pack_layer, save_artifact
 from ptqtp.formats.checkpoint import BLOCK_PATTERN
 from ptqtp.kernels import TritPlaneLinear
 from ptqtp.methods import MethodConfig, PTQTPConfig, method_of, quantize, resolve_config
 
 __all__ = ["quantizable_linears", "quantize_model", "save_quantized", "load_quantized", "QuantReport", "BLOCK_PATTERN",
+           "artifact_tensors", "write_model_folder",
            "set_module", "trit_module", "is_conv1d", "weight_of"]
 
 
@@ -111,17 +112,14 @@ def quantize_model(model: torch.nn.Module, method: str | MethodConfig = "ptqtp",
     return report
 
 
-def save_quantized(model: torch.nn.Module, path: str | Path, report: QuantReport, config: MethodConfig,
-                   metadata: dict[str, str] | None = None) -> Path:
-    """Write the quantized model as one artifact: trit-plane layers plus every other tensor;
-    ``config`` is the method config that was used (recorded in the header)."""
+def artifact_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The tensors an artifact of ``model`` stores besides its trit-plane layers' own: every
+    other parameter and buffer (biases of quantized layers included), tied weights once."""
     quantized = {n for n, m in model.named_modules() if isinstance(m, TritPlaneLinear)}
     tensors, seen = {}, {}
     for key, t in model.state_dict().items():
         owner, _, leaf = key.rpartition(".")
-        if owner in quantized and leaf in ("codes", "scales", "offsets", "perm"):
-            continue
-        if owner in quantized and leaf == "bias":
+        if owner in quantized and leaf in ("tp_codes", "tp_scales", "tp_offsets", "tp_perm", "bias", GUARD):
             tensors[key] = t
             continue
         ptr = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape))
@@ -129,8 +127,24 @@ def save_quantized(model: torch.nn.Module, path: str | Path, report: QuantReport
             continue
         seen[ptr] = key
         tensors[key] = t
-    meta = {"ptqtp.hf_config": model.config.to_json_string(use_diff=False)} if hasattr(model, "config") else {}
+    return tensors
+
+
+def save_quantized(model: torch.nn.Module, path: str | Path, report: QuantReport, config: MethodConfig,
+                   metadata: dict[str, str] | None = None, guards: bool = False) -> Path:
+    """Write the quantized model as one artifact: trit-plane layers plus every other tensor;
+    ``config`` is the method config that was used (recorded in the header). ``guards``: add
+    each layer's empty ``NAME.weight`` (for a transformers model folder, ``GUARD``)."""
+    quantized = {n for n, m in model.named_modules() if isinstance(m, TritPlaneLinear)}
+    tensors = {k: v for k, v in artifact_tensors(model).items()
+               if k.rpartition(".")[0] not in quantized or k.endswith((".bias", f".{GUARD}"))}
+    hf = model.config.to_dict() if hasattr(model, "config") else None
+    if hf is not None:
+        hf.pop("quantization_config", None)
+    meta = {"ptqtp.hf_config": json.dumps(hf)} if hf is not None else {}
     meta.update(metadata or {})
+    if guards:
+        tensors.update(guard_tensors(report.layers))
     return save_artifact(path, report.layers, tensors, config=config, metadata=meta)
 
 
@@ -163,4 +177,48 @@ def load_quantized(path: str | Path, dtype: torch.dtype = torch.float32, device:
     if missing or unexpected:
         raise ArtifactError(f"{path}: tensors do not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
     model.tie_weights()
+    from .transformers_quantizer import PTQTPHfQuantizer, PTQTPQuantConfig
+
+    records = json.loads(art.metadata["ptqtp.layers"])
+    model.config.quantization_config = PTQTPQuantConfig.from_records(records)
+    model.hf_quantizer = PTQTPHfQuantizer(model.config.quantization_config)  # save_pretrained writes an artifact
+    model.is_quantized = True
     return model.to(device).eval()
+
+
+def write_model_folder(folder: str | Path, tokenizer=None, tokenizer_dir: str | Path | None = None) -> Path:
+    """Make ``folder`` (holding the artifact as ``model.safetensors``) a transformers model
+    folder: ``config.json`` with the model's config and ``quantization_config``, and the
+    tokenizer (an object, or the tokenizer files of ``tokenizer_dir``), so that after
+    ``import ptqtp`` ``AutoModelForCausalLM.from_pretrained(folder)`` loads it."""
+    import shutil
+
+    from ptqtp.formats.atomic import atomic_write
+
+    from .data import TOKENIZER_FILES
+    from .transformers_quantizer import PTQTPQuantConfig
+
+    folder = Path(folder)
+    art = load_artifact(folder / "model.safetensors")
+    raw = art.metadata.get("ptqtp.hf_config")
+    if raw is None:
+        raise ArtifactError(f"{folder / 'model.safetensors'}: no model config in the header (ptqtp.hf_config); "
+                            f"a transformers folder needs one")
+    config = json.loads(raw)
+    config["quantization_config"] = PTQTPQuantConfig.from_records(json.loads(art.metadata["ptqtp.layers"])).to_dict()
+    config.setdefault("architectures", [_architecture(config)])
+    atomic_write(folder / "config.json", lambda tmp: tmp.write_text(json.dumps(config, indent=2) + "\n"))
+    if tokenizer is not None:
+        tokenizer.save_pretrained(str(folder))
+    elif tokenizer_dir is not None:
+        for name in TOKENIZER_FILES:
+            if (Path(tokenizer_dir) / name).is_file():
+                shutil.copy(Path(tokenizer_dir) / name, folder / name)
+    return folder
+
+
+def _architecture(config: dict) -> str:
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    cfg = AutoConfig.for_model(**{k: v for k, v in config.items() if k != "quantization_config"})
+    return AutoModelForCausalLM._model_mapping[type(cfg)].__name__

