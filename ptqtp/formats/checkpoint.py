@@ -16,6 +16,7 @@ the largest tensor plus the quantizer's temporaries, not the model.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -34,7 +35,7 @@ from ptqtp.methods import MethodConfig, PTQTPConfig, method_of, quantize, resolv
 from .artifact import FORMAT_VERSION, ArtifactError, atomic_write, file_sha256, guard_tensors, layer_record, \
     pack_layer, tensor_sha256, verify_artifact, with_hashes
 
-__all__ = ["checkpoint_files", "stream_quantize", "BLOCK_PATTERN"]
+__all__ = ["checkpoint_files", "stream_quantize", "shard_of", "BLOCK_PATTERN"]
 
 #: A module inside a decoder block: ``...layers.N.``, ``...h.N.`` (GPT-2) or ``...blocks.N.``.
 BLOCK_PATTERN = re.compile(r"(^|\.)(layers|h|blocks)\.\d+\.")
@@ -147,7 +148,8 @@ def _stderr(msg: str) -> None:
 
 def stream_quantize(src: str | os.PathLike, out: str | os.PathLike, method: str | MethodConfig = "ptqtp",
                     config: MethodConfig | None = None, include: str = BLOCK_PATTERN.pattern,
-                    exclude: str | None = None, progress: bool = True, log=_stderr, guards: bool = False) -> Path:
+                    exclude: str | None = None, progress: bool = True, log=_stderr, guards: bool = False,
+                    rank: int = 0, world: int = 1, barrier=None) -> Path:
     """Quantize checkpoint ``src`` into the artifact ``out`` (see module doc) with a
     data-free, packable method (a config, or a name with ``config`` as in ``quantize``).
 
@@ -161,6 +163,13 @@ def stream_quantize(src: str | os.PathLike, out: str | os.PathLike, method: str 
     ``log`` receives one line per kind of selected weight copied unquantized (not 2-D, or
     not floating point). ``guards`` stores each layer's empty ``NAME.weight`` guard (for a
     transformers model folder, ``artifact.GUARD``).
+
+    Distributed (``world`` processes, this one ``rank``; ``barrier()`` waits for all, e.g.
+    ``torch.distributed.barrier``): rank 0 checks the sources and writes the manifest; the
+    tensors are shared out by size (:func:`shard_of`), each rank writing its parts into the
+    common parts folder; rank 0 assembles once all are done. The parts are the same as one
+    process writes, so the artifact is byte-identical; a rank that dies leaves its finished
+    parts for the rerun.
     """
     config = resolve_config(method, config or PTQTPConfig())
     spec = method_of(config)
@@ -187,26 +196,35 @@ def stream_quantize(src: str | os.PathLike, out: str | os.PathLike, method: str 
                          f"nothing to quantize")
     for why, names in skipped.items():
         log(f"copied unquantized ({why}): {len(names)} selected weight(s), e.g. {names[0]}")
-    manifest = {
-        "sources": [[f.name, f.stat().st_size, file_sha256(f)] for f in files],
-        "method": spec.name, "include": include, "exclude": exclude, **config.to_metadata(),
-    }
-    parts.mkdir(parents=True, exist_ok=True)
+    if not (isinstance(world, int) and world >= 1 and 0 <= rank < world) or (world > 1 and barrier is None):
+        raise ValueError(f"rank {rank!r} of world {world!r} (with a barrier when world > 1)")
     mpath = parts / "manifest.json"
-    if mpath.exists():
-        try:
-            same = json.loads(mpath.read_text()) == manifest
-        except ValueError:
-            same = False
-        if not same:
-            raise ArtifactError(f"{parts} holds parts of a different run (source content or parameters changed); "
-                                f"delete it to start over")
-    else:
-        atomic_write(mpath, lambda tmp: tmp.write_text(json.dumps(manifest)))
-    for stale in [*parts.glob(".*.tmp"), *out.parent.glob(f".{out.name}.*.tmp")]:
-        stale.unlink(missing_ok=True)  # left by a killed run; no run writes them concurrently
-    bar = tqdm(keys, desc=f"quantize ({spec.name})", unit="tensor", disable=not progress)
-    for i, (f, key, shape, dtype) in enumerate(bar):
+    run = {"method": spec.name, "include": include, "exclude": exclude, **config.to_metadata()}
+    if rank == 0:
+        manifest = {"sources": [[f.name, f.stat().st_size, file_sha256(f)] for f in files], **run}
+        parts.mkdir(parents=True, exist_ok=True)
+        if mpath.exists():
+            try:
+                same = json.loads(mpath.read_text()) == manifest
+            except ValueError:
+                same = False
+            if not same:
+                raise ArtifactError(f"{parts} holds parts of a different run (source content or parameters "
+                                    f"changed); delete it to start over")
+        else:
+            atomic_write(mpath, lambda tmp: tmp.write_text(json.dumps(manifest)))
+        for stale in [*parts.glob(".*.tmp"), *out.parent.glob(f".{out.name}.*.tmp")]:
+            stale.unlink(missing_ok=True)  # left by a killed run; no rank writes yet
+    if world > 1:
+        barrier()  # rank 0 has checked the sources and written the manifest
+        theirs = json.loads(mpath.read_text())
+        if {k: theirs.get(k) for k in run} != run:
+            raise ArtifactError(f"{parts}: the manifest's parameters differ from rank {rank}'s")
+    mine = shard_of([shape for _, _, shape, _ in keys], rank, world)
+    bar = tqdm([(i, keys[i]) for i in mine], desc=f"quantize ({spec.name})" + (f" rank {rank}/{world}" if world > 1
+                                                                                  else ""),
+               unit="tensor", disable=not progress)
+    for i, (f, key, shape, dtype) in bar:
         part = parts / f"{i:06d}.safetensors"
         if part.exists():
             continue  # finished in an earlier run
@@ -225,6 +243,10 @@ def stream_quantize(src: str | os.PathLike, out: str | os.PathLike, method: str 
         meta["sha256"] = json.dumps({k: tensor_sha256(v) for k, v in tensors.items()})
         atomic_write(part, lambda tmp, ts=tensors, md=meta: save_file(ts, str(tmp), metadata=md))
         del t, tensors  # only one tensor in memory at a time
+    if world > 1:
+        barrier()  # every rank's parts are written
+        if rank != 0:
+            return out
     header = {"ptqtp.format": FORMAT_VERSION, **config.to_metadata()}
     if hf is not None:
         header["ptqtp.hf_config"] = json.dumps(hf)
@@ -232,6 +254,18 @@ def stream_quantize(src: str | os.PathLike, out: str | os.PathLike, method: str 
     verify_artifact(out)  # re-open what was written before reporting success
     shutil.rmtree(parts)
     return out
+
+
+def shard_of(shapes: list[tuple], rank: int, world: int) -> list[int]:
+    """The tensor indices rank ``rank`` of ``world`` quantizes: largest first, each to the
+    rank with the fewest elements so far (ties: lower rank), in index order."""
+    load = [0] * world
+    owner = {}
+    for i in sorted(range(len(shapes)), key=lambda i: (-math.prod(shapes[i]), i)):
+        r = min(range(world), key=lambda r: (load[r], r))
+        owner[i] = r
+        load[r] += math.prod(shapes[i])
+    return [i for i in range(len(shapes)) if owner[i] == rank]
 
 
 def _read_header(path: Path) -> tuple[dict, int]:

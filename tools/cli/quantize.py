@@ -52,6 +52,10 @@ def register(sub) -> None:
     q.add_argument("--include", default=BLOCK_PATTERN.pattern,
                    help="regex a weight's name must match (default: inside decoder blocks)")
     q.add_argument("--exclude", default=None, help="regex of names left unquantized (default: none)")
+    q.add_argument("--distributed", action="store_true",
+                   help="run as one rank of torch.distributed (launch with torchrun --nproc_per_node N [--nnodes "
+                        "...] -m ptqtp.tools.cli quantize ... --distributed): the tensors are shared out by size, "
+                        "rank 0 assembles; gloo on CPU, nccl with CUDA; data-free methods only")
     config_args(q)
     json_arg(q, "a summary")
     q.set_defaults(func=cmd_quantize)
@@ -93,6 +97,9 @@ def cmd_quantize(args) -> int:
     if to_folder and args.output.exists() and not args.output.is_dir():
         raise ValueError(f"{args.output}: exists and is not a folder (name the artifact file *.safetensors)")
     tok = None
+    if args.distributed and (args.default_model or method.calibrated):
+        raise ValueError("--distributed shares a checkpoint's tensors out for the data-free methods; the calibrated "
+                         "methods and --default-model run in one process")
     if args.default_model or method.calibrated:
         # the whole model in memory: the shipped one, or a transformers checkpoint folder
         if args.default_model:
@@ -114,6 +121,10 @@ def cmd_quantize(args) -> int:
         verify_artifact(path)  # re-open what was written before reporting success
         print(f"{len(report.layers)} layers, {report.weights / 1e6:.1f} M weights in {report.seconds:.1f} s "
               f"({report.weights / report.seconds / 1e6:.1f} M weights/s), mean layer error {report.mean_rel_error:.4f}")
+    elif args.distributed:
+        path, rank = _distributed(args, target, config, to_folder)
+        if rank != 0:
+            return 0  # rank 0 assembles, verifies and reports
     else:
         path = stream_quantize(args.input, target, config, include=args.include, exclude=args.exclude,
                                guards=to_folder)
@@ -124,6 +135,25 @@ def cmd_quantize(args) -> int:
     write_json(args.json, {"artifact": str(path), "bytes": path.stat().st_size, "method": method.name,
                            "config": config.to_metadata()})
     return 0
+
+
+def _distributed(args, target, config, to_folder):
+    """This process's rank of a torchrun launch: quantize its share, rank 0 assembles."""
+    import os
+
+    import torch
+    import torch.distributed as dist
+
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+        raise ValueError("--distributed expects to be launched by torchrun (RANK and WORLD_SIZE are not set)")
+    dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    try:
+        rank, world = dist.get_rank(), dist.get_world_size()
+        path = stream_quantize(args.input, target, config, include=args.include, exclude=args.exclude,
+                               guards=to_folder, rank=rank, world=world, barrier=dist.barrier, progress=rank == 0)
+        return path, rank
+    finally:
+        dist.destroy_process_group()
 
 
 def _model_folder(args, tokenizer) -> None:
