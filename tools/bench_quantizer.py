@@ -1,6 +1,9 @@
-"""Benchmark: PTQTP on a 4096 x 4096 float32 matrix versus a straightforward torch version.
+"""Benchmark: PTQTP on a 4096 x 4096 float32 matrix versus a straightforward torch version,
+and on the Llama-2-7B linear shapes (4096 x 4096, 11008 x 4096, 4096 x 11008).
 
-    .venv/bin/python -m ptqtp.tools.bench_quantizer [--size 4096]
+    .venv/bin/python -m ptqtp.tools.bench_quantizer [--size 4096] [--llama7b]
+
+With CUDA, ``--llama7b`` adds the same shapes on the GPU.
 
 Each method runs in its own subprocess so its peak memory (VmHWM, reset after the
 matrix exists) is its own. The fast path runs 5 times (best and median shown; this
@@ -58,23 +61,25 @@ def _status(field: str) -> int:
     return 0
 
 
-def child(method: str, size: int) -> None:
+def child(method: str, size: int, cols: int | None = None, device: str = "cpu") -> None:
     from ptqtp import quantize_ptqtp
 
     torch.set_num_threads(torch.get_num_threads())
-    W = torch.randn(size, size, generator=torch.Generator().manual_seed(0))
+    W = torch.randn(size, cols or size, generator=torch.Generator().manual_seed(0)).to(device)
     quantize_ptqtp(W[:64])  # warm-up: first-call overheads are not the algorithm
     base = _status("VmRSS:")
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # reset the peak (VmHWM) to the current RSS
     times = []
-    for _ in range(5 if method == "ptqtp" else 1):  # the fast path is short enough to repeat
+    for _ in range((5 if size * (cols or size) <= 1 << 24 else 3) if method == "ptqtp" else 1):
         t0 = time.perf_counter()
         if method == "ptqtp":
             r = quantize_ptqtp(W)
             iters, rel = r.iterations, r.rel_error
         else:
             iters, rel = straightforward_ptqtp(W)
+        if device != "cpu":
+            torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
     peak = _status("VmHWM:") - base
     print(json.dumps({"method": method, "seconds": min(times), "median": sorted(times)[len(times) // 2],
@@ -84,10 +89,13 @@ def child(method: str, size: int) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--size", type=int, default=4096)
+    p.add_argument("--llama7b", action="store_true", help="also the Llama-2-7B linear shapes (fast path only)")
     p.add_argument("--child", help=argparse.SUPPRESS)
+    p.add_argument("--cols", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--device", default="cpu", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
-        return child(args.child, args.size)
+        return child(args.child, args.size, args.cols, args.device)
     results = []
     for method in ("ptqtp", "straightforward"):
         out = subprocess.run([sys.executable, "-m", "ptqtp.tools.bench_quantizer", "--child", method, "--size",
@@ -101,6 +109,22 @@ def main() -> None:
     print(f"{args.size}x{args.size} float32, {torch.get_num_threads()} threads, torch {torch.__version__}")
     print(markdown_table(["implementation", "seconds (best)", "seconds (median)", "weights/s", "iterations", "rel. error",
                           "peak extra memory (x matrix)", "time vs fast"], rows))
+    if args.llama7b:
+        shapes = [(4096, 4096), (11008, 4096), (4096, 11008)]
+        devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+        rows = []
+        for device in devices:
+            for n, d in shapes:
+                out = subprocess.run([sys.executable, "-m", "ptqtp.tools.bench_quantizer", "--child", "ptqtp", "--size",
+                                      str(n), "--cols", str(d), "--device", device], check=True, capture_output=True,
+                                     text=True).stdout
+                r = json.loads(out.strip().splitlines()[-1])
+                rows.append([f"{n} x {d}", device, round(r["seconds"], 2), round(r["median"], 2),
+                             f"{n * d / r['seconds'] / 1e6:.2f} M", r["iterations"], round(r["rel_error"], 5),
+                             f"{r['peak_bytes'] / 2**20:.0f} MiB"])
+        print("Llama-2-7B linear shapes (Gaussian weights, fast path):")
+        print(markdown_table(["shape", "device", "seconds (best)", "seconds (median)", "weights/s", "iterations",
+                              "rel. error", "peak extra memory"], rows))
 
 
 if __name__ == "__main__":

@@ -20,6 +20,8 @@ from tqdm import tqdm
 from ptqtp.formats.artifact import GUARD, ArtifactError, guard_tensors, load_artifact, pack_layer, save_artifact
 from ptqtp.formats.checkpoint import BLOCK_PATTERN
 from ptqtp.kernels import TritPlaneLinear
+
+from ._tensors import artifact_tensors
 from ptqtp.methods import MethodConfig, PTQTPConfig, method_of, quantize, resolve_config
 
 __all__ = ["quantizable_linears", "quantize_model", "save_quantized", "load_quantized", "QuantReport", "BLOCK_PATTERN",
@@ -110,24 +112,6 @@ def quantize_model(model: torch.nn.Module, method: str | MethodConfig = "ptqtp",
         bar.set_postfix_str(f"{name}: {r.rel_error:.4f}")
     report.seconds = time.perf_counter() - t0
     return report
-
-
-def artifact_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The tensors an artifact of ``model`` stores besides its trit-plane layers' own: every
-    other parameter and buffer (biases of quantized layers included), tied weights once."""
-    quantized = {n for n, m in model.named_modules() if isinstance(m, TritPlaneLinear)}
-    tensors, seen = {}, {}
-    for key, t in model.state_dict().items():
-        owner, _, leaf = key.rpartition(".")
-        if owner in quantized and leaf in ("tp_codes", "tp_scales", "tp_offsets", "tp_perm", "bias", GUARD):
-            tensors[key] = t
-            continue
-        ptr = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape))
-        if ptr in seen:  # tied weights (e.g. lm_head = embed_tokens): stored once, re-tied on load
-            continue
-        seen[ptr] = key
-        tensors[key] = t
-    return tensors
 
 
 def save_quantized(model: torch.nn.Module, path: str | Path, report: QuantReport, config: MethodConfig,

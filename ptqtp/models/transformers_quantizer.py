@@ -130,7 +130,7 @@ class PTQTPHfQuantizer(HfQuantizer):
         from ptqtp.formats.artifact import FORMAT_VERSION as version
         from ptqtp.formats.artifact import tensor_sha256, with_hashes
 
-        from .hf import artifact_tensors
+        from ._tensors import artifact_tensors
 
         tensors = artifact_tensors(model)
         config = model.config.to_dict()
