@@ -6,7 +6,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 from ptqtp import PTQTPConfig
 from ptqtp.formats.checkpoint import shard_of, stream_quantize
