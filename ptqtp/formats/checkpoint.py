@@ -112,10 +112,13 @@ def _keys(files: list[Path]) -> list[tuple[Path, str, tuple, str]]:
 
 
 def _read(f: Path, key: str):
-    if f.suffix.lower() == ".gguf":
-        return _gguf(f).read(key)
-    with safe_open(str(f), "pt") as h:
-        return h.get_tensor(key)
+    try:
+        if f.suffix.lower() == ".gguf":
+            return _gguf(f).read(key)
+        with safe_open(str(f), "pt") as h:
+            return h.get_tensor(key)
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise ValueError(f"{f}: tensor {key!r} cannot be read (truncated or corrupt?): {e}") from None
 
 
 _GGUF_CACHE: dict = {}
