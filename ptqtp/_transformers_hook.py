@@ -15,6 +15,9 @@ _TARGET = "transformers.quantizers.auto"
 
 
 def _register() -> None:
+    mod = sys.modules.get("ptqtp.models.transformers_quantizer")
+    if mod is not None and not hasattr(mod, "register"):
+        return  # that module is being imported (it imported transformers) and registers at its end
     from ptqtp.models.transformers_quantizer import register
 
     register()

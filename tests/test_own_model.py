@@ -101,3 +101,15 @@ def test_quantized_folder_is_a_transformers_folder(folder, tmp_path, capsys):
             for pre in ("", "import ptqtp")}
     assert "REFUSED RuntimeError" in runs[""] and "mismatch" in runs[""], runs[""]  # never random weights
     assert "LOADED FolderTritPlaneLinear" in runs["import ptqtp"], runs["import ptqtp"]
+
+
+@pytest.mark.parametrize("first", ["import ptqtp.models.transformers_quantizer", "import ptqtp; import transformers",
+                                   "import transformers; import ptqtp", "from ptqtp.models.hf import write_model_folder"])
+def test_registration_in_any_import_order(first, tmp_path):
+    import subprocess
+    import sys
+
+    code = (f"{first}\nfrom transformers.quantizers.auto import AUTO_QUANTIZER_MAPPING, AUTO_QUANTIZATION_CONFIG_MAPPING\n"
+            "print('OK', 'ptqtp' in AUTO_QUANTIZER_MAPPING and 'ptqtp' in AUTO_QUANTIZATION_CONFIG_MAPPING)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert "OK True" in proc.stdout, proc.stderr[-2000:]
