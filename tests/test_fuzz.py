@@ -46,6 +46,24 @@ def tally(target: str, outcome: str) -> None:
     assert outcome != "accepted-wrong", f"{target}: a mutation was accepted and changed the result"
 
 
+def fuzz(pytestconfig, base: int):
+    """hypothesis settings for a bounded run (``--runslow``: 10x)."""
+    return settings(max_examples=examples(pytestconfig, base), deadline=None, database=None,
+                    suppress_health_check=list(HealthCheck))
+
+
+def judge(target: str, load, errors, names: str, is_same) -> None:
+    """Tally one mutant: ``load()`` raising ``errors`` whose message names ``names`` is
+    rejected; anything it loads must satisfy ``is_same`` (harmless) or the test fails."""
+    try:
+        got = load()
+    except errors as e:
+        assert names in str(e), str(e)
+        tally(target, "rejected")
+        return
+    tally(target, "harmless" if is_same(got) else "accepted-wrong")
+
+
 # ------------------------------------------------------------------ mutations
 
 def mutation():
@@ -121,19 +139,13 @@ def test_fuzz_artifact_bytes(artifact_bytes, tmp_path_factory, pytestconfig):
     data, reference = artifact_bytes
     folder = tmp_path_factory.mktemp("fuzz-art-bytes")
 
-    @settings(max_examples=examples(pytestconfig, 1000), deadline=None, database=None,
-              suppress_health_check=list(HealthCheck))
+    @fuzz(pytestconfig, 1000)
     @given(m=mutation())
     def run(m):
         path = folder / "m.safetensors"
         path.write_bytes(mutate(data, m))
-        try:
-            art = load_artifact(path)
-        except ArtifactError as e:
-            assert str(path) in str(e)
-            tally("artifact bytes", "rejected")
-            return
-        tally("artifact bytes", "harmless" if _same(_model_of(art), reference) else "accepted-wrong")
+        judge("artifact bytes", lambda: load_artifact(path), ArtifactError, str(path),
+              lambda art: _same(_model_of(art), reference))
 
     run()
 
@@ -153,21 +165,15 @@ def test_fuzz_artifact_header_fields(artifact_bytes, tmp_path_factory, pytestcon
     records = json.loads(meta["ptqtp.layers"])
     fields = sorted({k for r in records for k in r})
 
-    @settings(max_examples=examples(pytestconfig, 300), deadline=None, database=None,
-              suppress_health_check=list(HealthCheck))
+    @fuzz(pytestconfig, 300)
     @given(i=st.integers(0, len(records) - 1), field=st.sampled_from(fields), value=FIELD_VALUES)
     def run(i, field, value):
         recs = json.loads(meta["ptqtp.layers"])
         recs[i][field] = value
         path = folder / "m.safetensors"
         save_file(tensors, str(path), metadata={**meta, "ptqtp.layers": json.dumps(recs)})
-        try:
-            art = load_artifact(path)
-        except ArtifactError as e:
-            assert str(path) in str(e)
-            tally("artifact header fields", "rejected")
-            return
-        tally("artifact header fields", "harmless" if _same(_model_of(art), reference) else "accepted-wrong")
+        judge("artifact header fields", lambda: load_artifact(path), ArtifactError, str(path),
+              lambda art: _same(_model_of(art), reference))
 
     run()
 
@@ -189,6 +195,12 @@ def _golden(pt2: bool) -> GoldenLayer:
     return GoldenLayer.from_packed(layer)
 
 
+def _read_checked(folder):
+    img = read_image(folder)
+    img.golden()  # F and ACC against the golden model
+    return img
+
+
 def _image_state(img):
     return (img.trits.tobytes(), img.a_q.tobytes(), None if img.m_q is None else img.m_q.tobytes(),
             None if img.perm is None else img.perm.tobytes(), img.meta.F, img.meta.A, img.meta.S, img.meta.d,
@@ -202,22 +214,15 @@ def test_fuzz_hardware_image(pt2, tmp_path_factory, pytestconfig):
     reference = _image_state(read_image(original))
     files = sorted(p.name for p in original.iterdir())
 
-    @settings(max_examples=examples(pytestconfig, 150), deadline=None, database=None,
-              suppress_health_check=list(HealthCheck))
+    @fuzz(pytestconfig, 150)
     @given(name=st.sampled_from(files), m=mutation())
     def run(name, m):
         folder = base / "m"
         shutil.rmtree(folder, ignore_errors=True)
         shutil.copytree(original, folder)
         (folder / name).write_bytes(mutate((folder / name).read_bytes(), m))
-        try:
-            img = read_image(folder)
-            img.golden()
-        except ImageError as e:
-            assert str(folder) in str(e)
-            tally("hardware image files", "rejected")
-            return
-        tally("hardware image files", "harmless" if _image_state(img) == reference else "accepted-wrong")
+        judge("hardware image files", lambda: _read_checked(folder), ImageError, str(folder),
+              lambda img: _image_state(img) == reference)
 
     run()
 
@@ -228,22 +233,15 @@ def test_fuzz_hardware_image_json_fields(tmp_path_factory, pytestconfig):
     reference = _image_state(read_image(original))
     meta = json.loads((original / "layer.json").read_text())
 
-    @settings(max_examples=examples(pytestconfig, 500), deadline=None, database=None,
-              suppress_health_check=list(HealthCheck))
+    @fuzz(pytestconfig, 500)
     @given(field=st.sampled_from(sorted(meta)), value=FIELD_VALUES)
     def run(field, value):
         folder = base / "m"
         shutil.rmtree(folder, ignore_errors=True)
         shutil.copytree(original, folder)
         (folder / "layer.json").write_text(json.dumps({**meta, field: value}))
-        try:
-            img = read_image(folder)
-            img.golden()
-        except ImageError as e:
-            assert "layer.json" in str(e)
-            tally("hardware image layer.json fields", "rejected")
-            return
-        tally("hardware image layer.json fields", "harmless" if _image_state(img) == reference else "accepted-wrong")
+        judge("hardware image layer.json fields", lambda: _read_checked(folder), ImageError, "layer.json",
+              lambda img: _image_state(img) == reference)
 
     run()
 
@@ -262,21 +260,15 @@ def test_fuzz_model_image(tmp_path_factory, pytestconfig):
 
     reference = state(read_model_image(original))
 
-    @settings(max_examples=examples(pytestconfig, 300), deadline=None, database=None,
-              suppress_health_check=list(HealthCheck))
+    @fuzz(pytestconfig, 300)
     @given(name=st.sampled_from(["weights.bin", "manifest.json"]), m=mutation())
     def run(name, m):
         folder = base / "m"
         shutil.rmtree(folder, ignore_errors=True)
         shutil.copytree(original, folder)
         (folder / name).write_bytes(mutate((folder / name).read_bytes(), m))
-        try:
-            img = read_model_image(folder)
-        except ModelImageError as e:
-            assert str(folder) in str(e)
-            tally("model image files", "rejected")
-            return
-        tally("model image files", "harmless" if state(img) == reference else "accepted-wrong")
+        judge("model image files", lambda: read_model_image(folder), ModelImageError, str(folder),
+              lambda img: state(img) == reference)
 
     run()
 
@@ -287,8 +279,7 @@ def test_fuzz_load_layer_payload(pytestconfig):
     g = _golden(True)
     payload = encode_layer(3, g)
 
-    @settings(max_examples=examples(pytestconfig, 500), deadline=None, database=None,
-              suppress_health_check=list(HealthCheck))
+    @fuzz(pytestconfig, 500)
     @given(m=mutation())
     def run(m):
         try:
@@ -316,8 +307,7 @@ def test_fuzz_frames_against_a_live_server(pytestconfig):
     valid = [frame(MsgType.HELLO, 1), frame(MsgType.LOAD_LAYER, 2, encode_layer(0, g)),
              frame(MsgType.RUN, 3, struct.pack("<II", 0, 2) + x.astype("<i4").tobytes())]
     try:
-        @settings(max_examples=examples(pytestconfig, 100), deadline=None, database=None,
-                  suppress_health_check=list(HealthCheck))
+        @fuzz(pytestconfig, 100)
         @given(which=st.integers(0, 2), m=mutation())
         def run(which, m):
             s = socket.create_connection(srv.server_address, timeout=5)
