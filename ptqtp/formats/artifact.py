@@ -36,7 +36,7 @@ from safetensors.torch import save_file
 from ptqtp.golden import is_permutation
 from ptqtp.methods import MethodConfig, TritPlaneResult, artifact_config, dequantize_planes
 
-from .atomic import atomic_write
+from .atomic import atomic_write, json_sha256
 from .packing import invalid_code_positions, pack_trits, unpack_trits
 
 __all__ = [
@@ -180,8 +180,7 @@ def tensor_sha256(t: torch.Tensor) -> str:
 
 def header_sha256(metadata: dict[str, str]) -> str:
     """SHA-256 of the ``ptqtp.*`` header entries other than the hashes themselves."""
-    fields = {k: v for k, v in metadata.items() if k.startswith("ptqtp.") and k != HASH_KEY}
-    return hashlib.sha256(json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    return json_sha256({k: v for k, v in metadata.items() if k.startswith("ptqtp.")}, without=HASH_KEY)
 
 
 def layer_record(name: str, result: TritPlaneResult) -> dict:

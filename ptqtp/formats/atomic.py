@@ -1,12 +1,21 @@
-"""Atomic file writes: nothing half-written is ever left at the destination."""
+"""Atomic file writes (nothing half-written is ever left at the destination) and the
+canonical JSON digest every self-checking header uses."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["atomic_write"]
+__all__ = ["atomic_write", "json_sha256"]
+
+
+def json_sha256(fields: dict, without: str | None = None) -> str:
+    """Hex SHA-256 of ``fields`` (minus the key ``without``) as compact sorted-key JSON."""
+    rest = {k: v for k, v in fields.items() if k != without}
+    return hashlib.sha256(json.dumps(rest, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def atomic_write(path: Path, write) -> None:

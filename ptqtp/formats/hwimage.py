@@ -35,6 +35,8 @@ import numpy as np
 
 from ptqtp.golden import GoldenLayer, IntConfig, is_permutation
 
+from .atomic import json_sha256
+
 __all__ = ["HardwareImage", "ImageMeta", "ImageError", "write_image", "read_image", "IMAGE_VERSION"]
 
 IMAGE_VERSION = 3  # 2 added planes, offset and perm; 3 the hashes; versions 1 and 2 still read
@@ -155,8 +157,7 @@ class HardwareImage:
 
 def _meta_digest(fields: dict) -> str:
     """SHA-256 of layer.json's fields other than ``sha256`` (compact, sorted keys)."""
-    rest = {k: v for k, v in fields.items() if k != "sha256"}
-    return hashlib.sha256(json.dumps(rest, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    return json_sha256(fields, without="sha256")
 
 
 # ------------------------------------------------------------------ encoding

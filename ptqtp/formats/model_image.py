@@ -34,6 +34,7 @@ import numpy as np
 
 from ptqtp.golden import GoldenLayer, IntConfig, is_permutation
 
+from .atomic import json_sha256
 from .stream_layout import StreamLayout
 
 __all__ = ["ModelImage", "ModelImageError", "write_model_image", "read_model_image", "MODEL_IMAGE_VERSION"]
@@ -75,8 +76,7 @@ def _digest(region: bytes, entry: dict) -> str:
 
 
 def _manifest_digest(man: dict) -> str:
-    rest = {k: v for k, v in man.items() if k != "sha256"}
-    return hashlib.sha256(json.dumps(rest, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    return json_sha256(man, without="sha256")
 
 
 def write_model_image(folder: str | os.PathLike, layers: dict[str, GoldenLayer], layout: StreamLayout,
