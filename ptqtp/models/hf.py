@@ -190,7 +190,10 @@ def write_model_folder(folder: str | Path, tokenizer=None, tokenizer_dir: str | 
                             f"a transformers folder needs one")
     config = json.loads(raw)
     config["quantization_config"] = PTQTPQuantConfig.from_records(json.loads(art.metadata["ptqtp.layers"])).to_dict()
-    config.setdefault("architectures", [_architecture(config)])
+    if not config.get("architectures"):
+        arch = _architecture(config)
+        if arch:
+            config["architectures"] = [arch]
     atomic_write(folder / "config.json", lambda tmp: tmp.write_text(json.dumps(config, indent=2) + "\n"))
     if tokenizer is not None:
         tokenizer.save_pretrained(str(folder))
@@ -201,8 +204,12 @@ def write_model_folder(folder: str | Path, tokenizer=None, tokenizer_dir: str | 
     return folder
 
 
-def _architecture(config: dict) -> str:
+def _architecture(config: dict) -> str | None:
+    """The causal-LM class name transformers maps the config to (None if it knows none)."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    cfg = AutoConfig.for_model(**{k: v for k, v in config.items() if k != "quantization_config"})
-    return AutoModelForCausalLM._model_mapping[type(cfg)].__name__
+    try:
+        cfg = AutoConfig.for_model(**{k: v for k, v in config.items() if k != "quantization_config"})
+        return AutoModelForCausalLM._model_mapping[type(cfg)].__name__
+    except (KeyError, ValueError, AttributeError):
+        return None
