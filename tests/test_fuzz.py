@@ -195,6 +195,13 @@ def _golden(pt2: bool) -> GoldenLayer:
     return GoldenLayer.from_packed(layer)
 
 
+def _fresh_copy(original: Path, folder: Path) -> Path:
+    """``folder`` as an unmutated copy of the image folder ``original``."""
+    shutil.rmtree(folder, ignore_errors=True)
+    shutil.copytree(original, folder)
+    return folder
+
+
 def _read_checked(folder):
     img = read_image(folder)
     img.golden()  # F and ACC against the golden model
@@ -217,9 +224,7 @@ def test_fuzz_hardware_image(pt2, tmp_path_factory, pytestconfig):
     @fuzz(pytestconfig, 150)
     @given(name=st.sampled_from(files), m=mutation())
     def run(name, m):
-        folder = base / "m"
-        shutil.rmtree(folder, ignore_errors=True)
-        shutil.copytree(original, folder)
+        folder = _fresh_copy(original, base / "m")
         (folder / name).write_bytes(mutate((folder / name).read_bytes(), m))
         judge("hardware image files", lambda: _read_checked(folder), ImageError, str(folder),
               lambda img: _image_state(img) == reference)
@@ -236,9 +241,7 @@ def test_fuzz_hardware_image_json_fields(tmp_path_factory, pytestconfig):
     @fuzz(pytestconfig, 500)
     @given(field=st.sampled_from(sorted(meta)), value=FIELD_VALUES)
     def run(field, value):
-        folder = base / "m"
-        shutil.rmtree(folder, ignore_errors=True)
-        shutil.copytree(original, folder)
+        folder = _fresh_copy(original, base / "m")
         (folder / "layer.json").write_text(json.dumps({**meta, field: value}))
         judge("hardware image layer.json fields", lambda: _read_checked(folder), ImageError, "layer.json",
               lambda img: _image_state(img) == reference)
@@ -263,9 +266,7 @@ def test_fuzz_model_image(tmp_path_factory, pytestconfig):
     @fuzz(pytestconfig, 300)
     @given(name=st.sampled_from(["weights.bin", "manifest.json"]), m=mutation())
     def run(name, m):
-        folder = base / "m"
-        shutil.rmtree(folder, ignore_errors=True)
-        shutil.copytree(original, folder)
+        folder = _fresh_copy(original, base / "m")
         (folder / name).write_bytes(mutate((folder / name).read_bytes(), m))
         judge("model image files", lambda: read_model_image(folder), ModelImageError, str(folder),
               lambda img: state(img) == reference)

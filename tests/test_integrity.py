@@ -9,7 +9,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from ptqtp import ArtifactError, PT2Config, PTQTPConfig, load_artifact, quantize, save_artifact
-from ptqtp.formats.artifact import HASH_KEY, tensor_sha256, verify_artifact, with_hashes
+from ptqtp.formats.artifact import HASH_KEY, artifact_metadata, tensor_sha256, verify_artifact, with_hashes
 
 P2 = "model.layers.0.mlp.up_proj"
 Q = "model.layers.0.self_attn.q_proj"
@@ -113,6 +113,8 @@ def test_an_edited_header_is_refused(art, edit):
     rewrite(art, tensors, meta, rehash=False)
     with pytest.raises(ArtifactError, match="header .* does not match its SHA-256"):
         load_artifact(art)
+    with pytest.raises(ArtifactError, match="header .* does not match its SHA-256"):
+        artifact_metadata(art)  # the header-only reader checks it too
 
 
 @pytest.mark.parametrize("name,field,value,match", [

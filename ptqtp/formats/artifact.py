@@ -47,6 +47,7 @@ __all__ = [
     "save_artifact",
     "load_artifact",
     "verify_artifact",
+    "artifact_metadata",
     "tensor_sha256",
     "header_sha256",
     "file_sha256",
@@ -321,6 +322,21 @@ def verify_artifact(path: str | os.PathLike) -> int:
     except (SafetensorError, OSError, RuntimeError) as e:
         _open_failed(path, e)
     return len(layers)
+
+
+def artifact_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """An artifact's header alone (format and header hash checked, no tensor read): for
+    work on an artifact just written and verified."""
+    path = _artifact_file(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+    except (SafetensorError, OSError, RuntimeError) as e:
+        _open_failed(path, e)
+    if metadata.get("ptqtp.format") != FORMAT_VERSION:
+        _fail(path, f"ptqtp.format is {metadata.get('ptqtp.format')!r}, expected {FORMAT_VERSION!r}")
+    _hashes(path, metadata)
+    return metadata
 
 
 def _artifact_file(path) -> Path:

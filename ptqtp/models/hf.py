@@ -17,7 +17,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from ptqtp.formats.artifact import GUARD, ArtifactError, guard_tensors, load_artifact, pack_layer, save_artifact
+from ptqtp.formats.artifact import GUARD, ArtifactError, artifact_metadata, guard_tensors, load_artifact, pack_layer, \
+    save_artifact
 from ptqtp.formats.checkpoint import BLOCK_PATTERN
 from ptqtp.kernels import TritPlaneLinear
 
@@ -171,7 +172,7 @@ def load_quantized(path: str | Path, dtype: torch.dtype = torch.float32, device:
 
 
 def write_model_folder(folder: str | Path, tokenizer=None, tokenizer_dir: str | Path | None = None) -> Path:
-    """Make ``folder`` (holding the artifact as ``model.safetensors``) a transformers model
+    """Make ``folder`` (holding a verified artifact as ``model.safetensors``) a transformers model
     folder: ``config.json`` with the model's config and ``quantization_config``, and the
     tokenizer (an object, or the tokenizer files of ``tokenizer_dir``), so that after
     ``import ptqtp`` ``AutoModelForCausalLM.from_pretrained(folder)`` loads it."""
@@ -183,13 +184,13 @@ def write_model_folder(folder: str | Path, tokenizer=None, tokenizer_dir: str | 
     from .transformers_quantizer import PTQTPQuantConfig
 
     folder = Path(folder)
-    art = load_artifact(folder / "model.safetensors")
-    raw = art.metadata.get("ptqtp.hf_config")
+    metadata = artifact_metadata(folder / "model.safetensors")  # written and verified by the caller
+    raw = metadata.get("ptqtp.hf_config")
     if raw is None:
         raise ArtifactError(f"{folder / 'model.safetensors'}: no model config in the header (ptqtp.hf_config); "
                             f"a transformers folder needs one")
     config = json.loads(raw)
-    config["quantization_config"] = PTQTPQuantConfig.from_records(json.loads(art.metadata["ptqtp.layers"])).to_dict()
+    config["quantization_config"] = PTQTPQuantConfig.from_records(json.loads(metadata["ptqtp.layers"])).to_dict()
     if not config.get("architectures"):
         arch = _architecture(config)
         if arch:

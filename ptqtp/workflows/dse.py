@@ -20,6 +20,7 @@ from pathlib import Path
 
 from ptqtp.hdl.engine_model import EngineParams
 
+from .figures import pyplot
 from .plan import Board, LayerShape, plan
 
 __all__ = ["DesignPoint", "synthesise", "used_resources", "peak_trits_per_s", "fits", "explore", "best_per_board", "pareto_front", "plot_roofline",
@@ -95,14 +96,12 @@ def explore(layers: list[LayerShape], synth: dict[DesignPoint, dict], boards: li
 
 def best_per_board(rows: list[dict]) -> dict[str, dict]:
     """Per board, the fitting row with the most decode tokens/s (ties: fewer LUTs)."""
+    def rank(r):
+        return r["plan"]["decode_tokens_per_s"], r["plan"]["prefill_tokens_per_s"], -r["resources"]["LUT"]
+
     best: dict[str, dict] = {}
     for r in rows:
-        if not r["fits"]:
-            continue
-        key = (r["plan"]["decode_tokens_per_s"], r["plan"]["prefill_tokens_per_s"], -r["resources"]["LUT"])
-        cur = best.get(r["board"])
-        if cur is None or key > (cur["plan"]["decode_tokens_per_s"], cur["plan"]["prefill_tokens_per_s"],
-                                 -cur["resources"]["LUT"]):
+        if r["fits"] and (r["board"] not in best or rank(r) > rank(best[r["board"]])):
             best[r["board"]] = r
     return best
 
@@ -121,20 +120,11 @@ def pareto_front(synth: dict[DesignPoint, dict]) -> list[DesignPoint]:
     return sorted(front, key=lambda p: used_resources(synth[p]["ecp5"])["LUT"])
 
 
-def _figure():
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only, no display
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_roofline(path: Path, layers: list[LayerShape], boards: list[Board], best: dict[str, dict]) -> Path:
     """Decode tokens/s against memory bandwidth for each board's chosen point at that board's
     clock: the slanted roof is bytes per token, the flat one the AXI bus (DW / 8 bytes a
     cycle) or the compute ceiling (dotted)."""
-    plt = _figure()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 5.5))
     bws = [10 ** (e / 10) for e in range(-15, 31)]  # 0.03 .. 1000 GB/s
     curves: dict[tuple, list[str]] = {}
@@ -169,7 +159,7 @@ def plot_roofline(path: Path, layers: list[LayerShape], boards: list[Board], bes
 def plot_pareto(path: Path, synth: dict[DesignPoint, dict]) -> Path:
     """Two panels over the swept points: LUTs against Fmax, and LUTs against peak throughput
     (R * P * Fmax) with the Pareto front."""
-    plt = _figure()
+    plt = pyplot()
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.5))
     pts = [(p, r) for p, r in sorted(synth.items()) if r.get("fmax_mhz")]
     for p, r in pts:

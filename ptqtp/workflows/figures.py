@@ -8,10 +8,11 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["error_histogram", "error_by_layer", "budget_heatmap", "layer_index"]
+__all__ = ["pyplot", "error_histogram", "error_by_layer", "budget_heatmap", "layer_index"]
 
 
-def _plt():
+def pyplot():
+    """matplotlib.pyplot on the file-only Agg backend (imported on first use)."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no display
@@ -28,7 +29,7 @@ def layer_index(name: str) -> int | None:
 
 def error_histogram(path: Path, records: list[dict]) -> Path:
     """Histogram of the layers' relative weight error ||W - W_hat|| / ||W||."""
-    plt = _plt()
+    plt = pyplot()
     errors = [float(r["rel_error"]) for r in records]
     fig, ax = plt.subplots(figsize=(6, 3.6))
     ax.hist(errors, bins=min(40, max(5, len(errors) // 4)), color="tab:blue", edgecolor="white")
@@ -43,7 +44,7 @@ def error_histogram(path: Path, records: list[dict]) -> Path:
 
 def error_by_layer(path: Path, records: list[dict]) -> Path:
     """Relative weight error against the block index, one line per layer kind."""
-    plt = _plt()
+    plt = pyplot()
     kinds: dict[str, list[tuple[int, float]]] = {}
     for r in records:
         i = layer_index(r["name"])
@@ -67,7 +68,7 @@ def error_by_layer(path: Path, records: list[dict]) -> Path:
 def budget_heatmap(path: Path, rows: list[dict], column: str = "integer output vs float planes") -> Path:
     """The A x S error budget (``ptqtp.workflows.budget.budget_sweep`` rows) as a heat map of
     ``column`` (log colour scale), each cell labelled."""
-    plt = _plt()
+    plt = pyplot()
     from matplotlib.colors import LogNorm
 
     A = sorted({r["A"] for r in rows})

@@ -11,7 +11,7 @@ from ptqtp.golden import IntConfig
 from ptqtp.hdl.engine_model import EngineParams
 
 __all__ = ["json_arg", "write_json", "config_args", "config_from_args", "method_config", "layer_args", "engine_args", "engine_params", "int_args",
-           "int_config", "pick_layer", "backend_kwargs", "positive", "non_negative", "port"]
+           "int_config", "pick_layer", "choose_layer", "backend_kwargs", "positive", "non_negative", "port"]
 
 _INT = IntConfig()
 
@@ -118,7 +118,11 @@ def pick_layer(artifact: Path, name: str | None):
     """(name, PackedLayer): the named layer of an artifact, or its first."""
     from ptqtp.formats.artifact import load_artifact
 
-    layers = load_artifact(artifact).layers
+    return choose_layer(load_artifact(artifact).layers, name)
+
+
+def choose_layer(layers: dict, name: str | None):
+    """(name, layer): the named one of ``layers``, or the first."""
     name = name or next(iter(layers), None)
     if name not in layers:
         raise ValueError(f"layer {name!r} is not in the artifact")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -213,7 +212,7 @@ def cmd_dse(args) -> int:
     record = {"sweep": [{"point": vars(p), **r} for p, r in sorted(synth.items())],
               "best": {k: {**{x: y for x, y in r.items() if x != "point"}, "point": vars(r["point"])}
                        for k, r in best.items()}}
-    atomic_write(args.out / "dse.json", lambda t: t.write_text(json.dumps(record, indent=2)))
+    write_json(args.out / "dse.json", record)
     print(text)
     print(f"wrote {args.out / 'dse.md'}, dse.json, {roof.name}, {par.name}")
     return 0

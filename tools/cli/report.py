@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ._common import json_arg, pick_layer, positive, write_json
+from ._common import choose_layer, json_arg, positive, write_json
 
 
 def register(sub) -> None:
@@ -33,7 +33,7 @@ def cmd_report(args) -> int:
     if not records:
         raise ValueError(f"{args.artifact}: no quantized layers to report on")
     args.out.mkdir(parents=True, exist_ok=True)
-    name, layer = pick_layer(args.artifact, args.layer)
+    name, layer = choose_layer(art.layers, args.layer)
     rows, headers = budget_sweep(layer, random_activations(args.vectors, layer.in_features))
     budget = [dict(zip(headers, r)) for r in rows]
     figs = {"error histogram": figures.error_histogram(args.out / "error_hist.png", records),
