@@ -2,6 +2,7 @@
 
     AXI4-Lite --> registers --> descriptor queues (DMA side, compute side, output side)
     AXI4 read master (AxiBurstReader) --> word stream --> RecordUnpacker --> scale / weight records
+        (base-3 packing: Base3Unpacker, which decodes the trits into the same records; hdl/base3.py)
     x (AXI4-Stream, P activations a beat) --> two activation banks (M vectors each)
     issue: per block of R rows, per group, per chunk, per resident vector v: one chunk-cycle
     --> two alignment stages --> R RowUnits (per-vector partial sums and accumulators)
@@ -29,6 +30,7 @@ from amaranth.lib.wiring import In, Out
 from ptqtp.formats.stream_layout import StreamLayout
 
 from .axi import AxiBurstReader, AxiLiteRegs, AxiLiteSignature, AxiReadSignature, AxiStreamSignature, RomReader
+from .base3 import Base3Unpacker
 from .blocks import AdderTree, RowUnit, tags_layout
 from .engine_model import ENGINE_ID, EngineParams, Reg
 
@@ -202,6 +204,19 @@ class TritEngine(wiring.Component):
         push = start & ~queue_full & ~bad_desc
         m.d.comb += [q_dma.w_data.eq(Cat(Cat(addr_lo, addr_hi)[: p.addr_width], beats)), q_dma.w_en.eq(push),
                      q_core.w_data.eq(entry), q_core.w_en.eq(push), q_out.w_data.eq(entry), q_out.w_en.eq(push)]
+        if L.packing == "base3":
+            # The decoder's copy: the layer's step count ceil(n / R) * ng, two stages after the
+            # push (operands, then product). It pops when it starts the layer's words and the
+            # core finishes a layer only after that, so at most q_core's two entries, the
+            # running layer and the pipeline are ever held: depth 4 never refuses.
+            m.submodules.q_steps = q_steps = SyncFIFOBuffered(width=32, depth=4)
+            blocks_s, ng_s, steps_s = Signal(ROW_BITS), Signal(16), Signal(32)
+            valid_s = Signal(2)
+            m.d.sync += [valid_s.eq(Cat(push, valid_s[0])), steps_s.eq(blocks_s * ng_s)]
+            with m.If(push):
+                m.d.sync += [blocks_s.eq((desc_n[:ROW_BITS] + (R - 1)) >> (R - 1).bit_length()),
+                             ng_s.eq(desc_chunks >> (cpg - 1).bit_length())]
+            m.d.comb += [q_steps.w_data.eq(steps_s), q_steps.w_en.eq(valid_s[1])]
 
         # ------------------------------------------------------------ DMA and record unpacker
         if self.rom_words is None:
@@ -212,7 +227,12 @@ class TritEngine(wiring.Component):
         m.d.comb += [dma.cmd.payload.addr.eq(q_dma.r_data[: p.addr_width]),
                      dma.cmd.payload.beats.eq(q_dma.r_data[p.addr_width :]),
                      dma.cmd.valid.eq(q_dma.r_rdy), q_dma.r_en.eq(dma.cmd.ready), dma.clear.eq(clear)]
-        m.submodules.unpack = unpack = RecordUnpacker(L)
+        if L.packing == "base3":
+            m.submodules.unpack = unpack = Base3Unpacker(L)
+            m.d.comb += [unpack.steps.payload.eq(q_steps.r_data), unpack.steps.valid.eq(q_steps.r_rdy),
+                         q_steps.r_en.eq(unpack.steps.ready)]
+        else:
+            m.submodules.unpack = unpack = RecordUnpacker(L)
         # Two-entry FIFOs between the DMA, the unpacker and the issue stage: a consumer's
         # ready only moves a read pointer (no wide load enable at the end of its logic, and
         # nothing reaches further back). Measured on ECP5 at P=64, R=4: the issue's ready
@@ -387,7 +407,7 @@ class TritEngine(wiring.Component):
             m.d.sync += errors.eq(errors | Cat(dma.error, x.tvalid & can_load & overflow, mismatch,
                                                start & (queue_full | bad_desc)))
         read_map = {
-            Reg.ID: Const(ENGINE_ID, 32), Reg.PARAMS: Const(p.params_word(), 32),
+            Reg.ID: Const(ENGINE_ID, 32), Reg.PARAMS: Const(p.params_word(), 32), Reg.LAYOUT: Const(p.layout_word(), 32),
             Reg.STATUS: Cat(busy, queue_full, errors != 0, Const(0, 5), runs_done),
             Reg.N: desc_n, Reg.CHUNKS: desc_chunks, Reg.M: desc_m, Reg.ADDR_LO: addr_lo, Reg.ADDR_HI: addr_hi,
             Reg.BEATS: beats, Reg.CYCLES: counters["cycles"], Reg.ISSUED: counters["issued"],

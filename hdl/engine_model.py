@@ -51,8 +51,9 @@ class Reg:
     ERRORS = 0x0F  # R: bit 0 memory error response, bit 1 activation overflow, bit 2 batch size mismatch,
     #                   bit 3 descriptor refused (queue full, n >= 2^24, m, chunks or beats out of range, or an
     #                   address not aligned to a burst)
+    LAYOUT = 0x10  # R: planes | offset << 2 | base-3 packing << 3 | S << 8 | G << 16
 
-    COUNT = 16
+    COUNT = 17
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,8 @@ class EngineParams:
     data_width: DW, the AXI data width in bits.
     addr_width: AXI address bits.
     burst, outstanding: the DMA's beats per burst and bursts in flight.
+    packing: the weight stream's trit packing, "2bit" or "base3" (a base-3 decoder in front of
+        the core; ``ptqtp.formats.stream_layout``).
     """
 
     lanes: int = 16
@@ -88,6 +91,7 @@ class EngineParams:
     addr_width: int = 32
     burst: int = 16
     outstanding: int = 4
+    packing: str = "2bit"
 
     def __post_init__(self):
         IntConfig(self.act_bits, self.scale_bits)
@@ -106,7 +110,7 @@ class EngineParams:
     @property
     def layout(self) -> StreamLayout:
         return StreamLayout(self.lanes, self.rows, self.planes, self.offset, self.group_size, self.scale_bits,
-                            self.data_width)
+                            self.data_width, self.packing)
 
     @property
     def terms(self) -> int:
@@ -138,6 +142,11 @@ class EngineParams:
 
     def params_word(self) -> int:
         return self.lanes | self.rows << 8 | self.vectors << 16 | (self.data_width // 8) << 24
+
+    def layout_word(self) -> int:
+        """The LAYOUT register: what a host checks before pairing a model image with the engine."""
+        return (self.planes | self.offset << 2 | (self.packing == "base3") << 3 | self.scale_bits << 8
+                | self.group_size << 16)
 
     def check_layer(self, n: int, d_pad: int, planes: int, offset: bool, m: int = 1) -> None:
         """``ValueError`` unless the layer (and batch of ``m`` vectors) runs on this engine."""
@@ -175,7 +184,7 @@ class LayerRun:
     @property
     def stream_cycles(self) -> int:
         """Cycles the DMA needs at one word per cycle."""
-        return self.groups * self.params.layout.group_beats
+        return self.params.layout.layer_beats(self.n, self.d_pad)
 
     @property
     def beats(self) -> int:

@@ -5,16 +5,25 @@ from __future__ import annotations
 
 import torch
 
+from ptqtp.formats.packing import check_packing, packed_width
 
-def check_packed(codes: torch.Tensor, scales: torch.Tensor, group_size: int, offsets=None) -> tuple[int, int]:
-    """(n, d_pad) of codes uint8 [planes, n, d_pad/4] (1 or 2 planes), scales [planes, n, ng]
-    and optional offsets [n, ng]; ``ValueError`` naming the mismatch otherwise."""
+
+def check_packed(codes: torch.Tensor, scales: torch.Tensor, group_size: int, offsets=None,
+                 packing: str = "2bit") -> tuple[int, int]:
+    """(n, d_pad) of codes uint8 [planes, n, packed_width(d_pad, packing)] (1 or 2 planes),
+    scales [planes, n, ng] (d_pad = ng G) and optional offsets [n, ng]; ``ValueError`` naming
+    the mismatch otherwise."""
+    check_packing(packing)
     if codes.dtype != torch.uint8 or codes.dim() != 3 or codes.shape[0] not in (1, 2):
-        raise ValueError(f"codes must be uint8 [planes, n, d_pad/4] with 1 or 2 planes, not {codes.dtype} "
+        raise ValueError(f"codes must be uint8 [planes, n, bytes] with 1 or 2 planes, not {codes.dtype} "
                          f"{tuple(codes.shape)}")
-    planes, n, d_pad = codes.shape[0], codes.shape[1], codes.shape[2] * 4
-    if d_pad % group_size or tuple(scales.shape) != (planes, n, d_pad // group_size):
-        raise ValueError(f"scales {tuple(scales.shape)} do not match codes {tuple(codes.shape)} with G={group_size}")
+    planes, n = codes.shape[0], codes.shape[1]
+    if scales.dim() != 3 or tuple(scales.shape[:2]) != (planes, n):
+        raise ValueError(f"scales {tuple(scales.shape)} do not match codes {tuple(codes.shape)}: [planes, n, ng]")
+    d_pad = scales.shape[2] * group_size
+    if codes.shape[2] != packed_width(d_pad, packing):
+        raise ValueError(f"codes {tuple(codes.shape)} do not hold {d_pad} columns ({scales.shape[2]} groups of "
+                         f"{group_size}) in {packing} packing ({packed_width(d_pad, packing)} bytes a row)")
     if offsets is not None and tuple(offsets.shape) != (n, d_pad // group_size):
         raise ValueError(f"offsets {tuple(offsets.shape)} must be (n, ng) = {(n, d_pad // group_size)}")
     return n, d_pad

@@ -1,6 +1,8 @@
 """Triton kernels for y = x W_hat^T straight from the packed artifact (docs/SPEC.md sections 2-3).
 
-Codes: uint8 [planes, n, d_pad / 4], 4 trits a byte (trit j at bits 2(j%4)); scales
+Codes: uint8 [planes, n, d_pad / 4], 4 trits a byte (trit j at bits 2(j%4)), or with
+``packing="base3"`` [planes, n, ceil(d_pad / 5)], 5 trits a byte decoded in the kernel by
+the golden fixed-point arithmetic (``ptqtp.formats.packing.base3_digits``); scales
 float16 [planes, n, ng]; optional offsets (PT^2-LLM's m) [n, ng], added to every weight of
 their group (integer path: m_q times the group sum of x_q). Two kernels:
 
@@ -31,8 +33,17 @@ __all__ = ["trit_matmul", "trit_matmul_int"]
 
 
 @triton.jit
-def _trits(codes_ptr, plane, offs_n, offs_k, stride_cp, stride_cn, N):
-    """Trits [BLOCK_N, BLOCK_K] as int32 of one plane: decode the 2-bit code (0b11 -> -1)."""
+def _trits(codes_ptr, plane, offs_n, offs_k, stride_cp, stride_cn, N, BASE3: tl.constexpr):
+    """Trits [BLOCK_N, BLOCK_K] as int32 of one plane: the 2-bit code (0b11 -> -1), or digit
+    k % 5 of a base-3 byte: f = byte * 135 (a 15-bit fraction), digit i = 3 (3^i f mod 2^15) >> 15
+    (the golden decode's i-th step), digit 2 -> -1."""
+    if BASE3:
+        b = tl.load(codes_ptr + plane * stride_cp + offs_n[:, None] * stride_cn + offs_k[None, :] // 5,
+                    mask=offs_n[:, None] < N, other=0).to(tl.int32)
+        i = offs_k[None, :] % 5
+        pow3 = tl.where(i == 0, 1, tl.where(i == 1, 3, tl.where(i == 2, 9, tl.where(i == 3, 27, 81))))
+        c = (((b * 135 * pow3) & 0x7FFF) * 3) >> 15
+        return tl.where(c == 2, -1, c)
     b = tl.load(codes_ptr + plane * stride_cp + offs_n[:, None] * stride_cn + offs_k[None, :] // 4,
                 mask=offs_n[:, None] < N, other=0).to(tl.int32)
     c = (b >> (2 * (offs_k[None, :] % 4))) & 3
@@ -41,11 +52,11 @@ def _trits(codes_ptr, plane, offs_n, offs_k, stride_cp, stride_cn, N):
 
 @triton.jit
 def _weights(codes_ptr, scales_ptr, offsets_ptr, offs_n, offs_k, g, stride_cp, stride_cn, stride_sp, stride_sn, N,
-             PLANES: tl.constexpr, HAS_OFFSET: tl.constexpr):
+             PLANES: tl.constexpr, HAS_OFFSET: tl.constexpr, BASE3: tl.constexpr):
     """W_hat tile [BLOCK_N, BLOCK_K] float32 for columns in one group g."""
     w = tl.zeros((offs_n.shape[0], offs_k.shape[0]), dtype=tl.float32)
     for p in range(PLANES):
-        t = _trits(codes_ptr, p, offs_n, offs_k, stride_cp, stride_cn, N).to(tl.float32)
+        t = _trits(codes_ptr, p, offs_n, offs_k, stride_cp, stride_cn, N, BASE3).to(tl.float32)
         s = tl.load(scales_ptr + p * stride_sp + offs_n * stride_sn + g, mask=offs_n < N, other=0.0).to(tl.float32)
         w += t * s[:, None]
     if HAS_OFFSET:  # offsets share the scales' [n, ng] row stride
@@ -64,7 +75,7 @@ def _x_tile(x_ptr, offs_m, offs_k, stride_xm, M, K):
 @triton.jit
 def _float_kernel(x_ptr, codes_ptr, scales_ptr, offsets_ptr, y_ptr, M, N, K, stride_xm, stride_cp, stride_cn,
                   stride_sp, stride_sn, PLANES: tl.constexpr, HAS_OFFSET: tl.constexpr, G: tl.constexpr,
-                  DOT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+                  BASE3: tl.constexpr, DOT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     """Tiles BLOCK_M x BLOCK_N; ``DOT``: tl.dot on the unpacked tile (prefill), else a
     broadcast multiply-sum (decode, m <= 8: one row block, every packed byte read once)."""
     offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -73,7 +84,7 @@ def _float_kernel(x_ptr, codes_ptr, scales_ptr, offsets_ptr, y_ptr, M, N, K, str
     for k0 in range(0, K, BLOCK_K):
         offs_k = k0 + tl.arange(0, BLOCK_K)
         w = _weights(codes_ptr, scales_ptr, offsets_ptr, offs_n, offs_k, k0 // G, stride_cp, stride_cn, stride_sp,
-                     stride_sn, N, PLANES, HAS_OFFSET)
+                     stride_sn, N, PLANES, HAS_OFFSET, BASE3)
         x = _x_tile(x_ptr, offs_m, offs_k, stride_xm, M, K)
         if DOT:
             acc += tl.dot(x, tl.trans(w))
@@ -84,7 +95,8 @@ def _float_kernel(x_ptr, codes_ptr, scales_ptr, offsets_ptr, y_ptr, M, N, K, str
 
 @triton.jit
 def _int_kernel(xq_ptr, codes_ptr, aq_ptr, mq_ptr, acc_ptr, M, N, ng, stride_xm, stride_cp, stride_cn, stride_ap,
-                stride_an, PLANES: tl.constexpr, HAS_OFFSET: tl.constexpr, G: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+                stride_an, PLANES: tl.constexpr, HAS_OFFSET: tl.constexpr, G: tl.constexpr, BASE3: tl.constexpr,
+                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int64)
@@ -101,7 +113,7 @@ def _int_kernel(xq_ptr, codes_ptr, aq_ptr, mq_ptr, acc_ptr, M, N, ng, stride_xm,
             part = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32)  # |p| <= G Q < 2^31 for A <= 16, G <= 2^15
             for k0 in range(0, G, BLOCK_K):
                 offs_k = g * G + k0 + tl.arange(0, BLOCK_K)
-                t = _trits(codes_ptr, p, offs_n, offs_k, stride_cp, stride_cn, N)
+                t = _trits(codes_ptr, p, offs_n, offs_k, stride_cp, stride_cn, N, BASE3)
                 x = tl.load(xq_ptr + offs_m[:, None] * stride_xm + offs_k[None, :], mask=offs_m[:, None] < M, other=0)
                 part += tl.sum(x[:, None, :] * t[None, :, :], axis=2)
             a = tl.load(aq_ptr + p * stride_ap + offs_n * stride_an + g, mask=offs_n < N, other=0)
@@ -110,10 +122,10 @@ def _int_kernel(xq_ptr, codes_ptr, aq_ptr, mq_ptr, acc_ptr, M, N, ng, stride_xm,
 
 
 def trit_matmul(x: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor, group_size: int = 128,
-                offsets: torch.Tensor | None = None) -> torch.Tensor:
+                offsets: torch.Tensor | None = None, packing: str = "2bit") -> torch.Tensor:
     """y = x W_hat^T (fp32 accumulation, output in x's dtype) for x (..., d) with d <= d_pad,
     W_hat = sum_k a_k T_k (+ m) in stored column order (a permutation is the caller's)."""
-    n, d_pad = check_packed(codes, scales, group_size, offsets)
+    n, d_pad = check_packed(codes, scales, group_size, offsets, packing)
     if x.shape[-1] > d_pad:
         raise ValueError(f"x has {x.shape[-1]} features, the layer at most {d_pad}")
     lead = x.shape[:-1]
@@ -128,7 +140,7 @@ def trit_matmul(x: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor, grou
     offsets = scales if offsets is None else offsets.to(scales.dtype).contiguous()  # unread without HAS_OFFSET
     args = (x2, codes, scales, offsets, y, M, n, d_pad, x2.stride(0), codes.stride(0), codes.stride(1),
             scales.stride(0), scales.stride(1))
-    flags = dict(PLANES=codes.shape[0], HAS_OFFSET=offsets is not scales, G=group_size)
+    flags = dict(PLANES=codes.shape[0], HAS_OFFSET=offsets is not scales, G=group_size, BASE3=packing == "base3")
     bm = max(1, triton.next_power_of_2(M)) if M <= 8 else 64  # decode: all rows in one block
     _float_kernel[(triton.cdiv(M, bm), triton.cdiv(n, 64))](*args, **flags, DOT=M > 8, BLOCK_M=bm, BLOCK_N=64,
                                                             BLOCK_K=block_k)
@@ -136,10 +148,10 @@ def trit_matmul(x: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor, grou
 
 
 def trit_matmul_int(x_q: torch.Tensor, codes: torch.Tensor, a_q: torch.Tensor, group_size: int = 128,
-                    m_q: torch.Tensor | None = None) -> torch.Tensor:
+                    m_q: torch.Tensor | None = None, packing: str = "2bit") -> torch.Tensor:
     """The golden accumulator acc int64 [m, n] from x_q [m, d_pad] (integers), a_q int64
     [planes, n, ng] and optional offsets m_q int64 [n, ng]."""
-    n, d_pad = check_packed(codes, a_q, group_size, m_q)
+    n, d_pad = check_packed(codes, a_q, group_size, m_q, packing)
     if x_q.dim() != 2 or x_q.shape[1] != d_pad:
         raise ValueError(f"x_q must be (m, {d_pad}), not {tuple(x_q.shape)}")
     if x_q.abs().max() >= 2**15 or group_size > 2**15:
@@ -152,5 +164,5 @@ def trit_matmul_int(x_q: torch.Tensor, codes: torch.Tensor, a_q: torch.Tensor, g
     grid = (triton.cdiv(M, 16), triton.cdiv(n, 32))
     _int_kernel[grid](x_q, codes, a_q, mq, acc, M, n, d_pad // group_size, x_q.stride(0), codes.stride(0),
                       codes.stride(1), a_q.stride(0), a_q.stride(1), PLANES=codes.shape[0], HAS_OFFSET=m_q is not None,
-                      G=group_size, BLOCK_M=16, BLOCK_N=32, BLOCK_K=min(32, group_size & -group_size))
+                      G=group_size, BASE3=packing == "base3", BLOCK_M=16, BLOCK_N=32, BLOCK_K=min(32, group_size & -group_size))
     return acc

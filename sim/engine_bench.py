@@ -173,6 +173,7 @@ async def register_access(dut):
     await bench.reset()
     assert await bench.reg(Reg.ID) == cfg["engine_id"]
     assert await bench.reg(Reg.PARAMS) == cfg["params_word"]
+    assert await bench.reg(Reg.LAYOUT) == cfg["layout_word"]
     for addr, value in ((Reg.N, 77), (Reg.CHUNKS, 12), (Reg.M, 1), (Reg.BEATS, 5), (Reg.ADDR_LO, 0x1000)):
         await bench.host.write_dword(4 * addr, value)
         assert await bench.reg(addr) == value

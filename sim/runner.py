@@ -225,7 +225,8 @@ def engine_config(params, **throttle) -> dict:
     from ptqtp.hdl.engine_model import ENGINE_ID
 
     return {"lanes": params.lanes, "act_bits": params.act_bits, "out_bits": params.out_bits, "engine_id": ENGINE_ID,
-            "params_word": params.params_word(), "vectors": params.vectors, **throttle}
+            "params_word": params.params_word(), "layout_word": params.layout_word(), "vectors": params.vectors,
+            **throttle}
 
 
 def image_runs(image, batches: list[tuple[str, np.ndarray]]):

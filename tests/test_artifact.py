@@ -162,3 +162,48 @@ def test_artifact_records_the_config_really_used(tmp_path):
     path = save_artifact(tmp_path / "a.safetensors", {"l": quantize(w, cfg)}, config=cfg)
     art = load_artifact(path)
     assert art.metadata["ptqtp.method"] == "pt2-itf" and art.config() == cfg
+
+
+def test_base3_round_trip_equals_2bit(tmp_path, layers):
+    two = load_artifact(write(tmp_path, layers))
+    (tmp_path / "b3").mkdir()
+    path3 = write(tmp_path / "b3", layers, packing="base3")
+    three = load_artifact(path3)
+    for name, r in layers.items():
+        a, b = two.layers[name], three.layers[name]
+        assert b.packing == "base3" and a.packing == "2bit" and "packing" not in a.info
+        assert b.codes.shape[-1] == -(-a.d_pad // 5) and a.codes.shape[-1] == a.d_pad // 4
+        assert torch.equal(b.trits(), r.codes) and torch.equal(b.trits(), a.trits())
+        assert torch.equal(b.dequantize(torch.float64), a.dequantize(torch.float64))
+    assert path3.stat().st_size < (tmp_path / "a.safetensors").stat().st_size
+
+
+def _set_base3_byte(value, j=7):
+    return lambda t: t[f"{Q}.tp_codes"].__setitem__((1, 3, j), value)
+
+
+@pytest.mark.parametrize("mutate,match", [
+    (_set_base3_byte(243), r"q_proj.*base-3 byte value 243 >= 243 at plane 1, row 3, byte 7 \(columns 35..39\)"),
+    (_set_base3_byte(255, 0), r"q_proj.*byte value 255"),
+    # d = 200, d_pad = 256: byte 39 holds columns 195..199, byte 51 holds 255 and four remainder trits
+    (_set_base3_byte(1, 40), r"q_proj.*padding columns 200..259 hold nonzero"),
+    (_set_base3_byte(1, 51), r"q_proj.*padding columns"),
+    (lambda t: t.__setitem__(f"{Q}.tp_codes", torch.zeros(2, 16, 64, dtype=torch.uint8)), r"q_proj.*tp_codes is"),
+])
+def test_base3_corruptions_raise(tmp_path, layers, mutate, match):
+    path = write(tmp_path, layers, packing="base3")
+    rewrite(path, mutate)
+    with pytest.raises(ArtifactError, match=match):
+        load_artifact(path)
+
+
+def test_unknown_packing_rejected(tmp_path, layers):
+    path = write(tmp_path, layers)
+
+    def meta(m):
+        recs = json.loads(m["ptqtp.layers"])
+        recs[0]["packing"] = "base4"
+        m["ptqtp.layers"] = json.dumps(recs)
+    rewrite(path, None, meta)
+    with pytest.raises(ArtifactError, match="q_proj.*packing must be one of"):
+        load_artifact(path)

@@ -45,12 +45,34 @@ def test_stream_layout_bytes_by_hand():
     assert np.array_equal(t, trits) and np.array_equal(a, a_q) and np.array_equal(m, m_q)
 
 
+def test_stream_layout_base3_bytes_by_hand():
+    """The same layer in base-3: one frame of k = 2 steps, its scale records, then the two
+    steps' trit sequences (32 trits each) packed five a byte, most significant digit first."""
+    L = StreamLayout(lanes=4, rows=2, planes=2, offset=True, group_size=8, scale_bits=8, data_width=32,
+                     packing="base3")
+    trits = np.zeros((2, 3, 8), np.int8)
+    trits[0, 0, :4] = [1, -1, 0, 1]  # sequence positions 0..3
+    trits[1, 1, 4] = -1  # chunk 1 (16) + plane 2 (8) + row unit 1 (4): position 28
+    trits[0, 2, 0] = 1  # step 1 (block 1): position 32
+    a_q = np.array([[[5], [-2], [7]], [[1], [2], [3]]])
+    m_q = np.array([[-1], [4], [9]])
+    got = np.frombuffer(L.encode(trits, a_q, m_q), np.uint8)
+    scales = [5, 0xFE, 1, 2, 0xFF, 4, 7, 0, 3, 0, 9, 0]  # two 48-bit records back to back: 3 words
+    # byte 0: trits 1, -1, 0, 1, 0 -> digits 1 2 0 1 0 = 81 + 54 + 3; byte 5: position 28 is digit 3 of
+    # trits 25..29 (-1 -> 2): 2 * 3; byte 6: position 32 is digit 2 of trits 30..34: 1 * 9; 13 bytes + 3 pad
+    assert got.tolist() == scales + [138, 0, 0, 0, 0, 6, 9, 0, 0, 0, 0, 0, 0] + [0, 0, 0]
+    assert L.layer_bytes(3, 8) == 28
+    t, a, m = L.decode(got.tobytes(), 3, 8, 2, True)
+    assert np.array_equal(t, trits) and np.array_equal(a, a_q) and np.array_equal(m, m_q)
+
+
+@pytest.mark.parametrize("packing", ["2bit", "base3"])
 @pytest.mark.parametrize("P,R,planes,offset,DW,lp,loff",
                          [(16, 4, 2, False, 128, 2, False), (16, 4, 2, True, 512, 1, True), (4, 1, 1, True, 64, 1, True),
                           (64, 4, 2, False, 256, 2, False)])
-def test_stream_layout_round_trip(P, R, planes, offset, DW, lp, loff):
+def test_stream_layout_round_trip(P, R, planes, offset, DW, lp, loff, packing):
     rng = np.random.default_rng(P + DW)
-    L = StreamLayout(P, R, planes, offset, 128, 16, DW)
+    L = StreamLayout(P, R, planes, offset, 128, 16, DW, packing)
     g = golden_layer(rng, 7, 300, lp, loff)
     data = L.encode(g.trits, g.a_q, g.m_q)
     assert len(data) == L.layer_bytes(7, 384) and len(data) % L.word_bytes == 0
@@ -78,6 +100,41 @@ def test_stream_layout_rejects():
         L.decode(bytes(data[:-8]), 3, 128, 1, False)
     with pytest.raises(ValueError, match="power of two"):
         StreamLayout(8, 3)
+    with pytest.raises(ValueError, match="packing must be one of"):
+        StreamLayout(8, 2, packing="base4")
+
+
+def test_stream_layout_base3_rejects():
+    L = StreamLayout(8, 2, 1, False, 128, 16, 64, "base3")
+    one = golden_layer(np.random.default_rng(0), 3, 128, planes=1)  # 2 steps: one frame of k = 2
+    data = L.encode(one.trits, one.a_q)
+    assert len(data) == 8 + 104  # 2 x 32-bit scale records in a word; 2 * 256 trits -> 103 bytes -> 13 words
+    bad = bytearray(data)
+    bad[8 + 4] = 250
+    with pytest.raises(ValueError, match="base-3 byte 250"):
+        L.decode(bytes(bad), 3, 128, 1, False)
+    bad = bytearray(data)
+    bad[8 + 103] = 1  # the frame's word padding
+    with pytest.raises(ValueError, match="nonzero padding"):
+        L.decode(bytes(bad), 3, 128, 1, False)
+    bad = bytearray(data)
+    bad[8 + 102] = 9  # 512 trits end with digits 0 and 1 of byte 102: digit 2 is remainder
+    with pytest.raises(ValueError, match="remainder"):
+        L.decode(bytes(bad), 3, 128, 1, False)
+    L2 = StreamLayout(8, 2, 1, False, 128, 16, 128, "base3")  # 2 x 32 bits in a 128-bit word: 8 bytes of padding
+    data2 = bytearray(L2.encode(one.trits, one.a_q))
+    data2[12] = 1
+    with pytest.raises(ValueError, match="nonzero padding"):
+        L2.decode(bytes(data2), 3, 128, 1, False)
+
+
+def test_base3_region_sizes_of_smollm2_shapes():
+    """Weight bytes per token, SmolLM2-135M's linears (n x d per block), R = 4, DW = 128: base-3
+    needs at most 0.82 of the 2-bit region bytes (the image-level figure is in the README)."""
+    shapes = [(576, 576), (192, 576), (192, 576), (576, 576), (1536, 576), (1536, 576), (576, 1536)]
+    two, three = (StreamLayout(64, 4, 2, False, 128, 16, 128, p) for p in ("2bit", "base3"))
+    ratio = sum(three.layer_bytes(n, d) for n, d in shapes) / sum(two.layer_bytes(n, d) for n, d in shapes)
+    assert ratio <= 0.82, ratio
 
 
 # ------------------------------------------------------------------ model image
@@ -183,15 +240,16 @@ def check(res):
 ENGINES = [(8, 2, 2, True, 64, 2), (16, 4, 2, False, 128, 4), (4, 1, 1, True, 64, 1)]
 
 
-@pytest.mark.parametrize("P,R,planes,offset,DW,M", ENGINES)
-def test_engine_runs_layers_back_to_back(tmp_path, P, R, planes, offset, DW, M):
+@pytest.mark.parametrize("P,R,planes,offset,DW,M,packing", [(*e, "2bit") for e in ENGINES]
+                         + [(*e, "base3") for e in ENGINES[:2]])
+def test_engine_runs_layers_back_to_back(tmp_path, P, R, planes, offset, DW, M, packing):
     """Several shapes on one build (d not a multiple of P*R, n not a multiple of R, one- and
     two-plane layers, offsets, a permutation), m = 1..M, every output bit-exact; the ISSUED
     counter equals the cycle model's compute cycles."""
     from ptqtp.hdl.engine_model import EngineParams
 
     params = EngineParams(lanes=P, rows=R, planes=planes, offset=offset, max_d=384, vectors=M, data_width=DW,
-                          burst=8, outstanding=2)
+                          burst=8, outstanding=2, packing=packing)
     shapes = [(7, 300, planes, offset, False), (R + 1, 128, 1, offset, offset), (3, 384, planes, False, False),
               (2 * R, 200, 1, False, False)]
     img, batches = engine_case(tmp_path, params, shapes, seed=P)

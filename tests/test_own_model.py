@@ -103,6 +103,29 @@ def test_quantized_folder_is_a_transformers_folder(folder, tmp_path, capsys):
     assert "LOADED FolderTritPlaneLinear" in runs["import ptqtp"], runs["import ptqtp"]
 
 
+def test_base3_folder_loads_and_computes_what_2bit_does(folder, tmp_path):
+    """--packing base3: 5 trits a byte in model.safetensors (smaller), from_pretrained builds
+    base-3 TritPlaneLinear modules, and the logits equal the 2-bit folder's bit for bit."""
+    import ptqtp  # noqa: F401 - registers the quantizer
+    from ptqtp import load_artifact
+
+    two, three = tmp_path / "two", tmp_path / "three"
+    assert main(["quantize", str(folder / "model"), "-o", str(two), "--group-size", "32"]) == 0
+    assert main(["quantize", str(folder / "model"), "-o", str(three), "--group-size", "32", "--packing", "base3"]) == 0
+    qc = json.loads((three / "config.json").read_text())["quantization_config"]
+    assert qc["packing"] == "base3" and all(r["packing"] == "base3" for r in qc["layers"])
+    a2, a3 = load_artifact(two), load_artifact(three)
+    for name, layer in a3.layers.items():
+        assert torch.equal(layer.trits(), a2.layers[name].trits())
+    codes = lambda a: sum(l.codes.numel() for l in a.layers.values())  # noqa: E731
+    assert codes(a3) / codes(a2) <= 0.82
+    ids = torch.randint(0, 49152, (1, 12), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        m3 = tf.AutoModelForCausalLM.from_pretrained(three)
+        assert m3.model.layers[0].mlp.up_proj.packing == "base3"
+        assert torch.equal(m3(ids).logits, tf.AutoModelForCausalLM.from_pretrained(two)(ids).logits)
+
+
 @pytest.mark.parametrize("first", ["import ptqtp.models.transformers_quantizer", "import ptqtp; import transformers",
                                    "import transformers; import ptqtp", "from ptqtp.models.hf import write_model_folder"])
 def test_registration_in_any_import_order(first, tmp_path):

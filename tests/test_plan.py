@@ -30,6 +30,18 @@ def test_one_layer_by_hand():
     assert wide["decode_tokens_per_s"] == pytest.approx(1e8 / 32) and wide["kinds"]["x"]["bound"] == "compute"
 
 
+def test_one_layer_base3_by_hand():
+    """The same layer with base-3 weights: 4 steps make one frame of k = 4: a scale section of
+    4 x 128 bits = 4 words, then 4 x 2 x 4 x 128 = 4096 trits = 820 bytes = 52 words; 56 words
+    = 896 bytes against the 2-bit 1088."""
+    params = EngineParams(lanes=16, rows=4, data_width=128, vectors=4, packing="base3")
+    p = plan([LayerShape("x", 8, 256)], params, Board("b", "one byte a cycle", bandwidth_gbs=0.1, fmax_mhz=100))
+    assert p["bytes_per_token"] == 896 and p["engine"]["packing"] == "base3"
+    assert p["decode_tokens_per_s"] == pytest.approx(1e8 / 896)
+    bus = plan([LayerShape("x", 8, 256)], params, Board("f", "fast", 1e3, 100))  # 56 words at one a cycle
+    assert bus["decode_tokens_per_s"] == pytest.approx(1e8 / 56)
+
+
 def test_boards_file_carries_sources():
     boards = load_boards()
     assert {"ulx3s-85f", "ecp5-ddr3-85f", "arty-a7-100t", "kria-kv260", "alveo-u50"} <= set(boards)
@@ -46,8 +58,14 @@ def test_cli_plan(tmp_path, capsys):
     assert main(["plan", str(art), "--bandwidth", "0.1", "--fmax", "100", "--data-width", "128",
                  "--json", str(tmp_path / "p.json")]) == 0
     out = capsys.readouterr().out
-    assert "custom" in out and "q_proj" in out
-    p = json.loads((tmp_path / "p.json").read_text())[0]
+    assert "custom" in out and "q_proj" in out and "base3" in out
+    p, p3 = json.loads((tmp_path / "p.json").read_text())
     assert p["layers"] == 2 and p["bytes_per_token"] == 2 * (4 * 2 * 17 * 16)  # 2 layers x 4 blocks x 2 groups x 17 words
+    # base-3: 8 steps a layer = frames of 5 (5 + 64 words) and 3 (3 + ceil(614.4 bytes / 16) = 3 + 39 words)
+    assert (p["engine"]["packing"], p3["engine"]["packing"]) == ("2bit", "base3")
+    assert p3["bytes_per_token"] == 2 * (69 + 42) * 16
+    assert main(["plan", str(art), "--bandwidth", "0.1", "--fmax", "100", "--packing", "base3",
+                 "--json", str(tmp_path / "p.json")]) == 0
+    assert [q["engine"]["packing"] for q in json.loads((tmp_path / "p.json").read_text())] == ["base3"]
     assert main(["plan", str(art), "--board", "nope"]) == 2
     assert "unknown boards" in capsys.readouterr().err

@@ -2,13 +2,15 @@
 
 For each quantized linear ``NAME``::
 
-    NAME.tp_codes    uint8   [planes, n, d_pad / 4]  trit codes, see ptqtp.packing
+    NAME.tp_codes    uint8   [planes, n, d_pad / 4]  trit codes, see ptqtp.formats.packing
+                             ([planes, n, ceil(d_pad / 5)] with the record's packing "base3")
     NAME.tp_scales   float16 [planes, n, ng]         a_k per plane, row, group
     NAME.tp_offsets  float16 [n, ng]                 offset m per row, group (PT^2-LLM only)
     NAME.tp_perm     int32   [d]                     stored column j = input column perm[j] (optional)
     NAME.bias        (unchanged, if the layer has one)
 
-planes is 2 (PTQTP) or 1 (PT^2-LLM); the layer record's ``planes`` says which (absent: 2).
+planes is 2 (PTQTP) or 1 (PT^2-LLM); the layer record's ``planes`` says which (absent: 2),
+its ``packing`` how the codes are packed (absent: "2bit").
 
 plus every other tensor unchanged. Header ``__metadata__``: ``ptqtp.format`` = "1",
 ``ptqtp.layers`` = JSON list of per-layer records (each says ``planes``, ``offset`` and
@@ -37,7 +39,7 @@ from ptqtp.golden import is_permutation
 from ptqtp.methods import MethodConfig, TritPlaneResult, artifact_config, dequantize_planes
 
 from .atomic import atomic_write, json_sha256
-from .packing import invalid_code_positions, pack_trits, unpack_trits
+from .packing import PACKINGS, check_packing, invalid_bytes, pack_trits, packed_width, unpack_trits
 
 __all__ = [
     "ArtifactError",
@@ -86,7 +88,7 @@ class PackedLayer:
     """One quantized linear as stored: packed codes, float16 scales, optional bias."""
 
     name: str
-    codes: torch.Tensor  # uint8 [planes, n, d_pad / 4]
+    codes: torch.Tensor  # uint8 [planes, n, packed_width(d_pad, packing)]
     scales: torch.Tensor  # float16 [planes, n, ng]
     info: dict
     bias: torch.Tensor | None = None
@@ -107,7 +109,11 @@ class PackedLayer:
 
     @property
     def d_pad(self) -> int:
-        return int(self.codes.shape[-1]) * 4
+        return -(-self.in_features // self.group_size) * self.group_size
+
+    @property
+    def packing(self) -> str:
+        return self.info.get("packing", "2bit")
 
     @property
     def planes(self) -> int:
@@ -115,7 +121,7 @@ class PackedLayer:
 
     def trits(self) -> torch.Tensor:
         """int8 trits [planes, n, d_pad]."""
-        return unpack_trits(self.codes)
+        return unpack_trits(self.codes, self.packing, self.d_pad)
 
     def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """W_hat (n, in_features), input column order, from the stored (float16) scales and offsets."""
@@ -157,11 +163,12 @@ def _float16(values: torch.Tensor, name: str, what: str, flush_ok: bool = False)
     return half
 
 
-def pack_layer(result: TritPlaneResult, name: str) -> dict[str, torch.Tensor]:
-    """The stored tensors of one result by suffix: ``tp_codes`` (uint8), ``tp_scales``
-    (float16), and ``tp_offsets`` (float16) / ``tp_perm`` (int32) where the method has them.
-    Scales and offsets must fit float16."""
-    out = {"tp_codes": pack_trits(result.codes.detach().cpu()), "tp_scales": _float16(result.scales, name, "scale")}
+def pack_layer(result: TritPlaneResult, name: str, packing: str = "2bit") -> dict[str, torch.Tensor]:
+    """The stored tensors of one result by suffix: ``tp_codes`` (uint8, in ``packing``),
+    ``tp_scales`` (float16), and ``tp_offsets`` (float16) / ``tp_perm`` (int32) where the
+    method has them. Scales and offsets must fit float16."""
+    out = {"tp_codes": pack_trits(result.codes.detach().cpu(), check_packing(packing)),
+           "tp_scales": _float16(result.scales, name, "scale")}
     if result.offsets is not None:
         out["tp_offsets"] = _float16(result.offsets, name, "offset", flush_ok=True)
     if result.perm is not None:
@@ -184,9 +191,13 @@ def header_sha256(metadata: dict[str, str]) -> str:
     return json_sha256({k: v for k, v in metadata.items() if k.startswith("ptqtp.")}, without=HASH_KEY)
 
 
-def layer_record(name: str, result: TritPlaneResult) -> dict:
-    """A layer's header record: its info plus which optional tensors it stores."""
-    return {"name": name, **result.info(), "offset": result.offsets is not None, "perm": result.perm is not None}
+def layer_record(name: str, result: TritPlaneResult, packing: str = "2bit") -> dict:
+    """A layer's header record: its info, which optional tensors it stores, and its packing
+    (only when not the default, so 2-bit artifacts stay as they were)."""
+    rec = {"name": name, **result.info(), "offset": result.offsets is not None, "perm": result.perm is not None}
+    if check_packing(packing) != "2bit":
+        rec["packing"] = packing
+    return rec
 
 
 def with_hashes(metadata: dict[str, str], tensor_hashes: dict[str, str]) -> dict[str, str]:
@@ -210,9 +221,11 @@ def save_artifact(
     tensors: dict[str, torch.Tensor] | None = None,
     config: MethodConfig | None = None,
     metadata: dict[str, str] | None = None,
+    packing: str = "2bit",
 ) -> Path:
     """Write quantized ``layers`` (name -> result) and the other ``tensors`` atomically;
-    ``config`` (the one really used) goes into the header as ``ptqtp.method`` + ``ptqtp.config``.
+    ``config`` (the one really used) goes into the header as ``ptqtp.method`` + ``ptqtp.config``;
+    ``packing`` ("2bit" or "base3", ``ptqtp.formats.packing``) packs every layer's codes.
 
     Raises
     ------
@@ -222,12 +235,12 @@ def save_artifact(
     out: dict[str, torch.Tensor] = {}
     records = []
     for name, result in layers.items():
-        for suffix, value in pack_layer(result, name).items():
+        for suffix, value in pack_layer(result, name, packing).items():
             key = f"{name}.{suffix}"
             if key in tensors:
                 raise ArtifactError(f"tensor {key!r} is both a quantized layer and a plain tensor")
             out[key] = value
-        records.append(layer_record(name, result))
+        records.append(layer_record(name, result, packing))
         if f"{name}.bias" in tensors:
             check_bias(tensors[f"{name}.bias"], name, result.out_features)
     for key, value in tensors.items():
@@ -450,6 +463,9 @@ def _validated_layer(path, name: str, rec: dict, raw: Mapping, tensor) -> Packed
     planes = rec.get("planes", 2)
     if planes not in (1, 2) or isinstance(planes, bool):
         _fail(path, f"layer {name!r}: planes must be 1 or 2, not {planes!r}")
+    packing = rec.get("packing", "2bit")
+    if packing not in PACKINGS:
+        _fail(path, f"layer {name!r}: packing must be one of {PACKINGS}, not {packing!r}")
     # Which optional tensors the layer stores; records from before these fields say it by method.
     needs = {"tp_offsets": rec.get("offset", rec["method"] in _OFFSET_METHODS), "tp_perm": rec.get("perm")}
     for suffix, want in needs.items():
@@ -457,7 +473,7 @@ def _validated_layer(path, name: str, rec: dict, raw: Mapping, tensor) -> Packed
             _fail(path, f"layer {name!r}: record field {suffix.removeprefix('tp_').replace('offsets', 'offset')} "
                         f"must be true or false, not {want!r}")
     expect = {
-        "tp_codes": (torch.uint8, (planes, n, ng * G // 4)),
+        "tp_codes": (torch.uint8, (planes, n, packed_width(ng * G, packing))),
         "tp_scales": (torch.float16, (planes, n, ng)),
         "tp_offsets": (torch.float16, (n, ng)),
         "tp_perm": (torch.int32, (d,)),
@@ -477,14 +493,21 @@ def _validated_layer(path, name: str, rec: dict, raw: Mapping, tensor) -> Packed
         if t.dtype != dtype or tuple(t.shape) != shape:
             _fail(path, f"layer {name!r}: {key} is {t.dtype} {tuple(t.shape)}, expected {dtype} {shape}")
         got[suffix] = t
-    bad = invalid_code_positions(got["tp_codes"])
+    codes = got["tp_codes"]
+    bad = invalid_bytes(codes, packing)
     if len(bad):
-        plane, row, col = (int(i) for i in bad[0])
-        _fail(path, f"layer {name!r}: invalid trit code 0b10 at plane {plane}, row {row}, column {col} "
-                    f"({len(bad)} in all)")
-    pad = unpack_trits(got["tp_codes"][..., d // 4 :])[..., d % 4 :]  # only the bytes holding padding
+        plane, row, j = (int(i) for i in bad[0])
+        byte = int(codes[plane, row, j])
+        if packing == "2bit":
+            col = 4 * j + next(i for i in range(4) if (byte >> 2 * i) & 3 == 0b10)
+            what = f"invalid trit code 0b10 at plane {plane}, row {row}, column {col}"
+        else:
+            what = f"base-3 byte value {byte} >= 243 at plane {plane}, row {row}, byte {j} (columns {5 * j}..{5 * j + 4})"
+        _fail(path, f"layer {name!r}: {what} ({len(bad)} bad bytes in all)")
+    per = 4 if packing == "2bit" else 5
+    pad = unpack_trits(codes[..., d // per :], packing)[..., d % per :]  # only the bytes holding padding
     if bool(pad.any()):
-        _fail(path, f"layer {name!r}: padding columns {d}..{ng * G - 1} hold nonzero trits")
+        _fail(path, f"layer {name!r}: padding columns {d}..{codes.shape[-1] * per - 1} hold nonzero trits")
     if not bool(torch.isfinite(got["tp_scales"]).all()):
         _fail(path, f"layer {name!r}: non-finite scales")
     if got["tp_offsets"] is not None and not bool(torch.isfinite(got["tp_offsets"]).all()):

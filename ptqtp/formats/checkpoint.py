@@ -34,6 +34,7 @@ from ptqtp.methods import MethodConfig, PTQTPConfig, method_of, quantize, resolv
 
 from .artifact import FORMAT_VERSION, ArtifactError, atomic_write, file_sha256, guard_tensors, layer_record, \
     pack_layer, tensor_sha256, verify_artifact, with_hashes
+from .packing import check_packing
 
 __all__ = ["checkpoint_files", "stream_quantize", "shard_of", "BLOCK_PATTERN"]
 
@@ -152,7 +153,7 @@ def _stderr(msg: str) -> None:
 def stream_quantize(src: str | os.PathLike, out: str | os.PathLike, method: str | MethodConfig = "ptqtp",
                     config: MethodConfig | None = None, include: str = BLOCK_PATTERN.pattern,
                     exclude: str | None = None, progress: bool = True, log=_stderr, guards: bool = False,
-                    rank: int = 0, world: int = 1, barrier=None) -> Path:
+                    rank: int = 0, world: int = 1, barrier=None, packing: str = "2bit") -> Path:
     """Quantize checkpoint ``src`` into the artifact ``out`` (see module doc) with a
     data-free, packable method (a config, or a name with ``config`` as in ``quantize``).
 
@@ -165,7 +166,8 @@ def stream_quantize(src: str | os.PathLike, out: str | os.PathLike, method: str 
 
     ``log`` receives one line per kind of selected weight copied unquantized (not 2-D, or
     not floating point). ``guards`` stores each layer's empty ``NAME.weight`` guard (for a
-    transformers model folder, ``artifact.GUARD``).
+    transformers model folder, ``artifact.GUARD``). ``packing`` packs the codes ("2bit" or
+    "base3", ``ptqtp.formats.packing``).
 
     Distributed (``world`` processes, this one ``rank``; ``barrier()`` waits for all, e.g.
     ``torch.distributed.barrier``): rank 0 checks the sources and writes the manifest; the
@@ -203,6 +205,8 @@ def stream_quantize(src: str | os.PathLike, out: str | os.PathLike, method: str 
         raise ValueError(f"rank {rank!r} of world {world!r} (with a barrier when world > 1)")
     mpath = parts / "manifest.json"
     run = {"method": spec.name, "include": include, "exclude": exclude, **config.to_metadata()}
+    if check_packing(packing) != "2bit":  # 2-bit parts folders keep their manifest
+        run["packing"] = packing
     if rank == 0:
         manifest = {"sources": [[f.name, f.stat().st_size, file_sha256(f)] for f in files], **run}
         parts.mkdir(parents=True, exist_ok=True)
@@ -236,10 +240,10 @@ def stream_quantize(src: str | os.PathLike, out: str | os.PathLike, method: str 
             name = key.removesuffix(".weight")
             w = t.t() if conv1d and "c_" in key else t
             r = quantize(w, config, name=name)
-            tensors = {f"{name}.{suffix}": v for suffix, v in pack_layer(r, name).items()}
+            tensors = {f"{name}.{suffix}": v for suffix, v in pack_layer(r, name, packing).items()}
             if guards:  # a transformers model folder's guard (artifact.GUARD)
                 tensors.update(guard_tensors([name]))
-            meta = {"record": json.dumps(layer_record(name, r))}
+            meta = {"record": json.dumps(layer_record(name, r, packing))}
             bar.set_postfix_str(f"{name}: {r.rel_error:.4f}")
         else:
             tensors, meta = {key: t.contiguous()}, {}

@@ -2,30 +2,39 @@
 
 The layout belongs to an engine configuration: P lanes, R row units (a power of two),
 ``planes`` trit planes and ``offset`` support, S-bit scales, a DW-bit memory bus, group
-size G. A layer is one contiguous region of DW-bit words, read front to back by the
-engine's DMA and consumed in exactly this order::
-
-    for each block b of R rows (rows b*R .. b*R + R-1; rows past n are zero):
-        for each group g (G input columns):
-            scale record    s_beats words
-            weight section  wg_beats words: the group's G/P weight records, packed densely
+size G, and the weight ``packing``. A layer is one contiguous region of DW-bit words, read
+front to back by the engine's DMA and consumed in this order. Its *steps* are the
+(block, group) pairs: for each block b of R rows (rows b*R .. b*R + R-1; rows past n are
+zero), for each group g (G input columns). Each step has a scale record and G/P weight
+records.
 
 - Weight record of (b, chunk): W = planes * R * 2P bits; plane k's unit at bit k * R * 2P,
   inside it bit ``r * 2P + 2i`` is the low bit of the 2-bit trit code (00 = 0, 01 = +1,
-  11 = -1) of row unit r, lane i (column chunk * P + i). Record j of a group's section
-  starts at bit j * W of the section, so W >= DW gives W / DW words per record and W < DW
-  gives DW / W records per word; the section is padded with 0 to whole words.
+  11 = -1) of row unit r, lane i (column chunk * P + i). Its trits, in that order (trit
+  k * R * P + r * P + i), are the record's *trit sequence*.
 - Scale record of (b, g): terms = planes + offset slots of R fields, S-bit two's
   complement, field (k, r) at bit ``(k * R + r) * S``; slots a_q plane 1, [a_q plane 2],
   [m_q]; padded with 0 to ``s_beats = ceil(terms * R * S / DW)`` words.
+
+``packing="2bit"``: for each step, its scale record, then its weight section: the step's
+G/P weight records back to back (record j at bit j * W; W >= DW gives W / DW words a
+record, W < DW gives DW / W records a word), padded with 0 to ``wg_beats`` whole words.
+
+``packing="base3"``: steps go in *frames* of FRAME = 5 (the last frame of a layer may hold
+fewer, k). A frame is its scale section, the k scale records back to back (record i at
+bit i * terms * R * S), padded with 0 to whole words; then its trit section, the trit
+sequences of its k * G/P weight records concatenated and packed five trits a byte
+(``ptqtp.formats.packing``, base-3, remainder trits 0), padded with 0 to whole words. Five
+steps hold 5 * planes * R * G trits = planes * R * G bytes, so a full frame's trit section
+has no padding.
+
 - A layer with fewer planes than the engine (PT^2-LLM on a two-plane engine) stores zero
   trits and zero scales in the missing plane; a layer without offsets stores m_q = 0.
 - A word's bit j is bit j % 8 of byte j // 8 (little-endian, as AXI puts bytes on the bus).
 
-:class:`StreamLayout` is the one definition; the engine's record unpacker
-(``ptqtp.hdl.engine``) reads these bit positions, and ``encode``/``decode`` write and read
-them from golden-model arrays. A base-3 weight decoder would sit between the DMA and the
-unpacker and change only the weight section.
+:class:`StreamLayout` is the one definition; the engine's record unpacker and base-3
+decoder (``ptqtp.hdl.engine``, ``ptqtp.hdl.base3``) read these positions, and
+``encode``/``decode`` write and read them from golden-model arrays.
 """
 
 from __future__ import annotations
@@ -34,21 +43,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["StreamLayout"]
+from .packing import check_packing, pack_trits, packed_width, unpack_trits
 
+__all__ = ["StreamLayout", "FRAME"]
 
-def _pack_codes(trits: np.ndarray) -> np.ndarray:
-    """int8 trits [..., 4k] -> uint8 [..., k], 2-bit codes, trit 0 in the low bits."""
-    codes = (trits & 0b11).astype(np.uint8).reshape(*trits.shape[:-1], -1, 4)
-    return codes[..., 0] | (codes[..., 1] << 2) | (codes[..., 2] << 4) | (codes[..., 3] << 6)
-
-
-def _unpack_codes(data: np.ndarray) -> np.ndarray:
-    """uint8 [..., k] -> int8 trits [..., 4k]; ``ValueError`` on the invalid code 0b10."""
-    codes = np.stack([(data >> s) & 0b11 for s in (0, 2, 4, 6)], axis=-1).reshape(*data.shape[:-1], -1)
-    if (codes == 0b10).any():
-        raise ValueError("invalid trit code 0b10 in a weight record")
-    return np.array([0, 1, 0, -1], dtype=np.int8)[codes]
+#: steps per base-3 frame: 5 steps of planes * R * G trits fill planes * R * G bytes exactly
+FRAME = 5
 
 
 @dataclass(frozen=True)
@@ -62,8 +62,10 @@ class StreamLayout:
     group_size: int = 128
     scale_bits: int = 16
     data_width: int = 128
+    packing: str = "2bit"
 
     def __post_init__(self):
+        check_packing(self.packing)
         for name in ("lanes", "rows", "group_size", "scale_bits", "data_width"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
@@ -122,19 +124,48 @@ class StreamLayout:
 
     @property
     def group_weight_beats(self) -> int:
-        """wg_beats: words of one group's weight section."""
+        """wg_beats: words of one group's weight section (2-bit packing)."""
         return -(-self.chunks_per_group * self.record_bits // self.data_width)
 
     @property
     def group_beats(self) -> int:
+        """Words of one step (2-bit packing)."""
         return self.scale_beats + self.group_weight_beats
+
+    @property
+    def record_trits(self) -> int:
+        return self.planes * self.rows * self.lanes
+
+    @property
+    def step_trits(self) -> int:
+        """Trits of one step's weight records: planes * R * G."""
+        return self.planes * self.rows * self.group_size
+
+    def frame_trit_beats(self, k: int) -> int:
+        """Base-3: words of the packed trits of a frame of ``k`` steps."""
+        return -(-packed_width(k * self.step_trits, "base3") // self.word_bytes)
+
+    def frame_scale_beats(self, k: int) -> int:
+        """Base-3: words of the scale section of a frame of ``k`` steps."""
+        return -(-k * self.scale_record_bits // self.data_width)
+
+    def frame_beats(self, k: int) -> int:
+        """Base-3: words of a frame of ``k`` steps."""
+        return self.frame_scale_beats(k) + self.frame_trit_beats(k)
 
     def blocks(self, n: int) -> int:
         return -(-n // self.rows)
 
+    def steps(self, n: int, d_pad: int) -> int:
+        return self.blocks(n) * (d_pad // self.group_size)
+
     def layer_beats(self, n: int, d_pad: int) -> int:
         """Words of one layer's region."""
-        return self.blocks(n) * (d_pad // self.group_size) * self.group_beats
+        steps = self.steps(n, d_pad)
+        if self.packing == "2bit":
+            return steps * self.group_beats
+        full, rest = divmod(steps, FRAME)
+        return full * self.frame_beats(FRAME) + (self.frame_beats(rest) if rest else 0)
 
     def layer_bytes(self, n: int, d_pad: int) -> int:
         return self.layer_beats(n, d_pad) * self.word_bytes
@@ -150,50 +181,83 @@ class StreamLayout:
     def encode(self, trits: np.ndarray, a_q: np.ndarray, m_q: np.ndarray | None = None) -> bytes:
         """The region of a layer: trits int8 [planes, n, d_pad], a_q [planes, n, ng], m_q [n, ng]."""
         lp, n, d_pad = trits.shape
-        R, P, G, wb = self.rows, self.lanes, self.group_size, self.word_bytes
+        R, P, G = self.rows, self.lanes, self.group_size
         if d_pad % G or a_q.shape != (lp, n, d_pad // G):
             raise ValueError(f"trits {trits.shape} and a_q {a_q.shape} do not match G={G}")
         self.check_layer(lp, m_q is not None)
         blocks, ng, cpg = self.blocks(n), d_pad // G, self.chunks_per_group
         rows = np.zeros((self.planes, blocks * R, d_pad), np.int8)
         rows[:lp, :n] = trits
-        # [planes, blocks, R, ng, cpg, P] -> [blocks, ng, cpg, planes, R, P]: one record per chunk
+        # [planes, blocks, R, ng, cpg, P] -> [blocks, ng, cpg, planes, R, P]: each step's records' trit sequences
         t = rows.reshape(self.planes, blocks, R, ng, cpg, P).transpose(1, 3, 4, 0, 2, 5)
-        section = _pack_codes(t.reshape(blocks, ng, cpg * self.planes * R * P))
-        pad = self.group_weight_beats * wb - section.shape[-1]
-        section = np.concatenate([section, np.zeros((blocks, ng, pad), np.uint8)], axis=-1)
+        steps = t.reshape(blocks * ng, self.step_trits)
         scales = np.zeros((self.terms, blocks * R, ng), np.int64)
         scales[:lp, :n] = a_q
         if m_q is not None:
             scales[self.planes, :n] = m_q
         scales = scales.reshape(self.terms, blocks, R, ng).transpose(1, 3, 0, 2)  # [blocks, ng, terms, R]
-        records = self._pack_fields(scales.reshape(blocks, ng, -1), self.scale_bits, self.scale_beats * wb)
-        return np.concatenate([records, section], axis=-1).tobytes()
+        fields = scales.reshape(blocks * ng, -1)  # a step's scale record: terms * R fields
+        if self.packing == "2bit":
+            records = self._pack_fields(fields, self.scale_bits, self.scale_beats * self.word_bytes)
+            section = self._words(pack_trits(steps, "2bit"), self.group_weight_beats)
+            return np.concatenate([records, section], axis=-1).tobytes()
+        out = []
+        for f0 in range(0, len(steps), FRAME):
+            k = min(FRAME, len(steps) - f0)
+            records = self._pack_fields(fields[f0 : f0 + k].reshape(-1), self.scale_bits,
+                                        self.frame_scale_beats(k) * self.word_bytes)
+            packed = pack_trits(steps[f0 : f0 + k].reshape(-1), "base3")
+            out += [records, self._words(packed, self.frame_trit_beats(k))]
+        return np.concatenate(out).tobytes()
 
     def decode(self, data: bytes, n: int, d_pad: int, planes: int, offset: bool):
         """Inverse of :meth:`encode` for a layer with ``planes`` planes (and offsets):
         (trits [planes, n, d_pad], a_q [planes, n, ng], m_q [n, ng] or None). ``ValueError``
-        on a wrong size, the invalid code, or nonzero data where the layer has none."""
+        on a wrong size, an invalid code or byte, or nonzero data where the layer has none."""
         R, P, G, wb = self.rows, self.lanes, self.group_size, self.word_bytes
         self.check_layer(planes, offset)
         blocks, ng, cpg = self.blocks(n), d_pad // G, self.chunks_per_group
-        sbytes = self.scale_beats * wb
         expect = self.layer_bytes(n, d_pad)
         if len(data) != expect:
             raise ValueError(f"region holds {len(data)} bytes, the layer needs {expect}")
-        raw = np.frombuffer(data, np.uint8).reshape(blocks, ng, self.group_beats * wb)
-        fields = self._unpack_fields(raw[..., :sbytes], self.scale_bits, self.terms * R)
+        raw = np.frombuffer(data, np.uint8)
+        sbytes, nsteps = self.scale_beats * wb, blocks * ng
+        count = self.terms * R  # scale fields a step
+        if self.packing == "2bit":
+            raw = raw.reshape(nsteps, self.group_beats * wb)
+            used = cpg * self.record_bits // 8
+            fields = self._unpack_fields(raw[:, :sbytes], self.scale_bits, count)
+            steps = unpack_trits(raw[:, sbytes : sbytes + used], "2bit")
+            scale_pad = self._unpack_fields(raw[:, :sbytes], 1, sbytes * 8)[:, count * self.scale_bits :]
+            unused = [raw[:, sbytes + used :], scale_pad]
+        else:
+            fields, steps, unused, pos = [], [], [], 0
+            for f0 in range(0, nsteps, FRAME):
+                k = min(FRAME, nsteps - f0)
+                section = raw[pos : pos + self.frame_scale_beats(k) * wb]
+                fields.append(self._unpack_fields(section, self.scale_bits, k * count).reshape(k, count))
+                unused.append(self._unpack_fields(section, 1, len(section) * 8)[k * count * self.scale_bits :])
+                pos += len(section)
+                width = packed_width(k * self.step_trits, "base3")
+                steps.append(unpack_trits(raw[pos : pos + width], "base3", k * self.step_trits).reshape(k, -1))
+                unused.append(raw[pos + width : pos + self.frame_trit_beats(k) * wb])
+                pos += self.frame_trit_beats(k) * wb
+            fields, steps = np.concatenate(fields), np.concatenate(steps)
         scales = fields.reshape(blocks, ng, self.terms, R).transpose(2, 0, 3, 1).reshape(self.terms, blocks * R, ng)
-        used = cpg * self.record_bits // 8
-        t = _unpack_codes(raw[..., sbytes : sbytes + used]).reshape(blocks, ng, cpg, self.planes, R, P)
+        t = steps.reshape(blocks, ng, cpg, self.planes, R, P)
         trits = t.transpose(3, 0, 4, 1, 2, 5).reshape(self.planes, blocks * R, d_pad)
-        unused = [raw[..., sbytes + used :], trits[planes:], trits[:, n:], scales[planes : self.planes], scales[:, n:]]
+        unused += [trits[planes:], trits[:, n:], scales[planes : self.planes], scales[:, n:]]
         if not offset and self.offset:
             unused.append(scales[self.planes])
         if any(np.any(u) for u in unused):
             raise ValueError("nonzero padding, or data in a plane, row or offset the layer does not have")
         m_q = scales[self.planes, :n].copy() if offset else None
         return np.ascontiguousarray(trits[:planes, :n]), scales[:planes, :n].copy(), m_q
+
+    def _words(self, packed: np.ndarray, beats: int) -> np.ndarray:
+        """Bytes [..., k] zero padded to ``beats`` words."""
+        pad = beats * self.word_bytes - packed.shape[-1]
+        return np.concatenate([packed, np.zeros((*packed.shape[:-1], pad), np.uint8)], axis=-1)
 
     @staticmethod
     def _pack_fields(values: np.ndarray, bits: int, nbytes: int) -> np.ndarray:

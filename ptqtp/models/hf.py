@@ -77,21 +77,22 @@ def set_module(model: torch.nn.Module, name: str, new: torch.nn.Module) -> None:
     setattr(model.get_submodule(parent) if parent else model, child, new)
 
 
-def trit_module(packed: dict, in_features, group_size, bias, device):
+def trit_module(packed: dict, in_features, group_size, bias, device, packing: str = "2bit"):
     """A ``TritPlaneLinear`` from a layer's stored tensors by suffix (``pack_layer``'s dict)."""
     b = None if bias is None else bias.detach().clone()
     return TritPlaneLinear(packed["tp_codes"], packed["tp_scales"], in_features, group_size, b,
-                           offsets=packed.get("tp_offsets"), perm=packed.get("tp_perm")).to(device)
+                           offsets=packed.get("tp_offsets"), perm=packed.get("tp_perm"), packing=packing).to(device)
 
 
 def quantize_model(model: torch.nn.Module, method: str | MethodConfig = "ptqtp", config: MethodConfig | None = None,
-                   include_lm_head: bool = False, exclude: str | None = None, progress: bool = True) -> QuantReport:
+                   include_lm_head: bool = False, exclude: str | None = None, progress: bool = True,
+                  packing: str = "2bit") -> QuantReport:
     """Replace the model's block linears by ``TritPlaneLinear`` modules, in place.
 
     The modules hold exactly what the artifact stores (packed codes, float16 scales), so a
     saved and reloaded model computes the same logits bit for bit. ``method``: a config or a
     name (as in ``quantize``) of a data-free trit-plane method (calibrated methods:
-    ``ptqtp.models.calibrate.calibrate_model``).
+    ``ptqtp.models.calibrate.calibrate_model``). ``packing``: the modules' code packing.
     """
     config = resolve_config(method, config or PTQTPConfig())
     spec = method_of(config)
@@ -107,7 +108,7 @@ def quantize_model(model: torch.nn.Module, method: str | MethodConfig = "ptqtp",
     for name, module in bar:
         w = weight_of(module).detach()
         r = quantize(w, config, name=name)
-        new = trit_module(pack_layer(r, name), w.shape[1], config.group_size, module.bias, w.device)
+        new = trit_module(pack_layer(r, name, packing), w.shape[1], config.group_size, module.bias, w.device, packing)
         set_module(model, name, new)
         report.layers[name] = r
         bar.set_postfix_str(f"{name}: {r.rel_error:.4f}")
@@ -116,10 +117,11 @@ def quantize_model(model: torch.nn.Module, method: str | MethodConfig = "ptqtp",
 
 
 def save_quantized(model: torch.nn.Module, path: str | Path, report: QuantReport, config: MethodConfig,
-                   metadata: dict[str, str] | None = None, guards: bool = False) -> Path:
+                   metadata: dict[str, str] | None = None, guards: bool = False, packing: str = "2bit") -> Path:
     """Write the quantized model as one artifact: trit-plane layers plus every other tensor;
     ``config`` is the method config that was used (recorded in the header). ``guards``: add
-    each layer's empty ``NAME.weight`` (for a transformers model folder, ``GUARD``)."""
+    each layer's empty ``NAME.weight`` (for a transformers model folder, ``GUARD``); ``packing``
+    packs the codes (``ptqtp.formats.packing``)."""
     quantized = {n for n, m in model.named_modules() if isinstance(m, TritPlaneLinear)}
     tensors = {k: v for k, v in artifact_tensors(model).items()
                if k.rpartition(".")[0] not in quantized or k.endswith((".bias", f".{GUARD}"))}
@@ -130,7 +132,7 @@ def save_quantized(model: torch.nn.Module, path: str | Path, report: QuantReport
     meta.update(metadata or {})
     if guards:
         tensors.update(guard_tensors(report.layers))
-    return save_artifact(path, report.layers, tensors, config=config, metadata=meta)
+    return save_artifact(path, report.layers, tensors, config=config, metadata=meta, packing=packing)
 
 
 def load_quantized(path: str | Path, dtype: torch.dtype = torch.float32, device: str = "cpu"):
@@ -153,7 +155,8 @@ def load_quantized(path: str | Path, dtype: torch.dtype = torch.float32, device:
     for name, layer in art.layers.items():
         packed = {"tp_codes": layer.codes, "tp_scales": layer.scales, "tp_offsets": layer.offsets,
                   "tp_perm": layer.perm}
-        set_module(model, name, trit_module(packed, layer.in_features, layer.group_size, layer.bias, "cpu"))
+        set_module(model, name, trit_module(packed, layer.in_features, layer.group_size, layer.bias, "cpu",
+                                            layer.packing))
     plain = {k: v for k, v in art.tensors.items() if k.rpartition(".")[0] not in art.layers}
     missing, unexpected = model.load_state_dict(plain, strict=False)
     tied = set(getattr(model, "_tied_weights_keys", None) or [])

@@ -23,6 +23,7 @@ from transformers.quantizers.base import HfQuantizer
 from transformers.utils.quantization_config import QuantizationConfigMixin
 
 from ptqtp.formats.artifact import FORMAT_VERSION
+from ptqtp.formats.packing import PACKINGS, invalid_bytes, packed_width
 from ptqtp.kernels import TritPlaneLinear
 
 __all__ = ["PTQTPQuantConfig", "PTQTPHfQuantizer", "QUANT_METHOD"]
@@ -47,24 +48,29 @@ class PTQTPQuantConfig(QuantizationConfigMixin):
         if not records:
             raise ValueError("an artifact without quantized layers has no quantization_config")
         first = records[0]
+        packings = {r.get("packing", "2bit") for r in records}
         return cls(method=first["method"], group_size=int(first["group_size"]),
-                   planes=max(int(r.get("planes", 2)) for r in records), layers=records)
+                   planes=max(int(r.get("planes", 2)) for r in records),
+                   packing=packings.pop() if len(packings) == 1 else "mixed", layers=records)
 
     def post_init(self):
         if self.format_version != FORMAT_VERSION:
             raise ValueError(f"ptqtp format_version {self.format_version!r}, this ptqtp reads {FORMAT_VERSION!r}")
-        if self.packing != "2bit":
+        if self.packing not in (*PACKINGS, "mixed"):
             raise ValueError(f"ptqtp packing {self.packing!r} is not supported by this ptqtp")
         for r in self.layers:
             if not isinstance(r, dict) or not {"name", "out_features", "in_features", "group_size"} <= set(r):
                 raise ValueError(f"ptqtp quantization_config: layer record {str(r)[:100]} lacks its shape")
+            if r.get("packing", "2bit") not in PACKINGS:
+                raise ValueError(f"ptqtp quantization_config: layer {r['name']!r} has packing {r['packing']!r}, "
+                                 f"not one of {PACKINGS}")
 
     @property
     def modules(self) -> dict[str, tuple]:
-        """name -> (out_features, in_features, planes, offset, perm, group_size)."""
+        """name -> (out_features, in_features, planes, offset, perm, group_size, packing)."""
         return {r["name"]: (int(r["out_features"]), int(r["in_features"]), int(r.get("planes", 2)),
                             bool(r.get("offset", r.get("method") in ("pt2", "pt2-itf"))), bool(r.get("perm", False)),
-                            int(r["group_size"])) for r in self.layers}
+                            int(r["group_size"]), r.get("packing", "2bit")) for r in self.layers}
 
     def to_dict(self) -> dict:
         return {"quant_method": QUANT_METHOD, "method": self.method, "group_size": self.group_size,
@@ -81,15 +87,15 @@ class FolderTritPlaneLinear(TritPlaneLinear):
         self.register_buffer("weight", torch.zeros(0, dtype=torch.float16))
 
 
-def _placeholder(out_features: int, in_features: int, planes: int, offset: bool, perm: bool, G: int,
+def _placeholder(out_features: int, in_features: int, planes: int, offset: bool, perm: bool, G: int, packing: str,
                  bias: bool) -> TritPlaneLinear:
     """A TritPlaneLinear of the right shapes, to be filled by the checkpoint's tensors."""
     ng = -(-in_features // G)
-    return FolderTritPlaneLinear(torch.zeros(planes, out_features, ng * G // 4, dtype=torch.uint8),
-                           torch.ones(planes, out_features, ng, dtype=torch.float16), in_features, G,
-                           torch.zeros(out_features) if bias else None,
-                           offsets=torch.zeros(out_features, ng, dtype=torch.float16) if offset else None,
-                           perm=torch.arange(in_features, dtype=torch.int32) if perm else None)
+    return FolderTritPlaneLinear(torch.zeros(planes, out_features, packed_width(ng * G, packing), dtype=torch.uint8),
+                                 torch.ones(planes, out_features, ng, dtype=torch.float16), in_features, G,
+                                 torch.zeros(out_features) if bias else None,
+                                 offsets=torch.zeros(out_features, ng, dtype=torch.float16) if offset else None,
+                                 perm=torch.arange(in_features, dtype=torch.int32) if perm else None, packing=packing)
 
 
 class PTQTPHfQuantizer(HfQuantizer):
@@ -101,22 +107,20 @@ class PTQTPHfQuantizer(HfQuantizer):
         pass
 
     def _process_model_before_weight_loading(self, model, **kwargs):
-        for name, (n, d, planes, offset, perm, G) in self.quantization_config.modules.items():
+        for name, (n, d, planes, offset, perm, G, packing) in self.quantization_config.modules.items():
             try:
                 old = model.get_submodule(name)
             except AttributeError:
                 raise ValueError(f"quantization_config lists {name!r}, which the model does not have") from None
             parent, _, child = name.rpartition(".")
-            new = _placeholder(n, d, planes, offset, perm, G, getattr(old, "bias", None) is not None)
+            new = _placeholder(n, d, planes, offset, perm, G, packing, getattr(old, "bias", None) is not None)
             setattr(model.get_submodule(parent) if parent else model, child, new)
         return model
 
     def _process_model_after_weight_loading(self, model, **kwargs):
-        from ptqtp.formats.packing import invalid_code_positions
-
         for name in self.quantization_config.modules:
             m = model.get_submodule(name)
-            if len(invalid_code_positions(m.tp_codes)) or not bool(torch.isfinite(m.tp_scales).all()):
+            if len(invalid_bytes(m.tp_codes, m.packing)) or not bool(torch.isfinite(m.tp_scales).all()):
                 raise ValueError(f"{name}: the loaded codes or scales are invalid (corrupt checkpoint?)")
             m._dense = None
         return model

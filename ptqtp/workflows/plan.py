@@ -91,7 +91,7 @@ def plan(layers: list[LayerShape], params: EngineParams, board: Board) -> dict:
         "board": board.key, "board_name": board.name, "bandwidth_gbs": board.bandwidth_gbs,
         "fmax_mhz": board.fmax_mhz, "engine": {"lanes": params.lanes, "rows": params.rows, "vectors": params.vectors,
                                                "data_width": params.data_width, "planes": params.planes,
-                                               "offset": params.offset},
+                                               "offset": params.offset, "packing": params.packing},
         "kinds": {k: {**v, "bound": "/".join(sorted(v["bound"]))} for k, v in kinds.items()},
         "layers": total["layers"], "bytes_per_token": total["bytes"],
         "decode_cycles_per_token": total["decode_cycles"], "prefill_cycles_per_token": total["prefill_cycles"],

@@ -133,7 +133,8 @@ def backend_kwargs(args) -> dict:
     """Per-backend keyword arguments from --lanes/--rows and --remote HOST:PORT (the engine
     backend takes its other parameters' defaults: DW = 512, M = 4)."""
     shape = {"lanes": args.lanes, "rows": args.rows}
-    kw = {"rtl": shape, "engine": shape, "rtl-layer": shape}
+    engine = {**shape, "packing": getattr(args, "packing", "2bit")}  # the streaming engine's weight packing
+    kw = {"rtl": engine, "engine": engine, "rtl-layer": shape}
     if getattr(args, "remote", None):
         host, _, port = args.remote.rpartition(":")
         kw["remote"] = {"host": host or "127.0.0.1", "port": int(port)}
@@ -153,6 +154,9 @@ def engine_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--vectors", type=positive, default=e.vectors, help=f"vectors M held at once (default {e.vectors})")
     g.add_argument("--max-d", type=positive, default=e.max_d, help=f"widest layer input d (default {e.max_d})")
     g.add_argument("--burst", type=positive, default=e.burst, help=f"DMA beats per burst (default {e.burst})")
+    g.add_argument("--packing", choices=("2bit", "base3"), default=e.packing,
+                   help="weight stream packing: 2bit, or base3 (5 trits a byte, a decoder in front of the core; "
+                        f"default {e.packing})")
 
 
 def engine_params(args) -> EngineParams:
@@ -160,4 +164,4 @@ def engine_params(args) -> EngineParams:
     lanes = EngineParams.lanes if args.lanes is None else args.lanes  # `export` leaves it unset
     return EngineParams(lanes=lanes, rows=rows, planes=args.planes, offset=args.offset,
                         act_bits=args.act_bits, scale_bits=args.scale_bits, max_d=args.max_d, vectors=args.vectors,
-                        data_width=args.data_width, burst=args.burst)
+                        data_width=args.data_width, burst=args.burst, packing=args.packing)

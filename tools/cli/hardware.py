@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -75,7 +76,7 @@ def register(sub) -> None:
     json_arg(pl, "the plans")
     int_args(pl, lanes=16)
     engine_args(pl)
-    pl.set_defaults(func=cmd_plan)
+    pl.set_defaults(func=cmd_plan, packing=None)  # both packings unless --packing names one
     ds = sub.add_parser("dse", description="Synthesise every (P, R, M, DW) for the LFE5U-85F (Yosys + nextpnr-ecp5, cached by "
                                     "the Verilog's hash), apply the plan's cycle model on every board, pick per board "
                                     "the configuration with the most decode tokens/s that fits, and write dse.md, "
@@ -106,7 +107,8 @@ def cmd_export(args) -> int:
         print(markdown_table(MODEL_IMAGE_HEADERS, rows))
         total = (args.model_image / "weights.bin").stat().st_size
         print(f"{len(rows)} layers, {total / 2**20:.1f} MiB for the engine P={params.lanes} R={params.rows} "
-              f"planes={params.planes} offset={params.offset} DW={params.data_width} in {args.model_image}")
+              f"planes={params.planes} offset={params.offset} DW={params.data_width} packing={params.packing} "
+              f"in {args.model_image}")
         write_json(args.json, [dict(zip(MODEL_IMAGE_HEADERS, r)) for r in rows])
         return 0
     lanes = 64 if args.lanes is None else args.lanes
@@ -131,7 +133,10 @@ def _boards(keys: list[str] | None) -> list[Board]:
 
 
 def cmd_plan(args) -> int:
-    params = engine_params(args)
+    from dataclasses import replace
+
+    packings = ("2bit", "base3") if args.packing is None else (args.packing,)
+    params = engine_params(argparse.Namespace(**{**vars(args), "packing": packings[0]}))
     layers = _layer_shapes(args.artifact)
     if (args.bandwidth is None) != (args.fmax is None):
         raise ValueError("--bandwidth and --fmax go together")
@@ -139,19 +144,19 @@ def cmd_plan(args) -> int:
         chosen = [Board("custom", f"{args.bandwidth:g} GB/s at {args.fmax:g} MHz", args.bandwidth, args.fmax)]
     else:
         chosen = _boards(args.board)
-    plans = [plan(layers, params, b) for b in chosen]
+    plans = [plan(layers, replace(params, packing=pk), b) for b in chosen for pk in packings]
     print(f"{args.artifact.name}: {len(layers)} linears on the engine P={params.lanes} R={params.rows} "
           f"M={params.vectors} DW={params.data_width}; on the host: {HOST_SIDE}")
-    print(markdown_table(["board", "GB/s", "MHz", "decode tok/s", "prefill tok/s", "MB/token", "bandwidth used",
-                          "compute ceiling tok/s"],
-                         [[p["board"], p["bandwidth_gbs"], p["fmax_mhz"], round(p["decode_tokens_per_s"], 1),
-                           round(p["prefill_tokens_per_s"], 1), round(p["bytes_per_token"] / 1e6, 2),
-                           f"{p['bandwidth_used']:.0%}", round(p["compute_bound_tokens_per_s"], 1)] for p in plans]))
-    if len(plans) == 1:
-        p = plans[0]
-        print(markdown_table(["layer kind", "layers", "decode kcycles/token", "bound", "MB/token"],
-                             [[k, v["layers"], round(v["decode_cycles"] / 1e3, 1), v["bound"],
-                               round(v["bytes"] / 1e6, 2)] for k, v in p["kinds"].items()]))
+    print(markdown_table(["board", "packing", "GB/s", "MHz", "decode tok/s", "prefill tok/s", "MB/token",
+                          "bandwidth used", "compute ceiling tok/s"],
+                         [[p["board"], p["engine"]["packing"], p["bandwidth_gbs"], p["fmax_mhz"],
+                           round(p["decode_tokens_per_s"], 1), round(p["prefill_tokens_per_s"], 1),
+                           round(p["bytes_per_token"] / 1e6, 2), f"{p['bandwidth_used']:.0%}",
+                           round(p["compute_bound_tokens_per_s"], 1)] for p in plans]))
+    if len(chosen) == 1:
+        print(markdown_table(["layer kind", "packing", "layers", "decode kcycles/token", "bound", "MB/token"],
+                             [[k, p["engine"]["packing"], v["layers"], round(v["decode_cycles"] / 1e3, 1), v["bound"],
+                               round(v["bytes"] / 1e6, 2)] for p in plans for k, v in p["kinds"].items()]))
     write_json(args.json, plans)
     return 0
 
@@ -248,7 +253,7 @@ def cmd_hdl(args) -> int:
         text = to_verilog(TritEngine(params), name=top)
         summary = (f"streaming engine P={params.lanes} R={params.rows} planes={params.planes} offset={params.offset} "
                    f"M={params.vectors} DW={params.data_width} A={params.act_bits} S={params.scale_bits} "
-                   f"ACC={params.acc_bits} max d={params.max_d}; any layer at run time")
+                   f"ACC={params.acc_bits} max d={params.max_d} packing={params.packing}; any layer at run time")
     else:
         image = read_image(args.image)
         top = "trit_matmul"

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ptqtp.formats.artifact import load_artifact, verify_artifact
 from ptqtp.formats.checkpoint import BLOCK_PATTERN, stream_quantize
+from ptqtp.formats.packing import PACKINGS
 from ptqtp.methods import METHODS, REGISTRY, get_method
 from ptqtp.models.calibrate import calibrated_quantize
 from ptqtp.models.data import bbc_text, default_model, load_model_folder, load_tokenizer, python_docs_text, \
@@ -52,6 +53,9 @@ def register(sub) -> None:
     q.add_argument("--include", default=BLOCK_PATTERN.pattern,
                    help="regex a weight's name must match (default: inside decoder blocks)")
     q.add_argument("--exclude", default=None, help="regex of names left unquantized (default: none)")
+    q.add_argument("--packing", choices=PACKINGS, default="2bit",
+                   help="trit codes: 2bit (4 a byte, the default) or base3 (5 a byte, 20%% fewer bytes; "
+                        "docs/SPEC.md section 2)")
     q.add_argument("--distributed", action="store_true",
                    help="run as one rank of torch.distributed (launch with torchrun --nproc_per_node N [--nnodes "
                         "...] -m ptqtp.tools.cli quantize ... --distributed): the tensors are shared out by size, "
@@ -117,7 +121,7 @@ def cmd_quantize(args) -> int:
                                                text_name=None if args.calib_file is None else args.calib_file.name)
         else:
             report = quantize_model(model, config, exclude=args.exclude)
-        path = save_quantized(model, target, report, config, meta, guards=to_folder)
+        path = save_quantized(model, target, report, config, meta, guards=to_folder, packing=args.packing)
         verify_artifact(path)  # re-open what was written before reporting success
         print(f"{len(report.layers)} layers, {report.weights / 1e6:.1f} M weights in {report.seconds:.1f} s "
               f"({report.weights / report.seconds / 1e6:.1f} M weights/s), mean layer error {report.mean_rel_error:.4f}")
@@ -127,12 +131,13 @@ def cmd_quantize(args) -> int:
             return 0  # rank 0 assembles, verifies and reports
     else:
         path = stream_quantize(args.input, target, config, include=args.include, exclude=args.exclude,
-                               guards=to_folder)
+                               guards=to_folder, packing=args.packing)
     if to_folder:
         _model_folder(args, tok)
     print(f"artifact: {path} ({path.stat().st_size / 2**20:.1f} MiB)" +
           (f"; transformers folder {args.output} (from_pretrained after `import ptqtp`)" if to_folder else ""))
     write_json(args.json, {"artifact": str(path), "bytes": path.stat().st_size, "method": method.name,
+                           "packing": args.packing,
                            "config": config.to_metadata()})
     return 0
 
@@ -150,7 +155,8 @@ def _distributed(args, target, config, to_folder):
     try:
         rank, world = dist.get_rank(), dist.get_world_size()
         path = stream_quantize(args.input, target, config, include=args.include, exclude=args.exclude,
-                               guards=to_folder, rank=rank, world=world, barrier=dist.barrier, progress=rank == 0)
+                               guards=to_folder, rank=rank, world=world, barrier=dist.barrier, progress=rank == 0,
+                               packing=args.packing)
         return path, rank
     finally:
         dist.destroy_process_group()
@@ -218,8 +224,8 @@ def cmd_inspect(args) -> int:
     if args.json:
         print(json.dumps(records, indent=2))
         return 0
-    print(markdown_table(["layer", "out x in", "G", "method", "iterations", "rel. error"],
+    print(markdown_table(["layer", "out x in", "G", "method", "packing", "iterations", "rel. error"],
                          [[r["name"], f"{r['out_features']}x{r['in_features']}", r["group_size"], r["method"],
-                           r["iterations"], float(r["rel_error"])] for r in records]))
+                           r.get("packing", "2bit"), r["iterations"], float(r["rel_error"])] for r in records]))
     print(f"{len(art.layers)} quantized layers, {len(art.tensors)} other tensors; format {art.metadata['ptqtp.format']}")
     return 0

@@ -30,6 +30,8 @@ def register(sub) -> None:
     c.add_argument("--remote", help="host:port of a ptqtp server to include as backend 'remote'")
     int_args(c)
     c.add_argument("--rows", type=positive, default=4, help="row units R of the RTL backends (default 4)")
+    c.add_argument("--packing", choices=("2bit", "base3"), default="2bit",
+                    help="weight packing of the streaming engine (rtl backend; default 2bit)")
     json_arg(c, "the rows")
     hl = sub.add_parser("hil", description="Load a model artifact, run the layers matching --layers on --backend (the rest "
                                     "in torch), report perplexity and logit differences against the all-torch model.")
@@ -50,6 +52,8 @@ def register(sub) -> None:
     hl.add_argument("--fp", action="store_true", help="also compare with the shipped model in full precision")
     int_args(hl)
     hl.add_argument("--rows", type=positive, default=4, help="row units R of the RTL backends (default 4)")
+    hl.add_argument("--packing", choices=("2bit", "base3"), default="2bit",
+                    help="weight packing of the streaming engine (rtl backend; default 2bit)")
     json_arg(hl, "the report")
     sv = sub.add_parser("serve")
     sv.add_argument("--backend", default="golden", choices=_LOCAL, help="(default golden)")

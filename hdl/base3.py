@@ -1,0 +1,299 @@
+"""Base-3 weight decoding in front of the engine core (docs/SPEC.md section 6.3).
+
+    words (DW bits) --> frame splitter --> scale section --> scale records
+                                       --> trit section words (credit-limited)
+                                           --> Base3Decoder (DW/8 bytes -> 5 DW/8 trits, fixed latency)
+                                           --> FIFO --> TritGearbox (pieces of <= 8 units)
+                                           --> RecordAssembler --> weight records (2-bit codes)
+
+The weight records leave exactly as the 2-bit stream layout carries them, so the core
+downstream is the 2-bit engine's. The digit arithmetic is the golden decode's
+(``ptqtp.formats.packing.base3_digits``): f = byte * 135 as a 15-bit fraction, then five
+times t = 3 f, digit = t >> 15, f = t mod 2^15; the constant products are shifts and adds
+(no multiplier, no table), one adder a pipeline stage.
+"""
+
+from __future__ import annotations
+
+from math import gcd
+
+from amaranth.hdl import Cat, Module, Mux, Signal
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFO
+from amaranth.lib.wiring import In, Out
+
+from ptqtp.formats.packing import BASE3_FRACTION_BITS, BASE3_RECIPROCAL
+from ptqtp.formats.stream_layout import FRAME, StreamLayout
+
+__all__ = ["Base3Decoder", "TritGearbox", "RecordAssembler", "Base3Unpacker"]
+
+_FB = BASE3_FRACTION_BITS
+assert BASE3_RECIPROCAL == (1 << 7) + (1 << 3) - 1  # the shift-and-add form below
+
+
+def _times3(f):
+    return (f << 1) + f
+
+
+class Base3Decoder(wiring.Component):
+    """``nbytes`` base-3 bytes a cycle -> 5 * nbytes trits as 2-bit codes (trit t = digit t % 5
+    of byte t // 5 at bits 2t, 2t + 1; 00 = 0, 01 = +1, 11 = -1), LATENCY cycles later. It
+    never stalls: the caller keeps room for what is in flight. ``tag`` rides along."""
+
+    LATENCY = 6  # byte * 135, then one digit a stage
+
+    def __init__(self, nbytes: int, tag_bits: int = 1):
+        if not isinstance(nbytes, int) or nbytes < 1:
+            raise ValueError(f"nbytes must be a positive integer, not {nbytes!r}")
+        self.nbytes, self.tag_bits = nbytes, tag_bits
+        super().__init__({
+            "i": In(stream.Signature(data.StructLayout({"bytes": 8 * nbytes, "tag": tag_bits}), always_ready=True)),
+            "o": Out(stream.Signature(data.StructLayout({"codes": 10 * nbytes, "tag": tag_bits}), always_ready=True)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        nb = self.nbytes
+        valid = [Signal(name=f"valid{s}") for s in range(self.LATENCY)]
+        tags = [Signal(self.tag_bits, name=f"tag{s}") for s in range(self.LATENCY)]
+        m.d.sync += [valid[0].eq(self.i.valid), tags[0].eq(self.i.payload.tag)]
+        for s in range(1, self.LATENCY):
+            m.d.sync += [valid[s].eq(valid[s - 1]), tags[s].eq(tags[s - 1])]
+        codes = []
+        for b in range(nb):
+            q = self.i.payload.bytes[8 * b : 8 * b + 8]
+            f = Signal(_FB, name=f"f{b}_0")
+            m.d.sync += f.eq((q << 7) + (q << 3) - q)  # q * 135 < 2^15 for q < 243
+            digits = []
+            for i in range(5):
+                t = Signal(_FB + 2, name=f"t{b}_{i}")
+                m.d.comb += t.eq(_times3(f))
+                nxt = Signal(_FB, name=f"f{b}_{i + 1}")
+                # each stage passes on its fraction and every digit so far (aligned at the output)
+                got = [Signal(2, name=f"d{b}_{j}_{i}") for j in range(i + 1)]
+                m.d.sync += [nxt.eq(t[:_FB]), got[i].eq(t[_FB:])]
+                m.d.sync += [g.eq(d) for g, d in zip(got[:i], digits)]
+                f, digits = nxt, got
+            codes += [Cat(d[0] | d[1], d[1]) for d in digits]
+        m.d.comb += [self.o.valid.eq(valid[-1]), self.o.payload.tag.eq(tags[-1]),
+                     self.o.payload.codes.eq(Cat(*codes))]
+        return m
+
+
+class TritGearbox(wiring.Component):
+    """Words of ``in_trits`` 2-bit codes -> pieces of ``out_trits`` codes, in order.
+
+    A frame ends with a word whose ``last`` is set; ``records`` (on every word of the frame)
+    says how many pieces it holds, and what follows them in its last word is padding,
+    dropped. Buffer: in + out - 1 units of gcd(in_trits, out_trits) trits; a word is taken
+    and a piece handed out in the same cycle. ``o.valid`` does not wait for ``o.ready``,
+    which should come from a register (a FIFO's ``w_rdy``). Its cost grows with the buffer, so the
+    unpacker asks for pieces of at most 8 units and assembles records from them at fixed
+    positions.
+    """
+
+    def __init__(self, in_trits: int, rec_trits: int, max_records: int):
+        self.unit = gcd(in_trits, rec_trits)
+        self.n_in, self.n_rec = in_trits // self.unit, rec_trits // self.unit
+        self.capacity = self.n_in + self.n_rec - 1
+        super().__init__({
+            "i": In(stream.Signature(data.StructLayout({"codes": 2 * in_trits, "last": 1,
+                                                        "records": range(max_records + 1)}))),
+            "o": Out(stream.Signature(2 * rec_trits)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        ub, n_in, n_rec, C = 2 * self.unit, self.n_in, self.n_rec, self.capacity
+        buf = [Signal(ub, name=f"unit{j}") for j in range(C)]
+        fill = Signal(range(C + 1))
+        # registered views of fill (refreshed with it): the select logic reads only these
+        full, fill_m = Signal(), Signal(range(C + 1))  # fill >= out; fill - out
+        room_e, room_n = Signal(), Signal()  # a word fits after an emit / without one
+        draining = Signal()  # the frame's last word is in: no new word until its pieces are out
+        done = Signal.like(self.i.payload.records)  # pieces of the frame handed out
+        records = Signal.like(self.i.payload.records)  # pieces of the frame (latched)
+        last_piece = Signal()  # registered done + 1 == records
+        emit = full & self.o.ready  # o.ready: a FIFO's w_rdy, a register
+        m.d.comb += [self.o.valid.eq(full), self.o.payload.eq(Cat(*buf[:n_rec]))]
+        frame_end = emit & draining & last_piece
+        base = Signal(range(C + 1))  # where an incoming word lands
+        m.d.comb += base.eq(Mux(emit, fill_m, fill))
+        take = self.i.valid & ~draining & Mux(emit, room_e, room_n)
+        m.d.comb += self.i.ready.eq(take)
+        units_in = [self.i.payload.codes[ub * k : ub * (k + 1)] for k in range(n_in)]
+        for j in range(C):
+            if j + n_rec < C:  # slots above hold what is left (garbage past fill is never read)
+                with m.If(emit):
+                    m.d.sync += buf[j].eq(buf[j + n_rec])
+            with m.If(take):  # unit k of the word lands at base + k (overrides the shift)
+                with m.Switch(base):
+                    for k in range(n_in):
+                        if 0 <= j - k <= C - n_in:
+                            with m.Case(j - k):
+                                m.d.sync += buf[j].eq(units_in[k])
+        fill_next = Signal.like(fill)
+        done_next, records_next = Signal.like(done), Signal.like(records)
+        m.d.comb += [fill_next.eq(Mux(frame_end, 0, base + Mux(take, n_in, 0))),
+                     done_next.eq(Mux(frame_end, 0, done + emit)),
+                     records_next.eq(Mux(take, self.i.payload.records, records))]
+        m.d.sync += [fill.eq(fill_next), full.eq(fill_next >= n_rec), fill_m.eq(fill_next - n_rec),
+                     room_e.eq(fill_next + n_in <= C + n_rec), room_n.eq(fill_next + n_in <= C),
+                     done.eq(done_next), records.eq(records_next), last_piece.eq(done_next + 1 == records_next)]
+        with m.If(take & self.i.payload.last):
+            m.d.sync += draining.eq(1)
+        with m.If(frame_end):  # the rest of the buffer is the frame's padding
+            m.d.sync += draining.eq(0)
+        return m
+
+
+class RecordAssembler(wiring.Component):
+    """Pieces of ``piece_bits`` -> records of ``piece_bits * count`` (piece i at bit i * piece_bits)."""
+
+    def __init__(self, piece_bits: int, count: int):
+        self.piece_bits, self.count = piece_bits, count
+        super().__init__({"i": In(stream.Signature(piece_bits)), "o": Out(stream.Signature(piece_bits * count))})
+
+    def elaborate(self, platform):
+        m = Module()
+        if self.count == 1:
+            wiring.connect(m, wiring.flipped(self.i), wiring.flipped(self.o))
+            return m
+        held = [Signal(self.piece_bits, name=f"piece{i}") for i in range(self.count - 1)]
+        idx = Signal(range(self.count))
+        completes = idx == self.count - 1
+        take = self.i.valid & (~completes | ~self.o.valid | self.o.ready)
+        m.d.comb += self.i.ready.eq(take)
+        with m.If(self.o.valid & self.o.ready):
+            m.d.sync += self.o.valid.eq(0)
+        with m.If(take):
+            m.d.sync += idx.eq(Mux(completes, 0, idx + 1))
+            with m.If(completes):
+                m.d.sync += [self.o.payload.eq(Cat(*held, self.i.payload)), self.o.valid.eq(1)]
+            for i, reg in enumerate(held):
+                with m.If(idx == i):
+                    m.d.sync += reg.eq(self.i.payload)
+        return m
+
+
+class Base3Unpacker(wiring.Component):
+    """Base-3 word stream -> scale records and weight records (the 2-bit layout's records).
+
+    ``steps`` gives each layer's step count (ceil(n / R) * ng) before its words; the layout
+    (``ptqtp.formats.stream_layout``) says how the frames of that many steps lie.
+    """
+
+    def __init__(self, layout: StreamLayout):
+        if not isinstance(layout, StreamLayout) or layout.packing != "base3":
+            raise ValueError(f"layout must be a base-3 StreamLayout, not {layout!r}")
+        self.layout = layout
+        super().__init__({
+            "steps": In(stream.Signature(32)),
+            "beats": In(stream.Signature(layout.data_width)),
+            "scales": Out(stream.Signature(layout.scale_record_bits)),
+            "weights": Out(stream.Signature(layout.record_bits)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        L = self.layout
+        DW, SRB, wb = L.data_width, L.scale_record_bits, L.word_bytes
+        beat = self.beats.payload
+        frame_records = FRAME * L.chunks_per_group
+        scale_words = [L.frame_scale_beats(k) for k in range(FRAME + 1)]
+        trit_words = [L.frame_trit_beats(k) for k in range(FRAME + 1)]
+
+        # ---- frame splitter: per frame of k steps, scale words then trit words. Every decision
+        # at a section's end reads registers (k, rest and flags refreshed in the cycles between
+        # section ends), so no wide add or compare sits on the word path.
+        k = Signal(range(FRAME + 1))  # steps of this frame
+        rest = Signal(32)  # steps of the layer after this frame
+        rest_ge, rest_zero, rest_m = Signal(), Signal(), Signal(32)  # registered rest >= FRAME, == 0, - FRAME
+        in_layer, priming, in_trits = Signal(), Signal(), Signal()
+        word = Signal(range(max(max(scale_words), max(trit_words)) + 1))  # words of this section taken
+        last_at = Signal.like(word)  # the section's last word index
+        m.d.sync += [rest_ge.eq(rest >= FRAME), rest_zero.eq(rest == 0), rest_m.eq(rest - FRAME)]
+        m.d.comb += self.steps.ready.eq(~in_layer)
+        with m.If(self.steps.valid & ~in_layer & (self.steps.payload != 0)):
+            m.d.sync += [in_layer.eq(1), priming.eq(1), rest.eq(self.steps.payload),
+                         rest_ge.eq(self.steps.payload >= FRAME), rest_m.eq(self.steps.payload - FRAME)]
+
+        def next_frame():  # k and rest of the following frame, from the registered flags
+            kk = Mux(rest_ge, FRAME, rest[: len(k)])
+            m.d.sync += [k.eq(kk), rest.eq(Mux(rest_ge, rest_m, 0)), in_trits.eq(0), word.eq(0)]
+            with m.Switch(kk):
+                for v in range(1, FRAME + 1):
+                    with m.Case(v):
+                        m.d.sync += last_at.eq(scale_words[v] - 1)
+
+        with m.If(priming):
+            m.d.sync += priming.eq(0)
+            next_frame()
+        last_word = word == last_at
+        trit_last_at = Signal.like(word)
+        with m.Switch(k):
+            for v in range(1, FRAME + 1):
+                with m.Case(v):
+                    m.d.comb += trit_last_at.eq(trit_words[v] - 1)
+        running = in_layer & ~priming
+
+        # ---- scale section: loaded whole, then handed out one record at a time, shifting down
+        sec = Signal(scale_words[FRAME] * DW)
+        sec_left = Signal(range(FRAME + 1))  # records still to hand out
+        sec_ready = Signal()  # every word of the section is in
+        take_scale = running & ~in_trits & self.beats.valid & (sec_left == 0) & ~sec_ready
+        with m.If(take_scale):
+            for i in range(scale_words[FRAME]):
+                with m.If(word == i):
+                    m.d.sync += sec[i * DW : (i + 1) * DW].eq(beat)
+        m.d.comb += [self.scales.payload.eq(sec[:SRB]), self.scales.valid.eq(sec_ready & (sec_left != 0))]
+        with m.If(self.scales.valid & self.scales.ready):
+            m.d.sync += [sec.eq(sec >> SRB), sec_left.eq(sec_left - 1)]
+            with m.If(sec_left == 1):
+                m.d.sync += sec_ready.eq(0)
+
+        # ---- trit section: into the decoder while the FIFO behind it has room for all in flight
+        dec = Base3Decoder(wb, tag_bits=1 + (frame_records).bit_length())
+        m.submodules.decoder = dec
+        depth = Base3Decoder.LATENCY + 4
+        m.submodules.decoded = fifo = SyncFIFO(width=len(dec.o.payload.as_value()), depth=depth)
+        credits = Signal(range(depth + 1))  # words in the decoder or the FIFO
+        take_trit = running & in_trits & self.beats.valid & (credits < depth)
+        popped = fifo.r_rdy & fifo.r_en
+        m.d.sync += credits.eq(credits + take_trit - popped)
+        recs = Signal(range(frame_records + 1))
+        with m.Switch(k):
+            for kk in range(1, FRAME + 1):
+                with m.Case(kk):
+                    m.d.comb += recs.eq(kk * L.chunks_per_group)
+        m.d.comb += [dec.i.valid.eq(take_trit), dec.i.payload.bytes.eq(beat),
+                     dec.i.payload.tag.eq(Cat(last_word, recs)),
+                     fifo.w_en.eq(dec.o.valid), fifo.w_data.eq(dec.o.payload.as_value())]
+        piece_trits = min(L.record_trits, 8 * gcd(5 * wb, L.record_trits))  # at most 8 units
+        per_record = L.record_trits // piece_trits
+        m.submodules.gearbox = gear = TritGearbox(5 * wb, piece_trits, frame_records * per_record)
+        out = data.View(dec.o.payload.shape(), fifo.r_data)
+        m.d.comb += [gear.i.valid.eq(fifo.r_rdy), gear.i.payload.codes.eq(out.codes),
+                     gear.i.payload.last.eq(out.tag[0]), gear.i.payload.records.eq(out.tag[1:] * per_record),
+                     fifo.r_en.eq(gear.i.ready)]
+        m.submodules.assemble = assemble = RecordAssembler(2 * piece_trits, per_record)
+        m.submodules.pieces = pieces = SyncFIFO(width=2 * piece_trits, depth=2)  # registered ready for the gearbox
+        m.d.comb += [pieces.w_data.eq(gear.o.payload), pieces.w_en.eq(gear.o.valid), gear.o.ready.eq(pieces.w_rdy),
+                     assemble.i.payload.eq(pieces.r_data), assemble.i.valid.eq(pieces.r_rdy),
+                     pieces.r_en.eq(assemble.i.ready)]
+        wiring.connect(m, assemble.o, wiring.flipped(self.weights))
+
+        # ---- section and frame bookkeeping
+        take = take_scale | take_trit
+        m.d.comb += self.beats.ready.eq(take)
+        with m.If(take):
+            m.d.sync += word.eq(word + 1)
+            with m.If(last_word):
+                m.d.sync += word.eq(0)
+                with m.If(take_scale):
+                    m.d.sync += [in_trits.eq(1), sec_ready.eq(1), sec_left.eq(k), last_at.eq(trit_last_at)]
+                with m.Elif(rest_zero):
+                    m.d.sync += in_layer.eq(0)
+                with m.Else():
+                    next_frame()
+        return m
