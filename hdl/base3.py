@@ -83,23 +83,22 @@ class Base3Decoder(wiring.Component):
 class TritGearbox(wiring.Component):
     """Words of ``in_trits`` 2-bit codes -> pieces of ``out_trits`` codes, in order.
 
-    A frame ends with a word whose ``last`` is set; ``records`` (on every word of the frame)
-    says how many pieces it holds, and what follows them in its last word is padding,
-    dropped. Buffer: in + out - 1 units of gcd(in_trits, out_trits) trits; a word is taken
-    and a piece handed out in the same cycle. ``o.valid`` does not wait for ``o.ready``,
-    which should come from a register (a FIFO's ``w_rdy``). Its cost grows with the buffer, so the
-    unpacker asks for pieces of at most 8 units and assembles records from them at fixed
-    positions.
+    Each word says how many of its units (gcd(in_trits, out_trits) trits) are data:
+    ``units``; the rest (a frame's padding, at the end of its last word) never enters the
+    buffer, and since a frame is whole pieces the next frame follows without a gap. Buffer:
+    in + out - 1 units; a word is taken and a piece handed out in the same cycle.
+    ``o.valid`` does not wait for ``o.ready``, which should come from a register (a count of
+    free FIFO slots). Its cost grows with the buffer, so the unpacker asks for pieces of at
+    most 8 units and assembles records from them at fixed positions.
     """
 
-    def __init__(self, in_trits: int, rec_trits: int, max_records: int):
-        self.unit = gcd(in_trits, rec_trits)
-        self.n_in, self.n_rec = in_trits // self.unit, rec_trits // self.unit
+    def __init__(self, in_trits: int, out_trits: int):
+        self.unit = gcd(in_trits, out_trits)
+        self.n_in, self.n_rec = in_trits // self.unit, out_trits // self.unit
         self.capacity = self.n_in + self.n_rec - 1
         super().__init__({
-            "i": In(stream.Signature(data.StructLayout({"codes": 2 * in_trits, "last": 1,
-                                                        "records": range(max_records + 1)}))),
-            "o": Out(stream.Signature(2 * rec_trits)),
+            "i": In(stream.Signature(data.StructLayout({"codes": 2 * in_trits, "units": range(self.n_in + 1)}))),
+            "o": Out(stream.Signature(2 * out_trits)),
         })
 
     def elaborate(self, platform):
@@ -109,21 +108,16 @@ class TritGearbox(wiring.Component):
         fill = Signal(range(C + 1))
         # registered views of fill (refreshed with it): the select logic reads only these
         full, fill_m = Signal(), Signal(range(C + 1))  # fill >= out; fill - out
-        room_e, room_n = Signal(), Signal()  # a word fits after an emit / without one
-        draining = Signal()  # the frame's last word is in: no new word until its pieces are out
-        done = Signal.like(self.i.payload.records)  # pieces of the frame handed out
-        records = Signal.like(self.i.payload.records)  # pieces of the frame (latched)
-        last_piece = Signal()  # registered done + 1 == records
-        emit = full & self.o.ready  # o.ready: a FIFO's w_rdy, a register
+        room_e, room_n = Signal(), Signal()  # a whole word fits after an emit / without one
+        emit = full & self.o.ready
         m.d.comb += [self.o.valid.eq(full), self.o.payload.eq(Cat(*buf[:n_rec]))]
-        frame_end = emit & draining & last_piece
         base = Signal(range(C + 1))  # where an incoming word lands
         m.d.comb += base.eq(Mux(emit, fill_m, fill))
-        take = self.i.valid & ~draining & Mux(emit, room_e, room_n)
+        take = self.i.valid & Mux(emit, room_e, room_n)
         m.d.comb += self.i.ready.eq(take)
         units_in = [self.i.payload.codes[ub * k : ub * (k + 1)] for k in range(n_in)]
         for j in range(C):
-            if j + n_rec < C:  # slots above hold what is left (garbage past fill is never read)
+            if j + n_rec < C:  # slots above keep what they hold (nothing past fill is read)
                 with m.If(emit):
                     m.d.sync += buf[j].eq(buf[j + n_rec])
             with m.If(take):  # unit k of the word lands at base + k (overrides the shift)
@@ -133,17 +127,9 @@ class TritGearbox(wiring.Component):
                             with m.Case(j - k):
                                 m.d.sync += buf[j].eq(units_in[k])
         fill_next = Signal.like(fill)
-        done_next, records_next = Signal.like(done), Signal.like(records)
-        m.d.comb += [fill_next.eq(Mux(frame_end, 0, base + Mux(take, n_in, 0))),
-                     done_next.eq(Mux(frame_end, 0, done + emit)),
-                     records_next.eq(Mux(take, self.i.payload.records, records))]
+        m.d.comb += fill_next.eq(base + Mux(take, self.i.payload.units, 0))
         m.d.sync += [fill.eq(fill_next), full.eq(fill_next >= n_rec), fill_m.eq(fill_next - n_rec),
-                     room_e.eq(fill_next + n_in <= C + n_rec), room_n.eq(fill_next + n_in <= C),
-                     done.eq(done_next), records.eq(records_next), last_piece.eq(done_next + 1 == records_next)]
-        with m.If(take & self.i.payload.last):
-            m.d.sync += draining.eq(1)
-        with m.If(frame_end):  # the rest of the buffer is the frame's padding
-            m.d.sync += draining.eq(0)
+                     room_e.eq(fill_next + n_in <= C + n_rec), room_n.eq(fill_next + n_in <= C)]
         return m
 
 
@@ -198,8 +184,12 @@ class Base3Unpacker(wiring.Component):
         m = Module()
         L = self.layout
         DW, SRB, wb = L.data_width, L.scale_record_bits, L.word_bytes
-        beat = self.beats.payload
-        frame_records = FRAME * L.chunks_per_group
+        # The words land in a local two-entry FIFO first: the DMA side and this side then meet
+        # only at registers (its level), however far apart the placer puts them.
+        m.submodules.words = words = SyncFIFO(width=DW, depth=2)
+        m.d.comb += [words.w_data.eq(self.beats.payload), words.w_en.eq(self.beats.valid),
+                     self.beats.ready.eq(words.w_rdy)]
+        beat, beat_valid = words.r_data, words.r_rdy
         scale_words = [L.frame_scale_beats(k) for k in range(FRAME + 1)]
         trit_words = [L.frame_trit_beats(k) for k in range(FRAME + 1)]
 
@@ -241,51 +231,65 @@ class Base3Unpacker(wiring.Component):
         sec = Signal(scale_words[FRAME] * DW)
         sec_left = Signal(range(FRAME + 1))  # records still to hand out
         sec_ready = Signal()  # every word of the section is in
-        take_scale = running & ~in_trits & self.beats.valid & (sec_left == 0) & ~sec_ready
+        take_scale = running & ~in_trits & beat_valid & (sec_left == 0) & ~sec_ready
         with m.If(take_scale):
             for i in range(scale_words[FRAME]):
                 with m.If(word == i):
                     m.d.sync += sec[i * DW : (i + 1) * DW].eq(beat)
-        m.d.comb += [self.scales.payload.eq(sec[:SRB]), self.scales.valid.eq(sec_ready & (sec_left != 0))]
-        with m.If(self.scales.valid & self.scales.ready):
+        # handed out through a local two-entry FIFO: the core's scale FIFO meets registers only
+        m.submodules.scale_out = scale_out = SyncFIFO(width=SRB, depth=2)
+        m.d.comb += [scale_out.w_data.eq(sec[:SRB]), scale_out.w_en.eq(sec_ready & (sec_left != 0)),
+                     self.scales.payload.eq(scale_out.r_data), self.scales.valid.eq(scale_out.r_rdy),
+                     scale_out.r_en.eq(self.scales.ready)]
+        with m.If(scale_out.w_en & scale_out.w_rdy):
             m.d.sync += [sec.eq(sec >> SRB), sec_left.eq(sec_left - 1)]
             with m.If(sec_left == 1):
                 m.d.sync += sec_ready.eq(0)
 
         # ---- trit section: into the decoder while the FIFO behind it has room for all in flight
-        dec = Base3Decoder(wb, tag_bits=1 + (frame_records).bit_length())
+        piece_trits = min(L.record_trits, 8 * gcd(5 * wb, L.record_trits))  # at most 8 units
+        per_record = L.record_trits // piece_trits
+        unit = gcd(5 * wb, piece_trits)
+        n_in = 5 * wb // unit
+        # data units in each frame's last trit word (the rest is padding); every other word is full
+        last_units = [(k * L.step_trits - (trit_words[k] - 1) * 5 * wb) // unit for k in range(FRAME + 1)]
+        dec = Base3Decoder(wb, tag_bits=n_in.bit_length())
         m.submodules.decoder = dec
         depth = Base3Decoder.LATENCY + 4
         m.submodules.decoded = fifo = SyncFIFO(width=len(dec.o.payload.as_value()), depth=depth)
         credits = Signal(range(depth + 1))  # words in the decoder or the FIFO
-        take_trit = running & in_trits & self.beats.valid & (credits < depth)
+        take_trit = running & in_trits & beat_valid & (credits < depth)
         popped = fifo.r_rdy & fifo.r_en
         m.d.sync += credits.eq(credits + take_trit - popped)
-        recs = Signal(range(frame_records + 1))
-        with m.Switch(k):
-            for kk in range(1, FRAME + 1):
-                with m.Case(kk):
-                    m.d.comb += recs.eq(kk * L.chunks_per_group)
-        m.d.comb += [dec.i.valid.eq(take_trit), dec.i.payload.bytes.eq(beat),
-                     dec.i.payload.tag.eq(Cat(last_word, recs)),
+        units = Signal(range(n_in + 1))
+        m.d.comb += units.eq(n_in)
+        with m.If(last_word):
+            with m.Switch(k):
+                for kk in range(1, FRAME + 1):
+                    with m.Case(kk):
+                        m.d.comb += units.eq(last_units[kk])
+        m.d.comb += [dec.i.valid.eq(take_trit), dec.i.payload.bytes.eq(beat), dec.i.payload.tag.eq(units),
                      fifo.w_en.eq(dec.o.valid), fifo.w_data.eq(dec.o.payload.as_value())]
-        piece_trits = min(L.record_trits, 8 * gcd(5 * wb, L.record_trits))  # at most 8 units
-        per_record = L.record_trits // piece_trits
-        m.submodules.gearbox = gear = TritGearbox(5 * wb, piece_trits, frame_records * per_record)
+        m.submodules.gearbox = gear = TritGearbox(5 * wb, piece_trits)
         out = data.View(dec.o.payload.shape(), fifo.r_data)
         m.d.comb += [gear.i.valid.eq(fifo.r_rdy), gear.i.payload.codes.eq(out.codes),
-                     gear.i.payload.last.eq(out.tag[0]), gear.i.payload.records.eq(out.tag[1:] * per_record),
-                     fifo.r_en.eq(gear.i.ready)]
+                     gear.i.payload.units.eq(out.tag), fifo.r_en.eq(gear.i.ready)]
         m.submodules.assemble = assemble = RecordAssembler(2 * piece_trits, per_record)
-        m.submodules.pieces = pieces = SyncFIFO(width=2 * piece_trits, depth=2)  # registered ready for the gearbox
-        m.d.comb += [pieces.w_data.eq(gear.o.payload), pieces.w_en.eq(gear.o.valid), gear.o.ready.eq(pieces.w_rdy),
+        # The gearbox's ready is its own count of free FIFO slots (a register beside it), so
+        # its wide selects never wait on a signal from the assembler's side.
+        m.submodules.pieces = pieces = SyncFIFO(width=2 * piece_trits, depth=2)
+        free, space = Signal(range(3), init=2), Signal(init=1)
+        pushed, popped_piece = gear.o.valid & space, pieces.r_rdy & pieces.r_en
+        free_next = free - pushed + popped_piece
+        m.d.sync += [free.eq(free_next), space.eq(free_next != 0)]
+        m.d.comb += [pieces.w_data.eq(gear.o.payload), pieces.w_en.eq(pushed), gear.o.ready.eq(space),
                      assemble.i.payload.eq(pieces.r_data), assemble.i.valid.eq(pieces.r_rdy),
                      pieces.r_en.eq(assemble.i.ready)]
         wiring.connect(m, assemble.o, wiring.flipped(self.weights))
 
         # ---- section and frame bookkeeping
         take = take_scale | take_trit
-        m.d.comb += self.beats.ready.eq(take)
+        m.d.comb += words.r_en.eq(take)
         with m.If(take):
             m.d.sync += word.eq(word + 1)
             with m.If(last_word):

@@ -311,7 +311,7 @@ class TritEngine(wiring.Component):
                          m_m1.eq(nxt.m - 1), blocks_left.eq(blocks), last_block.eq(blocks == 1)]
         m.d.comb += [scales_in.ready.eq(issue & first_of_group), weights.ready.eq(issue & last_v),
                      act_r.addr.eq(Cat(chunk[:stride_bits], v[:vec_bits], rb))]
-        with m.If(issue & first_of_group):
+        with m.If(first_of_group):  # the queue's head is this group's record; the issue decision stays off the enable
             m.d.sync += scale_hold.eq(scales_in.payload)
         with m.If(issue):
             m.d.sync += v.eq(Mux(last_v, 0, v + 1))
@@ -325,16 +325,22 @@ class TritEngine(wiring.Component):
                     with m.If(last_block):
                         m.d.sync += [running.eq(0), rb.eq(~rb)]
                         m.d.comb += release.eq(1)
-        with m.If(running & ~issue):
-            m.d.sync += [counters["wait_x"].eq(counters["wait_x"] + ~have_x),
-                         counters["wait_w"].eq(counters["wait_w"] + (have_x & ~have_w)),
-                         counters["wait_y"].eq(counters["wait_y"] + (have_x & have_w & ~have_y))]
-        with m.If(running):
+        # Counters and the batch check see the issue stage one cycle late: the issue decision
+        # then drives only the FIFOs and the datapath, so the placer keeps it beside them and
+        # not beside the register block (measured: it set the base-3 engine's critical path).
+        run_d, issue_d, have_x_d, have_w_d, have_y_d, mismatch = (Signal(name=f"{n}_d") for n in (
+            "running", "issue", "have_x", "have_w", "have_y", "mismatch"))
+        m.d.sync += [run_d.eq(running), issue_d.eq(issue), have_x_d.eq(have_x), have_w_d.eq(have_w),
+                     have_y_d.eq(have_y),
+                     mismatch.eq(issue & first_of_block & (Mux(rb, bank_m[1], bank_m[0]) != run.m))]
+        with m.If(run_d & ~issue_d):
+            m.d.sync += [counters["wait_x"].eq(counters["wait_x"] + ~have_x_d),
+                         counters["wait_w"].eq(counters["wait_w"] + (have_x_d & ~have_w_d)),
+                         counters["wait_y"].eq(counters["wait_y"] + (have_x_d & have_w_d & ~have_y_d))]
+        with m.If(run_d):
             m.d.sync += counters["cycles"].eq(counters["cycles"] + 1)
-        with m.If(issue):
+        with m.If(issue_d):
             m.d.sync += counters["issued"].eq(counters["issued"] + 1)
-        mismatch = Signal()
-        m.d.comb += mismatch.eq(issue & first_of_block & (Mux(rb, bank_m[1], bank_m[0]) != run.m))
 
         # ------------------------------------------------------------ datapath
         tags = tags_layout(M)

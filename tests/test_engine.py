@@ -310,6 +310,14 @@ def test_engine_registers(tmp_path):
     assert res.passed
 
 
+def test_layout_register_word():
+    """LAYOUT (docs/SPEC.md 6.2): planes | offset << 2 | base-3 << 3 | S << 8 | G << 16."""
+    from ptqtp.hdl.engine_model import EngineParams
+
+    assert EngineParams(planes=2, offset=True, packing="base3").layout_word() == 2 | 1 << 2 | 1 << 3 | 16 << 8 | 128 << 16
+    assert EngineParams(planes=1, scale_bits=12, group_size=64, lanes=16).layout_word() == 1 | 12 << 8 | 64 << 16
+
+
 def test_engine_params_rejected():
     from ptqtp.hdl.engine_model import EngineParams
 
