@@ -1,16 +1,18 @@
 """Base-3 weight decoding in front of the engine core (docs/SPEC.md section 6.3).
 
-    words (DW bits) --> frame splitter --> scale section --> scale records
-                                       --> trit section words (credit-limited)
-                                           --> Base3Decoder (DW/8 bytes -> 5 DW/8 trits, fixed latency)
-                                           --> FIFO --> TritGearbox (pieces of <= 8 units)
-                                           --> RecordAssembler --> weight records (2-bit codes)
+    words (DW bits) --> local FIFO --+--> scale section (a frame's records) --> FIFO --> scale records
+    tag generator (the layer's frames, ahead of the data) --> tags --+
+                                     +--> Base3Decoder (DW/8 bytes -> 5 DW/8 trits, fixed latency, credits)
+                                          --> FIFO --> TritGearbox (pieces of <= 8 units)
+                                          --> RecordAssembler --> weight records (2-bit codes)
 
 The weight records leave exactly as the 2-bit stream layout carries them, so the core
 downstream is the 2-bit engine's. The digit arithmetic is the golden decode's
 (``ptqtp.formats.packing.base3_digits``): f = byte * 135 as a 15-bit fraction, then five
 times t = 3 f, digit = t >> 15, f = t mod 2^15; the constant products are shifts and adds
-(no multiplier, no table), one adder a pipeline stage.
+(no multiplier, no table), one adder a pipeline stage. Every handshake between the parts
+meets a register (a FIFO level or a count of free slots): the placer spreads a design this
+wide across the die, and each crossing costs 3-5 ns of routing (measured with nextpnr).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from math import gcd
 
 from amaranth.hdl import Cat, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
-from amaranth.lib.fifo import SyncFIFO
+from amaranth.lib.fifo import SyncFIFO, SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from ptqtp.formats.packing import BASE3_FRACTION_BITS, BASE3_RECIPROCAL
@@ -193,14 +195,20 @@ class Base3Unpacker(wiring.Component):
         scale_words = [L.frame_scale_beats(k) for k in range(FRAME + 1)]
         trit_words = [L.frame_trit_beats(k) for k in range(FRAME + 1)]
 
-        # ---- frame splitter: per frame of k steps, scale words then trit words. Every decision
-        # at a section's end reads registers (k, rest and flags refreshed in the cycles between
-        # section ends), so no wide add or compare sits on the word path.
+        # ---- tag generator: the layer's word sequence (frames of k steps: scale words, then
+        # trit words) as one tag a word, computed ahead of the data into a small FIFO. Only
+        # registers decide (k, rest and flags refreshed in the cycles between section ends).
+        piece_trits = min(L.record_trits, 8 * gcd(5 * wb, L.record_trits))  # at most 8 units
+        per_record = L.record_trits // piece_trits
+        unit = gcd(5 * wb, piece_trits)
+        n_in = 5 * wb // unit
+        # data units in each frame's last trit word (the rest is padding); every other word is full
+        last_units = [(k * L.step_trits - (trit_words[k] - 1) * 5 * wb) // unit for k in range(FRAME + 1)]
         k = Signal(range(FRAME + 1))  # steps of this frame
         rest = Signal(32)  # steps of the layer after this frame
         rest_ge, rest_zero, rest_m = Signal(), Signal(), Signal(32)  # registered rest >= FRAME, == 0, - FRAME
         in_layer, priming, in_trits = Signal(), Signal(), Signal()
-        word = Signal(range(max(max(scale_words), max(trit_words)) + 1))  # words of this section taken
+        word = Signal(range(max(max(scale_words), max(trit_words)) + 1))  # words of this section tagged
         last_at = Signal.like(word)  # the section's last word index
         m.d.sync += [rest_ge.eq(rest >= FRAME), rest_zero.eq(rest == 0), rest_m.eq(rest - FRAME)]
         m.d.comb += self.steps.ready.eq(~in_layer)
@@ -220,22 +228,44 @@ class Base3Unpacker(wiring.Component):
             m.d.sync += priming.eq(0)
             next_frame()
         last_word = word == last_at
-        trit_last_at = Signal.like(word)
+        trit_last_at, units = Signal.like(word), Signal(range(n_in + 1))
         with m.Switch(k):
             for v in range(1, FRAME + 1):
                 with m.Case(v):
-                    m.d.comb += trit_last_at.eq(trit_words[v] - 1)
-        running = in_layer & ~priming
+                    m.d.comb += [trit_last_at.eq(trit_words[v] - 1),
+                                 units.eq(Mux(last_word, last_units[v], n_in))]
+        tag_layout = data.StructLayout({"scale": 1, "index": len(word), "last": 1, "k": len(k), "units": len(units)})
+        m.submodules.tags = tags = SyncFIFOBuffered(width=tag_layout.size, depth=3)  # registered tag out
+        # its room as our own count of free entries (a register here): the FIFO sits by the data
+        tag_free, tag_space = Signal(range(4), init=3), Signal(init=1)
+        push = in_layer & ~priming & tag_space
+        tag_free_next = tag_free - push + (tags.r_rdy & tags.r_en)
+        m.d.sync += [tag_free.eq(tag_free_next), tag_space.eq(tag_free_next != 0)]
+        m.d.comb += [tags.w_en.eq(push), tags.w_data.eq(Cat(~in_trits, word, last_word, k, units))]
+        with m.If(push):
+            m.d.sync += word.eq(word + 1)
+            with m.If(last_word):
+                m.d.sync += word.eq(0)
+                with m.If(~in_trits):
+                    m.d.sync += [in_trits.eq(1), last_at.eq(trit_last_at)]
+                with m.Elif(rest_zero):
+                    m.d.sync += in_layer.eq(0)
+                with m.Else():
+                    next_frame()
+        tag = data.View(tag_layout, tags.r_data)
 
         # ---- scale section: loaded whole, then handed out one record at a time, shifting down
         sec = Signal(scale_words[FRAME] * DW)
         sec_left = Signal(range(FRAME + 1))  # records still to hand out
         sec_ready = Signal()  # every word of the section is in
-        take_scale = running & ~in_trits & beat_valid & (sec_left == 0) & ~sec_ready
+        have = beat_valid & tags.r_rdy
+        take_scale = have & tag.scale & (sec_left == 0) & ~sec_ready
         with m.If(take_scale):
             for i in range(scale_words[FRAME]):
-                with m.If(word == i):
+                with m.If(tag.index == i):
                     m.d.sync += sec[i * DW : (i + 1) * DW].eq(beat)
+            with m.If(tag.last):
+                m.d.sync += [sec_ready.eq(1), sec_left.eq(tag.k)]
         # handed out through a local two-entry FIFO: the core's scale FIFO meets registers only
         m.submodules.scale_out = scale_out = SyncFIFO(width=SRB, depth=2)
         m.d.comb += [scale_out.w_data.eq(sec[:SRB]), scale_out.w_en.eq(sec_ready & (sec_left != 0)),
@@ -247,29 +277,17 @@ class Base3Unpacker(wiring.Component):
                 m.d.sync += sec_ready.eq(0)
 
         # ---- trit section: into the decoder while the FIFO behind it has room for all in flight
-        piece_trits = min(L.record_trits, 8 * gcd(5 * wb, L.record_trits))  # at most 8 units
-        per_record = L.record_trits // piece_trits
-        unit = gcd(5 * wb, piece_trits)
-        n_in = 5 * wb // unit
-        # data units in each frame's last trit word (the rest is padding); every other word is full
-        last_units = [(k * L.step_trits - (trit_words[k] - 1) * 5 * wb) // unit for k in range(FRAME + 1)]
-        dec = Base3Decoder(wb, tag_bits=n_in.bit_length())
+        dec = Base3Decoder(wb, tag_bits=len(units))
         m.submodules.decoder = dec
         depth = Base3Decoder.LATENCY + 4
         m.submodules.decoded = fifo = SyncFIFO(width=len(dec.o.payload.as_value()), depth=depth)
         credits = Signal(range(depth + 1))  # words in the decoder or the FIFO
-        take_trit = running & in_trits & beat_valid & (credits < depth)
+        take_trit = have & ~tag.scale & (credits < depth)
         popped = fifo.r_rdy & fifo.r_en
         m.d.sync += credits.eq(credits + take_trit - popped)
-        units = Signal(range(n_in + 1))
-        m.d.comb += units.eq(n_in)
-        with m.If(last_word):
-            with m.Switch(k):
-                for kk in range(1, FRAME + 1):
-                    with m.Case(kk):
-                        m.d.comb += units.eq(last_units[kk])
-        m.d.comb += [dec.i.valid.eq(take_trit), dec.i.payload.bytes.eq(beat), dec.i.payload.tag.eq(units),
+        m.d.comb += [dec.i.valid.eq(take_trit), dec.i.payload.bytes.eq(beat), dec.i.payload.tag.eq(tag.units),
                      fifo.w_en.eq(dec.o.valid), fifo.w_data.eq(dec.o.payload.as_value())]
+        m.d.comb += [words.r_en.eq(take_scale | take_trit), tags.r_en.eq(take_scale | take_trit)]
         m.submodules.gearbox = gear = TritGearbox(5 * wb, piece_trits)
         out = data.View(dec.o.payload.shape(), fifo.r_data)
         m.d.comb += [gear.i.valid.eq(fifo.r_rdy), gear.i.payload.codes.eq(out.codes),
@@ -287,17 +305,4 @@ class Base3Unpacker(wiring.Component):
                      pieces.r_en.eq(assemble.i.ready)]
         wiring.connect(m, assemble.o, wiring.flipped(self.weights))
 
-        # ---- section and frame bookkeeping
-        take = take_scale | take_trit
-        m.d.comb += words.r_en.eq(take)
-        with m.If(take):
-            m.d.sync += word.eq(word + 1)
-            with m.If(last_word):
-                m.d.sync += word.eq(0)
-                with m.If(take_scale):
-                    m.d.sync += [in_trits.eq(1), sec_ready.eq(1), sec_left.eq(k), last_at.eq(trit_last_at)]
-                with m.Elif(rest_zero):
-                    m.d.sync += in_layer.eq(0)
-                with m.Else():
-                    next_frame()
         return m

@@ -271,8 +271,11 @@ class TritEngine(wiring.Component):
                 for b in range(2):
                     with m.If(wb == b):
                         m.d.sync += bank_m[b].eq(lv + x.tlast)
+        # the release reaches the bank flags a cycle later: the issue decision stays local
+        release_d, released = Signal(), Signal()
+        m.d.sync += [release_d.eq(release), released.eq(rb)]
         for b in range(2):
-            with m.If((x.tvalid & can_load & x.tuser[0] & (wb == b)) | (release & (rb == b))):
+            with m.If((x.tvalid & can_load & x.tuser[0] & (wb == b)) | (release_d & (released == b))):
                 m.d.sync += bank_full[b].eq(x.tvalid & can_load & x.tuser[0] & (wb == b))
 
         # ------------------------------------------------------------ issue
