@@ -236,11 +236,7 @@ class Base3Unpacker(wiring.Component):
                                  units.eq(Mux(last_word, last_units[v], n_in))]
         tag_layout = data.StructLayout({"scale": 1, "index": len(word), "last": 1, "k": len(k), "units": len(units)})
         m.submodules.tags = tags = SyncFIFOBuffered(width=tag_layout.size, depth=3)  # registered tag out
-        # its room as our own count of free entries (a register here): the FIFO sits by the data
-        tag_free, tag_space = Signal(range(4), init=3), Signal(init=1)
-        push = in_layer & ~priming & tag_space
-        tag_free_next = tag_free - push + (tags.r_rdy & tags.r_en)
-        m.d.sync += [tag_free.eq(tag_free_next), tag_space.eq(tag_free_next != 0)]
+        push = in_layer & ~priming & tags.w_rdy
         m.d.comb += [tags.w_en.eq(push), tags.w_data.eq(Cat(~in_trits, word, last_word, k, units))]
         with m.If(push):
             m.d.sync += word.eq(word + 1)
