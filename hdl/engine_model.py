@@ -3,11 +3,12 @@ Amaranth), so planning tools and host drivers use them without the HDL toolchain
 
 Cycle model (docs/SPEC.md section 6). Per layer the compute core issues exactly
 ``blocks * ng * (G/P) * m`` chunk-cycles (``EngineParams.issue_cycles``; every lane busy in
-each). The DMA delivers at most one DW-bit word per cycle, so a group needs at least
-``s_beats + wg_beats`` stream cycles against ``(G/P) * m`` compute cycles:
+each). The DMA delivers at most one DW-bit word per cycle, so a layer needs at least its
+region's words (``StreamLayout.layer_beats``: ``s_beats + wg_beats`` a group in 2-bit
+packing, fewer in base-3, whose decoder also takes a word a cycle) against its compute cycles:
 
-    compute-bound   when (G/P) * m >= s_beats + wg_beats and the memory supplies a word a cycle
-    stream-bound    otherwise: the layer takes ``blocks * ng * (s_beats + wg_beats)`` cycles
+    compute-bound   when issue_cycles >= layer_beats and the memory supplies a word a cycle
+    stream-bound    otherwise: the layer takes ``layer_beats`` cycles
 
 With a memory of bandwidth B bytes per cycle and latency L cycles, the documented bound is
 
