@@ -39,7 +39,7 @@ from ptqtp.golden import is_permutation
 from ptqtp.methods import MethodConfig, TritPlaneResult, artifact_config, dequantize_planes
 
 from .atomic import atomic_write, json_sha256
-from .packing import PACKINGS, check_packing, invalid_bytes, pack_trits, packed_width, unpack_trits
+from .packing import PACKINGS, TRITS_PER_BYTE, check_packing, invalid_bytes, pack_trits, packed_width, unpack_trits
 
 __all__ = [
     "ArtifactError",
@@ -504,7 +504,7 @@ def _validated_layer(path, name: str, rec: dict, raw: Mapping, tensor) -> Packed
         else:
             what = f"base-3 byte value {byte} >= 243 at plane {plane}, row {row}, byte {j} (columns {5 * j}..{5 * j + 4})"
         _fail(path, f"layer {name!r}: {what} ({len(bad)} bad bytes in all)")
-    per = 4 if packing == "2bit" else 5
+    per = TRITS_PER_BYTE[packing]
     pad = unpack_trits(codes[..., d // per :], packing)[..., d % per :]  # only the bytes holding padding
     if bool(pad.any()):
         _fail(path, f"layer {name!r}: padding columns {d}..{codes.shape[-1] * per - 1} hold nonzero trits")

@@ -31,7 +31,7 @@ import sys
 
 import numpy as np
 
-__all__ = ["PACKINGS", "pack_trits", "unpack_trits", "packed_width", "invalid_bytes", "check_packing",
+__all__ = ["PACKINGS", "TRITS_PER_BYTE", "pack_trits", "unpack_trits", "packed_width", "invalid_bytes", "check_packing",
            "base3_digits", "TRIT_CODE", "BASE3_RECIPROCAL", "BASE3_FRACTION_BITS"]
 
 PACKINGS = ("2bit", "base3")
@@ -41,7 +41,8 @@ _INVALID = 0b10
 #: byte * 135 / 2^15 exceeds byte / 243 by less than 1/243 for every byte < 243, the margin
 #: five digit extractions need (each multiplies the error by 3; 3^5 / 243 = 1).
 BASE3_RECIPROCAL, BASE3_FRACTION_BITS = 135, 15
-_TRITS_PER_BYTE = {"2bit": 4, "base3": 5}
+#: trits a byte holds in each packing
+TRITS_PER_BYTE = {"2bit": 4, "base3": 5}
 
 
 def check_packing(packing) -> str:
@@ -55,7 +56,7 @@ def packed_width(trits: int, packing: str = "2bit") -> int:
     check_packing(packing)
     if packing == "2bit" and trits % 4:
         raise ValueError(f"a 2-bit row needs a multiple of 4 trits, not {trits}")
-    return -(-trits // _TRITS_PER_BYTE[packing])
+    return -(-trits // TRITS_PER_BYTE[packing])
 
 
 def base3_digits(q):
@@ -151,7 +152,7 @@ def unpack_trits(packed, packing: str = "2bit", width: int | None = None):
     _check_packed_dtype(packed)
     is_np = _np(packed)
     torch = sys.modules.get("torch")
-    per = _TRITS_PER_BYTE[packing]
+    per = TRITS_PER_BYTE[packing]
     full = packed.shape[-1] * per
     width = full if width is None else width
     if not full - per < width <= full and not (width == full == 0):
