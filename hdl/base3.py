@@ -27,7 +27,9 @@ from amaranth.lib.wiring import In, Out
 from ptqtp.formats.packing import BASE3_FRACTION_BITS, BASE3_RECIPROCAL
 from ptqtp.formats.stream_layout import FRAME, StreamLayout
 
-__all__ = ["Base3Decoder", "TritGearbox", "RecordAssembler", "Base3Unpacker"]
+from .records import RecordAssembler
+
+__all__ = ["Base3Decoder", "TritGearbox", "Base3Unpacker"]
 
 _FB = BASE3_FRACTION_BITS
 assert BASE3_RECIPROCAL == (1 << 7) + (1 << 3) - 1  # the shift-and-add form below
@@ -132,35 +134,6 @@ class TritGearbox(wiring.Component):
         m.d.comb += fill_next.eq(base + Mux(take, self.i.payload.units, 0))
         m.d.sync += [fill.eq(fill_next), full.eq(fill_next >= n_rec), fill_m.eq(fill_next - n_rec),
                      room_e.eq(fill_next + n_in <= C + n_rec), room_n.eq(fill_next + n_in <= C)]
-        return m
-
-
-class RecordAssembler(wiring.Component):
-    """Pieces of ``piece_bits`` -> records of ``piece_bits * count`` (piece i at bit i * piece_bits)."""
-
-    def __init__(self, piece_bits: int, count: int):
-        self.piece_bits, self.count = piece_bits, count
-        super().__init__({"i": In(stream.Signature(piece_bits)), "o": Out(stream.Signature(piece_bits * count))})
-
-    def elaborate(self, platform):
-        m = Module()
-        if self.count == 1:
-            wiring.connect(m, wiring.flipped(self.i), wiring.flipped(self.o))
-            return m
-        held = [Signal(self.piece_bits, name=f"piece{i}") for i in range(self.count - 1)]
-        idx = Signal(range(self.count))
-        completes = idx == self.count - 1
-        take = self.i.valid & (~completes | ~self.o.valid | self.o.ready)
-        m.d.comb += self.i.ready.eq(take)
-        with m.If(self.o.valid & self.o.ready):
-            m.d.sync += self.o.valid.eq(0)
-        with m.If(take):
-            m.d.sync += idx.eq(Mux(completes, 0, idx + 1))
-            with m.If(completes):
-                m.d.sync += [self.o.payload.eq(Cat(*held, self.i.payload)), self.o.valid.eq(1)]
-            for i, reg in enumerate(held):
-                with m.If(idx == i):
-                    m.d.sync += reg.eq(self.i.payload)
         return m
 
 

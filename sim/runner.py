@@ -9,27 +9,30 @@ a second run of the same design skips compilation.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import importlib.util
 import json
 import os
 import shutil
+import socket
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ptqtp.formats.layer_npz import save_layer
+from ptqtp.hdl.contract import ENGINE_ID, BenchEnv
 from ptqtp.hdl.synth import step
 
-__all__ = ["SimResult", "EngineResult", "cache_dir", "verilator_env", "build", "wave_format", "run_bench", "run_engine",
-           "engine_config", "image_runs", "ENGINE_TOP"]
+__all__ = ["EngineResult", "cache_dir", "verilator_env", "build", "wave_format", "run_engine", "run_test",
+           "serve_in_thread", "engine_config", "image_runs", "ENGINE_TOP"]
 
-TOP = "trit_matmul"
 ENGINE_TOP = "trit_engine"
+BENCH = "ptqtp.sim.engine_bench"
 
 
 def cache_dir() -> Path:
@@ -77,7 +80,7 @@ def _save_waves(dump: Path, dest: Path) -> None:
         shutil.copy(dump, dest)
 
 
-def build(verilog_text: str, waves: str | None = None, top: str = TOP) -> Path:
+def build(verilog_text: str, waves: str | None = None, top: str = ENGINE_TOP) -> Path:
     """Compile ``verilog_text`` (top module ``top``) with Verilator once per content (and
     waveform format: None, "vcd" or "fst"); return the build folder."""
     from cocotb_tools.runner import get_runner
@@ -91,11 +94,14 @@ def build(verilog_text: str, waves: str | None = None, top: str = TOP) -> Path:
     if done.exists():
         return folder
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "top.v").write_text(verilog_text)
-    runner = get_runner("verilator")
-    with step(f"verilator build of {top} (once per design, cached in {cache_dir()})", _stderr):
-        _verilate(runner, folder, top, waves)
-    done.write_text(time.strftime("%Y-%m-%d %H:%M:%S"))
+    with open(folder / ".lock", "w") as lock:  # one builder per design; others (pytest -n) wait for it
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if done.exists():
+            return folder
+        (folder / "top.v").write_text(verilog_text)
+        with step(f"verilator build of {top} (once per design, cached in {cache_dir()})", _stderr):
+            _verilate(get_runner("verilator"), folder, top, waves)
+        done.write_text(time.strftime("%Y-%m-%d %H:%M:%S"))
     return folder
 
 
@@ -124,80 +130,43 @@ def _verdict_in_report():
         pass
 
 
-@dataclass
-class SimResult:
-    """What one bench run measured."""
-
-    passed: bool
-    vectors: int
-    mismatches: int
-    first_mismatch: dict | None
-    cycles_per_vector: list
-    model_cycles: int
-    sim_cycles: int
-    wall_s: float
-    report: dict
-
-    @property
-    def cycles_per_second(self) -> float:
-        return self.sim_cycles / self.wall_s if self.wall_s > 0 else 0.0
-
-    @property
-    def median_period(self) -> int:
-        """Median measured cycles per vector (the model's count when only one vector ran)."""
-        periods = sorted(self.cycles_per_vector)
-        return periods[len(periods) // 2] if periods else self.model_cycles
-
-    def trit_macs_per_cycle(self, golden) -> float:
-        """Trit multiply-accumulates per cycle at the median period (every plane's trits)."""
-        return golden.planes * golden.n * golden.d_pad / self.median_period
-
-
-def run_bench(golden, verilog_text: str, x_q: np.ndarray, lanes: int, rows: int, testcase: str = "stream_vectors",
-              in_stall: float = 0.0, out_stall: float = 0.0, seed: int = 1, waves: Path | None = None) -> SimResult:
-    """Run one cocotb test of ``ptqtp.sim.cocotb_bench`` on the Verilated design.
-
-    ``golden`` is the layer the design was built for (P = ``lanes``, R = ``rows``); ``x_q``
-    (m, d_pad) are the integer input vectors; the bench compares every output with
-    ``golden`` and reports cycles per vector. ``waves``: copy the
-    waveform there (VCD, cocotb's Verilator default; the design is then built with
-    tracing, in its own cache entry).
-    """
+def run_test(build_dir: Path, testcase: str, test_dir: Path, env: dict[str, str], waves: bool = False) -> None:
+    """Run one test of ``ptqtp.sim.engine_bench`` on a Verilated build (the one place the
+    runner is called); the bench's report or socket carries the verdict."""
     from cocotb_tools.runner import get_runner
 
-    folder = build(verilog_text, wave_format(waves))
-    with tempfile.TemporaryDirectory(prefix="ptqtp-sim-") as tmp:
-        tmp = Path(tmp)
-        np.save(tmp / "x_q.npy", np.asarray(x_q, dtype=np.int64))
-        save_layer(tmp / "layer.npz", golden)
-        report_path = tmp / "report.json"
-        env = {
-            "PTQTP_LAYER": str(tmp / "layer.npz"), "PTQTP_LANES": str(lanes), "PTQTP_ROWS": str(rows),
-            "PTQTP_X": str(tmp / "x_q.npy"),
-            "PTQTP_REPORT": str(report_path), "PTQTP_IN_STALL": str(in_stall), "PTQTP_OUT_STALL": str(out_stall),
-            "PTQTP_SEED": str(seed),
-        }
-        runner = get_runner("verilator")
-        t0 = time.perf_counter()
-        with _verdict_in_report():
-            runner.test(test_module="ptqtp.sim.cocotb_bench", hdl_toplevel=TOP, hdl_toplevel_lang="verilog",
-                        testcase=testcase, build_dir=folder,
-                        test_dir=tmp, extra_env=env | verilator_env(), waves=waves is not None,
-                        log_file=tmp / "sim.log")
-        wall = time.perf_counter() - t0
-        if not report_path.exists():
-            log = (tmp / "sim.log").read_text()[-3000:] if (tmp / "sim.log").exists() else ""
-            raise RuntimeError(f"the cocotb bench wrote no report:\n{log}")
-        rep = json.loads(report_path.read_text())
-        if waves is not None:
-            dumps = [f for pattern in ("*.fst", "*.vcd") for d in (tmp, folder) for f in d.glob(pattern)]
-            if not dumps:
-                raise RuntimeError("Verilator wrote no waveform")
-            _save_waves(dumps[0], waves)
-    return SimResult(passed=rep["mismatches"] == 0 and rep["outputs"] == rep["expected_outputs"],
-                     vectors=rep["vectors"], mismatches=rep["mismatches"], first_mismatch=rep["first_mismatch"],
-                     cycles_per_vector=rep["periods"], model_cycles=rep["model_cycles"], sim_cycles=rep["sim_cycles"],
-                     wall_s=rep.get("sim_wall_s", wall), report=rep)
+    with _verdict_in_report():
+        get_runner("verilator").test(test_module=BENCH, hdl_toplevel=ENGINE_TOP, hdl_toplevel_lang="verilog",
+                                     testcase=testcase, build_dir=build_dir, test_dir=test_dir,
+                                     extra_env=env | verilator_env(), waves=waves, log_file=test_dir / "sim.log")
+
+
+def serve_in_thread(build_dir: Path, test_dir: Path, env: dict[str, str], timeout: float):
+    """Start the bench's ``serve_host`` test in a thread and return (connection, thread) once
+    it has connected back to a loopback socket of ours (``BenchEnv.PORT``)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    listener.settimeout(timeout)
+    env = {**env, BenchEnv.PORT: str(listener.getsockname()[1])}
+
+    def simulate():
+        try:
+            run_test(build_dir, "serve_host", test_dir, env)
+        except RuntimeError:  # reported to the host as a closed connection
+            pass
+
+    thread = threading.Thread(target=simulate, daemon=True)
+    thread.start()
+    try:
+        conn, _ = listener.accept()
+    except (TimeoutError, socket.timeout):
+        raise TimeoutError(f"the engine simulator did not start within {timeout} s; see {test_dir / 'sim.log'}") \
+            from None
+    finally:
+        listener.close()
+    conn.settimeout(timeout)
+    return conn, thread
 
 
 @dataclass
@@ -222,8 +191,6 @@ def engine_config(params, **throttle) -> dict:
     optional throttling: mem_busy (share of cycles the memory pauses), mem_period (a fixed
     pattern of that period instead of random pauses), mem_latency, stall (back-pressure on
     both streams), seed."""
-    from ptqtp.hdl.engine_model import ENGINE_ID
-
     return {"lanes": params.lanes, "act_bits": params.act_bits, "out_bits": params.out_bits, "engine_id": ENGINE_ID,
             "params_word": params.params_word(), "layout_word": params.layout_word(), "vectors": params.vectors,
             **throttle}
@@ -255,8 +222,6 @@ def run_engine(verilog_text: str, image: bytes, runs: list[dict], inputs: list[n
     engine_id, params_word, vectors, plus optional throttling (mem_busy, mem_period,
     mem_latency, stall, seed).
     """
-    from cocotb_tools.runner import get_runner
-
     folder = build(verilog_text, wave_format(waves), top=ENGINE_TOP)
     with tempfile.TemporaryDirectory(prefix="ptqtp-engine-") as tmp:
         tmp = Path(tmp)
@@ -266,14 +231,10 @@ def run_engine(verilog_text: str, image: bytes, runs: list[dict], inputs: list[n
         np.savez(tmp / "job.npz", **arrays)
         (tmp / "cfg.json").write_text(json.dumps({**config, "runs": runs}))
         report_path = tmp / "report.json"
-        env = {"PTQTP_JOB": str(tmp / "job.npz"), "PTQTP_CFG": str(tmp / "cfg.json"),
-               "PTQTP_REPORT": str(report_path)}
+        env = {BenchEnv.JOB: str(tmp / "job.npz"), BenchEnv.CFG: str(tmp / "cfg.json"),
+               BenchEnv.REPORT: str(report_path)}
         t0 = time.perf_counter()
-        with _verdict_in_report():
-            get_runner("verilator").test(test_module="ptqtp.sim.engine_bench", hdl_toplevel=ENGINE_TOP,
-                                         hdl_toplevel_lang="verilog", testcase=testcase, build_dir=folder,
-                                         test_dir=tmp, extra_env=env | verilator_env(), waves=waves is not None,
-                                         log_file=tmp / "sim.log")
+        run_test(folder, testcase, tmp, env, waves=waves is not None)
         wall = time.perf_counter() - t0
         if not report_path.exists():
             log = (tmp / "sim.log").read_text()[-4000:] if (tmp / "sim.log").exists() else ""

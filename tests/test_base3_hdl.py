@@ -122,6 +122,7 @@ def test_unpacker_records_equal_2bit_layout(P, R, planes, offset, G, S, DW, shap
     assert weights == expect_w
 
 
+@pytest.mark.model
 def test_real_layers_decode_to_the_2bit_image_bit_for_bit(tmp_path):
     """SmolLM2-135M's block-0 k_proj and v_proj (the shipped GGUF), PTQTP-quantized, as model
     images for the P64 R4 DW128 engine in both packings: the base-3 image is smaller, and the

@@ -54,7 +54,7 @@ def test_inspect_rejects_garbage(tmp_path, capsys):
 
 
 def test_demo_writes_report(tmp_path, capsys):
-    assert main(["demo", "--sample", "--out", str(tmp_path)]) == 0
+    assert main(["demo", "--sample", "-o", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "| ptqtp |" in out and "| rtn3 |" in out
     assert (tmp_path / "report.md").read_text() in out

@@ -60,10 +60,11 @@ def test_artifact_and_export_misuse(tmp_path, capsys, art):
     (tmp_path / "junk.safetensors").write_bytes(b"\x10" * 40)
     fails(capsys, ["inspect", str(tmp_path / "junk.safetensors")], "junk.safetensors")
     fails(capsys, ["export", str(art), "-o", str(art / "img")], "a.safetensors")  # -o under a file
-    fails(capsys, ["hdl", str(tmp_path / "no-image"), "-o", str(tmp_path / "t.v"), "--no-synth"], "no-image")
+    fails(capsys, ["hdl", "--rom", str(tmp_path / "no-image"), "-o", str(tmp_path / "t.v"), "--no-synth"], "no-image")
+    fails(capsys, ["sim", str(tmp_path / "no-image")], "no-image")
 
 
-@pytest.mark.parametrize("argv", [["budget", "A", "--vectors", "0"], ["compare", "A", "--vectors", "-1"],
+@pytest.mark.parametrize("argv", [["budget", "A", "--samples", "0"], ["compare", "A", "--samples", "-1"],
                                   ["serve", "--port", "70000"]])
 def test_non_positive_counts_are_refused_by_the_parser(argv, capsys):
     with pytest.raises(SystemExit) as e:
@@ -103,7 +104,7 @@ def test_a_closed_pipe_is_not_an_error(art):
     assert proc.stdout and "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr
 
 
-@pytest.mark.parametrize("argv", [["--version"], ["--help"], ["hdl", "--engine", "--no-synth", "-o", "{tmp}/e.v"]])
+@pytest.mark.parametrize("argv", [["--version"], ["--help"], ["hdl", "--no-synth", "-o", "{tmp}/e.v"]])
 def test_commands_that_need_no_torch_do_not_import_it(argv, tmp_path):
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
     code = ("import sys\nfrom ptqtp.tools.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"

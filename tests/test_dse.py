@@ -106,7 +106,7 @@ def test_cli_dse_with_stand_in_synthesis(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(dse, "synthesise",
                         lambda p, seed=1: report(300 * p.lanes * p.rows, fmax=120.7 - p.lanes / 2) | {"cached": True})
     out = tmp_path / "dse"
-    assert main(["dse", str(art), "--lanes", "16", "64", "--rows", "1", "4", "--data-width", "128", "--out",
+    assert main(["dse", str(art), "--lanes", "16", "64", "--rows", "1", "4", "--data-width", "128", "--output",
                  str(out), "--board", "ulx3s-85f", "--board", "kria-kv260"]) == 0
     text = capsys.readouterr().out
     assert "| ulx3s-85f | 0.2 |" in text and "| kria-kv260 | 19.2 |" in text

@@ -242,6 +242,7 @@ ENGINES = [(8, 2, 2, True, 64, 2), (16, 4, 2, False, 128, 4), (4, 1, 1, True, 64
 
 @pytest.mark.parametrize("P,R,planes,offset,DW,M,packing", [(*e, "2bit") for e in ENGINES]
                          + [(*e, "base3") for e in ENGINES[:2]])
+@pytest.mark.rtl
 def test_engine_runs_layers_back_to_back(tmp_path, P, R, planes, offset, DW, M, packing):
     """Several shapes on one build (d not a multiple of P*R, n not a multiple of R, one- and
     two-plane layers, offsets, a permutation), m = 1..M, every output bit-exact; the ISSUED
@@ -261,6 +262,7 @@ def test_engine_runs_layers_back_to_back(tmp_path, P, R, planes, offset, DW, M, 
     assert res.counters["ERRORS"] == 0 and res.counters["STATUS"] >> 8 == len(runs)  # runs finished
 
 
+@pytest.mark.rtl
 def test_engine_under_back_pressure_and_throttled_memory(tmp_path):
     from ptqtp.hdl.engine_model import EngineParams
 
@@ -272,6 +274,7 @@ def test_engine_under_back_pressure_and_throttled_memory(tmp_path):
     assert res.counters["WAIT_W"] > 0  # the memory really held the core back
 
 
+@pytest.mark.rtl
 def test_engine_with_resident_weights_in_rom(tmp_path):
     """The same datapath fed from an on-chip ROM holding the model image (no AXI master)."""
     from ptqtp.hdl.engine_model import EngineParams
@@ -283,6 +286,7 @@ def test_engine_with_resident_weights_in_rom(tmp_path):
     check(res)
 
 
+@pytest.mark.rtl
 def test_engine_catches_a_flipped_weight_bit(tmp_path):
     """The bench is not vacuous: one flipped trit in the image gives mismatches."""
     from ptqtp.hdl.engine_model import EngineParams
@@ -297,6 +301,7 @@ def test_engine_catches_a_flipped_weight_bit(tmp_path):
     assert not res.passed and res.first_mismatch["row"] == 1
 
 
+@pytest.mark.rtl
 def test_engine_registers(tmp_path):
     from ptqtp.hdl.engine import TritEngine
     from ptqtp.hdl.engine_model import EngineParams
@@ -308,14 +313,6 @@ def test_engine_registers(tmp_path):
     res = run_engine(to_verilog(TritEngine(params), name=ENGINE_TOP), b"\0" * 64, [], [], [], engine_config(params),
                      testcase="register_access")
     assert res.passed
-
-
-def test_layout_register_word():
-    """LAYOUT (docs/SPEC.md 6.2): planes | offset << 2 | base-3 << 3 | S << 8 | G << 16."""
-    from ptqtp.hdl.engine_model import EngineParams
-
-    assert EngineParams(planes=2, offset=True, packing="base3").layout_word() == 2 | 1 << 2 | 1 << 3 | 16 << 8 | 128 << 16
-    assert EngineParams(planes=1, scale_bits=12, group_size=64, lanes=16).layout_word() == 1 | 12 << 8 | 64 << 16
 
 
 def test_engine_params_rejected():
@@ -331,6 +328,7 @@ def test_engine_params_rejected():
         EngineParams(vectors=4).check_layer(8, 256, 2, False, m=5)
 
 
+@pytest.mark.rtl
 def test_throttled_block_within_five_percent_of_plan(tmp_path):
     """A small 'block' of layers with the DRAM throttled to half the bus (a board's bandwidth):
     the engine's cycles land within 5% of ``ptqtp plan``'s figure for that board."""

@@ -9,6 +9,8 @@ import torch
 from ptqtp.models.data import bbc_text, default_model
 from ptqtp.models.evaluate import compare_methods, perplexity
 
+pytestmark = pytest.mark.model
+
 
 @pytest.fixture(scope="module")
 def model_and_tokenizer():
@@ -24,6 +26,7 @@ def test_bbc_split_is_fixed_and_disjoint():
         bbc_text("train")
 
 
+@pytest.mark.slow  # about 6 minutes: the main job (./run.sh) measures the same perplexities on every run
 def test_real_model_perplexities(model_and_tokenizer):
     model, tok = model_and_tokenizer
     rows = {r["method"]: r for r in compare_methods(model, tok, bbc_text("eval"), ("fp", "ptqtp", "ternary", "rtn2"),

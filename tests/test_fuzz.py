@@ -25,7 +25,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ptqtp import ArtifactError, PT2Config, PTQTPConfig, load_artifact, quantize, save_artifact
-from ptqtp.formats.hwimage import ImageError, read_image, write_image
 from ptqtp.formats.model_image import ModelImageError, read_model_image, write_model_image
 from ptqtp.formats.stream_layout import StreamLayout
 from ptqtp.formats.wire import HEADER, FrameError, MsgType, decode_layer, encode_layer, frame
@@ -203,53 +202,6 @@ def _fresh_copy(original: Path, folder: Path) -> Path:
     return folder
 
 
-def _read_checked(folder):
-    img = read_image(folder)
-    img.golden()  # F and ACC against the golden model
-    return img
-
-
-def _image_state(img):
-    return (img.trits.tobytes(), img.a_q.tobytes(), None if img.m_q is None else img.m_q.tobytes(),
-            None if img.perm is None else img.perm.tobytes(), img.meta.F, img.meta.A, img.meta.S, img.meta.d,
-            img.meta.n, img.meta.G, img.meta.P, img.meta.planes, img.meta.offset)
-
-
-@pytest.mark.parametrize("pt2", [False, True], ids=["ptqtp", "pt2"])
-def test_fuzz_hardware_image(pt2, tmp_path_factory, pytestconfig):
-    base = tmp_path_factory.mktemp("fuzz-img")
-    original = write_image(base / "orig", _golden(pt2), 8, "l", "ab" * 32)
-    reference = _image_state(read_image(original))
-    files = sorted(p.name for p in original.iterdir())
-
-    @fuzz(pytestconfig, 150)
-    @given(name=st.sampled_from(files), m=mutation())
-    def run(name, m):
-        folder = _fresh_copy(original, base / "m")
-        (folder / name).write_bytes(mutate((folder / name).read_bytes(), m))
-        judge("hardware image files", lambda: _read_checked(folder), ImageError, str(folder),
-              lambda img: _image_state(img) == reference)
-
-    run()
-
-
-def test_fuzz_hardware_image_json_fields(tmp_path_factory, pytestconfig):
-    base = tmp_path_factory.mktemp("fuzz-img-json")
-    original = write_image(base / "orig", _golden(True), 8, "l", "ab" * 32)
-    reference = _image_state(read_image(original))
-    meta = json.loads((original / "layer.json").read_text())
-
-    @fuzz(pytestconfig, 500)
-    @given(field=st.sampled_from(sorted(meta)), value=FIELD_VALUES)
-    def run(field, value):
-        folder = _fresh_copy(original, base / "m")
-        (folder / "layer.json").write_text(json.dumps({**meta, field: value}))
-        judge("hardware image layer.json fields", lambda: _read_checked(folder), ImageError, "layer.json",
-              lambda img: _image_state(img) == reference)
-
-    run()
-
-
 # ------------------------------------------------------------------ model images
 
 def test_fuzz_model_image(tmp_path_factory, pytestconfig):
@@ -271,6 +223,40 @@ def test_fuzz_model_image(tmp_path_factory, pytestconfig):
         (folder / name).write_bytes(mutate((folder / name).read_bytes(), m))
         judge("model image files", lambda: read_model_image(folder), ModelImageError, str(folder),
               lambda img: state(img) == reference)
+
+    run()
+
+
+def test_fuzz_model_image_manifest_fields(tmp_path_factory, pytestconfig):
+    """Any field of the manifest or of a layer record set to any value, the manifest's own hash
+    forged to match: every edit is refused or loads identical."""
+    from ptqtp.formats.model_image import _manifest_digest
+
+    base = tmp_path_factory.mktemp("fuzz-model-image-json")
+    original = write_model_image(base / "orig", {"a": _golden(False), "b": _golden(True)},
+                                 StreamLayout(16, 2, 2, True, 32, 16, 64), "cd" * 32, align=64)
+    manifest = json.loads((original / "manifest.json").read_text())
+    reference = read_model_image(original)
+    fields = [("", k) for k in sorted(manifest) if k != "sha256"] + [
+        (i, k) for i, rec in enumerate(manifest["layers"]) for k in sorted(rec)]
+
+    def same(img):
+        return img.layout == reference.layout and img.layers.keys() == reference.layers.keys() and all(
+            np.array_equal(img.layers[k].trits, g.trits) and np.array_equal(img.layers[k].a_q, g.a_q)
+            and img.layers[k].F == g.F and img.layers[k].d == g.d for k, g in reference.layers.items())
+
+    @fuzz(pytestconfig, 500)
+    @given(where=st.sampled_from(fields), value=FIELD_VALUES)
+    def run(where, value):
+        index, field = where
+        edited = json.loads(json.dumps(manifest))
+        (edited if index == "" else edited["layers"][index])[field] = value
+        edited.pop("sha256")
+        edited["sha256"] = _manifest_digest(edited)
+        folder = _fresh_copy(original, base / "m")
+        (folder / "manifest.json").write_text(json.dumps(edited))
+        judge("model image manifest fields (hash forged)", lambda: read_model_image(folder), ModelImageError,
+              str(folder), same)
 
     run()
 

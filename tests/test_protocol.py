@@ -179,11 +179,14 @@ def test_make_backend_rejects_unknown():
         make_backend("fpga")
 
 
+@pytest.mark.rtl
 def test_rtl_backend_persistent_and_through_server():
-    from ptqtp.runtime.rtl import RtlBackend
+    from ptqtp.hdl.engine_model import EngineParams
+    from ptqtp.runtime.engine import EngineBackend
 
     g, spec = layer(n=5, d=60, G=32)
-    with RtlBackend(lanes=8, rows=2) as rtl:
+    params = EngineParams(lanes=8, rows=2, group_size=32, max_d=64, vectors=4, data_width=64, burst=8)
+    with EngineBackend(params) as rtl:
         rtl.load(0, spec)
         for seed in (1, 2):  # the same simulator answers several calls
             x = inputs(g, m=3, seed=seed)
@@ -198,25 +201,26 @@ def test_rtl_backend_persistent_and_through_server():
             srv.server_close()
 
 
+@pytest.mark.rtl
 def test_cli_compare_through_every_backend(tmp_path, capsys):
     import torch
 
     from ptqtp import PTQTPConfig, quantize, save_artifact
     from ptqtp.tools.cli import main
 
-    art = save_artifact(tmp_path / "a.safetensors", {"l": quantize(torch.randn(12, 64) * 0.02,
-                                                                   config=PTQTPConfig(group_size=32))})
+    art = save_artifact(tmp_path / "a.safetensors", {"l": quantize(torch.randn(12, 128) * 0.02,
+                                                                   config=PTQTPConfig())})
     srv = serve(GoldenBackend())
     try:
         host, port = srv.server_address
-        assert main(["compare", str(art), "--vectors", "3", "--lanes", "8", "--rows", "2",
-                     "--backends", "golden,triton,rtl-layer,remote",
+        assert main(["compare", str(art), "--samples", "3", "--lanes", "8", "--rows", "2", "--data-width", "64",
+                     "--burst", "8", "--max-d", "128", "--backends", "golden,triton,rtl,remote",
                      "--remote", f"{host}:{port}"]) == 0
     finally:
         srv.shutdown()
         srv.server_close()
     out = capsys.readouterr().out
-    for path in ("golden (integer) | 36/36", "triton (integer) | 36/36", "rtl-layer (integer) | 36/36",
+    for path in ("golden (integer) | 36/36", "triton (integer) | 36/36", "rtl (integer) | 36/36",
                  "remote (integer) | 36/36", "triton float (fp32)"):
         assert path in out, out
 

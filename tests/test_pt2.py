@@ -7,7 +7,6 @@ import torch
 
 from ptqtp import ArtifactError, load_artifact, quantize, save_artifact
 from ptqtp.golden import GoldenLayer, IntConfig
-from ptqtp.formats.hwimage import ImageError, read_image, write_image
 from ptqtp.kernels import TritPlaneLinear, trit_matmul, trit_matmul_int
 from ptqtp.methods.pt2 import PT2Config, aga, itf, pt2_calibrated, pt2_itf, ssr_order
 from test_calibrated import correlated, out_err
@@ -218,24 +217,24 @@ def test_offsets_share_the_scale_exponent():
     assert g.F == 15 and g.m_q.tolist() == [[16384], [-8192]] and g.a_q.tolist() == [[[328], [328]]]
 
 
-def test_hardware_image_round_trip_and_corruption(pt2_layer, tmp_path):
+def test_model_image_round_trip_with_offsets_and_permutation(pt2_layer, tmp_path):
+    from ptqtp.formats.model_image import ModelImageError, read_model_image, write_model_image
+    from ptqtp.formats.stream_layout import StreamLayout
+
     _, layer, _ = pt2_layer
     g = GoldenLayer.from_packed(layer)
-    folder = write_image(tmp_path / "img", g, 16, "l", "0" * 64)
-    assert sorted(p.name for p in folder.iterdir()) == ["layer.json", "offset.hex", "perm.hex", "plane1.hex",
-                                                         "scale1.hex"]
-    img = read_image(folder)
-    assert np.array_equal(img.trits, g.trits) and np.array_equal(img.m_q, g.m_q) and np.array_equal(img.perm, g.perm)
-    assert np.array_equal(img.golden().acc(g.quantize_input(np.ones((1, 200)))[0]),
-                          g.acc(g.quantize_input(np.ones((1, 200)))[0]))
-    lines = (folder / "perm.hex").read_text().splitlines()
-    lines[0] = lines[1]
-    (folder / "perm.hex").write_text("\n".join(lines) + "\n")
-    with pytest.raises(ImageError, match="perm.hex: not a permutation"):
-        read_image(folder)
-    (folder / "offset.hex").unlink()
-    with pytest.raises(ImageError, match="offset.hex: missing"):
-        read_image(folder)
+    folder = write_model_image(tmp_path / "img", {"l": g}, StreamLayout(16, 2, 1, True, 64, 16, 128))
+    back = read_model_image(folder).layers["l"]
+    assert np.array_equal(back.trits, g.trits) and np.array_equal(back.m_q, g.m_q) and np.array_equal(back.perm, g.perm)
+    x_q = g.quantize_input(np.ones((1, 200)))[0]
+    assert np.array_equal(back.acc(x_q), g.acc(x_q))
+    with pytest.raises(ValueError, match="offsets"):  # an engine without the offset term cannot run it
+        write_model_image(tmp_path / "img2", {"l": g}, StreamLayout(16, 2, 1, False, 64, 16, 128))
+    blob = bytearray((folder / "weights.bin").read_bytes())
+    blob[5] ^= 1
+    (folder / "weights.bin").write_bytes(bytes(blob))
+    with pytest.raises(ModelImageError, match="weights.bin"):
+        read_model_image(folder)
 
 
 @pytest.mark.parametrize("m", [1, 6, 17])

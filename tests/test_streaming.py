@@ -309,6 +309,7 @@ def test_gguf_in_streams_like_safetensors(tmp_path):
         stream_quantize(bad, tmp_path / "b.safetensors", config=CFG, progress=False)
 
 
+@pytest.mark.model
 def test_the_shipped_gguf_matches_transformers_loading(tmp_path):
     """SmolLM2's Q4_1 GGUF read by ptqtp equals the model transformers loads from it, tensor
     for tensor (block 0 quantized, the rest copied)."""

@@ -162,9 +162,13 @@ def read_model_image(folder: str | os.PathLike, verify: bool = True) -> ModelIma
             raise ValueError("fields do not match the manifest's sha256 (edited or corrupt)")
         layout = StreamLayout(**man["layout"])
         act_bits, entries = int(man["act_bits"]), list(man["layers"])
+        config = IntConfig(act_bits, layout.scale_bits)
+        align = man["align"]
+        if not isinstance(align, int) or align < layout.word_bytes or align & (align - 1):
+            raise ValueError(f"align {align!r} is not a power of two >= a word")
         if man.get("format") != _FORMAT or man.get("version") != MODEL_IMAGE_VERSION:
             raise ValueError(f"format {man.get('format')!r} version {man.get('version')!r}")
-    except (ValueError, KeyError, TypeError, AttributeError) as e:
+    except (ValueError, KeyError, TypeError, AttributeError, OverflowError) as e:
         _fail(mpath, f"malformed manifest ({e})")
     blob_path = folder / _BLOB
     if not blob_path.is_file():
@@ -175,7 +179,7 @@ def read_model_image(folder: str | os.PathLike, verify: bool = True) -> ModelIma
     if verify and hashlib.sha256(blob).hexdigest() != man.get("blob_sha256"):
         _fail(blob_path, "SHA-256 does not match the manifest (corrupt or edited)")
     layers = {}
-    config = IntConfig(act_bits, layout.scale_bits)
+    end = 0  # regions tile the blob: each at the next multiple of align, nothing after the last
     for e in entries:
         name = e.get("name") if isinstance(e, dict) else None
         try:
@@ -183,9 +187,10 @@ def read_model_image(folder: str | os.PathLike, verify: bool = True) -> ModelIma
             start, size, offset = int(e["byte_offset"]), int(e["byte_size"]), e["offset"]
             if not isinstance(offset, bool) or G != layout.group_size or size != layout.layer_bytes(n, d_pad) \
                     or start % layout.word_bytes or start + size > len(blob) or int(e["beats"]) * layout.word_bytes \
-                    != size or name in layers or not isinstance(name, str):
+                    != size or name in layers or not isinstance(name, str) or start != end + (-end % align):
                 raise ValueError("inconsistent shape, size, offset or name")
-        except (ValueError, KeyError, TypeError) as err:
+            end = start + size
+        except (ValueError, KeyError, TypeError, OverflowError) as err:
             _fail(mpath, f"layer {name!r}: bad entry ({err})")
         region = blob[start : start + size]
         if verify and _digest(region, e) != e.get("sha256"):
@@ -198,8 +203,11 @@ def read_model_image(folder: str | os.PathLike, verify: bool = True) -> ModelIma
             g = GoldenLayer.from_fixed_point(trits, a_q, F, d, G, config, m_q, perm)
             if g.acc_bits != int(e["ACC"]):
                 raise ValueError(f"ACC {e['ACC']} disagrees with the golden model's {g.acc_bits}")
-        except (ValueError, KeyError, TypeError) as err:
+        except (ValueError, KeyError, TypeError, OverflowError) as err:
             _fail(blob_path, f"layer {name!r}: {err}")
         layers[name] = g
+    if end != len(blob):
+        _fail(blob_path, f"{len(blob) - end} bytes after the last layer's region (the manifest lists "
+                         f"{len(entries)} layers)")
     return ModelImage(folder=folder, layout=layout, act_bits=act_bits, entries=entries, layers=layers,
                       source_sha256=str(man.get("source_sha256", "")))

@@ -10,10 +10,8 @@ report cycles per token and per layer type.
 from __future__ import annotations
 
 import json
-import socket
 import struct
 import tempfile
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -21,8 +19,9 @@ import numpy as np
 from ptqtp.formats.model_image import read_model_image, write_model_image
 from ptqtp.formats.wire import recv_exact
 from ptqtp.golden import GoldenLayer
+from ptqtp.hdl.contract import BenchEnv
 from ptqtp.hdl.engine_model import EngineParams
-from ptqtp.sim.runner import ENGINE_TOP, build, engine_config, verilator_env
+from ptqtp.sim.runner import ENGINE_TOP, build, engine_config, serve_in_thread
 
 from .backends import Backend, check_int_input
 
@@ -30,13 +29,13 @@ __all__ = ["EngineBackend"]
 
 
 class EngineBackend(Backend):
-    """Parameters: ``params`` (:class:`EngineParams`; defaults P = 16, R = 4, M = 4, DW = 512),
-    ``timeout`` seconds per call."""
+    """Parameters: ``params`` (:class:`EngineParams`, or its fields as keyword arguments;
+    the defaults are EngineParams'), ``timeout`` seconds per call."""
 
     name = "rtl"
 
     def __init__(self, params: EngineParams | None = None, timeout: float = 3600.0, **engine_kwargs):
-        self.params = params or EngineParams(**({"data_width": 512, "burst": 64} | engine_kwargs))
+        self.params = params or EngineParams(**engine_kwargs)
         self.timeout = timeout
         self.layers: dict[int, GoldenLayer] = {}
         self.cycles: dict[int, int] = {}
@@ -76,9 +75,7 @@ class EngineBackend(Backend):
         return Path(self._tmp.name)
 
     def _start(self) -> None:
-        from cocotb_tools.runner import get_runner  # cocotb and Amaranth: heavy, optional
-
-        from ptqtp.hdl.engine import TritEngine
+        from ptqtp.hdl.engine import TritEngine  # Amaranth and cocotb: heavy, optional
         from ptqtp.hdl.synth import to_verilog
 
         ids = sorted(self.layers)
@@ -90,31 +87,8 @@ class EngineBackend(Backend):
         np.savez(self._folder / "job.npz", image=np.frombuffer(image.blob_bytes(), np.uint8))
         (self._folder / "cfg.json").write_text(json.dumps({**engine_config(self.params), "layers": runs}))
         build_dir = build(to_verilog(TritEngine(self.params), name=ENGINE_TOP), top=ENGINE_TOP)
-        listener = socket.socket()
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(1)
-        listener.settimeout(self.timeout)
-        env = {"PTQTP_JOB": str(self._folder / "job.npz"), "PTQTP_CFG": str(self._folder / "cfg.json"),
-               "PTQTP_PORT": str(listener.getsockname()[1]), **verilator_env()}
-
-        def simulate():
-            try:
-                get_runner("verilator").test(test_module="ptqtp.sim.engine_bench", hdl_toplevel=ENGINE_TOP,
-                                             hdl_toplevel_lang="verilog", testcase="serve_host", build_dir=build_dir,
-                                             test_dir=self._folder, extra_env=env, log_file=self._folder / "sim.log")
-            except (SystemExit, RuntimeError):  # a failed run is reported to the host as a closed connection
-                pass
-
-        thread = threading.Thread(target=simulate, daemon=True)
-        thread.start()
-        try:
-            conn, _ = listener.accept()
-        except (TimeoutError, socket.timeout):
-            raise TimeoutError(f"the engine simulator did not start within {self.timeout} s; "
-                               f"see {self._folder / 'sim.log'}") from None
-        finally:
-            listener.close()
-        conn.settimeout(self.timeout)
+        env = {BenchEnv.JOB: str(self._folder / "job.npz"), BenchEnv.CFG: str(self._folder / "cfg.json")}
+        conn, thread = serve_in_thread(build_dir, self._folder, env, self.timeout)
         self._sim = (conn, thread, {i: k for k, i in enumerate(ids)})
 
     def _stop(self) -> None:

@@ -1,4 +1,4 @@
-"""Backends by name: ``make_backend("golden" | "triton" | "rtl" | "rtl-layer" | "remote", **kwargs)``."""
+"""Backends by name: ``make_backend("golden" | "triton" | "rtl" | "remote", **kwargs)``."""
 
 from __future__ import annotations
 
@@ -8,20 +8,14 @@ from .client import RemoteBackend
 __all__ = ["BACKENDS", "make_backend"]
 
 
-def _rtl(**kwargs) -> Backend:
-    from .rtl import RtlBackend  # Amaranth and cocotb: heavy, optional
-
-    return RtlBackend(**kwargs)
-
-
 def _engine(**kwargs) -> Backend:
     from .engine import EngineBackend  # Amaranth and cocotb: heavy, optional
 
     return EngineBackend(**kwargs)
 
 
-# "rtl" is the streaming engine (one build for every layer); "engine" is its older name.
-_FACTORIES = {"golden": GoldenBackend, "triton": TritonBackend, "rtl": _engine, "rtl-layer": _rtl, "engine": _engine,
+# "rtl" is the engine in Verilator (one build for every layer); "engine" is its alias.
+_FACTORIES = {"golden": GoldenBackend, "triton": TritonBackend, "rtl": _engine, "engine": _engine,
               "remote": RemoteBackend}
 #: Backend names, for CLI choices.
 BACKENDS = tuple(_FACTORIES)
@@ -29,8 +23,7 @@ BACKENDS = tuple(_FACTORIES)
 
 def make_backend(name: str, **kwargs) -> Backend:
     """A backend by name: ``golden``, ``triton`` (kwargs: device), ``rtl`` or its alias ``engine``
-    (every layer on one streaming-engine build; kwargs: params or EngineParams fields, timeout),
-    ``rtl-layer`` (one per-layer accelerator build per layer; kwargs: lanes, rows, timeout) or
+    (every layer on one engine build; kwargs: params or EngineParams fields, timeout) or
     ``remote`` (kwargs: host, port, timeout)."""
     try:
         factory = _FACTORIES[name]

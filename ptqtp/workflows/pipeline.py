@@ -1,9 +1,10 @@
 """The main job: the whole toolkit on the shipped model, one report (Markdown and JSON).
 
-quantize SmolLM2 -> artifact -> one layer's hardware image -> Verilog + Yosys summary ->
-real activations of that layer -> golden / Triton / RTL (Verilator) bit for bit ->
-a short hardware-in-the-loop perplexity with that layer on the RTL -> every linear of the
-model on ONE streaming-engine simulation for a few tokens, logits bit for bit with golden.
+quantize SmolLM2 -> artifact -> model image for the engine -> engine Verilog + synthesis
+(cached by hash, overlapping the steps after it) -> golden / Triton / engine RTL bit for
+bit on one layer's real activations -> perplexity with every linear on the golden model
+(the RTL's arithmetic) -> every linear on ONE engine simulation for a token, logits bit for
+bit with golden. Each step's seconds go to the report: where the time went.
 """
 
 from __future__ import annotations
@@ -17,9 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ptqtp.formats.artifact import file_sha256, load_artifact
-from ptqtp.formats.hwimage import write_image
-from ptqtp.golden import GoldenLayer
+from ptqtp.formats.artifact import load_artifact
+from ptqtp.golden import GoldenLayer, IntConfig
 from ptqtp.methods import PTQTPConfig
 from ptqtp.models.data import bbc_text, default_model
 from ptqtp.models.evaluate import perplexity
@@ -51,18 +51,30 @@ def _capture_inputs(model, layer_name: str, ids: torch.Tensor) -> np.ndarray:
     return seen[0].reshape(-1, seen[0].shape[-1]).double().numpy()
 
 
-def run_pipeline(out: Path, layer: str = "model.layers.0.self_attn.q_proj", lanes: int = 16, rows: int = 4,
-                 eval_tokens: int = 1024, hil_tokens: int = 64, vectors: int = 8, fmax: bool = False,
-                 engine_tokens: int = 2, engine_lanes: int = 16, engine_rows: int = 4) -> dict:
+def run_pipeline(out: Path, layer: str = "model.layers.0.self_attn.q_proj", params: EngineParams | None = None,
+                 eval_tokens: int = 1024, hil_tokens: int = 256, samples: int = 8, fmax: bool = False,
+                 engine_tokens: int = 1) -> dict:
     """Run every stage; returns the report dict (also written to ``out/report.json`` and ``.md``)."""
-    from ptqtp.hdl.synth import synth_report, to_verilog  # Amaranth, Yosys, cocotb: heavy, optional
-    from ptqtp.hdl.top import TritMatmul, cycles_per_vector
-    from ptqtp.runtime.engine import EngineBackend
-    from ptqtp.runtime.rtl import RtlBackend
+    from concurrent.futures import ThreadPoolExecutor
 
+    from ptqtp.hdl.engine import TritEngine  # Amaranth, Yosys, cocotb: heavy, optional
+    from ptqtp.hdl.synth import cached_synth_report, to_verilog
+    from ptqtp.runtime.engine import EngineBackend
+    from ptqtp.workflows.export import export_model_image
+
+    params = params or EngineParams()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     log: list[dict] = []
+    t_all = t0 = time.perf_counter()
+    verilog = to_verilog(TritEngine(params), name="trit_engine")
+    (out / "trit_engine.v").write_text(verilog)
+    # Yosys runs in its own process beside the steps below (two cores); cached by the Verilog's hash.
+    pool = ThreadPoolExecutor(1)
+    synth_job = pool.submit(cached_synth_report, verilog, top="trit_engine", fmax=fmax, generic=False)
+    _step(log, "engine Verilog (synthesis started beside the next steps)", t0, P=params.lanes, R=params.rows,
+          M=params.vectors, DW=params.data_width, ACC=params.acc_bits, packing=params.packing)
+
     t0 = time.perf_counter()
     model, tok = default_model()
     text = bbc_text("eval")
@@ -79,57 +91,60 @@ def run_pipeline(out: Path, layer: str = "model.layers.0.self_attn.q_proj", lane
           ppl_ptqtp=round(ppl_q, 3), artifact_mib=round(artifact.stat().st_size / 2**20, 1))
 
     t0 = time.perf_counter()
+    image_rows = export_model_image(artifact, out / "image", params.layout, IntConfig(params.act_bits,
+                                                                                       params.scale_bits),
+                                    progress=False)
+    _step(log, "model image for the engine", t0, layers=len(image_rows),
+          mib=round((out / "image" / "weights.bin").stat().st_size / 2**20, 1))
+
+    t0 = time.perf_counter()
     packed = load_artifact(artifact).layers[layer]
     golden = GoldenLayer.from_packed(packed)
-    write_image(out / "image" / layer, golden, lanes, layer, file_sha256(artifact))  # for ROM flows
-    dut = TritMatmul.from_golden(golden, lanes, rows)
-    verilog = to_verilog(dut)
-    (out / "trit_matmul.v").write_text(verilog)
-    synth = synth_report(verilog, fmax=fmax, generic=False)
-    _step(log, "hardware image + Verilog + synthesis", t0, layer=layer, n=golden.n, d=golden.d, P=lanes, R=rows,
-          ACC=golden.acc_bits, cycles_per_vector=cycles_per_vector(dut.params), **synth["ecp5"],
-          fmax_mhz=synth["fmax_mhz"], lut_mapping=synth["lut_mapping"])
-
-    t0 = time.perf_counter()
-    ids = tok(text, return_tensors="pt").input_ids[:, :vectors]
+    ids = tok(text, return_tensors="pt").input_ids[:, :samples]
     torch_model = load_quantized(artifact)  # the saved artifact, loaded once for the rest
     x = _capture_inputs(torch_model, layer, ids)
-    cmp_rows = compare_layer(packed, x, golden, ("golden", "triton", "rtl-layer"),
-                             {"rtl-layer": {"lanes": lanes, "rows": rows}})
+    cmp_rows = compare_layer(packed, x, golden, ("golden", "triton", "rtl"), {"rtl": {"params": params}})
     exact = all(r["first_mismatch"] == "-" for r in cmp_rows)
-    _step(log, "golden / Triton / RTL on real activations", t0, vectors=len(x), bit_exact=exact)
+    _step(log, "golden / Triton / engine RTL on real activations", t0, layer=layer, vectors=len(x), bit_exact=exact)
 
     t0 = time.perf_counter()
-    with RtlBackend(lanes=lanes, rows=rows) as rtl:
-        hil = hil_evaluate(torch_model, rtl, rf"^{layer.replace('.', '[.]')}$", tok, text, hil_tokens, hil_tokens,
-                           ids=ids)
-    _step(log, "hardware in the loop (layer on RTL)", t0, tokens=hil_tokens, ppl_torch=round(hil["ppl_torch"], 3),
-          ppl_hil=round(hil["ppl_hil"], 3), **{f"logits_{k}": round(v, 5) for k, v in hil["logits_vs_torch"].items()})
+    with GoldenBackend() as gold:
+        hil = hil_evaluate(torch_model, gold, ".*", tok, text, hil_tokens, hil_tokens, ids=ids)
+    _step(log, "every linear on the golden model (the RTL's arithmetic): perplexity", t0, tokens=hil_tokens,
+          ppl_torch=round(hil["ppl_torch"], 3), ppl_golden=round(hil["ppl_hil"], 3),
+          **{f"logits_{k}": round(v, 5) for k, v in hil["logits_vs_torch"].items()})
 
     t0 = time.perf_counter()
     engine_ids = ids[:, :engine_tokens]
     golden_model = copy.deepcopy(torch_model)
     attach_backend(golden_model, GoldenBackend())
     engine_model = copy.deepcopy(torch_model)
-    params = EngineParams(lanes=engine_lanes, rows=engine_rows, vectors=engine_tokens, data_width=512, burst=64)
     with EngineBackend(params) as engine:
         names = attach_backend(engine_model, engine)
         with torch.inference_mode():
             engine_exact = torch.equal(engine_model(engine_ids).logits, golden_model(engine_ids).logits)
         cycles = cycles_per_token(engine, names)
-    _step(log, "every linear on the streaming engine (one Verilator build, weights from the model image in "
-               "simulated DRAM)", t0, layers=len(names), tokens=engine_ids.shape[1],
-          P=params.lanes, R=params.rows, M=params.vectors, DW=params.data_width, logits_bit_exact=engine_exact,
-          cycles_per_token=round(cycles["total"]))
+    _step(log, "every linear on ONE engine simulation (weights from the model image in simulated DRAM)", t0,
+          layers=len(names), tokens=engine_ids.shape[1], logits_bit_exact=engine_exact,
+          cycles_per_token=round(cycles["total"]), sim_cycles_per_s=round(cycles["total"] * engine_ids.shape[1]
+                                                                          / (time.perf_counter() - t0)))
 
+    t0 = time.perf_counter()
+    synth = synth_job.result()
+    pool.shutdown()
+    _step(log, "engine synthesis (Yosys synth_ecp5; waited for)", t0, cached=synth.get("cached", False),
+          **synth["ecp5"], fmax_mhz=synth["fmax_mhz"], lut_mapping=synth["lut_mapping"])
+
+    total = round(time.perf_counter() - t_all, 1)
     result = {"steps": log, "compare": cmp_rows, "all_bit_exact": exact and engine_exact,
-              "engine_cycles_per_token": cycles}
+              "engine_cycles_per_token": cycles, "engine": vars(params), "seconds": total}
     (out / "report.json").write_text(json.dumps(result, indent=2, default=str))
-    md = ["# ptqtp main job", "", "Model: SmolLM2-135M-Instruct (FP = dequantized Q4_1 GGUF); text: BBC eval split.", ""]
+    md = ["# ptqtp main job", "", "Model: SmolLM2-135M-Instruct (FP = dequantized Q4_1 GGUF); text: BBC eval split; "
+          f"engine P={params.lanes} R={params.rows} M={params.vectors} DW={params.data_width}.", ""]
     md += [markdown_table(["step", "seconds", "facts"],
                           [[e["step"], e["seconds"], ", ".join(f"{k}={v}" for k, v in e.items()
                                                                if k not in ("step", "seconds"))] for e in log])]
-    md += ["", f"## {layer}: every path on {len(x)} real activation vectors", ""]
+    md += ["", f"Total {total} s.", "", f"## {layer}: every path on {len(x)} real activation vectors", ""]
     md += [markdown_table(["path", "bit-exact vs golden", "first mismatch", "rel. error vs float64", "seconds"],
                           [[r["path"], r["bit_exact"], r["first_mismatch"], r["rel_error"], round(r["seconds"], 2)]
                            for r in cmp_rows])]

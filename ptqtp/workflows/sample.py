@@ -1,5 +1,5 @@
 """The quick report on the built-in sample matrix (``ptqtp demo --sample``): every method's
-error, the artifact, a hardware image and the error budget, in seconds."""
+error, the artifact, a model image for the engine and the error budget, in seconds."""
 
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ import numpy as np
 
 from ptqtp.formats.artifact import load_artifact, save_artifact
 from ptqtp.golden import GoldenLayer, IntConfig
+from ptqtp.hdl.engine_model import EngineParams
 from ptqtp.methods import PTQTPConfig, get_method, quantize
 
 from .budget import error_budget, random_activations
-from .export import EXPORT_HEADERS, export_layers
+from .export import MODEL_IMAGE_HEADERS, export_model_image
 from .report import markdown_table, sample_weight
 
 __all__ = ["sample_report", "SAMPLE_METHODS"]
@@ -37,15 +38,17 @@ def sample_report(out: Path, config: PTQTPConfig) -> str:
     out.mkdir(parents=True, exist_ok=True)
     artifact = save_artifact(out / "artifact.safetensors", {"sample": results["ptqtp"]}, config=config)
     int_config = IntConfig()
-    image_rows = export_layers(artifact, out / "image", 64, int_config, progress=False)
+    engine = EngineParams(max_d=W.shape[1])
+    image_rows = export_model_image(artifact, out / "image", engine.layout, int_config, progress=False)
     layer = load_artifact(artifact).layers["sample"]
     golden = GoldenLayer.from_packed(layer, int_config)
     x = random_activations(16, W.shape[1])
     budget = error_budget(layer, x, int_config, weight=W.double().numpy())
     report = (
         f"# ptqtp demo\n\nSample weight {tuple(W.shape)}, group size {config.group_size}.\n\n{table}\n\n"
-        f"## Hardware image (P=64, A={int_config.act_bits}, S={int_config.scale_bits})\n\n"
-        + markdown_table(EXPORT_HEADERS, image_rows)
+        f"## Model image (engine P={engine.lanes} R={engine.rows} DW={engine.data_width}, A={int_config.act_bits}, "
+        f"S={int_config.scale_bits})\n\n"
+        + markdown_table(MODEL_IMAGE_HEADERS, image_rows)
         + "\n\n## Error budget (16 random vectors, relative output error)\n\n"
         + markdown_table(list(budget), [list(budget.values())])
         + f"\n\nGolden accumulator range on these vectors: "

@@ -10,11 +10,11 @@ from pathlib import Path
 from ptqtp.golden import IntConfig
 from ptqtp.hdl.engine_model import EngineParams
 
-__all__ = ["json_arg", "write_json", "config_args", "config_from_args", "method_config", "layer_args", "engine_args", "engine_params", "int_args",
-           "int_config", "pick_layer", "choose_layer", "backend_kwargs", "positive", "non_negative", "port"]
+__all__ = ["json_arg", "write_json", "config_args", "config_from_args", "method_config", "layer_args", "engine_args",
+           "engine_params", "int_args", "int_config", "pick_layer", "choose_layer", "backend_kwargs", "positive",
+           "non_negative", "port"]
 
 _INT = IntConfig()
-
 
 
 def _bounded(lo: int, hi: int | None, what: str):
@@ -34,6 +34,7 @@ def _bounded(lo: int, hi: int | None, what: str):
 positive = _bounded(1, None, "a positive integer")
 non_negative = _bounded(0, None, "a non-negative integer")
 port = _bounded(0, 65535, "a TCP port (0..65535)")
+
 
 def json_arg(p: argparse.ArgumentParser, what: str = "the results") -> None:
     p.add_argument("--json", type=Path, metavar="FILE", help=f"also write {what} as JSON to FILE")
@@ -94,10 +95,8 @@ def method_config(args, method: str):
     return dataclasses.replace(default, **{k: v for k, v in given.items() if k in names})
 
 
-def int_args(p: argparse.ArgumentParser, lanes: int | None = 64, lanes_help: str | None = None) -> None:
-    g = p.add_argument_group("integer datapath (docs/SPEC.md sections 3-4)")
-    g.add_argument("--lanes", type=positive, default=lanes,
-                   help=f"lanes P per row unit, a divisor of G ({lanes_help or f'default {lanes}'})")
+def int_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("integer datapath (docs/SPEC.md section 3)")
     g.add_argument("--act-bits", type=positive, default=_INT.act_bits, help=f"activation bits A (default {_INT.act_bits})")
     g.add_argument("--scale-bits", type=positive, default=_INT.scale_bits,
                    help=f"scale bits S (default {_INT.scale_bits})")
@@ -107,11 +106,11 @@ def int_config(args) -> IntConfig:
     return IntConfig(args.act_bits, args.scale_bits)
 
 
-def layer_args(p: argparse.ArgumentParser, vectors: int, what: str) -> None:
-    """The artifact, one of its layers, and how many random input vectors."""
+def layer_args(p: argparse.ArgumentParser, samples: int, what: str) -> None:
+    """The artifact, one of its layers, and how many random input vectors (``--samples``)."""
     p.add_argument("artifact", type=Path, help="packed artifact (.safetensors)")
     p.add_argument("--layer", help="layer name (default: the first)")
-    p.add_argument("--vectors", type=positive, default=vectors, help=f"{what} (default {vectors})")
+    p.add_argument("--samples", type=positive, default=samples, help=f"{what} (default {samples})")
 
 
 def pick_layer(artifact: Path, name: str | None):
@@ -130,38 +129,41 @@ def choose_layer(layers: dict, name: str | None):
 
 
 def backend_kwargs(args) -> dict:
-    """Per-backend keyword arguments from --lanes/--rows and --remote HOST:PORT (the engine
-    backend takes its other parameters' defaults: DW = 512, M = 4)."""
-    shape = {"lanes": args.lanes, "rows": args.rows}
-    engine = {**shape, "packing": getattr(args, "packing", "2bit")}  # the streaming engine's weight packing
-    kw = {"rtl": engine, "engine": engine, "rtl-layer": shape}
+    """Per-backend keyword arguments: the engine's parameters for ``rtl`` (and its alias
+    ``engine``), --remote HOST:PORT for ``remote``."""
+    engine = {"params": engine_params(args)}
+    kw = {"rtl": engine, "engine": engine}
     if getattr(args, "remote", None):
         host, _, port = args.remote.rpartition(":")
         kw["remote"] = {"host": host or "127.0.0.1", "port": int(port)}
     return kw
 
 
-def engine_args(p: argparse.ArgumentParser) -> None:
-    """The streaming engine's parameters (``ptqtp.hdl.engine_model.EngineParams``); P, A and S
-    come from :func:`int_args`."""
+def engine_args(p: argparse.ArgumentParser, a_and_s: bool = True) -> None:
+    """The engine's parameters (``ptqtp.hdl.engine_model.EngineParams``), one set of names and
+    defaults for every command that builds, simulates or plans the engine; with A and S."""
     e = EngineParams()
-    g = p.add_argument_group("streaming engine (docs/SPEC.md section 6)")
+    g = p.add_argument_group("engine (docs/SPEC.md section 6)")
+    g.add_argument("--lanes", type=positive, default=e.lanes, help=f"lanes P per row unit, a power of two dividing G "
+                                                                   f"(default {e.lanes})")
     g.add_argument("--rows", type=positive, default=e.rows, help=f"row units R, a power of two (default {e.rows})")
-    g.add_argument("--planes", type=positive, choices=(1, 2), default=e.planes,
-                   help=f"trit planes the datapath carries (default {e.planes})")
-    g.add_argument("--offset", action="store_true", help="include PT^2-LLM's offset term")
-    g.add_argument("--data-width", type=positive, default=e.data_width, help=f"AXI data width DW in bits (default {e.data_width})")
-    g.add_argument("--vectors", type=positive, default=e.vectors, help=f"vectors M held at once (default {e.vectors})")
-    g.add_argument("--max-d", type=positive, default=e.max_d, help=f"widest layer input d (default {e.max_d})")
-    g.add_argument("--burst", type=positive, default=e.burst, help=f"DMA beats per burst (default {e.burst})")
+    g.add_argument("--vectors", type=positive, default=e.vectors,
+                   help=f"vectors M the engine holds at once, its batch (default {e.vectors})")
+    g.add_argument("--data-width", type=positive, default=e.data_width,
+                   help=f"AXI data width DW in bits (default {e.data_width})")
     g.add_argument("--packing", choices=("2bit", "base3"), default=e.packing,
                    help="weight stream packing: 2bit, or base3 (5 trits a byte, a decoder in front of the core; "
                         f"default {e.packing})")
+    g.add_argument("--planes", type=positive, choices=(1, 2), default=e.planes,
+                   help=f"trit planes the datapath carries (default {e.planes})")
+    g.add_argument("--offset", action="store_true", help="include PT^2-LLM's offset term")
+    g.add_argument("--max-d", type=positive, default=e.max_d, help=f"widest layer input d (default {e.max_d})")
+    g.add_argument("--burst", type=positive, default=e.burst, help=f"DMA beats per burst (default {e.burst})")
+    if a_and_s:
+        int_args(p)
 
 
 def engine_params(args) -> EngineParams:
-    rows = EngineParams.rows if args.rows is None else args.rows  # `hdl` leaves it unset for a layer image
-    lanes = EngineParams.lanes if args.lanes is None else args.lanes  # `export` leaves it unset
-    return EngineParams(lanes=lanes, rows=rows, planes=args.planes, offset=args.offset,
+    return EngineParams(lanes=args.lanes, rows=args.rows, planes=args.planes, offset=args.offset,
                         act_bits=args.act_bits, scale_bits=args.scale_bits, max_d=args.max_d, vectors=args.vectors,
                         data_width=args.data_width, burst=args.burst, packing=args.packing)

@@ -14,9 +14,9 @@ def register(sub) -> None:
                                              "map, and with --dse DIR (from `ptqtp dse`) the resource/Fmax sweep.")
     r.add_argument("artifact", type=Path, help="packed artifact (.safetensors)")
     r.add_argument("--layer", help="layer for the error budget (default: the first)")
-    r.add_argument("--vectors", type=positive, default=64, help="random input vectors of the budget (default 64)")
+    r.add_argument("--samples", type=positive, default=64, help="random input vectors of the budget (default 64)")
     r.add_argument("--dse", type=Path, help="a `ptqtp dse` output folder (its dse.json) to include")
-    r.add_argument("-o", "--out", type=Path, default=Path("out/report"), help="output folder (default out/report)")
+    r.add_argument("-o", "--output", type=Path, default=Path("out/report"), help="output folder (default out/report)")
     json_arg(r, "the report's figures and numbers")
     r.set_defaults(func=cmd_report)
 
@@ -28,17 +28,20 @@ def cmd_report(args) -> int:
     from ptqtp.workflows.budget import budget_sweep
     from ptqtp.workflows.report import markdown_table, random_activations
 
+    if args.dse is not None and not (args.dse / "dse.json").is_file():  # before anything is written
+        raise FileNotFoundError(f"{args.dse / 'dse.json'}: no DSE results there; run `ptqtp dse ARTIFACT --output "
+                                f"{args.dse}` first")
     art = load_artifact(args.artifact)
     records = [layer.info for layer in art.layers.values()]
     if not records:
         raise ValueError(f"{args.artifact}: no quantized layers to report on")
-    args.out.mkdir(parents=True, exist_ok=True)
+    args.output.mkdir(parents=True, exist_ok=True)
     name, layer = choose_layer(art.layers, args.layer)
-    rows, headers = budget_sweep(layer, random_activations(args.vectors, layer.in_features))
+    rows, headers = budget_sweep(layer, random_activations(args.samples, layer.in_features))
     budget = [dict(zip(headers, r)) for r in rows]
-    figs = {"error histogram": figures.error_histogram(args.out / "error_hist.png", records),
-            "error by layer": figures.error_by_layer(args.out / "error_by_layer.png", records),
-            "error budget": figures.budget_heatmap(args.out / "budget.png", budget)}
+    figs = {"error histogram": figures.error_histogram(args.output / "error_hist.png", records),
+            "error by layer": figures.error_by_layer(args.output / "error_by_layer.png", records),
+            "error budget": figures.budget_heatmap(args.output / "budget.png", budget)}
     errors = sorted(float(r["rel_error"]) for r in records)
     worst = sorted(records, key=lambda r: -float(r["rel_error"]))[:5]
     parts = [f"# {args.artifact.name}",
@@ -48,18 +51,18 @@ def cmd_report(args) -> int:
              "Largest errors:\n\n" + markdown_table(["layer", "out x in", "rel. error"],
                                                    [[r["name"], f"{r['out_features']}x{r['in_features']}",
                                                      float(r["rel_error"])] for r in worst]),
-             f"## Error budget of {name} ({args.vectors} random LLM-like vectors)",
+             f"## Error budget of {name} ({args.samples} random LLM-like vectors)",
              markdown_table(headers, rows), "![error budget](budget.png)"]
     if args.dse is not None:
         from ptqtp.workflows import dse
 
         record = json.loads((args.dse / "dse.json").read_text())
         synth = {dse.DesignPoint(**e["point"]): e for e in record["sweep"]}
-        figs["resources and Fmax"] = dse.plot_pareto(args.out / "pareto.png", synth)
+        figs["resources and Fmax"] = dse.plot_pareto(args.output / "pareto.png", synth)
         parts += ["## Engine resources and Fmax (`ptqtp dse`)", "![pareto](pareto.png)"]
     text = "\n\n".join(parts) + "\n"
-    atomic_write(args.out / "report.md", lambda tmp: tmp.write_text(text))
-    print(f"wrote {args.out / 'report.md'} with {', '.join(p.name for p in figs.values())}")
+    atomic_write(args.output / "report.md", lambda tmp: tmp.write_text(text))
+    print(f"wrote {args.output / 'report.md'} with {', '.join(p.name for p in figs.values())}")
     write_json(args.json, {"artifact": str(args.artifact), "layers": len(records), "budget_layer": name,
                            "budget": budget, "figures": {k: str(v) for k, v in figs.items()}})
     return 0

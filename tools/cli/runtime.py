@@ -16,8 +16,8 @@ from ptqtp.runtime.server import serve
 from ptqtp.workflows.budget import random_activations
 from ptqtp.workflows.report import markdown_table
 
-from ._common import backend_kwargs, int_args, int_config, json_arg, layer_args, non_negative, pick_layer, port, \
-    positive, write_json
+from ._common import backend_kwargs, engine_args, int_config, json_arg, layer_args, non_negative, pick_layer, \
+    port, positive, write_json
 
 _LOCAL = tuple(b for b in BACKENDS if b != "remote")
 
@@ -26,12 +26,10 @@ def register(sub) -> None:
     c = sub.add_parser("compare", description="Run the same activations through the golden model, the Triton integer kernel, "
                                    "the RTL in Verilator (and a remote server), plus the float paths.")
     layer_args(c, 8, "random LLM-like input vectors")
-    c.add_argument("--backends", default="golden,triton,rtl", help="comma-separated (default golden,triton,rtl)")
+    c.add_argument("--backends", default="golden,triton,rtl",
+                   help=f"comma-separated, of {', '.join(BACKENDS)} (default golden,triton,rtl)")
     c.add_argument("--remote", help="host:port of a ptqtp server to include as backend 'remote'")
-    int_args(c)
-    c.add_argument("--rows", type=positive, default=4, help="row units R of the RTL backends (default 4)")
-    c.add_argument("--packing", choices=("2bit", "base3"), default="2bit",
-                    help="weight packing of the streaming engine (rtl backend; default 2bit)")
+    engine_args(c)
     json_arg(c, "the rows")
     hl = sub.add_parser("hil", description="Load a model artifact, run the layers matching --layers on --backend (the rest "
                                     "in torch), report perplexity and logit differences against the all-torch model.")
@@ -39,8 +37,8 @@ def register(sub) -> None:
     hl.add_argument("--layers", default=r"layers\.0\.self_attn\.q_proj", help="regex of layers on the backend")
     hl.add_argument("--backend", default="golden", choices=BACKENDS,
                     help="backend for the chosen layers (default golden); rtl: every chosen layer on ONE "
-                         "streaming-engine simulation, weights from a model image in the simulated DRAM ('engine' "
-                         "is its alias); rtl-layer: one per-layer accelerator build per layer")
+                         "engine simulation, weights from a model image in the simulated DRAM ('engine' "
+                         "is its alias)")
     hl.add_argument("--remote", help="host:port for --backend remote")
     hl.add_argument("--tokens", type=positive, default=256, help="evaluation tokens (default 256)")
     hl.add_argument("--text-file", type=Path, help="evaluate on this text (plain text, or JSONL with a 'text' field; "
@@ -50,17 +48,13 @@ def register(sub) -> None:
     hl.add_argument("--context", type=positive, default=128, help="window length (default 128)")
     hl.add_argument("--generate", type=non_negative, default=0, help="also greedily generate this many tokens")
     hl.add_argument("--fp", action="store_true", help="also compare with the shipped model in full precision")
-    int_args(hl)
-    hl.add_argument("--rows", type=positive, default=4, help="row units R of the RTL backends (default 4)")
-    hl.add_argument("--packing", choices=("2bit", "base3"), default="2bit",
-                    help="weight packing of the streaming engine (rtl backend; default 2bit)")
+    engine_args(hl)
     json_arg(hl, "the report")
     sv = sub.add_parser("serve")
     sv.add_argument("--backend", default="golden", choices=_LOCAL, help="(default golden)")
     sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     sv.add_argument("--port", type=port, default=7878, help="port (default 7878)")
-    sv.add_argument("--lanes", type=positive, default=16, help="P of the RTL backend (default 16)")
-    sv.add_argument("--rows", type=positive, default=4, help="R of the RTL backends (default 4)")
+    engine_args(sv)
     c.set_defaults(func=cmd_compare)
     hl.set_defaults(func=cmd_hil)
     sv.set_defaults(func=cmd_serve)
@@ -70,14 +64,14 @@ def cmd_compare(args) -> int:
     name, layer = pick_layer(args.artifact, args.layer)
     golden = GoldenLayer.from_packed(layer, int_config(args))
     backends = [b.strip() for b in args.backends.split(",") if b.strip()] + (["remote"] if args.remote else [])
-    rows = compare_layer(layer, random_activations(args.vectors, layer.in_features), golden, backends,
+    rows = compare_layer(layer, random_activations(args.samples, layer.in_features), golden, backends,
                          backend_kwargs(args))
-    print(f"{name}: {layer.out_features}x{layer.in_features}, {args.vectors} vectors")
+    print(f"{name}: {layer.out_features}x{layer.in_features}, {args.samples} vectors")
     print(markdown_table(["path", "bit-exact vs golden", "first mismatch", "rel. error vs float64", "seconds"],
                          [[r["path"], r["bit_exact"], r["first_mismatch"], r["rel_error"], round(r["seconds"], 2)]
                           for r in rows]))
     bad = [r for r in rows if r["first_mismatch"] != "-"]
-    write_json(args.json, {"layer": name, "vectors": args.vectors, "rows": rows})
+    write_json(args.json, {"layer": name, "samples": args.samples, "rows": rows})
     return 1 if bad else 0
 
 
