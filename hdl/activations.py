@@ -27,15 +27,17 @@ class ActivationBanks(wiring.Component):
         self.params = p = params
         self.stride_bits = (p.chunk_stride - 1).bit_length()
         self.vec_bits = (p.vectors - 1).bit_length()
-        super().__init__({
-            "x": In(AxiStreamSignature(p.lanes * p.act_bits, user_width=1)),
-            "rd_addr": In(self.stride_bits + self.vec_bits),
-            "rd_data": Out(p.lanes * p.act_bits),
-            "release": In(1),
-            "have_x": Out(1),
-            "bank_m": Out(range(p.vectors + 1)),
-            "overflow": Out(1),
-        })
+        super().__init__(
+            {
+                "x": In(AxiStreamSignature(p.lanes * p.act_bits, user_width=1)),
+                "rd_addr": In(self.stride_bits + self.vec_bits),
+                "rd_data": Out(p.lanes * p.act_bits),
+                "release": In(1),
+                "have_x": Out(1),
+                "bank_m": Out(range(p.vectors + 1)),
+                "overflow": Out(1),
+            }
+        )
 
     def elaborate(self, platform):
         m = Module()
@@ -51,11 +53,16 @@ class ActivationBanks(wiring.Component):
         can_load = ~bank_full.bit_select(wb, 1)
         beyond = (lv >= M) | (lc >= p.chunk_stride)
         beat = x.tvalid & can_load
-        m.d.comb += [x.tready.eq(can_load), self.overflow.eq(beat & beyond),
-                     wr.addr.eq(Cat(lc[: self.stride_bits], lv[: self.vec_bits], wb)), wr.data.eq(x.tdata),
-                     wr.en.eq(beat & ~beyond),
-                     rd.addr.eq(Cat(self.rd_addr, rb)), self.rd_data.eq(rd.data),
-                     self.bank_m.eq(Mux(rb, bank_m[1], bank_m[0]))]
+        m.d.comb += [
+            x.tready.eq(can_load),
+            self.overflow.eq(beat & beyond),
+            wr.addr.eq(Cat(lc[: self.stride_bits], lv[: self.vec_bits], wb)),
+            wr.data.eq(x.tdata),
+            wr.en.eq(beat & ~beyond),
+            rd.addr.eq(Cat(self.rd_addr, rb)),
+            self.rd_data.eq(rd.data),
+            self.bank_m.eq(Mux(rb, bank_m[1], bank_m[0])),
+        ]
         with m.If(beat):
             m.d.sync += lc.eq(lc + 1)
             with m.If(x.tlast):

@@ -15,8 +15,16 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["AxiLiteSignature", "AxiReadSignature", "AxiStreamSignature", "AxiLiteRegs", "AxiBurstReader",
-           "RomReader", "INCR", "OKAY"]
+__all__ = [
+    "AxiLiteSignature",
+    "AxiReadSignature",
+    "AxiStreamSignature",
+    "AxiLiteRegs",
+    "AxiBurstReader",
+    "RomReader",
+    "INCR",
+    "OKAY",
+]
 
 INCR = 0b01  # AxBURST: incrementing burst
 OKAY = 0b00  # xRESP
@@ -26,25 +34,50 @@ class AxiLiteSignature(wiring.Signature):
     """AXI4-Lite, seen from the master (the host writing and reading registers)."""
 
     def __init__(self, addr_width: int = 8, data_width: int = 32):
-        super().__init__({
-            "awaddr": Out(addr_width), "awvalid": Out(1), "awready": In(1),
-            "wdata": Out(data_width), "wstrb": Out(data_width // 8), "wvalid": Out(1), "wready": In(1),
-            "bresp": In(2), "bvalid": In(1), "bready": Out(1),
-            "araddr": Out(addr_width), "arvalid": Out(1), "arready": In(1),
-            "rdata": In(data_width), "rresp": In(2), "rvalid": In(1), "rready": Out(1),
-        })
+        super().__init__(
+            {
+                "awaddr": Out(addr_width),
+                "awvalid": Out(1),
+                "awready": In(1),
+                "wdata": Out(data_width),
+                "wstrb": Out(data_width // 8),
+                "wvalid": Out(1),
+                "wready": In(1),
+                "bresp": In(2),
+                "bvalid": In(1),
+                "bready": Out(1),
+                "araddr": Out(addr_width),
+                "arvalid": Out(1),
+                "arready": In(1),
+                "rdata": In(data_width),
+                "rresp": In(2),
+                "rvalid": In(1),
+                "rready": Out(1),
+            }
+        )
 
 
 class AxiReadSignature(wiring.Signature):
     """The read half of AXI4 (AR and R channels), seen from the master."""
 
     def __init__(self, addr_width: int, data_width: int, id_width: int = 1):
-        super().__init__({
-            "arid": Out(id_width), "araddr": Out(addr_width), "arlen": Out(8), "arsize": Out(3), "arburst": Out(2),
-            "arvalid": Out(1), "arready": In(1),
-            "rid": In(id_width), "rdata": In(data_width), "rresp": In(2), "rlast": In(1), "rvalid": In(1),
-            "rready": Out(1),
-        })
+        super().__init__(
+            {
+                "arid": Out(id_width),
+                "araddr": Out(addr_width),
+                "arlen": Out(8),
+                "arsize": Out(3),
+                "arburst": Out(2),
+                "arvalid": Out(1),
+                "arready": In(1),
+                "rid": In(id_width),
+                "rdata": In(data_width),
+                "rresp": In(2),
+                "rlast": In(1),
+                "rvalid": In(1),
+                "rready": Out(1),
+            }
+        )
 
 
 class AxiStreamSignature(wiring.Signature):
@@ -72,20 +105,27 @@ class AxiLiteRegs(wiring.Component):
             raise ValueError(f"addr_width must be an integer in 3..32, not {addr_width!r}")
         self.addr_width = addr_width
         words = addr_width - 2
-        super().__init__({
-            "bus": In(AxiLiteSignature(addr_width)),
-            "write": Out(data.StructLayout({"valid": 1, "addr": words, "data": 32})),
-            "read_addr": Out(words),
-            "read_data": In(32),
-        })
+        super().__init__(
+            {
+                "bus": In(AxiLiteSignature(addr_width)),
+                "write": Out(data.StructLayout({"valid": 1, "addr": words, "data": 32})),
+                "read_addr": Out(words),
+                "read_data": In(32),
+            }
+        )
 
     def elaborate(self, platform):
         m = Module()
         bus = self.bus
         take_write = bus.awvalid & bus.wvalid & ~bus.bvalid
-        m.d.comb += [bus.awready.eq(take_write), bus.wready.eq(take_write), bus.bresp.eq(OKAY),
-                     self.write.valid.eq(take_write), self.write.addr.eq(bus.awaddr[2:]),
-                     self.write.data.eq(bus.wdata)]
+        m.d.comb += [
+            bus.awready.eq(take_write),
+            bus.wready.eq(take_write),
+            bus.bresp.eq(OKAY),
+            self.write.valid.eq(take_write),
+            self.write.addr.eq(bus.awaddr[2:]),
+            self.write.data.eq(bus.wdata),
+        ]
         with m.If(take_write):
             m.d.sync += bus.bvalid.eq(1)
         with m.Elif(bus.bready):
@@ -127,20 +167,22 @@ class AxiBurstReader(wiring.Component):
     (cleared by ``clear``).
     """
 
-    def __init__(self, addr_width: int = 32, data_width: int = 128, burst: int = 16, outstanding: int = 4,
-                 beats_width: int = 32):
+    def __init__(
+        self, addr_width: int = 32, data_width: int = 128, burst: int = 16, outstanding: int = 4, beats_width: int = 32
+    ):
         if data_width < 8 or data_width & (data_width - 1):
             raise ValueError(f"data_width must be a power of two >= 8, not {data_width!r}")
-        if not isinstance(burst, int) or not 1 <= burst <= 256 or burst & (burst - 1) \
-                or burst * data_width // 8 > 4096:
-            raise ValueError(f"burst must be a power of two in 1..256 with burst * data_width / 8 <= 4096, "
-                             f"not {burst!r}")
+        if not isinstance(burst, int) or not 1 <= burst <= 256 or burst & (burst - 1) or burst * data_width // 8 > 4096:
+            raise ValueError(
+                f"burst must be a power of two in 1..256 with burst * data_width / 8 <= 4096, not {burst!r}"
+            )
         if not isinstance(outstanding, int) or outstanding < 1:
             raise ValueError(f"outstanding must be a positive integer, not {outstanding!r}")
         self.addr_width, self.data_width, self.burst, self.outstanding = addr_width, data_width, burst, outstanding
         self.beats_width = beats_width
-        super().__init__({"bus": Out(AxiReadSignature(addr_width, data_width)),
-                          **_word_source(addr_width, data_width, beats_width)})
+        super().__init__(
+            {"bus": Out(AxiReadSignature(addr_width, data_width)), **_word_source(addr_width, data_width, beats_width)}
+        )
 
     def elaborate(self, platform):
         m = Module()
@@ -156,16 +198,25 @@ class AxiBurstReader(wiring.Component):
         issued = bus.arvalid & bus.arready
         accepted = self.cmd.valid & self.cmd.ready
         popped = fifo.r_en & fifo.r_rdy
-        m.d.sync += [length.eq(Mux(remaining > self.burst, self.burst, remaining)), settled.eq(~(issued | accepted)),
-                     credits.eq(credits - Mux(issued, length, 0) + popped)]
+        m.d.sync += [
+            length.eq(Mux(remaining > self.burst, self.burst, remaining)),
+            settled.eq(~(issued | accepted)),
+            credits.eq(credits - Mux(issued, length, 0) + popped),
+        ]
         m.d.comb += [
             self.cmd.ready.eq(remaining == 0),
-            bus.arid.eq(0), bus.araddr.eq(addr), bus.arlen.eq(length - 1),
-            bus.arsize.eq((self.data_width // 8).bit_length() - 1), bus.arburst.eq(INCR),
+            bus.arid.eq(0),
+            bus.araddr.eq(addr),
+            bus.arlen.eq(length - 1),
+            bus.arsize.eq((self.data_width // 8).bit_length() - 1),
+            bus.arburst.eq(INCR),
             bus.arvalid.eq(settled & (remaining != 0) & (credits >= length)),
             bus.rready.eq(1),
-            fifo.w_data.eq(bus.rdata), fifo.w_en.eq(bus.rvalid),
-            self.data.payload.eq(fifo.r_data), self.data.valid.eq(fifo.r_rdy), fifo.r_en.eq(self.data.ready),
+            fifo.w_data.eq(bus.rdata),
+            fifo.w_en.eq(bus.rvalid),
+            self.data.payload.eq(fifo.r_data),
+            self.data.valid.eq(fifo.r_rdy),
+            fifo.r_en.eq(self.data.ready),
             self.idle.eq((remaining == 0) & (credits == depth)),
         ]
         with m.If(accepted):
@@ -193,16 +244,25 @@ class RomReader(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.rom = rom = Memory(shape=self.data_width, depth=len(self.words), init=self.words,
-                                        attrs={"ram_style": "block", "rom_style": "block"})
+        m.submodules.rom = rom = Memory(
+            shape=self.data_width,
+            depth=len(self.words),
+            init=self.words,
+            attrs={"ram_style": "block", "rom_style": "block"},
+        )
         rd = rom.read_port()
         index = Signal(range(len(self.words) + 1))
         remaining = Signal(self.beats_width)
         fetch = (remaining != 0) & (~self.data.valid | self.data.ready)
         shift = (self.data_width // 8).bit_length() - 1
-        m.d.comb += [self.cmd.ready.eq(remaining == 0), rd.addr.eq(index), rd.en.eq(fetch),
-                     self.data.payload.eq(rd.data), self.idle.eq((remaining == 0) & ~self.data.valid),
-                     self.error.eq(0)]
+        m.d.comb += [
+            self.cmd.ready.eq(remaining == 0),
+            rd.addr.eq(index),
+            rd.en.eq(fetch),
+            self.data.payload.eq(rd.data),
+            self.idle.eq((remaining == 0) & ~self.data.valid),
+            self.error.eq(0),
+        ]
         m.d.sync += self.data.valid.eq(fetch | (self.data.valid & ~self.data.ready))
         with m.If(self.cmd.valid & self.cmd.ready):
             m.d.sync += [index.eq(self.cmd.payload.addr >> shift), remaining.eq(self.cmd.payload.beats)]

@@ -50,10 +50,14 @@ class Base3Decoder(wiring.Component):
         if not isinstance(nbytes, int) or nbytes < 1:
             raise ValueError(f"nbytes must be a positive integer, not {nbytes!r}")
         self.nbytes, self.tag_bits = nbytes, tag_bits
-        super().__init__({
-            "i": In(stream.Signature(data.StructLayout({"bytes": 8 * nbytes, "tag": tag_bits}), always_ready=True)),
-            "o": Out(stream.Signature(data.StructLayout({"codes": 10 * nbytes, "tag": tag_bits}), always_ready=True)),
-        })
+        super().__init__(
+            {
+                "i": In(stream.Signature(data.StructLayout({"bytes": 8 * nbytes, "tag": tag_bits}), always_ready=True)),
+                "o": Out(
+                    stream.Signature(data.StructLayout({"codes": 10 * nbytes, "tag": tag_bits}), always_ready=True)
+                ),
+            }
+        )
 
     def elaborate(self, platform):
         m = Module()
@@ -79,8 +83,7 @@ class Base3Decoder(wiring.Component):
                 m.d.sync += [g.eq(d) for g, d in zip(got[:i], digits)]
                 f, digits = nxt, got
             codes += [Cat(d[0] | d[1], d[1]) for d in digits]
-        m.d.comb += [self.o.valid.eq(valid[-1]), self.o.payload.tag.eq(tags[-1]),
-                     self.o.payload.codes.eq(Cat(*codes))]
+        m.d.comb += [self.o.valid.eq(valid[-1]), self.o.payload.tag.eq(tags[-1]), self.o.payload.codes.eq(Cat(*codes))]
         return m
 
 
@@ -100,10 +103,12 @@ class TritGearbox(wiring.Component):
         self.unit = gcd(in_trits, out_trits)
         self.n_in, self.n_rec = in_trits // self.unit, out_trits // self.unit
         self.capacity = self.n_in + self.n_rec - 1
-        super().__init__({
-            "i": In(stream.Signature(data.StructLayout({"codes": 2 * in_trits, "units": range(self.n_in + 1)}))),
-            "o": Out(stream.Signature(2 * out_trits)),
-        })
+        super().__init__(
+            {
+                "i": In(stream.Signature(data.StructLayout({"codes": 2 * in_trits, "units": range(self.n_in + 1)}))),
+                "o": Out(stream.Signature(2 * out_trits)),
+            }
+        )
 
     def elaborate(self, platform):
         m = Module()
@@ -132,8 +137,13 @@ class TritGearbox(wiring.Component):
                                 m.d.sync += buf[j].eq(units_in[k])
         fill_next = Signal.like(fill)
         m.d.comb += fill_next.eq(base + Mux(take, self.i.payload.units, 0))
-        m.d.sync += [fill.eq(fill_next), full.eq(fill_next >= n_rec), fill_m.eq(fill_next - n_rec),
-                     room_e.eq(fill_next + n_in <= C + n_rec), room_n.eq(fill_next + n_in <= C)]
+        m.d.sync += [
+            fill.eq(fill_next),
+            full.eq(fill_next >= n_rec),
+            fill_m.eq(fill_next - n_rec),
+            room_e.eq(fill_next + n_in <= C + n_rec),
+            room_n.eq(fill_next + n_in <= C),
+        ]
         return m
 
 
@@ -148,12 +158,14 @@ class Base3Unpacker(wiring.Component):
         if not isinstance(layout, StreamLayout) or layout.packing != "base3":
             raise ValueError(f"layout must be a base-3 StreamLayout, not {layout!r}")
         self.layout = layout
-        super().__init__({
-            "steps": In(stream.Signature(32)),
-            "beats": In(stream.Signature(layout.data_width)),
-            "scales": Out(stream.Signature(layout.scale_record_bits)),
-            "weights": Out(stream.Signature(layout.record_bits)),
-        })
+        super().__init__(
+            {
+                "steps": In(stream.Signature(32)),
+                "beats": In(stream.Signature(layout.data_width)),
+                "scales": Out(stream.Signature(layout.scale_record_bits)),
+                "weights": Out(stream.Signature(layout.record_bits)),
+            }
+        )
 
     def elaborate(self, platform):
         m = Module()
@@ -162,8 +174,11 @@ class Base3Unpacker(wiring.Component):
         # The words land in a local two-entry FIFO first: the DMA side and this side then meet
         # only at registers (its level), however far apart the placer puts them.
         m.submodules.words = words = SyncFIFO(width=DW, depth=2)
-        m.d.comb += [words.w_data.eq(self.beats.payload), words.w_en.eq(self.beats.valid),
-                     self.beats.ready.eq(words.w_rdy)]
+        m.d.comb += [
+            words.w_data.eq(self.beats.payload),
+            words.w_en.eq(self.beats.valid),
+            self.beats.ready.eq(words.w_rdy),
+        ]
         beat, beat_valid = words.r_data, words.r_rdy
         scale_words = [L.frame_scale_beats(k) for k in range(FRAME + 1)]
         trit_words = [L.frame_trit_beats(k) for k in range(FRAME + 1)]
@@ -186,8 +201,13 @@ class Base3Unpacker(wiring.Component):
         m.d.sync += [rest_ge.eq(rest >= FRAME), rest_zero.eq(rest == 0), rest_m.eq(rest - FRAME)]
         m.d.comb += self.steps.ready.eq(~in_layer)
         with m.If(self.steps.valid & ~in_layer & (self.steps.payload != 0)):
-            m.d.sync += [in_layer.eq(1), priming.eq(1), rest.eq(self.steps.payload),
-                         rest_ge.eq(self.steps.payload >= FRAME), rest_m.eq(self.steps.payload - FRAME)]
+            m.d.sync += [
+                in_layer.eq(1),
+                priming.eq(1),
+                rest.eq(self.steps.payload),
+                rest_ge.eq(self.steps.payload >= FRAME),
+                rest_m.eq(self.steps.payload - FRAME),
+            ]
 
         def next_frame():  # k and rest of the following frame, from the registered flags
             kk = Mux(rest_ge, FRAME, rest[: len(k)])
@@ -205,8 +225,7 @@ class Base3Unpacker(wiring.Component):
         with m.Switch(k):
             for v in range(1, FRAME + 1):
                 with m.Case(v):
-                    m.d.comb += [trit_last_at.eq(trit_words[v] - 1),
-                                 units.eq(Mux(last_word, last_units[v], n_in))]
+                    m.d.comb += [trit_last_at.eq(trit_words[v] - 1), units.eq(Mux(last_word, last_units[v], n_in))]
         tag_layout = data.StructLayout({"scale": 1, "index": len(word), "last": 1, "k": len(k), "units": len(units)})
         m.submodules.tags = tags = SyncFIFOBuffered(width=tag_layout.size, depth=3)  # registered tag out
         push = in_layer & ~priming & tags.w_rdy
@@ -237,9 +256,13 @@ class Base3Unpacker(wiring.Component):
                 m.d.sync += [sec_ready.eq(1), sec_left.eq(tag.k)]
         # handed out through a local two-entry FIFO: the core's scale FIFO meets registers only
         m.submodules.scale_out = scale_out = SyncFIFO(width=SRB, depth=2)
-        m.d.comb += [scale_out.w_data.eq(sec[:SRB]), scale_out.w_en.eq(sec_ready & (sec_left != 0)),
-                     self.scales.payload.eq(scale_out.r_data), self.scales.valid.eq(scale_out.r_rdy),
-                     scale_out.r_en.eq(self.scales.ready)]
+        m.d.comb += [
+            scale_out.w_data.eq(sec[:SRB]),
+            scale_out.w_en.eq(sec_ready & (sec_left != 0)),
+            self.scales.payload.eq(scale_out.r_data),
+            self.scales.valid.eq(scale_out.r_rdy),
+            scale_out.r_en.eq(self.scales.ready),
+        ]
         with m.If(scale_out.w_en & scale_out.w_rdy):
             m.d.sync += [sec.eq(sec >> SRB), sec_left.eq(sec_left - 1)]
             with m.If(sec_left == 1):
@@ -254,13 +277,22 @@ class Base3Unpacker(wiring.Component):
         take_trit = have & ~tag.scale & (credits < depth)
         popped = fifo.r_rdy & fifo.r_en
         m.d.sync += credits.eq(credits + take_trit - popped)
-        m.d.comb += [dec.i.valid.eq(take_trit), dec.i.payload.bytes.eq(beat), dec.i.payload.tag.eq(tag.units),
-                     fifo.w_en.eq(dec.o.valid), fifo.w_data.eq(dec.o.payload.as_value())]
+        m.d.comb += [
+            dec.i.valid.eq(take_trit),
+            dec.i.payload.bytes.eq(beat),
+            dec.i.payload.tag.eq(tag.units),
+            fifo.w_en.eq(dec.o.valid),
+            fifo.w_data.eq(dec.o.payload.as_value()),
+        ]
         m.d.comb += [words.r_en.eq(take_scale | take_trit), tags.r_en.eq(take_scale | take_trit)]
         m.submodules.gearbox = gear = TritGearbox(5 * wb, piece_trits)
         out = data.View(dec.o.payload.shape(), fifo.r_data)
-        m.d.comb += [gear.i.valid.eq(fifo.r_rdy), gear.i.payload.codes.eq(out.codes),
-                     gear.i.payload.units.eq(out.tag), fifo.r_en.eq(gear.i.ready)]
+        m.d.comb += [
+            gear.i.valid.eq(fifo.r_rdy),
+            gear.i.payload.codes.eq(out.codes),
+            gear.i.payload.units.eq(out.tag),
+            fifo.r_en.eq(gear.i.ready),
+        ]
         m.submodules.assemble = assemble = RecordAssembler(2 * piece_trits, per_record)
         # The gearbox's ready is its own count of free FIFO slots (a register beside it), so
         # its wide selects never wait on a signal from the assembler's side.
@@ -269,9 +301,14 @@ class Base3Unpacker(wiring.Component):
         pushed, popped_piece = gear.o.valid & space, pieces.r_rdy & pieces.r_en
         free_next = free - pushed + popped_piece
         m.d.sync += [free.eq(free_next), space.eq(free_next != 0)]
-        m.d.comb += [pieces.w_data.eq(gear.o.payload), pieces.w_en.eq(pushed), gear.o.ready.eq(space),
-                     assemble.i.payload.eq(pieces.r_data), assemble.i.valid.eq(pieces.r_rdy),
-                     pieces.r_en.eq(assemble.i.ready)]
+        m.d.comb += [
+            pieces.w_data.eq(gear.o.payload),
+            pieces.w_en.eq(pushed),
+            gear.o.ready.eq(space),
+            assemble.i.payload.eq(pieces.r_data),
+            assemble.i.valid.eq(pieces.r_rdy),
+            pieces.r_en.eq(assemble.i.ready),
+        ]
         wiring.connect(m, assemble.o, wiring.flipped(self.weights))
 
         return m

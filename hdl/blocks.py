@@ -17,8 +17,17 @@ from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, enum, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["TritCode", "TernarySelect", "AdderTree", "PlaneUnit", "GroupAccumulator", "RowUnit", "RowArray",
-           "log2_exact", "tags_layout"]
+__all__ = [
+    "TritCode",
+    "TernarySelect",
+    "AdderTree",
+    "PlaneUnit",
+    "GroupAccumulator",
+    "RowUnit",
+    "RowArray",
+    "log2_exact",
+    "tags_layout",
+]
 
 
 class TritCode(enum.Enum, shape=2):
@@ -66,10 +75,12 @@ class AdderTree(wiring.Component):
         self.levels = log2_exact(lanes, "lanes")
         _check_bits(width, "width", 1, 128)
         self.lanes, self.width = lanes, width
-        super().__init__({
-            "inputs": In(data.ArrayLayout(signed(width), lanes)),
-            "sum": Out(signed(width + self.levels)),
-        })
+        super().__init__(
+            {
+                "inputs": In(data.ArrayLayout(signed(width), lanes)),
+                "sum": Out(signed(width + self.levels)),
+            }
+        )
 
     @property
     def latency(self) -> int:
@@ -102,11 +113,13 @@ class PlaneUnit(wiring.Component):
         _check_bits(act_bits, "act_bits")
         _check_planes(planes)
         self.lanes, self.act_bits, self.planes = lanes, act_bits, planes
-        super().__init__({
-            "codes": In(data.ArrayLayout(data.ArrayLayout(TritCode, lanes), planes)),
-            "x": In(data.ArrayLayout(signed(act_bits), lanes)),
-            "sums": Out(data.ArrayLayout(signed(act_bits + 1 + self.levels), planes)),
-        })
+        super().__init__(
+            {
+                "codes": In(data.ArrayLayout(data.ArrayLayout(TritCode, lanes), planes)),
+                "x": In(data.ArrayLayout(signed(act_bits), lanes)),
+                "sums": Out(data.ArrayLayout(signed(act_bits + 1 + self.levels), planes)),
+            }
+        )
 
     @property
     def latency(self) -> int:
@@ -126,14 +139,16 @@ class PlaneUnit(wiring.Component):
 def tags_layout(vectors: int = 1) -> data.StructLayout:
     """Side-band flags that travel with a chunk through the pipeline; ``vec`` says which of
     the ``vectors`` resident input vectors the chunk belongs to."""
-    return data.StructLayout({
-        "valid": 1,
-        "group_first": 1,  # first chunk of a group: restart the partial sums
-        "group_last": 1,  # last chunk of a group: scale and accumulate
-        "row_first": 1,  # the group is the row's first: restart the accumulator
-        "row_last": 1,  # the group is the row's last: the accumulator is the result
-        "vec": max(1, (vectors - 1).bit_length()),
-    })
+    return data.StructLayout(
+        {
+            "valid": 1,
+            "group_first": 1,  # first chunk of a group: restart the partial sums
+            "group_last": 1,  # last chunk of a group: scale and accumulate
+            "row_first": 1,  # the group is the row's first: restart the accumulator
+            "row_last": 1,  # the group is the row's last: the accumulator is the result
+            "vec": max(1, (vectors - 1).bit_length()),
+        }
+    )
 
 
 class GroupAccumulator(wiring.Component):
@@ -151,8 +166,9 @@ class GroupAccumulator(wiring.Component):
 
     latency = 4
 
-    def __init__(self, sum_bits: int, group_chunks: int, scale_bits: int, acc_bits: int, terms: int = 2,
-                 vectors: int = 1):
+    def __init__(
+        self, sum_bits: int, group_chunks: int, scale_bits: int, acc_bits: int, terms: int = 2, vectors: int = 1
+    ):
         _check_bits(scale_bits, "scale_bits", 2, 32)
         if not isinstance(vectors, int) or vectors < 1:
             raise ValueError(f"vectors must be a positive integer, not {vectors!r}")
@@ -165,14 +181,16 @@ class GroupAccumulator(wiring.Component):
         self.prod_bits = self.p_bits + scale_bits
         self.acc_bits, self.terms, self.vectors = acc_bits, terms, vectors
         self.tags_layout = tags_layout(vectors)
-        super().__init__({
-            "tags": In(self.tags_layout),
-            "sums": In(data.ArrayLayout(signed(sum_bits), terms)),
-            "scales": In(data.ArrayLayout(signed(scale_bits), terms)),
-            "done": Out(1),
-            "vec": Out(self.tags_layout["vec"].shape),
-            "acc": Out(signed(acc_bits)),
-        })
+        super().__init__(
+            {
+                "tags": In(self.tags_layout),
+                "sums": In(data.ArrayLayout(signed(sum_bits), terms)),
+                "scales": In(data.ArrayLayout(signed(scale_bits), terms)),
+                "done": Out(1),
+                "vec": Out(self.tags_layout["vec"].shape),
+                "acc": Out(signed(acc_bits)),
+            }
+        )
 
     def elaborate(self, platform):
         m = Module()
@@ -224,8 +242,17 @@ class RowUnit(wiring.Component):
     Latency log2 P + 4 from a chunk's input to ``done``.
     """
 
-    def __init__(self, lanes: int, act_bits: int, scale_bits: int, group_size: int, acc_bits: int,
-                 planes: int = 2, offset: bool = False, vectors: int = 1):
+    def __init__(
+        self,
+        lanes: int,
+        act_bits: int,
+        scale_bits: int,
+        group_size: int,
+        acc_bits: int,
+        planes: int = 2,
+        offset: bool = False,
+        vectors: int = 1,
+    ):
         levels = log2_exact(lanes, "lanes")
         if not isinstance(group_size, int) or group_size % lanes:
             raise ValueError(f"lanes P={lanes} must divide the group size G={group_size!r}")
@@ -254,16 +281,22 @@ class RowUnit(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         m.submodules.planes = planes = PlaneUnit(self.lanes, self.act_bits, self.planes)
-        m.submodules.accum = accum = GroupAccumulator(self.act_bits + 1 + self.levels, self.group_chunks,
-                                                      self.scale_bits, self.acc_bits, self.terms, self.vectors)
+        m.submodules.accum = accum = GroupAccumulator(
+            self.act_bits + 1 + self.levels, self.group_chunks, self.scale_bits, self.acc_bits, self.terms, self.vectors
+        )
         m.d.comb += [planes.codes.eq(self.codes), planes.x.eq(self.x)]
         tags, scales = self.tags, self.scales
         for i in range(self.levels):  # delay side-band by the tree's latency
             t, s = Signal(self.tags_layout, name=f"tags_d{i}"), Signal.like(self.scales, name=f"scales_d{i}")
             m.d.sync += [t.eq(tags), s.eq(scales)]
             tags, scales = t, s
-        m.d.comb += [accum.tags.eq(tags), accum.scales.eq(scales), self.done.eq(accum.done), self.vec.eq(accum.vec),
-                     self.acc.eq(accum.acc)]
+        m.d.comb += [
+            accum.tags.eq(tags),
+            accum.scales.eq(scales),
+            self.done.eq(accum.done),
+            self.vec.eq(accum.vec),
+            self.acc.eq(accum.acc),
+        ]
         m.d.comb += [accum.sums[k].eq(planes.sums[k]) for k in range(self.planes)]
         if self.offset:
             m.d.comb += accum.sums[self.planes].eq(self.xsum)
@@ -282,14 +315,16 @@ class RowArray(wiring.Component):
     def __init__(self, params):
         self.params = p = params
         L = p.layout
-        super().__init__({
-            "tags": In(tags_layout(p.vectors)),
-            "record": In(L.record_bits),
-            "scales": In(L.scale_record_bits),
-            "x": In(p.lanes * p.act_bits),
-            "done": Out(1),
-            "accs": Out(p.rows * p.acc_bits),
-        })
+        super().__init__(
+            {
+                "tags": In(tags_layout(p.vectors)),
+                "record": In(L.record_bits),
+                "scales": In(L.scale_record_bits),
+                "x": In(p.lanes * p.act_bits),
+                "done": Out(1),
+                "accs": Out(p.rows * p.acc_bits),
+            }
+        )
 
     def elaborate(self, platform):
         m = Module()
@@ -299,16 +334,28 @@ class RowArray(wiring.Component):
         w1, w2 = Signal.like(self.record), Signal.like(self.record)
         s1, s2 = Signal.like(self.scales), Signal.like(self.scales)
         x2 = Signal.like(self.x)
-        m.d.sync += [t1.eq(self.tags), t2.eq(t1), w1.eq(self.record), w2.eq(w1), s1.eq(self.scales), s2.eq(s1),
-                     x2.eq(self.x)]
+        m.d.sync += [
+            t1.eq(self.tags),
+            t2.eq(t1),
+            w1.eq(self.record),
+            w2.eq(w1),
+            s1.eq(self.scales),
+            s2.eq(s1),
+            x2.eq(self.x),
+        ]
         units = []
         for r in range(R):
-            m.submodules[f"row{r}"] = unit = RowUnit(P, p.act_bits, p.scale_bits, p.group_size, p.acc_bits, p.planes,
-                                                     p.offset, p.vectors)
+            m.submodules[f"row{r}"] = unit = RowUnit(
+                P, p.act_bits, p.scale_bits, p.group_size, p.acc_bits, p.planes, p.offset, p.vectors
+            )
             codes = Cat(*(w2[k * L.unit_bits + r * 2 * P :][: 2 * P] for k in range(p.planes)))
             scales = Cat(*(s2[(k * R + r) * p.scale_bits :][: p.scale_bits] for k in range(p.terms)))
-            m.d.comb += [unit.codes.as_value().eq(codes), unit.scales.as_value().eq(scales),
-                         unit.x.as_value().eq(x2), unit.tags.eq(t2)]
+            m.d.comb += [
+                unit.codes.as_value().eq(codes),
+                unit.scales.as_value().eq(scales),
+                unit.x.as_value().eq(x2),
+                unit.tags.eq(t2),
+            ]
             units.append(unit)
         if p.offset:  # the chunk's activation sum, once for all rows, aligned with the row units' trees
             m.submodules.xsum = xsum = AdderTree(P, p.act_bits)

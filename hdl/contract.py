@@ -11,8 +11,20 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-__all__ = ["ENGINE_ID", "Reg", "Field", "BitFields", "PARAMS", "LAYOUT", "STATUS", "ERRORS", "CTRL", "REGISTERS",
-           "BenchEnv", "register_table"]
+__all__ = [
+    "ENGINE_ID",
+    "Reg",
+    "Field",
+    "BitFields",
+    "PARAMS",
+    "LAYOUT",
+    "STATUS",
+    "ERRORS",
+    "CTRL",
+    "REGISTERS",
+    "BenchEnv",
+    "register_table",
+]
 
 ENGINE_ID = 0x50545145  # "PTQE"
 
@@ -89,24 +101,44 @@ class BitFields:
         return "; ".join(f"{bits(f)} {f.meaning}" for f in self)
 
 
-PARAMS = BitFields(Field("lanes", 0, 8, "P"), Field("rows", 8, 8, "R"), Field("vectors", 16, 8, "M"),
-                   Field("word_bytes", 24, 8, "DW / 8"))
-LAYOUT = BitFields(Field("planes", 0, 2, "planes"), Field("offset", 2, 1, "offset"),
-                   Field("base3", 3, 1, "base-3 packing"), Field("scale_bits", 8, 8, "S"),
-                   Field("group_size", 16, 16, "G"))
-CTRL = BitFields(Field("start", 0, 1, "queue the descriptor in words 4..9"),
-                 Field("clear", 1, 1, "clear counters and errors"))
-STATUS = BitFields(Field("busy", 0, 1, "busy"), Field("queue_full", 1, 1, "descriptor queue full"),
-                   Field("error", 2, 1, "an error bit is set"), Field("runs", 8, 24, "runs finished"))
-ERRORS = BitFields(Field("memory", 0, 1, "memory error response"),
-                   Field("overflow", 1, 1, "activation overflow"),
-                   Field("mismatch", 2, 1, "batch size differs from the M register"),
-                   Field("refused", 3, 1, "descriptor refused (queue full, n >= 2^24, m, chunks or beats out of "
-                                          "range, or an address not aligned to a burst)"))
+PARAMS = BitFields(
+    Field("lanes", 0, 8, "P"),
+    Field("rows", 8, 8, "R"),
+    Field("vectors", 16, 8, "M"),
+    Field("word_bytes", 24, 8, "DW / 8"),
+)
+LAYOUT = BitFields(
+    Field("planes", 0, 2, "planes"),
+    Field("offset", 2, 1, "offset"),
+    Field("base3", 3, 1, "base-3 packing"),
+    Field("scale_bits", 8, 8, "S"),
+    Field("group_size", 16, 16, "G"),
+)
+CTRL = BitFields(
+    Field("start", 0, 1, "queue the descriptor in words 4..9"), Field("clear", 1, 1, "clear counters and errors")
+)
+STATUS = BitFields(
+    Field("busy", 0, 1, "busy"),
+    Field("queue_full", 1, 1, "descriptor queue full"),
+    Field("error", 2, 1, "an error bit is set"),
+    Field("runs", 8, 24, "runs finished"),
+)
+ERRORS = BitFields(
+    Field("memory", 0, 1, "memory error response"),
+    Field("overflow", 1, 1, "activation overflow"),
+    Field("mismatch", 2, 1, "batch size differs from the M register"),
+    Field(
+        "refused",
+        3,
+        1,
+        "descriptor refused (queue full, n >= 2^24, m, chunks or beats out of "
+        "range, or an address not aligned to a burst)",
+    ),
+)
 
 #: register -> (access, meaning); the bit-field registers describe themselves.
 REGISTERS: dict[Reg, tuple[str, str]] = {
-    Reg.ID: ("R", f"{ENGINE_ID:#x} (\"PTQE\")"),
+    Reg.ID: ("R", f'{ENGINE_ID:#x} ("PTQE")'),
     Reg.PARAMS: ("R", PARAMS.describe()),
     Reg.CTRL: ("W", CTRL.describe()),
     Reg.STATUS: ("R", STATUS.describe()),

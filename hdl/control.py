@@ -63,7 +63,11 @@ class EngineControl(wiring.Component):
             "core_desc": Out(stream.Signature(descriptor_layout(p))),
             "out_desc": Out(stream.Signature(descriptor_layout(p))),
             "clear": Out(1),
-            "active": In(1), "dma_idle": In(1), "dma_error": In(1), "overflow": In(1), "run_done": In(1),
+            "active": In(1),
+            "dma_idle": In(1),
+            "dma_error": In(1),
+            "overflow": In(1),
+            "run_done": In(1),
             "events": In(events_layout()),
         }
         if p.layout.packing == "base3":
@@ -88,23 +92,44 @@ class EngineControl(wiring.Component):
         # ---- descriptor checks and the consumers' queues
         n, chunks, vectors, beats = held[Reg.N], held[Reg.CHUNKS], held[Reg.M], held[Reg.BEATS]
         addr = Cat(held[Reg.ADDR_LO], held[Reg.ADDR_HI])
-        queues = {name: SyncFIFOBuffered(width=width, depth=2) for name, width in (
-            ("q_dma", len(self.dma_cmd.payload.as_value())), ("q_core", len(self.core_desc.payload.as_value())),
-            ("q_out", len(self.out_desc.payload.as_value())))}
+        queues = {
+            name: SyncFIFOBuffered(width=width, depth=2)
+            for name, width in (
+                ("q_dma", len(self.dma_cmd.payload.as_value())),
+                ("q_core", len(self.core_desc.payload.as_value())),
+                ("q_out", len(self.out_desc.payload.as_value())),
+            )
+        }
         for name, fifo in queues.items():
             m.submodules[name] = fifo
         queue_full = ~(queues["q_dma"].w_rdy & queues["q_core"].w_rdy & queues["q_out"].w_rdy)
         align_bits = (p.burst_bytes - 1).bit_length()  # a burst never crosses 4 KiB
-        bad_desc = ((n == 0) | (n[ROW_BITS:] != 0) | (vectors == 0) | (vectors > p.vectors) | (chunks == 0)
-                    | (chunks > p.max_d_pad // p.lanes) | (chunks[: (cpg - 1).bit_length()] != 0) | (beats == 0)
-                    | (addr[:align_bits] != 0))
+        bad_desc = (
+            (n == 0)
+            | (n[ROW_BITS:] != 0)
+            | (vectors == 0)
+            | (vectors > p.vectors)
+            | (chunks == 0)
+            | (chunks > p.max_d_pad // p.lanes)
+            | (chunks[: (cpg - 1).bit_length()] != 0)
+            | (beats == 0)
+            | (addr[:align_bits] != 0)
+        )
         push = start & ~queue_full & ~bad_desc
         entry = Signal(descriptor_layout(p))
         m.d.comb += [entry.n.eq(n), entry.chunks.eq(chunks), entry.m.eq(vectors)]
-        for (name, fifo), out, payload in zip(queues.items(), (self.dma_cmd, self.core_desc, self.out_desc),
-                                              (Cat(addr[: p.addr_width], beats), entry, entry)):
-            m.d.comb += [fifo.w_data.eq(payload), fifo.w_en.eq(push), out.payload.eq(fifo.r_data),
-                         out.valid.eq(fifo.r_rdy), fifo.r_en.eq(out.ready)]
+        for fifo, out, payload in zip(
+            queues.values(),
+            (self.dma_cmd, self.core_desc, self.out_desc),
+            (Cat(addr[: p.addr_width], beats), entry, entry),
+        ):
+            m.d.comb += [
+                fifo.w_data.eq(payload),
+                fifo.w_en.eq(push),
+                out.payload.eq(fifo.r_data),
+                out.valid.eq(fifo.r_rdy),
+                fifo.r_en.eq(out.ready),
+            ]
         if "steps" in self.signature.members:
             # The decoder's copy: the layer's step count ceil(n / R) * ng, two stages after the
             # push (operands, then product). It pops when it starts the layer's words and the
@@ -115,28 +140,38 @@ class EngineControl(wiring.Component):
             valid_s = Signal(2)
             m.d.sync += [valid_s.eq(Cat(push, valid_s[0])), steps_s.eq(blocks_s * ng_s)]
             with m.If(push):
-                m.d.sync += [blocks_s.eq((n[:ROW_BITS] + (R - 1)) >> (R - 1).bit_length()),
-                             ng_s.eq(chunks >> (cpg - 1).bit_length())]
+                m.d.sync += [
+                    blocks_s.eq((n[:ROW_BITS] + (R - 1)) >> (R - 1).bit_length()),
+                    ng_s.eq(chunks >> (cpg - 1).bit_length()),
+                ]
             m.d.comb += [q_steps.w_data.eq(steps_s), q_steps.w_en.eq(valid_s[1])]
             wiring.connect(m, q_steps.r_stream, wiring.flipped(self.steps))
 
         # ---- counters (the events one cycle late) and sticky errors
         ev = Signal(events_layout())
         m.d.sync += ev.eq(self.events)
-        counters = {r: Signal(32, name=f"count_{r.name.lower()}") for r in
-                    (Reg.CYCLES, Reg.ISSUED, Reg.WAIT_W, Reg.WAIT_X, Reg.WAIT_Y)}
+        counters = {
+            r: Signal(32, name=f"count_{r.name.lower()}")
+            for r in (Reg.CYCLES, Reg.ISSUED, Reg.WAIT_W, Reg.WAIT_X, Reg.WAIT_Y)
+        }
         with m.If(ev.running & ~ev.issue):
-            m.d.sync += [counters[Reg.WAIT_X].eq(counters[Reg.WAIT_X] + ~ev.have_x),
-                         counters[Reg.WAIT_W].eq(counters[Reg.WAIT_W] + (ev.have_x & ~ev.have_w)),
-                         counters[Reg.WAIT_Y].eq(counters[Reg.WAIT_Y] + (ev.have_x & ev.have_w & ~ev.have_y))]
+            m.d.sync += [
+                counters[Reg.WAIT_X].eq(counters[Reg.WAIT_X] + ~ev.have_x),
+                counters[Reg.WAIT_W].eq(counters[Reg.WAIT_W] + (ev.have_x & ~ev.have_w)),
+                counters[Reg.WAIT_Y].eq(counters[Reg.WAIT_Y] + (ev.have_x & ev.have_w & ~ev.have_y)),
+            ]
         with m.If(ev.running):
             m.d.sync += counters[Reg.CYCLES].eq(counters[Reg.CYCLES] + 1)
         with m.If(ev.issue):
             m.d.sync += counters[Reg.ISSUED].eq(counters[Reg.ISSUED] + 1)
         errors = Signal(fields_layout(ERRORS))
         raised = Signal(fields_layout(ERRORS))
-        m.d.comb += [raised.memory.eq(self.dma_error), raised.overflow.eq(self.overflow),
-                     raised.mismatch.eq(ev.mismatch), raised.refused.eq(start & (queue_full | bad_desc))]
+        m.d.comb += [
+            raised.memory.eq(self.dma_error),
+            raised.overflow.eq(self.overflow),
+            raised.mismatch.eq(ev.mismatch),
+            raised.refused.eq(start & (queue_full | bad_desc)),
+        ]
         with m.If(self.clear):
             m.d.sync += [c.eq(0) for c in counters.values()] + [errors.eq(0)]
         with m.Else():
@@ -146,13 +181,23 @@ class EngineControl(wiring.Component):
             m.d.sync += runs_done.eq(runs_done + 1)
         status = Signal(fields_layout(STATUS))
         busy = self.active | queues["q_core"].r_rdy | queues["q_out"].r_rdy | ~self.dma_idle
-        m.d.comb += [status.busy.eq(busy), status.queue_full.eq(queue_full), status.error.eq(errors.as_value() != 0),
-                     status.runs.eq(runs_done)]
+        m.d.comb += [
+            status.busy.eq(busy),
+            status.queue_full.eq(queue_full),
+            status.error.eq(errors.as_value() != 0),
+            status.runs.eq(runs_done),
+        ]
 
         # ---- reads
-        read_map = {Reg.ID: Const(ENGINE_ID, 32), Reg.PARAMS: Const(p.params_word(), 32),
-                    Reg.LAYOUT: Const(p.layout_word(), 32), Reg.STATUS: status, Reg.ERRORS: errors,
-                    **held, **counters}
+        read_map = {
+            Reg.ID: Const(ENGINE_ID, 32),
+            Reg.PARAMS: Const(p.params_word(), 32),
+            Reg.LAYOUT: Const(p.layout_word(), 32),
+            Reg.STATUS: status,
+            Reg.ERRORS: errors,
+            **held,
+            **counters,
+        }
         with m.Switch(regs.read_addr):
             for reg, value in read_map.items():
                 with m.Case(reg):

@@ -92,8 +92,11 @@ class TritEngine(wiring.Component):
         # nothing reaches further back). Measured on ECP5 at P=64, R=4: the issue's ready
         # through the unpacker held 82 MHz, register slices' 512- and 1024-bit enables 89
         # and 98 MHz.
-        for name, source, sink in (("beat_q", dma.data, unpack.beats), ("weight_q", unpack.weights, seq.weights),
-                                   ("scale_q", unpack.scales, seq.scale_in)):
+        for name, source, sink in (
+            ("beat_q", dma.data, unpack.beats),
+            ("weight_q", unpack.weights, seq.weights),
+            ("scale_q", unpack.scales, seq.scale_in),
+        ):
             m.submodules[name] = q = SyncFIFO(width=len(source.payload), depth=2)
             wiring.connect(m, source, q.w_stream)
             wiring.connect(m, q.r_stream, sink)
@@ -107,11 +110,21 @@ class TritEngine(wiring.Component):
         wiring.connect(m, ctl.out_desc, ser.desc)
         wiring.connect(m, out_fifo.r_stream, ser.entries)
         wiring.connect(m, ser.y, wiring.flipped(self.m_axis_y))
-        m.d.comb += [act.rd_addr.eq(seq.rd_addr), act.release.eq(seq.release),
-                     seq.have_x.eq(act.have_x), seq.bank_m.eq(act.bank_m), seq.y_pop.eq(ser.entries.ready),
-                     rows.tags.eq(seq.tags), rows.record.eq(seq.record), rows.scales.eq(seq.scales),
-                     rows.x.eq(act.rd_data),
-                     out_fifo.w_data.eq(rows.accs), out_fifo.w_en.eq(rows.done),
-                     ctl.events.eq(seq.events), ctl.overflow.eq(act.overflow),
-                     ctl.active.eq(seq.running | ser.active), ctl.run_done.eq(ser.run_done)]
+        m.d.comb += [
+            act.rd_addr.eq(seq.rd_addr),
+            act.release.eq(seq.release),
+            seq.have_x.eq(act.have_x),
+            seq.bank_m.eq(act.bank_m),
+            seq.y_pop.eq(ser.entries.ready),
+            rows.tags.eq(seq.tags),
+            rows.record.eq(seq.record),
+            rows.scales.eq(seq.scales),
+            rows.x.eq(act.rd_data),
+            out_fifo.w_data.eq(rows.accs),
+            out_fifo.w_en.eq(rows.done),
+            ctl.events.eq(seq.events),
+            ctl.overflow.eq(act.overflow),
+            ctl.active.eq(seq.running | ser.active),
+            ctl.run_done.eq(ser.run_done),
+        ]
         return m

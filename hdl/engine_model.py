@@ -70,7 +70,7 @@ class EngineParams:
 
     def __post_init__(self):
         IntConfig(self.act_bits, self.scale_bits)
-        self.layout  # validates P, R, planes, offset, G, S, DW
+        _ = self.layout  # validates P, R, planes, offset, G, S, DW
         for name in ("vectors", "max_d", "burst", "outstanding"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
@@ -84,8 +84,16 @@ class EngineParams:
 
     @property
     def layout(self) -> StreamLayout:
-        return StreamLayout(self.lanes, self.rows, self.planes, self.offset, self.group_size, self.scale_bits,
-                            self.data_width, self.packing)
+        return StreamLayout(
+            self.lanes,
+            self.rows,
+            self.planes,
+            self.offset,
+            self.group_size,
+            self.scale_bits,
+            self.data_width,
+            self.packing,
+        )
 
     @property
     def terms(self) -> int:
@@ -97,8 +105,7 @@ class EngineParams:
 
     @property
     def acc_bits(self) -> int:
-        return acc_width(self.max_d_pad // self.group_size, self.group_size, self.act_bits, self.scale_bits,
-                         self.terms)
+        return acc_width(self.max_d_pad // self.group_size, self.group_size, self.act_bits, self.scale_bits, self.terms)
 
     @property
     def chunk_stride(self) -> int:
@@ -121,15 +128,21 @@ class EngineParams:
 
     def layout_word(self) -> int:
         """The LAYOUT register: what a host checks before pairing a model image with the engine."""
-        return LAYOUT.pack(planes=self.planes, offset=self.offset, base3=self.packing == "base3",
-                           scale_bits=self.scale_bits, group_size=self.group_size)
+        return LAYOUT.pack(
+            planes=self.planes,
+            offset=self.offset,
+            base3=self.packing == "base3",
+            scale_bits=self.scale_bits,
+            group_size=self.group_size,
+        )
 
     def check_layer(self, n: int, d_pad: int, planes: int, offset: bool, m: int = 1) -> None:
         """``ValueError`` unless the layer (and batch of ``m`` vectors) runs on this engine."""
         self.layout.check_layer(planes, offset)
         if d_pad % self.group_size or not 0 < d_pad <= self.max_d_pad or n < 1:
-            raise ValueError(f"layer n={n}, d_pad={d_pad} does not fit the engine (G={self.group_size}, "
-                             f"max d_pad {self.max_d_pad})")
+            raise ValueError(
+                f"layer n={n}, d_pad={d_pad} does not fit the engine (G={self.group_size}, max d_pad {self.max_d_pad})"
+            )
         if not 1 <= m <= self.vectors:
             raise ValueError(f"batch m={m} must be in 1..{self.vectors}")
 
@@ -171,7 +184,7 @@ class LayerRun:
         return self.params.layout.layer_bytes(self.n, self.d_pad)
 
     def bound(self, bytes_per_cycle: float | None = None) -> str:
-        """"compute" or "bandwidth": which side sets the layer's time at that bandwidth."""
+        """ "compute" or "bandwidth": which side sets the layer's time at that bandwidth."""
         return "compute" if self.issue_cycles >= self.memory_cycles(bytes_per_cycle) else "bandwidth"
 
     def memory_cycles(self, bytes_per_cycle: float | None = None) -> float:

@@ -36,14 +36,17 @@ class RecordAssembler(wiring.Component):
         if not 0 < out_bits <= piece_bits * count:
             raise ValueError(f"out_bits must be in 1..{piece_bits * count}, not {out_bits!r}")
         self.piece_bits, self.count, self.register = piece_bits, count, register or count > 1
-        super().__init__({"i": In(stream.Signature(piece_bits)), "o": Out(stream.Signature(out_bits)),
-                          "last": Out(1)})
+        super().__init__({"i": In(stream.Signature(piece_bits)), "o": Out(stream.Signature(out_bits)), "last": Out(1)})
 
     def elaborate(self, platform):
         m = Module()
         if not self.register:
-            m.d.comb += [self.o.payload.eq(self.i.payload), self.o.valid.eq(self.i.valid),
-                         self.i.ready.eq(self.o.ready), self.last.eq(1)]
+            m.d.comb += [
+                self.o.payload.eq(self.i.payload),
+                self.o.valid.eq(self.i.valid),
+                self.i.ready.eq(self.o.ready),
+                self.last.eq(1),
+            ]
             return m
         held = [Signal(self.piece_bits, name=f"piece{i}") for i in range(self.count - 1)]
         idx = Signal(range(max(2, self.count)))
@@ -54,8 +57,11 @@ class RecordAssembler(wiring.Component):
             m.d.sync += self.o.valid.eq(0)
         with m.If(take):
             with m.If(completes):
-                m.d.sync += [self.o.payload.eq(Cat(*held, self.i.payload)[: len(self.o.payload)]),
-                             self.o.valid.eq(1), idx.eq(0)]
+                m.d.sync += [
+                    self.o.payload.eq(Cat(*held, self.i.payload)[: len(self.o.payload)]),
+                    self.o.valid.eq(1),
+                    idx.eq(0),
+                ]
             with m.Else():
                 m.d.sync += idx.eq(idx + 1)
                 for i, reg in enumerate(held):
@@ -73,8 +79,7 @@ class WordSplitter(wiring.Component):
 
     def __init__(self, record_bits: int, per_word: int, group: int):
         self.record_bits, self.per_word, self.group = record_bits, per_word, group
-        super().__init__({"i": In(stream.Signature(record_bits * per_word)),
-                          "o": Out(stream.Signature(record_bits))})
+        super().__init__({"i": In(stream.Signature(record_bits * per_word)), "o": Out(stream.Signature(record_bits))})
 
     def elaborate(self, platform):
         m = Module()
@@ -108,11 +113,13 @@ class RecordUnpacker(wiring.Component):
 
     def __init__(self, layout: StreamLayout):
         self.layout = layout
-        super().__init__({
-            "beats": In(stream.Signature(layout.data_width)),
-            "scales": Out(stream.Signature(layout.scale_record_bits)),
-            "weights": Out(stream.Signature(layout.record_bits)),
-        })
+        super().__init__(
+            {
+                "beats": In(stream.Signature(layout.data_width)),
+                "scales": Out(stream.Signature(layout.scale_record_bits)),
+                "weights": Out(stream.Signature(layout.record_bits)),
+            }
+        )
 
     def elaborate(self, platform):
         m = Module()
@@ -129,9 +136,13 @@ class RecordUnpacker(wiring.Component):
         # Route each word: a group is s_beats words to the scale record, then its weight words.
         in_scale = Signal(init=1)
         w_beat = Signal(range(max(2, L.group_weight_beats)))
-        m.d.comb += [scale.i.payload.eq(self.beats.payload), weight.i.payload.eq(self.beats.payload),
-                     scale.i.valid.eq(in_scale & self.beats.valid), weight.i.valid.eq(~in_scale & self.beats.valid),
-                     self.beats.ready.eq(scale.i.ready | weight.i.ready)]
+        m.d.comb += [
+            scale.i.payload.eq(self.beats.payload),
+            weight.i.payload.eq(self.beats.payload),
+            scale.i.valid.eq(in_scale & self.beats.valid),
+            weight.i.valid.eq(~in_scale & self.beats.valid),
+            self.beats.ready.eq(scale.i.ready | weight.i.ready),
+        ]
         with m.If(scale.i.ready & scale.last):
             m.d.sync += in_scale.eq(0)
         with m.If(weight.i.ready):

@@ -33,21 +33,23 @@ class IssueSequencer(wiring.Component):
         self.out_entries = 4 * p.vectors
         self.stride_bits = (p.chunk_stride - 1).bit_length()
         self.vec_bits = (p.vectors - 1).bit_length()
-        super().__init__({
-            "desc": In(stream.Signature(descriptor_layout(p))),
-            "weights": In(stream.Signature(L.record_bits)),
-            "scale_in": In(stream.Signature(L.scale_record_bits)),
-            "have_x": In(1),
-            "bank_m": In(range(p.vectors + 1)),
-            "y_pop": In(1),
-            "tags": Out(tags_layout(p.vectors)),
-            "record": Out(L.record_bits),
-            "scales": Out(L.scale_record_bits),
-            "rd_addr": Out(self.stride_bits + self.vec_bits),
-            "release": Out(1),
-            "running": Out(1),
-            "events": Out(events_layout()),
-        })
+        super().__init__(
+            {
+                "desc": In(stream.Signature(descriptor_layout(p))),
+                "weights": In(stream.Signature(L.record_bits)),
+                "scale_in": In(stream.Signature(L.scale_record_bits)),
+                "have_x": In(1),
+                "bank_m": In(range(p.vectors + 1)),
+                "y_pop": In(1),
+                "tags": Out(tags_layout(p.vectors)),
+                "record": Out(L.record_bits),
+                "scales": Out(L.scale_record_bits),
+                "rd_addr": Out(self.stride_bits + self.vec_bits),
+                "release": Out(1),
+                "running": Out(1),
+                "events": Out(events_layout()),
+            }
+        )
 
     def elaborate(self, platform):
         m = Module()
@@ -79,11 +81,24 @@ class IssueSequencer(wiring.Component):
             nxt = self.desc.payload
             blocks = (nxt.n + (R - 1)) >> (R - 1).bit_length()
             m.d.comb += self.desc.ready.eq(1)
-            m.d.sync += [running.eq(1), run.eq(nxt), chunk.eq(0), in_group.eq(0), group.eq(0), v.eq(0),
-                         chunks_m1.eq(nxt.chunks - 1), ng_m1.eq((nxt.chunks >> (cpg.bit_length() - 1)) - 1),
-                         m_m1.eq(nxt.m - 1), blocks_left.eq(blocks), last_block.eq(blocks == 1)]
-        m.d.comb += [self.scale_in.ready.eq(issue & first_of_group), self.weights.ready.eq(issue & last_v),
-                     self.rd_addr.eq(Cat(chunk[: self.stride_bits], v[: self.vec_bits]))]
+            m.d.sync += [
+                running.eq(1),
+                run.eq(nxt),
+                chunk.eq(0),
+                in_group.eq(0),
+                group.eq(0),
+                v.eq(0),
+                chunks_m1.eq(nxt.chunks - 1),
+                ng_m1.eq((nxt.chunks >> (cpg.bit_length() - 1)) - 1),
+                m_m1.eq(nxt.m - 1),
+                blocks_left.eq(blocks),
+                last_block.eq(blocks == 1),
+            ]
+        m.d.comb += [
+            self.scale_in.ready.eq(issue & first_of_group),
+            self.weights.ready.eq(issue & last_v),
+            self.rd_addr.eq(Cat(chunk[: self.stride_bits], v[: self.vec_bits])),
+        ]
         with m.If(first_of_group):  # the queue's head is this group's record; the issue decision stays off the enable
             m.d.sync += scale_hold.eq(self.scale_in.payload)
         with m.If(issue):
@@ -93,20 +108,35 @@ class IssueSequencer(wiring.Component):
                 with m.If(in_group == cpg - 1):
                     m.d.sync += [in_group.eq(0), group.eq(group + 1)]
                 with m.If(last_chunk):
-                    m.d.sync += [chunk.eq(0), group.eq(0), blocks_left.eq(blocks_left - 1),
-                                 last_block.eq(blocks_left == 2)]
+                    m.d.sync += [
+                        chunk.eq(0),
+                        group.eq(0),
+                        blocks_left.eq(blocks_left - 1),
+                        last_block.eq(blocks_left == 2),
+                    ]
                     with m.If(last_block):
                         m.d.sync += running.eq(0)
                         m.d.comb += self.release.eq(1)
         m.d.sync += promised.eq(promised + (issue & final_op) - self.y_pop)
 
         t = self.tags
-        m.d.comb += [t.valid.eq(issue), t.group_first.eq(in_group == 0), t.group_last.eq(in_group == cpg - 1),
-                     t.row_first.eq(group == 0), t.row_last.eq(group == ng_m1), t.vec.eq(v),
-                     self.record.eq(self.weights.payload),
-                     self.scales.eq(Mux(first_of_group, self.scale_in.payload, scale_hold))]
+        m.d.comb += [
+            t.valid.eq(issue),
+            t.group_first.eq(in_group == 0),
+            t.group_last.eq(in_group == cpg - 1),
+            t.row_first.eq(group == 0),
+            t.row_last.eq(group == ng_m1),
+            t.vec.eq(v),
+            self.record.eq(self.weights.payload),
+            self.scales.eq(Mux(first_of_group, self.scale_in.payload, scale_hold)),
+        ]
         ev = self.events
-        m.d.comb += [ev.running.eq(running), ev.issue.eq(issue), ev.have_x.eq(self.have_x), ev.have_w.eq(have_w),
-                     ev.have_y.eq(have_y),
-                     ev.mismatch.eq(issue & first_of_block & (self.bank_m != run.m))]
+        m.d.comb += [
+            ev.running.eq(running),
+            ev.issue.eq(issue),
+            ev.have_x.eq(self.have_x),
+            ev.have_w.eq(have_w),
+            ev.have_y.eq(have_y),
+            ev.mismatch.eq(issue & first_of_block & (self.bank_m != run.m)),
+        ]
         return m

@@ -22,13 +22,15 @@ class OutputSerializer(wiring.Component):
 
     def __init__(self, params: EngineParams):
         self.params = p = params
-        super().__init__({
-            "desc": In(stream.Signature(descriptor_layout(p))),
-            "entries": In(stream.Signature(p.rows * p.acc_bits)),
-            "y": Out(AxiStreamSignature(p.out_bits, id_width=max(1, (p.vectors - 1).bit_length()))),
-            "active": Out(1),
-            "run_done": Out(1),
-        })
+        super().__init__(
+            {
+                "desc": In(stream.Signature(descriptor_layout(p))),
+                "entries": In(stream.Signature(p.rows * p.acc_bits)),
+                "y": Out(AxiStreamSignature(p.out_bits, id_width=max(1, (p.vectors - 1).bit_length()))),
+                "active": Out(1),
+                "run_done": Out(1),
+            }
+        )
 
     def elaborate(self, platform):
         m = Module()
@@ -41,8 +43,15 @@ class OutputSerializer(wiring.Component):
             nxt = self.desc.payload
             blocks = (nxt.n + (R - 1)) >> (R - 1).bit_length()
             m.d.comb += self.desc.ready.eq(1)
-            m.d.sync += [self.active.eq(1), o_r.eq(0), o_v.eq(0), blocks_left.eq(blocks), last_block.eq(blocks == 1),
-                         last_r.eq((nxt.n - 1)[: (R - 1).bit_length()] if R > 1 else 0), m_m1.eq(nxt.m - 1)]
+            m.d.sync += [
+                self.active.eq(1),
+                o_r.eq(0),
+                o_v.eq(0),
+                blocks_left.eq(blocks),
+                last_block.eq(blocks == 1),
+                last_r.eq((nxt.n - 1)[: (R - 1).bit_length()] if R > 1 else 0),
+                m_m1.eq(nxt.m - 1),
+            ]
         acc = Signal(signed(p.acc_bits))
         with m.Switch(o_r):
             for r in range(R):
@@ -51,8 +60,12 @@ class OutputSerializer(wiring.Component):
         y = self.y
         vector_end = last_block & (o_r == last_r)
         last_row_of_entry = (o_r == R - 1) | vector_end
-        m.d.comb += [y.tvalid.eq(self.active & self.entries.valid), y.tdata.eq(acc), y.tid.eq(o_v),
-                     y.tlast.eq(vector_end)]
+        m.d.comb += [
+            y.tvalid.eq(self.active & self.entries.valid),
+            y.tdata.eq(acc),
+            y.tid.eq(o_v),
+            y.tlast.eq(vector_end),
+        ]
         with m.If(y.tvalid & y.tready):
             m.d.sync += o_r.eq(o_r + 1)
             with m.If(last_row_of_entry):

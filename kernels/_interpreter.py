@@ -15,8 +15,10 @@ def use_interpreter_without_cuda() -> bool:
     if torch.cuda.is_available():
         return os.environ.get("TRITON_INTERPRET") == "1"
     if os.environ.get("TRITON_INTERPRET") != "1" and "triton" in sys.modules:
-        raise RuntimeError("Triton was imported before TRITON_INTERPRET=1 was set and there is no CUDA device: "
-                           "set TRITON_INTERPRET=1 in the environment, or call "
-                           "ptqtp.kernels.use_interpreter_without_cuda() before importing transformers")
+        raise RuntimeError(
+            "Triton was imported before TRITON_INTERPRET=1 was set and there is no CUDA device: "
+            "set TRITON_INTERPRET=1 in the environment, or call "
+            "ptqtp.kernels.use_interpreter_without_cuda() before importing transformers"
+        )
     os.environ["TRITON_INTERPRET"] = "1"
     return True

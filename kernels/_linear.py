@@ -26,9 +26,18 @@ class TritPlaneLinear(torch.nn.Module):
     force one (Triton on CPU needs ``TRITON_INTERPRET=1``).
     """
 
-    def __init__(self, codes: torch.Tensor, scales: torch.Tensor, in_features: int, group_size: int = 128,
-                 bias: torch.Tensor | None = None, backend: str = "auto", offsets: torch.Tensor | None = None,
-                 perm: torch.Tensor | None = None, packing: str = "2bit"):
+    def __init__(
+        self,
+        codes: torch.Tensor,
+        scales: torch.Tensor,
+        in_features: int,
+        group_size: int = 128,
+        bias: torch.Tensor | None = None,
+        backend: str = "auto",
+        offsets: torch.Tensor | None = None,
+        perm: torch.Tensor | None = None,
+        packing: str = "2bit",
+    ):
         super().__init__()
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
@@ -56,8 +65,17 @@ class TritPlaneLinear(torch.nn.Module):
     @classmethod
     def from_packed(cls, layer, backend: str = "auto") -> TritPlaneLinear:
         """From an artifact's :class:`ptqtp.formats.artifact.PackedLayer`."""
-        return cls(layer.codes, layer.scales, layer.in_features, layer.group_size, layer.bias, backend,
-                   layer.offsets, layer.perm, layer.packing)
+        return cls(
+            layer.codes,
+            layer.scales,
+            layer.in_features,
+            layer.group_size,
+            layer.bias,
+            backend,
+            layer.offsets,
+            layer.perm,
+            layer.packing,
+        )
 
     def trits(self) -> torch.Tensor:
         """int8 trits [planes, n, d_pad]."""
@@ -65,8 +83,9 @@ class TritPlaneLinear(torch.nn.Module):
 
     def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """W_hat (n, in_features), input column order."""
-        return dequantize_planes(self.trits(), self.scales, self.group_size, self.in_features, dtype,
-                                 self.offsets, self.perm)
+        return dequantize_planes(
+            self.trits(), self.scales, self.group_size, self.in_features, dtype, self.offsets, self.perm
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] != self.in_features:
@@ -82,5 +101,7 @@ class TritPlaneLinear(torch.nn.Module):
         return torch.nn.functional.linear(x, self._dense, None if self.bias is None else self.bias.to(x.dtype))
 
     def extra_repr(self) -> str:
-        return (f"in_features={self.in_features}, out_features={self.out_features}, group_size={self.group_size}, "
-                f"packing={self.packing}, backend={self.backend}")
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, group_size={self.group_size}, "
+            f"packing={self.packing}, backend={self.backend}"
+        )

@@ -38,21 +38,41 @@ def _trits(codes_ptr, plane, offs_n, offs_k, stride_cp, stride_cn, N, BASE3: tl.
     k % 5 of a base-3 byte: f = byte * 135 (a 15-bit fraction), digit i = 3 (3^i f mod 2^15) >> 15
     (the golden decode's i-th step), digit 2 -> -1."""
     if BASE3:
-        b = tl.load(codes_ptr + plane * stride_cp + offs_n[:, None] * stride_cn + offs_k[None, :] // 5,
-                    mask=offs_n[:, None] < N, other=0).to(tl.int32)
+        b = tl.load(
+            codes_ptr + plane * stride_cp + offs_n[:, None] * stride_cn + offs_k[None, :] // 5,
+            mask=offs_n[:, None] < N,
+            other=0,
+        ).to(tl.int32)
         i = offs_k[None, :] % 5
         pow3 = tl.where(i == 0, 1, tl.where(i == 1, 3, tl.where(i == 2, 9, tl.where(i == 3, 27, 81))))
         c = (((b * 135 * pow3) & 0x7FFF) * 3) >> 15
         return tl.where(c == 2, -1, c)
-    b = tl.load(codes_ptr + plane * stride_cp + offs_n[:, None] * stride_cn + offs_k[None, :] // 4,
-                mask=offs_n[:, None] < N, other=0).to(tl.int32)
+    b = tl.load(
+        codes_ptr + plane * stride_cp + offs_n[:, None] * stride_cn + offs_k[None, :] // 4,
+        mask=offs_n[:, None] < N,
+        other=0,
+    ).to(tl.int32)
     c = (b >> (2 * (offs_k[None, :] % 4))) & 3
     return tl.where(c == 3, -1, c)
 
 
 @triton.jit
-def _weights(codes_ptr, scales_ptr, offsets_ptr, offs_n, offs_k, g, stride_cp, stride_cn, stride_sp, stride_sn, N,
-             PLANES: tl.constexpr, HAS_OFFSET: tl.constexpr, BASE3: tl.constexpr):
+def _weights(
+    codes_ptr,
+    scales_ptr,
+    offsets_ptr,
+    offs_n,
+    offs_k,
+    g,
+    stride_cp,
+    stride_cn,
+    stride_sp,
+    stride_sn,
+    N,
+    PLANES: tl.constexpr,
+    HAS_OFFSET: tl.constexpr,
+    BASE3: tl.constexpr,
+):
     """W_hat tile [BLOCK_N, BLOCK_K] float32 for columns in one group g."""
     w = tl.zeros((offs_n.shape[0], offs_k.shape[0]), dtype=tl.float32)
     for p in range(PLANES):
@@ -68,14 +88,37 @@ def _weights(codes_ptr, scales_ptr, offsets_ptr, offs_n, offs_k, g, stride_cp, s
 @triton.jit
 def _x_tile(x_ptr, offs_m, offs_k, stride_xm, M, K):
     """Activations [BLOCK_M, BLOCK_K] as float32, zero outside the matrix."""
-    return tl.load(x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :],
-                   mask=(offs_m[:, None] < M) & (offs_k[None, :] < K), other=0.0).to(tl.float32)
+    return tl.load(
+        x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :],
+        mask=(offs_m[:, None] < M) & (offs_k[None, :] < K),
+        other=0.0,
+    ).to(tl.float32)
 
 
 @triton.jit
-def _float_kernel(x_ptr, codes_ptr, scales_ptr, offsets_ptr, y_ptr, M, N, K, stride_xm, stride_cp, stride_cn,
-                  stride_sp, stride_sn, PLANES: tl.constexpr, HAS_OFFSET: tl.constexpr, G: tl.constexpr,
-                  BASE3: tl.constexpr, DOT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+def _float_kernel(
+    x_ptr,
+    codes_ptr,
+    scales_ptr,
+    offsets_ptr,
+    y_ptr,
+    M,
+    N,
+    K,
+    stride_xm,
+    stride_cp,
+    stride_cn,
+    stride_sp,
+    stride_sn,
+    PLANES: tl.constexpr,
+    HAS_OFFSET: tl.constexpr,
+    G: tl.constexpr,
+    BASE3: tl.constexpr,
+    DOT: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
     """Tiles BLOCK_M x BLOCK_N; ``DOT``: tl.dot on the unpacked tile (prefill), else a
     broadcast multiply-sum (decode, m <= 8: one row block, every packed byte read once)."""
     offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -83,8 +126,22 @@ def _float_kernel(x_ptr, codes_ptr, scales_ptr, offsets_ptr, y_ptr, M, N, K, str
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for k0 in range(0, K, BLOCK_K):
         offs_k = k0 + tl.arange(0, BLOCK_K)
-        w = _weights(codes_ptr, scales_ptr, offsets_ptr, offs_n, offs_k, k0 // G, stride_cp, stride_cn, stride_sp,
-                     stride_sn, N, PLANES, HAS_OFFSET, BASE3)
+        w = _weights(
+            codes_ptr,
+            scales_ptr,
+            offsets_ptr,
+            offs_n,
+            offs_k,
+            k0 // G,
+            stride_cp,
+            stride_cn,
+            stride_sp,
+            stride_sn,
+            N,
+            PLANES,
+            HAS_OFFSET,
+            BASE3,
+        )
         x = _x_tile(x_ptr, offs_m, offs_k, stride_xm, M, K)
         if DOT:
             acc += tl.dot(x, tl.trans(w))
@@ -94,9 +151,28 @@ def _float_kernel(x_ptr, codes_ptr, scales_ptr, offsets_ptr, y_ptr, M, N, K, str
 
 
 @triton.jit
-def _int_kernel(xq_ptr, codes_ptr, aq_ptr, mq_ptr, acc_ptr, M, N, ng, stride_xm, stride_cp, stride_cn, stride_ap,
-                stride_an, PLANES: tl.constexpr, HAS_OFFSET: tl.constexpr, G: tl.constexpr, BASE3: tl.constexpr,
-                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+def _int_kernel(
+    xq_ptr,
+    codes_ptr,
+    aq_ptr,
+    mq_ptr,
+    acc_ptr,
+    M,
+    N,
+    ng,
+    stride_xm,
+    stride_cp,
+    stride_cn,
+    stride_ap,
+    stride_an,
+    PLANES: tl.constexpr,
+    HAS_OFFSET: tl.constexpr,
+    G: tl.constexpr,
+    BASE3: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
     offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int64)
@@ -121,8 +197,14 @@ def _int_kernel(xq_ptr, codes_ptr, aq_ptr, mq_ptr, acc_ptr, M, N, ng, stride_xm,
     tl.store(acc_ptr + offs_m[:, None] * N + offs_n[None, :], acc, mask=(offs_m[:, None] < M) & (offs_n[None, :] < N))
 
 
-def trit_matmul(x: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor, group_size: int = 128,
-                offsets: torch.Tensor | None = None, packing: str = "2bit") -> torch.Tensor:
+def trit_matmul(
+    x: torch.Tensor,
+    codes: torch.Tensor,
+    scales: torch.Tensor,
+    group_size: int = 128,
+    offsets: torch.Tensor | None = None,
+    packing: str = "2bit",
+) -> torch.Tensor:
     """y = x W_hat^T (fp32 accumulation, output in x's dtype) for x (..., d) with d <= d_pad,
     W_hat = sum_k a_k T_k (+ m) in stored column order (a permutation is the caller's)."""
     n, d_pad = check_packed(codes, scales, group_size, offsets, packing)
@@ -138,17 +220,37 @@ def trit_matmul(x: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor, grou
     block_k = min(64, group_size & -group_size)  # a power of two dividing G: a block never spans groups
     scales = scales.contiguous()
     offsets = scales if offsets is None else offsets.to(scales.dtype).contiguous()  # unread without HAS_OFFSET
-    args = (x2, codes, scales, offsets, y, M, n, d_pad, x2.stride(0), codes.stride(0), codes.stride(1),
-            scales.stride(0), scales.stride(1))
+    args = (
+        x2,
+        codes,
+        scales,
+        offsets,
+        y,
+        M,
+        n,
+        d_pad,
+        x2.stride(0),
+        codes.stride(0),
+        codes.stride(1),
+        scales.stride(0),
+        scales.stride(1),
+    )
     flags = dict(PLANES=codes.shape[0], HAS_OFFSET=offsets is not scales, G=group_size, BASE3=packing == "base3")
     bm = max(1, triton.next_power_of_2(M)) if M <= 8 else 64  # decode: all rows in one block
-    _float_kernel[(triton.cdiv(M, bm), triton.cdiv(n, 64))](*args, **flags, DOT=M > 8, BLOCK_M=bm, BLOCK_N=64,
-                                                            BLOCK_K=block_k)
+    _float_kernel[(triton.cdiv(M, bm), triton.cdiv(n, 64))](
+        *args, **flags, DOT=M > 8, BLOCK_M=bm, BLOCK_N=64, BLOCK_K=block_k
+    )
     return y.to(x.dtype).reshape(*lead, n)
 
 
-def trit_matmul_int(x_q: torch.Tensor, codes: torch.Tensor, a_q: torch.Tensor, group_size: int = 128,
-                    m_q: torch.Tensor | None = None, packing: str = "2bit") -> torch.Tensor:
+def trit_matmul_int(
+    x_q: torch.Tensor,
+    codes: torch.Tensor,
+    a_q: torch.Tensor,
+    group_size: int = 128,
+    m_q: torch.Tensor | None = None,
+    packing: str = "2bit",
+) -> torch.Tensor:
     """The golden accumulator acc int64 [m, n] from x_q [m, d_pad] (integers), a_q int64
     [planes, n, ng] and optional offsets m_q int64 [n, ng]."""
     n, d_pad = check_packed(codes, a_q, group_size, m_q, packing)
@@ -162,7 +264,26 @@ def trit_matmul_int(x_q: torch.Tensor, codes: torch.Tensor, a_q: torch.Tensor, g
     M = x_q.shape[0]
     acc = torch.empty(M, n, device=x_q.device, dtype=torch.int64)
     grid = (triton.cdiv(M, 16), triton.cdiv(n, 32))
-    _int_kernel[grid](x_q, codes, a_q, mq, acc, M, n, d_pad // group_size, x_q.stride(0), codes.stride(0),
-                      codes.stride(1), a_q.stride(0), a_q.stride(1), PLANES=codes.shape[0], HAS_OFFSET=m_q is not None,
-                      G=group_size, BASE3=packing == "base3", BLOCK_M=16, BLOCK_N=32, BLOCK_K=min(32, group_size & -group_size))
+    _int_kernel[grid](
+        x_q,
+        codes,
+        a_q,
+        mq,
+        acc,
+        M,
+        n,
+        d_pad // group_size,
+        x_q.stride(0),
+        codes.stride(0),
+        codes.stride(1),
+        a_q.stride(0),
+        a_q.stride(1),
+        PLANES=codes.shape[0],
+        HAS_OFFSET=m_q is not None,
+        G=group_size,
+        BASE3=packing == "base3",
+        BLOCK_M=16,
+        BLOCK_N=32,
+        BLOCK_K=min(32, group_size & -group_size),
+    )
     return acc

@@ -27,11 +27,27 @@ _transformers_hook.install()  # quantized folders load with transformers' from_p
 #: public name -> the module defining it; imported on first use, so that ``import ptqtp``
 #: (and the command line's --help, hdl and sim) does not import torch.
 _EXPORTS = {
-    **dict.fromkeys(("Artifact", "ArtifactError", "PackedLayer", "load_artifact", "save_artifact"),
-                    "ptqtp.formats.artifact"),
-    **dict.fromkeys(("METHODS", "PT2Config", "PT2ITFConfig", "PTQTPConfig", "PTQTPGPTQConfig", "RTNConfig",
-                     "RTNResult", "TernaryConfig", "TritPlaneResult", "quantize", "quantize_ptqtp", "quantize_rtn",
-                     "quantize_ternary_absmean"), "ptqtp.methods"),
+    **dict.fromkeys(
+        ("Artifact", "ArtifactError", "PackedLayer", "load_artifact", "save_artifact"), "ptqtp.formats.artifact"
+    ),
+    **dict.fromkeys(
+        (
+            "METHODS",
+            "PT2Config",
+            "PT2ITFConfig",
+            "PTQTPConfig",
+            "PTQTPGPTQConfig",
+            "RTNConfig",
+            "RTNResult",
+            "TernaryConfig",
+            "TritPlaneResult",
+            "quantize",
+            "quantize_ptqtp",
+            "quantize_rtn",
+            "quantize_ternary_absmean",
+        ),
+        "ptqtp.methods",
+    ),
 }
 
 __all__ = sorted(_EXPORTS)

@@ -168,11 +168,15 @@ def group_sums(x_q: np.ndarray, group_size: int) -> np.ndarray:
     return x_q.astype(np.int64).reshape(m, d_pad // group_size, group_size).sum(-1)
 
 
-def accumulate(p: np.ndarray, a_q: np.ndarray, s: np.ndarray | None = None, m_q: np.ndarray | None = None) -> np.ndarray:
+def accumulate(
+    p: np.ndarray, a_q: np.ndarray, s: np.ndarray | None = None, m_q: np.ndarray | None = None
+) -> np.ndarray:
     """acc int64 [m, n] = sum over groups and planes of p * a_q (a_q is [planes, n, ng]), plus
     sum over groups of s * m_q (s [m, ng], m_q [n, ng]) when offsets are given."""
     acc = np.einsum("mrgk,krg->mr", p, a_q.astype(np.int64))
     if m_q is not None:
+        if s is None:
+            raise ValueError("offsets need the activation group sums s")
         acc += s @ m_q.astype(np.int64).T
     return acc
 
@@ -197,8 +201,18 @@ class GoldenLayer:
         be exact in int64), or the declared ``acc_bits`` is narrower than the worst case needs.
     """
 
-    def __init__(self, trits, scales, in_features: int, group_size: int, config: IntConfig | None = None,
-                 acc_bits: int | None = None, bias=None, offsets=None, perm=None):
+    def __init__(
+        self,
+        trits,
+        scales,
+        in_features: int,
+        group_size: int,
+        config: IntConfig | None = None,
+        acc_bits: int | None = None,
+        bias=None,
+        offsets=None,
+        perm=None,
+    ):
         self.config = config or IntConfig()
         self.trits = np.asarray(trits, dtype=np.int8)
         scales = np.asarray(scales, dtype=np.float64)
@@ -234,17 +248,31 @@ class GoldenLayer:
         self.bias = None if bias is None else np.asarray(bias, dtype=np.float64)
 
     @classmethod
-    def from_fixed_point(cls, trits, a_q, F: int, in_features: int, group_size: int,
-                         config: IntConfig | None = None, m_q=None, perm=None) -> GoldenLayer:
+    def from_fixed_point(
+        cls, trits, a_q, F: int, in_features: int, group_size: int, config: IntConfig | None = None, m_q=None, perm=None
+    ) -> GoldenLayer:
         """From fixed-point scales (a hardware image, a wire message): the scales a_q 2^-F (and
         offsets m_q 2^-F) must give back exactly a_q, m_q and F, else ``ValueError``."""
         a_q = np.asarray(a_q, dtype=np.int64)
         m_q = None if m_q is None else np.asarray(m_q, dtype=np.int64)
-        g = cls(trits, np.ldexp(a_q.astype(np.float64), -F), in_features, group_size, config,
-                offsets=None if m_q is None else np.ldexp(m_q.astype(np.float64), -F), perm=perm)
-        if g.F != F or not np.array_equal(g.a_q, a_q) or (m_q is not None and not np.array_equal(g.m_q, m_q)):
-            raise ValueError(f"a_q and F={F} are not normalised (max |a_q|, |m_q| must lie in (2^(S-2), 2^(S-1) - 1]; "
-                             f"the golden model derives F={g.F})")
+        g = cls(
+            trits,
+            np.ldexp(a_q.astype(np.float64), -F),
+            in_features,
+            group_size,
+            config,
+            offsets=None if m_q is None else np.ldexp(m_q.astype(np.float64), -F),
+            perm=perm,
+        )
+        if (
+            g.F != F
+            or not np.array_equal(g.a_q, a_q)
+            or (m_q is not None and (g.m_q is None or not np.array_equal(g.m_q, m_q)))
+        ):
+            raise ValueError(
+                f"a_q and F={F} are not normalised (max |a_q|, |m_q| must lie in (2^(S-2), 2^(S-1) - 1]; "
+                f"the golden model derives F={g.F})"
+            )
         return g
 
     @classmethod
@@ -258,8 +286,16 @@ class GoldenLayer:
             t = t.detach().cpu()
             return (t.double() if t.is_floating_point() else t).numpy()
 
-        return cls(host(layer.trits()), host(layer.scales), layer.in_features, layer.group_size, config,
-                   bias=host(layer.bias), offsets=host(layer.offsets), perm=host(layer.perm))
+        return cls(
+            host(layer.trits()),
+            host(layer.scales),
+            layer.in_features,
+            layer.group_size,
+            config,
+            bias=host(layer.bias),
+            offsets=host(layer.offsets),
+            perm=host(layer.perm),
+        )
 
     def quantize_input(self, x) -> tuple[np.ndarray, np.ndarray]:
         """(x_q int64 [m, d_pad], s_x [m]) for activations x (m, d), in stored column order."""

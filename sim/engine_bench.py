@@ -15,14 +15,21 @@ import socket
 import struct
 import time
 
-import numpy as np
-
 import cocotb
+import numpy as np
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, RisingEdge
 from cocotb.utils import get_sim_time
-from cocotbext.axi import (AxiLiteBus, AxiLiteMaster, AxiRamRead, AxiReadBus, AxiStreamBus, AxiStreamFrame,
-                           AxiStreamSink, AxiStreamSource)
+from cocotbext.axi import (
+    AxiLiteBus,
+    AxiLiteMaster,
+    AxiRamRead,
+    AxiReadBus,
+    AxiStreamBus,
+    AxiStreamFrame,
+    AxiStreamSink,
+    AxiStreamSource,
+)
 
 from ptqtp.formats.wire import recv_exact
 from ptqtp.hdl.contract import CTRL, ERRORS, STATUS, BenchEnv, Reg
@@ -54,8 +61,9 @@ class Bench:
         image = job["image"].tobytes()
         self.ram = None
         if hasattr(dut, "m_axi__araddr"):  # else the engine reads its weights from on-chip ROM
-            self.ram = AxiRamRead(AxiReadBus.from_prefix(dut, "m_axi", **SEP), dut.clk, dut.rst,
-                                  size=max(len(image), 4096))
+            self.ram = AxiRamRead(
+                AxiReadBus.from_prefix(dut, "m_axi", **SEP), dut.clk, dut.rst, size=max(len(image), 4096)
+            )
             self.ram.write(0, image)
         self.host = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axil", **SEP), dut.clk, dut.rst)
         self.x = AxiStreamSource(AxiStreamBus.from_prefix(dut, "s_axis_x", **SEP), dut.clk, dut.rst, byte_lanes=1)
@@ -65,8 +73,9 @@ class Bench:
         if mem and self.ram is not None:
             self.ram.r_channel.set_pause_generator(_pauses(mem, random.Random(seed), cfg.get("mem_period", 0)))
         if cfg.get("mem_latency", 0) and self.ram is not None:
-            self.ram.ar_channel.set_pause_generator(_pauses(1.0 - 1.0 / cfg["mem_latency"], random.Random(seed),
-                                                            cfg["mem_latency"]))
+            self.ram.ar_channel.set_pause_generator(
+                _pauses(1.0 - 1.0 / cfg["mem_latency"], random.Random(seed), cfg["mem_latency"])
+            )
         if cfg.get("stall", 0.0):
             self.x.set_pause_generator(_pauses(cfg["stall"], random.Random(seed + 1)))
             self.y.set_pause_generator(_pauses(cfg["stall"], random.Random(seed + 2)))
@@ -81,9 +90,14 @@ class Bench:
         return await self.host.read_dword(4 * addr)
 
     async def queue(self, run):
-        for addr, value in ((Reg.N, run["n"]), (Reg.CHUNKS, run["chunks"]), (Reg.M, run["m"]),
-                            (Reg.ADDR_LO, run["addr"] & 0xFFFFFFFF), (Reg.ADDR_HI, run["addr"] >> 32),
-                            (Reg.BEATS, run["beats"])):
+        for addr, value in (
+            (Reg.N, run["n"]),
+            (Reg.CHUNKS, run["chunks"]),
+            (Reg.M, run["m"]),
+            (Reg.ADDR_LO, run["addr"] & 0xFFFFFFFF),
+            (Reg.ADDR_HI, run["addr"] >> 32),
+            (Reg.BEATS, run["beats"]),
+        ):
             await self.host.write_dword(4 * addr, value)
         await self.host.write_dword(4 * Reg.CTRL, CTRL.pack(start=1))
 
@@ -127,7 +141,7 @@ async def run_job(dut):
     report = {"runs": [], "mismatches": 0, "first_mismatch": None, "outputs": 0, "expected_outputs": 0}
 
     async def feed():
-        for i, run in enumerate(runs):
+        for i in range(len(runs)):
             await bench.send_batch(job[f"x{i}"])
 
     async def queue_all():
@@ -150,13 +164,22 @@ async def run_job(dut):
             report["mismatches"] += len(bad)
             if report["first_mismatch"] is None:
                 v, r = (int(k) for k in bad[0])
-                report["first_mismatch"] = {"run": i, "layer": run.get("name", ""), "vector": v, "row": r,
-                                            "got": int(got[v, r]), "expected": int(expect[v, r])}
-        report["runs"].append({"name": run.get("name", ""), "cycles": now - last, "done_at": now - t0,
-                               "mismatches": len(bad)})
+                report["first_mismatch"] = {
+                    "run": i,
+                    "layer": run.get("name", ""),
+                    "vector": v,
+                    "row": r,
+                    "got": int(got[v, r]),
+                    "expected": int(expect[v, r]),
+                }
+        report["runs"].append(
+            {"name": run.get("name", ""), "cycles": now - last, "done_at": now - t0, "mismatches": len(bad)}
+        )
         last = now
-    counters = {name: await bench.reg(getattr(Reg, name)) for name in ("CYCLES", "ISSUED", "WAIT_W", "WAIT_X",
-                                                                        "WAIT_Y", "ERRORS", "STATUS")}
+    counters = {
+        name: await bench.reg(getattr(Reg, name))
+        for name in ("CYCLES", "ISSUED", "WAIT_W", "WAIT_X", "WAIT_Y", "ERRORS", "STATUS")
+    }
     report.update(counters=counters, sim_cycles=_cycle() - t0, sim_wall_s=time.perf_counter() - wall0)
     with open(os.environ[BenchEnv.REPORT], "w") as f:
         json.dump(report, f)

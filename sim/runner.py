@@ -28,8 +28,19 @@ import numpy as np
 from ptqtp.hdl.contract import ENGINE_ID, BenchEnv
 from ptqtp.hdl.synth import step
 
-__all__ = ["EngineResult", "cache_dir", "verilator_env", "build", "wave_format", "run_engine", "run_test",
-           "serve_in_thread", "engine_config", "image_runs", "ENGINE_TOP"]
+__all__ = [
+    "EngineResult",
+    "cache_dir",
+    "verilator_env",
+    "build",
+    "wave_format",
+    "run_engine",
+    "run_test",
+    "serve_in_thread",
+    "engine_config",
+    "image_runs",
+    "ENGINE_TOP",
+]
 
 ENGINE_TOP = "trit_engine"
 BENCH = "ptqtp.sim.engine_bench"
@@ -59,10 +70,14 @@ def wave_format(path: Path | None) -> str | None:
         return None
     name = Path(path).name.lower()
     if name.endswith(".fst"):
-        if not any(Path(d, "lz4.h").is_file() for d in ("/usr/include", "/usr/local/include",
-                                                       os.environ.get("CPATH", "/nonexistent"))):
-            raise RuntimeError(f"{path}: FST waveforms need the lz4 C headers (e.g. apt install liblz4-dev) for "
-                               f"Verilator's FST writer; name the file .vcd.gz for a compressed VCD instead")
+        if not any(
+            Path(d, "lz4.h").is_file()
+            for d in ("/usr/include", "/usr/local/include", os.environ.get("CPATH", "/nonexistent"))
+        ):
+            raise RuntimeError(
+                f"{path}: FST waveforms need the lz4 C headers (e.g. apt install liblz4-dev) for "
+                f"Verilator's FST writer; name the file .vcd.gz for a compressed VCD instead"
+            )
         return "fst"
     if name.endswith((".vcd", ".vcd.gz")):
         return "vcd"
@@ -111,13 +126,30 @@ def _stderr(message: str) -> None:
 
 def _verilate(runner, folder: Path, top: str, waves: str | None) -> None:
     # -O3 and no assertion checks: measured 1.6x faster simulation than the defaults here.
-    runner.build(sources=[folder / "top.v"], hdl_toplevel=top, build_dir=folder, waves=waves is not None,
-                 build_args=["--trace-fst"] * (waves == "fst") + ["-O3", "--x-assign", "fast", "--x-initial", "fast", "-Wno-fatal",
-                             # one C++ file: the PyPI build's precompiled-header flags break split builds
-                             "--output-split", "0", "--output-split-cfuncs", "0",
-                             # -O2 on the evaluated code, -O0 on the one-off ROM initialisers (compile time)
-                             "-MAKEFLAGS", "OPT_FAST=-O2 OPT_SLOW=-O0 OPT_GLOBAL=-O2"],
-                 log_file=folder / "build.log")
+    runner.build(
+        sources=[folder / "top.v"],
+        hdl_toplevel=top,
+        build_dir=folder,
+        waves=waves is not None,
+        build_args=["--trace-fst"] * (waves == "fst")
+        + [
+            "-O3",
+            "--x-assign",
+            "fast",
+            "--x-initial",
+            "fast",
+            "-Wno-fatal",
+            # one C++ file: the PyPI build's precompiled-header flags break split builds
+            "--output-split",
+            "0",
+            "--output-split-cfuncs",
+            "0",
+            # -O2 on the evaluated code, -O0 on the one-off ROM initialisers (compile time)
+            "-MAKEFLAGS",
+            "OPT_FAST=-O2 OPT_SLOW=-O0 OPT_GLOBAL=-O2",
+        ],
+        log_file=folder / "build.log",
+    )
 
 
 @contextlib.contextmanager
@@ -136,9 +168,17 @@ def run_test(build_dir: Path, testcase: str, test_dir: Path, env: dict[str, str]
     from cocotb_tools.runner import get_runner
 
     with _verdict_in_report():
-        get_runner("verilator").test(test_module=BENCH, hdl_toplevel=ENGINE_TOP, hdl_toplevel_lang="verilog",
-                                     testcase=testcase, build_dir=build_dir, test_dir=test_dir,
-                                     extra_env=env | verilator_env(), waves=waves, log_file=test_dir / "sim.log")
+        get_runner("verilator").test(
+            test_module=BENCH,
+            hdl_toplevel=ENGINE_TOP,
+            hdl_toplevel_lang="verilog",
+            testcase=testcase,
+            build_dir=build_dir,
+            test_dir=test_dir,
+            extra_env=env | verilator_env(),
+            waves=waves,
+            log_file=test_dir / "sim.log",
+        )
 
 
 def serve_in_thread(build_dir: Path, test_dir: Path, env: dict[str, str], timeout: float):
@@ -160,9 +200,10 @@ def serve_in_thread(build_dir: Path, test_dir: Path, env: dict[str, str], timeou
     thread.start()
     try:
         conn, _ = listener.accept()
-    except (TimeoutError, socket.timeout):
-        raise TimeoutError(f"the engine simulator did not start within {timeout} s; see {test_dir / 'sim.log'}") \
-            from None
+    except TimeoutError:
+        raise TimeoutError(
+            f"the engine simulator did not start within {timeout} s; see {test_dir / 'sim.log'}"
+        ) from None
     finally:
         listener.close()
     conn.settimeout(timeout)
@@ -191,9 +232,16 @@ def engine_config(params, **throttle) -> dict:
     optional throttling: mem_busy (share of cycles the memory pauses), mem_period (a fixed
     pattern of that period instead of random pauses), mem_latency, stall (back-pressure on
     both streams), seed."""
-    return {"lanes": params.lanes, "act_bits": params.act_bits, "out_bits": params.out_bits, "engine_id": ENGINE_ID,
-            "params_word": params.params_word(), "layout_word": params.layout_word(), "vectors": params.vectors,
-            **throttle}
+    return {
+        "lanes": params.lanes,
+        "act_bits": params.act_bits,
+        "out_bits": params.out_bits,
+        "engine_id": ENGINE_ID,
+        "params_word": params.params_word(),
+        "layout_word": params.layout_word(),
+        "vectors": params.vectors,
+        **throttle,
+    }
 
 
 def image_runs(image, batches: list[tuple[str, np.ndarray]]):
@@ -204,16 +252,31 @@ def image_runs(image, batches: list[tuple[str, np.ndarray]]):
     runs, inputs, expected = [], [], []
     for name, x_q in batches:
         e, g = entries[name], image.layers[name]
-        runs.append({"name": name, "n": g.n, "chunks": g.d_pad // image.layout.lanes, "m": int(len(x_q)),
-                     "addr": e["byte_offset"], "beats": e["beats"]})
+        runs.append(
+            {
+                "name": name,
+                "n": g.n,
+                "chunks": g.d_pad // image.layout.lanes,
+                "m": int(len(x_q)),
+                "addr": e["byte_offset"],
+                "beats": e["beats"],
+            }
+        )
         inputs.append(x_q)
         expected.append(g.acc(x_q))
     return runs, inputs, expected
 
 
-def run_engine(verilog_text: str, image: bytes, runs: list[dict], inputs: list[np.ndarray],
-               expected: list[np.ndarray], config: dict, testcase: str = "run_job",
-               waves: Path | None = None) -> EngineResult:
+def run_engine(
+    verilog_text: str,
+    image: bytes,
+    runs: list[dict],
+    inputs: list[np.ndarray],
+    expected: list[np.ndarray],
+    config: dict,
+    testcase: str = "run_job",
+    waves: Path | None = None,
+) -> EngineResult:
     """Run ``ptqtp.sim.engine_bench`` on the Verilated engine.
 
     ``image``: the memory contents (a model image blob); ``runs``: descriptors {name, n,
@@ -231,8 +294,11 @@ def run_engine(verilog_text: str, image: bytes, runs: list[dict], inputs: list[n
         np.savez(tmp / "job.npz", **arrays)
         (tmp / "cfg.json").write_text(json.dumps({**config, "runs": runs}))
         report_path = tmp / "report.json"
-        env = {BenchEnv.JOB: str(tmp / "job.npz"), BenchEnv.CFG: str(tmp / "cfg.json"),
-               BenchEnv.REPORT: str(report_path)}
+        env = {
+            BenchEnv.JOB: str(tmp / "job.npz"),
+            BenchEnv.CFG: str(tmp / "cfg.json"),
+            BenchEnv.REPORT: str(report_path),
+        }
         t0 = time.perf_counter()
         run_test(folder, testcase, tmp, env, waves=waves is not None)
         wall = time.perf_counter() - t0
@@ -247,7 +313,12 @@ def run_engine(verilog_text: str, image: bytes, runs: list[dict], inputs: list[n
             dumps = [f for pattern in ("*.fst", "*.vcd") for d in (tmp, folder) for f in d.glob(pattern)]
             if dumps:
                 _save_waves(dumps[0], waves)
-    return EngineResult(passed=rep["mismatches"] == 0 and rep["outputs"] == rep["expected_outputs"],
-                        mismatches=rep["mismatches"], first_mismatch=rep.get("first_mismatch"), runs=rep["runs"],
-                        counters=rep.get("counters", {}), sim_cycles=rep.get("sim_cycles", 0),
-                        wall_s=rep.get("sim_wall_s", wall))
+    return EngineResult(
+        passed=rep["mismatches"] == 0 and rep["outputs"] == rep["expected_outputs"],
+        mismatches=rep["mismatches"],
+        first_mismatch=rep.get("first_mismatch"),
+        runs=rep["runs"],
+        counters=rep.get("counters", {}),
+        sim_cycles=rep.get("sim_cycles", 0),
+        wall_s=rep.get("sim_wall_s", wall),
+    )

@@ -33,5 +33,6 @@ def pytest_terminal_summary(terminalreporter):
         return
     terminalreporter.section("fuzz outcomes")
     for target, c in counts.items():
-        terminalreporter.write_line(f"{target}: {sum(c.values())} mutations: " +
-                                    ", ".join(f"{k} {v}" for k, v in sorted(c.items())))
+        terminalreporter.write_line(
+            f"{target}: {sum(c.values())} mutations: " + ", ".join(f"{k} {v}" for k, v in sorted(c.items()))
+        )

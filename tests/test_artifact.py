@@ -32,9 +32,11 @@ def test_round_trip_bit_exact(tmp_path, layers):
         assert torch.equal(got.trits(), r.codes)
         assert torch.equal(got.scales, r.scales.to(torch.float16))
         assert got.info["method"] == r.method and got.info["iterations"] == r.iterations
-        expect = (r.codes.double().view(2, r.out_features, -1, 128) * r.scales.half().double().unsqueeze(-1))
+        expect = r.codes.double().view(2, r.out_features, -1, 128) * r.scales.half().double().unsqueeze(-1)
         assert torch.equal(got.dequantize(torch.float64), expect.sum(0).view(r.out_features, -1)[:, : r.in_features])
-    assert torch.equal(art.layers["model.layers.0.self_attn.q_proj"].bias, art.tensors["model.layers.0.self_attn.q_proj.bias"])
+    assert torch.equal(
+        art.layers["model.layers.0.self_attn.q_proj"].bias, art.tensors["model.layers.0.self_attn.q_proj.bias"]
+    )
     assert art.metadata["ptqtp.format"] == "1"
     assert PTQTPConfig.from_metadata(art.metadata) == PTQTPConfig()
     assert "model.embed_tokens.weight" in art.tensors
@@ -105,11 +107,23 @@ def _set_invalid(t):
     [
         (_set_invalid, None, r"q_proj.*invalid trit code 0b10 at plane 1, row 3, column 22"),
         (lambda t: t.pop(f"{Q}.tp_scales"), None, r"q_proj.*tp_scales' is missing"),
-        (lambda t: t.__setitem__(f"{Q}.tp_scales", t[f"{Q}.tp_scales"].float()), None, r"q_proj.*expected torch.float16"),
-        (lambda t: t.__setitem__(f"{Q}.tp_codes", t[f"{Q}.tp_codes"][:, :, :-1].contiguous()), None, r"q_proj.*tp_codes is"),
+        (
+            lambda t: t.__setitem__(f"{Q}.tp_scales", t[f"{Q}.tp_scales"].float()),
+            None,
+            r"q_proj.*expected torch.float16",
+        ),
+        (
+            lambda t: t.__setitem__(f"{Q}.tp_codes", t[f"{Q}.tp_codes"][:, :, :-1].contiguous()),
+            None,
+            r"q_proj.*tp_codes is",
+        ),
         (lambda t: t[f"{Q}.tp_scales"].__setitem__((0, 0, 0), float("nan")), None, r"q_proj.*non-finite"),
         (lambda t: t[f"{Q}.tp_codes"].__setitem__((0, 0, -1), 0b01), None, r"q_proj.*padding columns"),
-        (lambda t: t.__setitem__("stray.tp_codes", torch.zeros(2, 1, 32, dtype=torch.uint8)), None, r"belong to no listed layer"),
+        (
+            lambda t: t.__setitem__("stray.tp_codes", torch.zeros(2, 1, 32, dtype=torch.uint8)),
+            None,
+            r"belong to no listed layer",
+        ),
         (lambda t: t.__setitem__(f"{Q}.bias", torch.zeros(3)), None, r"q_proj.*bias shape"),
         (None, lambda m: m.__setitem__("ptqtp.format", "2"), r"ptqtp.format is '2'"),
         (None, lambda m: m.__setitem__("ptqtp.layers", "{"), r"not a JSON list"),
@@ -182,14 +196,17 @@ def _set_base3_byte(value, j=7):
     return lambda t: t[f"{Q}.tp_codes"].__setitem__((1, 3, j), value)
 
 
-@pytest.mark.parametrize("mutate,match", [
-    (_set_base3_byte(243), r"q_proj.*base-3 byte value 243 >= 243 at plane 1, row 3, byte 7 \(columns 35..39\)"),
-    (_set_base3_byte(255, 0), r"q_proj.*byte value 255"),
-    # d = 200, d_pad = 256: byte 39 holds columns 195..199, byte 51 holds 255 and four remainder trits
-    (_set_base3_byte(1, 40), r"q_proj.*padding columns 200..259 hold nonzero"),
-    (_set_base3_byte(1, 51), r"q_proj.*padding columns"),
-    (lambda t: t.__setitem__(f"{Q}.tp_codes", torch.zeros(2, 16, 64, dtype=torch.uint8)), r"q_proj.*tp_codes is"),
-])
+@pytest.mark.parametrize(
+    "mutate,match",
+    [
+        (_set_base3_byte(243), r"q_proj.*base-3 byte value 243 >= 243 at plane 1, row 3, byte 7 \(columns 35..39\)"),
+        (_set_base3_byte(255, 0), r"q_proj.*byte value 255"),
+        # d = 200, d_pad = 256: byte 39 holds columns 195..199, byte 51 holds 255 and four remainder trits
+        (_set_base3_byte(1, 40), r"q_proj.*padding columns 200..259 hold nonzero"),
+        (_set_base3_byte(1, 51), r"q_proj.*padding columns"),
+        (lambda t: t.__setitem__(f"{Q}.tp_codes", torch.zeros(2, 16, 64, dtype=torch.uint8)), r"q_proj.*tp_codes is"),
+    ],
+)
 def test_base3_corruptions_raise(tmp_path, layers, mutate, match):
     path = write(tmp_path, layers, packing="base3")
     rewrite(path, mutate)
@@ -204,6 +221,7 @@ def test_unknown_packing_rejected(tmp_path, layers):
         recs = json.loads(m["ptqtp.layers"])
         recs[0]["packing"] = "base4"
         m["ptqtp.layers"] = json.dumps(recs)
+
     rewrite(path, None, meta)
     with pytest.raises(ArtifactError, match="q_proj.*packing must be one of"):
         load_artifact(path)

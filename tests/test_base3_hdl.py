@@ -4,12 +4,11 @@ layers' records against the 2-bit stream layout's, bit for bit, under random sta
 import numpy as np
 import pytest
 from amaranth.sim import Simulator
+from test_engine import golden_layer
 
 from ptqtp.formats.packing import pack_trits, unpack_trits
 from ptqtp.formats.stream_layout import FRAME, StreamLayout
 from ptqtp.hdl.base3 import Base3Decoder, Base3Unpacker
-
-from test_engine import golden_layer
 
 
 def _word(data: bytes, i: int, wb: int) -> int:
@@ -50,8 +49,7 @@ def records_2bit(L2: StreamLayout, region: bytes, steps: int):
         step = int.from_bytes(region[s * L2.group_beats * wb : (s + 1) * L2.group_beats * wb], "little")
         scales.append(step & ((1 << L2.scale_record_bits) - 1))
         section = step >> (L2.scale_beats * L2.data_width)
-        weights += [(section >> (j * L2.record_bits)) & ((1 << L2.record_bits) - 1)
-                    for j in range(L2.chunks_per_group)]
+        weights += [(section >> (j * L2.record_bits)) & ((1 << L2.record_bits) - 1) for j in range(L2.chunks_per_group)]
     return scales, weights
 
 
@@ -98,12 +96,15 @@ def run_unpacker(L3: StreamLayout, regions: list[tuple[bytes, int]], seed=0, sta
     return scales, weights
 
 
-@pytest.mark.parametrize("P,R,planes,offset,G,S,DW,shapes", [
-    (4, 2, 2, True, 8, 8, 32, [(5, 24), (3, 8)]),  # frames of 5 and a partial one; two layers back to back
-    (8, 1, 1, False, 16, 16, 64, [(13, 32)]),  # records (8 trits) smaller than a word (40 trits)
-    (16, 4, 2, False, 128, 16, 128, [(9, 256)]),  # an Arty-sized engine
-    (16, 4, 2, True, 128, 16, 32, [(6, 384)]),  # records of 32 units: four pieces of 8 assembled
-])
+@pytest.mark.parametrize(
+    "P,R,planes,offset,G,S,DW,shapes",
+    [
+        (4, 2, 2, True, 8, 8, 32, [(5, 24), (3, 8)]),  # frames of 5 and a partial one; two layers back to back
+        (8, 1, 1, False, 16, 16, 64, [(13, 32)]),  # records (8 trits) smaller than a word (40 trits)
+        (16, 4, 2, False, 128, 16, 128, [(9, 256)]),  # an Arty-sized engine
+        (16, 4, 2, True, 128, 16, 32, [(6, 384)]),  # records of 32 units: four pieces of 8 assembled
+    ],
+)
 def test_unpacker_records_equal_2bit_layout(P, R, planes, offset, G, S, DW, shapes):
     rng = np.random.default_rng(P * R + DW)
     L2 = StreamLayout(P, R, planes, offset, G, S, DW, "2bit")
@@ -135,8 +136,11 @@ def test_real_layers_decode_to_the_2bit_image_bit_for_bit(tmp_path):
 
     src = GGUFSource(_default_gguf())
     names = ["model.layers.0.self_attn.k_proj", "model.layers.0.self_attn.v_proj"]
-    art = load_artifact(save_artifact(tmp_path / "a.safetensors",
-                                      {n: quantize(src.read(f"{n}.weight")) for n in names}, packing="base3"))
+    art = load_artifact(
+        save_artifact(
+            tmp_path / "a.safetensors", {n: quantize(src.read(f"{n}.weight")) for n in names}, packing="base3"
+        )
+    )
     layers = {n: GoldenLayer.from_packed(art.layers[n]) for n in names}
     L2, L3 = (StreamLayout(64, 4, 2, False, 128, 16, 128, p) for p in ("2bit", "base3"))
     img2 = read_model_image(write_model_image(tmp_path / "img2", layers, L2))

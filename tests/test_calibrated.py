@@ -2,12 +2,12 @@
 
 import pytest
 import torch
+from test_golden import exact_reference
 
 from ptqtp import PTQTPConfig, load_artifact, quantize_ptqtp, save_artifact
+from ptqtp.golden import GoldenLayer, IntConfig
 from ptqtp.methods import PTQTPGPTQConfig, gptq_trit_planes
 from ptqtp.methods.linalg import nearest_levels
-from ptqtp.golden import GoldenLayer, IntConfig
-from test_golden import exact_reference
 
 
 def correlated(n=48, d=200, N=1024, seed=0):

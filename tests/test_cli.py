@@ -27,7 +27,11 @@ def test_quantize_command(tmp_path, capsys):
     assert main(["quantize", str(path), "-o", str(out), "--group-size", "32"]) == 0
     art = load_artifact(out)
     assert set(art.layers) == {"model.layers.0.self_attn.q_proj", "model.layers.0.mlp.up_proj"}
-    for key in ("model.embed_tokens.weight", "model.layers.0.input_layernorm.weight", "model.layers.0.self_attn.q_proj.bias"):
+    for key in (
+        "model.embed_tokens.weight",
+        "model.layers.0.input_layernorm.weight",
+        "model.layers.0.self_attn.q_proj.bias",
+    ):
         assert torch.equal(art.tensors[key], tensors[key])
     from ptqtp import PTQTPConfig
 

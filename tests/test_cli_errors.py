@@ -14,15 +14,19 @@ from ptqtp.tools.cli import main
 
 def ck(tmp_path):
     path = tmp_path / "ck.safetensors"
-    save_file({"model.layers.0.mlp.up_proj.weight": torch.randn(16, 64) * 0.02, "model.norm.weight": torch.ones(64)},
-              str(path))
+    save_file(
+        {"model.layers.0.mlp.up_proj.weight": torch.randn(16, 64) * 0.02, "model.norm.weight": torch.ones(64)},
+        str(path),
+    )
     return path
 
 
 @pytest.fixture
 def art(tmp_path):
-    return save_artifact(tmp_path / "a.safetensors", {"model.layers.0.mlp.up_proj": quantize(torch.randn(16, 64) * 0.02,
-                                                                                             config=PTQTPConfig())})
+    return save_artifact(
+        tmp_path / "a.safetensors",
+        {"model.layers.0.mlp.up_proj": quantize(torch.randn(16, 64) * 0.02, config=PTQTPConfig())},
+    )
 
 
 def fails(capsys, argv, *needles):
@@ -44,10 +48,12 @@ def test_quantize_misuse(tmp_path, capsys):
     (tmp_path / "afile").write_text("x")
     fails(capsys, ["quantize", str(src), "-o", str(tmp_path / "afile")], "exists and is not a folder")
     fails(capsys, ["quantize", str(src), "-o", str(src)], "is the input checkpoint")
-    fails(capsys, ["quantize", str(src), "-o", str(tmp_path / "o.safetensors"), "--include", "("],
-          "regex")
-    fails(capsys, ["quantize", str(src), "-o", str(tmp_path / "o.safetensors"), "--include", "nothing"],
-          "nothing to quantize")
+    fails(capsys, ["quantize", str(src), "-o", str(tmp_path / "o.safetensors"), "--include", "("], "regex")
+    fails(
+        capsys,
+        ["quantize", str(src), "-o", str(tmp_path / "o.safetensors"), "--include", "nothing"],
+        "nothing to quantize",
+    )
     fails(capsys, ["quantize", str(src), "-o", str(src / "x.safetensors")], "ck.safetensors")  # -o under a file
     (tmp_path / "p.safetensors.parts").write_text("")
     fails(capsys, ["quantize", str(src), "-o", str(tmp_path / "p.safetensors")], "is not a folder")
@@ -64,8 +70,9 @@ def test_artifact_and_export_misuse(tmp_path, capsys, art):
     fails(capsys, ["sim", str(tmp_path / "no-image")], "no-image")
 
 
-@pytest.mark.parametrize("argv", [["budget", "A", "--samples", "0"], ["compare", "A", "--samples", "-1"],
-                                  ["serve", "--port", "70000"]])
+@pytest.mark.parametrize(
+    "argv", [["budget", "A", "--samples", "0"], ["compare", "A", "--samples", "-1"], ["serve", "--port", "70000"]]
+)
 def test_non_positive_counts_are_refused_by_the_parser(argv, capsys):
     with pytest.raises(SystemExit) as e:
         main(argv)
@@ -77,8 +84,11 @@ def test_remote_with_nothing_listening(capsys, art):
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
     s.close()
-    fails(capsys, ["compare", str(art), "--backends", "golden", "--remote", f"127.0.0.1:{port}"],
-          f"cannot reach a ptqtp server at 127.0.0.1:{port}")
+    fails(
+        capsys,
+        ["compare", str(art), "--backends", "golden", "--remote", f"127.0.0.1:{port}"],
+        f"cannot reach a ptqtp server at 127.0.0.1:{port}",
+    )
 
 
 def test_serve_on_a_busy_port_or_unknown_host(capsys):
@@ -107,8 +117,10 @@ def test_a_closed_pipe_is_not_an_error(art):
 @pytest.mark.parametrize("argv", [["--version"], ["--help"], ["hdl", "--no-synth", "-o", "{tmp}/e.v"]])
 def test_commands_that_need_no_torch_do_not_import_it(argv, tmp_path):
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
-    code = ("import sys\nfrom ptqtp.tools.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
-            "print('TORCH', 'torch' in sys.modules)")
+    code = (
+        "import sys\nfrom ptqtp.tools.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+        "print('TORCH', 'torch' in sys.modules)"
+    )
     proc = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=300)
     assert "TORCH False" in proc.stdout, proc.stdout + proc.stderr
     if argv == ["--version"]:

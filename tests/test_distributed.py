@@ -6,10 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from test_streaming import sharded, tensors
 
 from ptqtp import PTQTPConfig
 from ptqtp.formats.checkpoint import shard_of, stream_quantize
-from test_streaming import sharded, tensors
 
 TORCHRUN = Path(sys.executable).parent / "torchrun"
 ARGS = ["--group-size", "32"]
@@ -19,8 +19,14 @@ def torchrun(*argv, script=None, timeout=300):
     launch = [str(TORCHRUN), "--standalone", "--nproc_per_node", "2"]
     target = [script] if script else ["-m", "ptqtp.tools.cli"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run(launch + target + list(argv), capture_output=True, text=True, timeout=timeout, env=env,
-                          cwd=Path(__file__).parent)  # not the repository root (its kernels/ shadows a PyPI name)
+    return subprocess.run(
+        launch + target + list(argv),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=Path(__file__).parent,
+    )  # not the repository root (its kernels/ shadows a PyPI name)
 
 
 def test_shards_are_balanced_and_cover_everything():

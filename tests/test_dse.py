@@ -12,8 +12,11 @@ from ptqtp.hdl import synth
 from ptqtp.workflows import dse
 from ptqtp.workflows.plan import Board, LayerShape, plan
 
-LAYERS = [LayerShape(f"model.layers.{i}.mlp.{k}", n, d) for i in range(2)
-          for k, n, d in (("up_proj", 256, 128), ("down_proj", 128, 256))]
+LAYERS = [
+    LayerShape(f"model.layers.{i}.mlp.{k}", n, d)
+    for i in range(2)
+    for k, n, d in (("up_proj", 256, 128), ("down_proj", 128, 256))
+]
 
 
 def report(lut, ff=1000, bram=10, dsp=8, lutram=0, fmax=100.0):
@@ -24,10 +27,20 @@ SMALL, BIG, HUGE = dse.DesignPoint(16, 1, 4, 128), dse.DesignPoint(64, 4, 4, 512
 
 
 def boards():
-    ecp5 = Board("e", "ecp5", bandwidth_gbs=100.0, fmax_mhz=100, luts=10_000, family="ecp5", ffs=10_000,
-                 bram_blocks=20, dsps=20)
-    amd = Board("a", "amd", bandwidth_gbs=100.0, fmax_mhz=200, luts=50_000, family="xilinx-7", ffs=50_000,
-                bram_blocks=10, dsps=20)
+    ecp5 = Board(
+        "e", "ecp5", bandwidth_gbs=100.0, fmax_mhz=100, luts=10_000, family="ecp5", ffs=10_000, bram_blocks=20, dsps=20
+    )
+    amd = Board(
+        "a",
+        "amd",
+        bandwidth_gbs=100.0,
+        fmax_mhz=200,
+        luts=50_000,
+        family="xilinx-7",
+        ffs=50_000,
+        bram_blocks=10,
+        dsps=20,
+    )
     return [ecp5, amd]
 
 
@@ -60,9 +73,13 @@ def test_best_point_per_board_is_the_fastest_that_fits():
 
 
 def test_pareto_front():
-    synth = {SMALL: report(3_000, fmax=110.0), BIG: report(9_500, fmax=90.0), HUGE: report(20_000, fmax=80.0),
-             dse.DesignPoint(32, 1, 4, 128): report(5_000, fmax=100.0),  # 3.2 G at 5k LUT: beats nothing above
-             dse.DesignPoint(16, 2, 4, 128): report(6_000, fmax=50.0)}  # 1.6 G at 6k LUT: dominated by P32 R1
+    synth = {
+        SMALL: report(3_000, fmax=110.0),
+        BIG: report(9_500, fmax=90.0),
+        HUGE: report(20_000, fmax=80.0),
+        dse.DesignPoint(32, 1, 4, 128): report(5_000, fmax=100.0),  # 3.2 G at 5k LUT: beats nothing above
+        dse.DesignPoint(16, 2, 4, 128): report(6_000, fmax=50.0),
+    }  # 1.6 G at 6k LUT: dominated by P32 R1
     front = dse.pareto_front(synth)
     assert front == [SMALL, dse.DesignPoint(32, 1, 4, 128), BIG, HUGE]
 
@@ -70,8 +87,10 @@ def test_pareto_front():
 def test_plots_are_written(tmp_path):
     synth = {SMALL: report(3_000, fmax=110.0), BIG: report(9_500, fmax=90.0)}
     best = dse.best_per_board(dse.explore(LAYERS, synth, boards()))
-    for path in (dse.plot_roofline(tmp_path / "r.png", LAYERS, boards(), best),
-                 dse.plot_pareto(tmp_path / "p.png", synth)):
+    for path in (
+        dse.plot_roofline(tmp_path / "r.png", LAYERS, boards(), best),
+        dse.plot_pareto(tmp_path / "p.png", synth),
+    ):
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
 
 
@@ -100,14 +119,40 @@ def test_cli_dse_with_stand_in_synthesis(tmp_path, monkeypatch, capsys):
     from ptqtp import PTQTPConfig, quantize, save_artifact
     from ptqtp.tools.cli import main
 
-    art = save_artifact(tmp_path / "a.safetensors",
-                        {f"model.layers.0.mlp.{k}": quantize(torch.randn(n, d) * 0.02, config=PTQTPConfig())
-                         for k, n, d in (("up_proj", 64, 128), ("down_proj", 128, 64))})
-    monkeypatch.setattr(dse, "synthesise",
-                        lambda p, seed=1: report(300 * p.lanes * p.rows, fmax=120.7 - p.lanes / 2) | {"cached": True})
+    art = save_artifact(
+        tmp_path / "a.safetensors",
+        {
+            f"model.layers.0.mlp.{k}": quantize(torch.randn(n, d) * 0.02, config=PTQTPConfig())
+            for k, n, d in (("up_proj", 64, 128), ("down_proj", 128, 64))
+        },
+    )
+    monkeypatch.setattr(
+        dse, "synthesise", lambda p, seed=1: report(300 * p.lanes * p.rows, fmax=120.7 - p.lanes / 2) | {"cached": True}
+    )
     out = tmp_path / "dse"
-    assert main(["dse", str(art), "--lanes", "16", "64", "--rows", "1", "4", "--data-width", "128", "--output",
-                 str(out), "--board", "ulx3s-85f", "--board", "kria-kv260"]) == 0
+    assert (
+        main(
+            [
+                "dse",
+                str(art),
+                "--lanes",
+                "16",
+                "64",
+                "--rows",
+                "1",
+                "4",
+                "--data-width",
+                "128",
+                "--output",
+                str(out),
+                "--board",
+                "ulx3s-85f",
+                "--board",
+                "kria-kv260",
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert "| ulx3s-85f | 0.2 |" in text and "| kria-kv260 | 19.2 |" in text
     record = json.loads((out / "dse.json").read_text())

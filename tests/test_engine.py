@@ -17,9 +17,15 @@ def golden_layer(rng, n, d, planes=2, offset=False, G=128, A=8, S=16, perm=False
     d_pad = -(-d // G) * G
     t = rng.integers(-1, 2, (planes, n, d_pad)).astype(np.int8)
     t[:, :, d:] = 0
-    return GoldenLayer(t, rng.standard_normal((planes, n, d_pad // G)), d, G, IntConfig(A, S),
-                       offsets=rng.standard_normal((n, d_pad // G)) if offset else None,
-                       perm=rng.permutation(d) if perm else None)
+    return GoldenLayer(
+        t,
+        rng.standard_normal((planes, n, d_pad // G)),
+        d,
+        G,
+        IntConfig(A, S),
+        offsets=rng.standard_normal((n, d_pad // G)) if offset else None,
+        perm=rng.permutation(d) if perm else None,
+    )
 
 
 # ------------------------------------------------------------------ stream layout
@@ -36,9 +42,24 @@ def test_stream_layout_bytes_by_hand():
     a_q = np.array([[[5], [-2], [7]], [[1], [2], [3]]])
     m_q = np.array([[-1], [4], [9]])
     got = np.frombuffer(L.encode(trits, a_q, m_q), np.uint8)
-    block0 = [5, 0xFE, 1, 2, 0xFF, 4, 0, 0,  # scales: a1 r0 r1, a2 r0 r1, m r0 r1, pad
-              0x4D, 0, 0, 0,  # chunk 0: plane 1 row 0, plane 1 row 1, plane 2 row 0, plane 2 row 1
-              0, 0, 0, 0x03]  # chunk 1
+    block0 = [
+        5,
+        0xFE,
+        1,
+        2,
+        0xFF,
+        4,
+        0,
+        0,  # scales: a1 r0 r1, a2 r0 r1, m r0 r1, pad
+        0x4D,
+        0,
+        0,
+        0,  # chunk 0: plane 1 row 0, plane 1 row 1, plane 2 row 0, plane 2 row 1
+        0,
+        0,
+        0,
+        0x03,
+    ]  # chunk 1
     block1 = [7, 0, 3, 0, 9, 0, 0, 0, 0x01, 0, 0, 0, 0, 0, 0, 0]  # row 3 is padding: zero
     assert got.tolist() == block0 + block1
     t, a, m = L.decode(got.tobytes(), 3, 8, 2, True)
@@ -48,8 +69,7 @@ def test_stream_layout_bytes_by_hand():
 def test_stream_layout_base3_bytes_by_hand():
     """The same layer in base-3: one frame of k = 2 steps, its scale records, then the two
     steps' trit sequences (32 trits each) packed five a byte, most significant digit first."""
-    L = StreamLayout(lanes=4, rows=2, planes=2, offset=True, group_size=8, scale_bits=8, data_width=32,
-                     packing="base3")
+    L = StreamLayout(lanes=4, rows=2, planes=2, offset=True, group_size=8, scale_bits=8, data_width=32, packing="base3")
     trits = np.zeros((2, 3, 8), np.int8)
     trits[0, 0, :4] = [1, -1, 0, 1]  # sequence positions 0..3
     trits[1, 1, 4] = -1  # chunk 1 (16) + plane 2 (8) + row unit 1 (4): position 28
@@ -67,9 +87,15 @@ def test_stream_layout_base3_bytes_by_hand():
 
 
 @pytest.mark.parametrize("packing", ["2bit", "base3"])
-@pytest.mark.parametrize("P,R,planes,offset,DW,lp,loff",
-                         [(16, 4, 2, False, 128, 2, False), (16, 4, 2, True, 512, 1, True), (4, 1, 1, True, 64, 1, True),
-                          (64, 4, 2, False, 256, 2, False)])
+@pytest.mark.parametrize(
+    "P,R,planes,offset,DW,lp,loff",
+    [
+        (16, 4, 2, False, 128, 2, False),
+        (16, 4, 2, True, 512, 1, True),
+        (4, 1, 1, True, 64, 1, True),
+        (64, 4, 2, False, 256, 2, False),
+    ],
+)
 def test_stream_layout_round_trip(P, R, planes, offset, DW, lp, loff, packing):
     rng = np.random.default_rng(P + DW)
     L = StreamLayout(P, R, planes, offset, 128, 16, DW, packing)
@@ -143,8 +169,11 @@ def test_base3_region_sizes_of_smollm2_shapes():
 def test_model_image_round_trip_and_integrity(tmp_path):
     rng = np.random.default_rng(1)
     layout = StreamLayout(16, 4, 2, True, 128, 16, 128)
-    layers = {"q": golden_layer(rng, 9, 200), "down": golden_layer(rng, 5, 130, 1, True, perm=True),
-              "up": golden_layer(rng, 12, 256, 2, True)}
+    layers = {
+        "q": golden_layer(rng, 9, 200),
+        "down": golden_layer(rng, 5, 130, 1, True, perm=True),
+        "up": golden_layer(rng, 12, 256, 2, True),
+    }
     folder = write_model_image(tmp_path / "img", layers, layout, "ab" * 32)
     img = read_model_image(folder)
     assert list(img.layers) == ["q", "down", "up"] and img.source_sha256 == "ab" * 32
@@ -195,8 +224,11 @@ def test_model_image_round_trip_and_integrity(tmp_path):
 def test_model_image_refuses_layers_the_engine_cannot_run(tmp_path):
     rng = np.random.default_rng(2)
     with pytest.raises(ValueError, match="b: a layer with 1 plane.*offsets"):
-        write_model_image(tmp_path / "img", {"a": golden_layer(rng, 4, 128), "b": golden_layer(rng, 4, 128, 1, True)},
-                          StreamLayout(16, 4, 2, False, 128, 16, 128))
+        write_model_image(
+            tmp_path / "img",
+            {"a": golden_layer(rng, 4, 128), "b": golden_layer(rng, 4, 128, 1, True)},
+            StreamLayout(16, 4, 2, False, 128, 16, 128),
+        )
     assert not (tmp_path / "img").exists()  # nothing half-written
 
 
@@ -227,8 +259,9 @@ def run(params, img, batches, rom=False, **throttle):
 
     runs, inputs, expected = image_runs(img, batches)
     engine = TritEngine(params, rom=img.blob_bytes() if rom else None)
-    res = run_engine(to_verilog(engine, name=ENGINE_TOP), img.blob_bytes(), runs, inputs, expected,
-                     engine_config(params, **throttle))
+    res = run_engine(
+        to_verilog(engine, name=ENGINE_TOP), img.blob_bytes(), runs, inputs, expected, engine_config(params, **throttle)
+    )
     return res, runs
 
 
@@ -240,8 +273,9 @@ def check(res):
 ENGINES = [(8, 2, 2, True, 64, 2), (16, 4, 2, False, 128, 4), (4, 1, 1, True, 64, 1)]
 
 
-@pytest.mark.parametrize("P,R,planes,offset,DW,M,packing", [(*e, "2bit") for e in ENGINES]
-                         + [(*e, "base3") for e in ENGINES[:2]])
+@pytest.mark.parametrize(
+    "P,R,planes,offset,DW,M,packing", [(*e, "2bit") for e in ENGINES] + [(*e, "base3") for e in ENGINES[:2]]
+)
 @pytest.mark.rtl
 def test_engine_runs_layers_back_to_back(tmp_path, P, R, planes, offset, DW, M, packing):
     """Several shapes on one build (d not a multiple of P*R, n not a multiple of R, one- and
@@ -249,10 +283,24 @@ def test_engine_runs_layers_back_to_back(tmp_path, P, R, planes, offset, DW, M, 
     counter equals the cycle model's compute cycles."""
     from ptqtp.hdl.engine_model import EngineParams
 
-    params = EngineParams(lanes=P, rows=R, planes=planes, offset=offset, max_d=384, vectors=M, data_width=DW,
-                          burst=8, outstanding=2, packing=packing)
-    shapes = [(7, 300, planes, offset, False), (R + 1, 128, 1, offset, offset), (3, 384, planes, False, False),
-              (2 * R, 200, 1, False, False)]
+    params = EngineParams(
+        lanes=P,
+        rows=R,
+        planes=planes,
+        offset=offset,
+        max_d=384,
+        vectors=M,
+        data_width=DW,
+        burst=8,
+        outstanding=2,
+        packing=packing,
+    )
+    shapes = [
+        (7, 300, planes, offset, False),
+        (R + 1, 128, 1, offset, offset),
+        (3, 384, planes, False, False),
+        (2 * R, 200, 1, False, False),
+    ]
     img, batches = engine_case(tmp_path, params, shapes, seed=P)
     res, runs = run(params, img, batches)
     check(res)
@@ -266,8 +314,9 @@ def test_engine_runs_layers_back_to_back(tmp_path, P, R, planes, offset, DW, M, 
 def test_engine_under_back_pressure_and_throttled_memory(tmp_path):
     from ptqtp.hdl.engine_model import EngineParams
 
-    params = EngineParams(lanes=8, rows=2, planes=2, offset=True, max_d=384, vectors=2, data_width=64, burst=8,
-                          outstanding=2)
+    params = EngineParams(
+        lanes=8, rows=2, planes=2, offset=True, max_d=384, vectors=2, data_width=64, burst=8, outstanding=2
+    )
     img, batches = engine_case(tmp_path, params, [(9, 256, 2, True, False), (3, 100, 1, True, True)], seed=3)
     res, _ = run(params, img, batches, mem_busy=0.6, mem_latency=5, stall=0.3, seed=11)
     check(res)
@@ -279,8 +328,9 @@ def test_engine_with_resident_weights_in_rom(tmp_path):
     """The same datapath fed from an on-chip ROM holding the model image (no AXI master)."""
     from ptqtp.hdl.engine_model import EngineParams
 
-    params = EngineParams(lanes=8, rows=2, planes=2, offset=True, max_d=384, vectors=2, data_width=64, burst=8,
-                          outstanding=2)
+    params = EngineParams(
+        lanes=8, rows=2, planes=2, offset=True, max_d=384, vectors=2, data_width=64, burst=8, outstanding=2
+    )
     img, batches = engine_case(tmp_path, params, [(5, 200, 2, False, False), (3, 128, 1, True, True)], seed=9)
     res, _ = run(params, img, batches, rom=True, stall=0.2)
     check(res)
@@ -291,8 +341,9 @@ def test_engine_catches_a_flipped_weight_bit(tmp_path):
     """The bench is not vacuous: one flipped trit in the image gives mismatches."""
     from ptqtp.hdl.engine_model import EngineParams
 
-    params = EngineParams(lanes=8, rows=2, planes=2, offset=True, max_d=384, vectors=2, data_width=64, burst=8,
-                          outstanding=2)
+    params = EngineParams(
+        lanes=8, rows=2, planes=2, offset=True, max_d=384, vectors=2, data_width=64, burst=8, outstanding=2
+    )
     img, batches = engine_case(tmp_path, params, [(4, 128, 2, False, False)], seed=5)
     blob = bytearray(img.blob_bytes())
     blob[params.layout.scale_beats * 8 + 2] ^= 0b01  # plane 1, row 1, lane 0 of chunk 0: 0 <-> +1 or -1 <-> 0b10
@@ -308,10 +359,18 @@ def test_engine_registers(tmp_path):
     from ptqtp.hdl.synth import to_verilog
     from ptqtp.sim.runner import ENGINE_TOP, engine_config, run_engine
 
-    params = EngineParams(lanes=8, rows=2, planes=2, offset=True, max_d=384, vectors=2, data_width=64, burst=8,
-                          outstanding=2)
-    res = run_engine(to_verilog(TritEngine(params), name=ENGINE_TOP), b"\0" * 64, [], [], [], engine_config(params),
-                     testcase="register_access")
+    params = EngineParams(
+        lanes=8, rows=2, planes=2, offset=True, max_d=384, vectors=2, data_width=64, burst=8, outstanding=2
+    )
+    res = run_engine(
+        to_verilog(TritEngine(params), name=ENGINE_TOP),
+        b"\0" * 64,
+        [],
+        [],
+        [],
+        engine_config(params),
+        testcase="register_access",
+    )
     assert res.passed
 
 
@@ -335,14 +394,19 @@ def test_throttled_block_within_five_percent_of_plan(tmp_path):
     from ptqtp.hdl.engine_model import EngineParams
     from ptqtp.workflows.plan import Board, LayerShape, plan
 
-    params = EngineParams(lanes=8, rows=2, planes=2, offset=False, max_d=384, vectors=1, data_width=64, burst=8,
-                          outstanding=2)
+    params = EngineParams(
+        lanes=8, rows=2, planes=2, offset=False, max_d=384, vectors=1, data_width=64, burst=8, outstanding=2
+    )
     rng = np.random.default_rng(12)
-    layers = {f"model.layers.0.{k}": golden_layer(rng, n, d) for k, (n, d) in
-              {"self_attn.q_proj": (48, 256), "mlp.up_proj": (96, 256), "mlp.down_proj": (48, 384)}.items()}
+    layers = {
+        f"model.layers.0.{k}": golden_layer(rng, n, d)
+        for k, (n, d) in {"self_attn.q_proj": (48, 256), "mlp.up_proj": (96, 256), "mlp.down_proj": (48, 384)}.items()
+    }
     img = read_model_image(write_model_image(tmp_path / "img", layers, params.layout))
-    batches = [(name, g.quantize_input(random_activations(1, g.d, seed=i))[0]) for i, (name, g) in
-               enumerate(img.layers.items())]
+    batches = [
+        (name, g.quantize_input(random_activations(1, g.d, seed=i))[0])
+        for i, (name, g) in enumerate(img.layers.items())
+    ]
     board = Board("half", "half the bus", bandwidth_gbs=0.4, fmax_mhz=100)  # 4 of 8 bytes a cycle
     res, _ = run(params, img, batches, mem_busy=0.5, mem_period=20)
     check(res)

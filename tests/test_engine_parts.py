@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 from amaranth.hdl import ClockDomain, Module
 from amaranth.sim import Simulator
+from test_base3_hdl import records_2bit
+from test_engine import golden_layer
 
 from ptqtp.formats.stream_layout import StreamLayout
 from ptqtp.hdl.activations import ActivationBanks
@@ -16,9 +18,6 @@ from ptqtp.hdl.engine_model import EngineParams
 from ptqtp.hdl.records import RecordAssembler, RecordUnpacker, WordSplitter
 from ptqtp.hdl.sequencer import IssueSequencer
 from ptqtp.hdl.serializer import OutputSerializer
-
-from test_base3_hdl import records_2bit
-from test_engine import golden_layer
 
 
 def simulate(dut, bench):
@@ -61,8 +60,10 @@ def test_record_assembler_concatenates_pieces(count, register):
     dut = RecordAssembler(8, count, out_bits=8 * count - 4, register=register)
     rng = np.random.default_rng(count)
     pieces = [int(v) for v in rng.integers(0, 256, 6 * count)]
-    expect = [sum(p << (8 * i) for i, p in enumerate(pieces[k : k + count])) & ((1 << (8 * count - 4)) - 1)
-              for k in range(0, len(pieces), count)]
+    expect = [
+        sum(p << (8 * i) for i, p in enumerate(pieces[k : k + count])) & ((1 << (8 * count - 4)) - 1)
+        for k in range(0, len(pieces), count)
+    ]
 
     async def bench(ctx):
         assert await stream_through(ctx, dut.i, dut.o, pieces, len(expect), rng) == expect
@@ -124,8 +125,9 @@ def test_record_unpacker_gives_the_layout_records(P, R, planes, offset, DW):
 # ------------------------------------------------------------------ control
 
 
-SMALL = EngineParams(lanes=8, rows=2, planes=2, offset=False, max_d=384, vectors=2, data_width=64, burst=8,
-                     outstanding=2)
+SMALL = EngineParams(
+    lanes=8, rows=2, planes=2, offset=False, max_d=384, vectors=2, data_width=64, burst=8, outstanding=2
+)
 
 
 async def axil_write(ctx, bus, reg, value):
@@ -169,15 +171,22 @@ def test_control_registers_queues_and_errors():
             assert await axil_read(ctx, bus, reg) == value
         for _ in range(2):  # two fit; the third is refused and flagged
             await axil_write(ctx, bus, Reg.CTRL, 1)
-        assert STATUS.unpack(await axil_read(ctx, bus, Reg.STATUS)) == {"busy": 1, "queue_full": 1, "error": 0,
-                                                                        "runs": 0}
+        assert STATUS.unpack(await axil_read(ctx, bus, Reg.STATUS)) == {
+            "busy": 1,
+            "queue_full": 1,
+            "error": 0,
+            "runs": 0,
+        }
         await axil_write(ctx, bus, Reg.CTRL, 1)
         assert ERRORS.unpack(await axil_read(ctx, bus, Reg.ERRORS))["refused"] == 1
         for out in (dut.dma_cmd, dut.core_desc, dut.out_desc):  # each consumer has its copy
             assert ctx.get(out.valid)
         assert ctx.get(dut.dma_cmd.payload.addr) == 0x2000 and ctx.get(dut.dma_cmd.payload.beats) == 77
-        assert (ctx.get(dut.core_desc.payload.n), ctx.get(dut.core_desc.payload.chunks),
-                ctx.get(dut.core_desc.payload.m)) == (9, 32, 2)
+        assert (
+            ctx.get(dut.core_desc.payload.n),
+            ctx.get(dut.core_desc.payload.chunks),
+            ctx.get(dut.core_desc.payload.m),
+        ) == (9, 32, 2)
         await axil_write(ctx, bus, Reg.CTRL, 2)  # clear
         assert await axil_read(ctx, bus, Reg.ERRORS) == 0
         for reg, bad in ((Reg.M, 3), (Reg.CHUNKS, 5), (Reg.ADDR_LO, 0x2008), (Reg.N, 1 << 24)):
@@ -249,7 +258,7 @@ def test_activation_banks_double_buffer_and_overflow():
         ctx.set(dut.x.tdata, 5)  # a third vector in a bank of M = 2: dropped and flagged
         ctx.set(dut.x.tvalid, 1)
         seen = False
-        for v in range(3):
+        for _ in range(3):
             ctx.set(dut.x.tlast, 1)
             ctx.set(dut.x.tuser, 0)
             await ctx.delay(1e-9)
@@ -296,7 +305,12 @@ def test_sequencer_issue_order_and_pops(n, d_pad, m):
                 b, g, c, v = expect[len(issued)]
                 issued.append((b, g, c, v))
                 assert (t.vec, t.group_first, t.group_last, t.row_first, t.row_last) == (
-                    v, c == 0, c == cpg - 1, g == 0, g == ng - 1)
+                    v,
+                    c == 0,
+                    c == cpg - 1,
+                    g == 0,
+                    g == ng - 1,
+                )
                 assert ctx.get(dut.record) == (b * ng + g) * cpg + c  # the record popped for this chunk
                 assert ctx.get(dut.scales) == b * ng + g
                 assert ctx.get(dut.rd_addr) == c + g * cpg | v << dut.stride_bits
@@ -340,8 +354,17 @@ def test_row_array_gives_golden_accumulators(offset):
             if cycle < ng * cpg * 2:
                 k, v = divmod(cycle, 2)
                 grp, c = divmod(k, cpg)
-                ctx.set(dut.tags, {"valid": 1, "group_first": c == 0, "group_last": c == cpg - 1,
-                                   "row_first": grp == 0, "row_last": grp == ng - 1, "vec": v})
+                ctx.set(
+                    dut.tags,
+                    {
+                        "valid": 1,
+                        "group_first": c == 0,
+                        "group_last": c == cpg - 1,
+                        "row_first": grp == 0,
+                        "row_last": grp == ng - 1,
+                        "vec": v,
+                    },
+                )
                 ctx.set(dut.record, weights[k])
                 ctx.set(dut.scales, scales[grp])
             else:
@@ -352,8 +375,12 @@ def test_row_array_gives_golden_accumulators(offset):
             await ctx.delay(1e-9)
             if ctx.get(dut.done):
                 accs = ctx.get(dut.accs)
-                got.append([((accs >> (r * p.acc_bits)) ^ (1 << p.acc_bits - 1)) % (1 << p.acc_bits)
-                            - (1 << p.acc_bits - 1) for r in range(p.rows)])
+                got.append(
+                    [
+                        ((accs >> (r * p.acc_bits)) ^ (1 << p.acc_bits - 1)) % (1 << p.acc_bits) - (1 << p.acc_bits - 1)
+                        for r in range(p.rows)
+                    ]
+                )
             await ctx.tick()
         assert got == expect.tolist()
 
@@ -372,8 +399,13 @@ def test_output_serializer_order_tid_tlast():
     entries = [[1000 * b + 10 * v + r for r in range(R)] for b in range(blocks) for v in range(m)]
     ACC = p.acc_bits
     words = [sum((val % (1 << ACC)) << (r * ACC) for r, val in enumerate(e)) for e in entries]
-    expect = [(e[r], i % m, b * R + r == n - 1) for i, e in enumerate(entries) for b in [i // m] for r in range(R)
-              if b * R + r < n]
+    expect = [
+        (e[r], i % m, b * R + r == n - 1)
+        for i, e in enumerate(entries)
+        for b in [i // m]
+        for r in range(R)
+        if b * R + r < n
+    ]
     rng = np.random.default_rng(3)
 
     async def bench(ctx):

@@ -48,8 +48,9 @@ def tally(target: str, outcome: str) -> None:
 
 def fuzz(pytestconfig, base: int):
     """hypothesis settings for a bounded run (``--runslow``: 10x)."""
-    return settings(max_examples=examples(pytestconfig, base), deadline=None, database=None,
-                    suppress_health_check=list(HealthCheck))
+    return settings(
+        max_examples=examples(pytestconfig, base), deadline=None, database=None, suppress_health_check=list(HealthCheck)
+    )
 
 
 def judge(target: str, load, errors, names: str, is_same) -> None:
@@ -66,42 +67,55 @@ def judge(target: str, load, errors, names: str, is_same) -> None:
 
 # ------------------------------------------------------------------ mutations
 
+
 def mutation():
     """(kind, position in [0, 1), value) applied by :func:`mutate`."""
-    return st.tuples(st.sampled_from(["flip", "substitute", "truncate", "delete", "insert"]),
-                     st.floats(0, 1, exclude_max=True), st.integers(0, 255))
+    return st.tuples(
+        st.sampled_from(["flip", "substitute", "truncate", "delete", "insert"]),
+        st.floats(0, 1, exclude_max=True),
+        st.integers(0, 255),
+    )
 
 
 def mutate(data: bytes, m) -> bytes:
     kind, where, value = m
     i = int(where * len(data))
     if kind == "flip":
-        return data[:i] + bytes([data[i] ^ (1 << (value % 8))]) + data[i + 1:]
+        return data[:i] + bytes([data[i] ^ (1 << (value % 8))]) + data[i + 1 :]
     if kind == "substitute":
         new = value if value != data[i] else (value + 1) % 256
-        return data[:i] + bytes([new]) + data[i + 1:]
+        return data[:i] + bytes([new]) + data[i + 1 :]
     if kind == "truncate":
         return data[:i]
     if kind == "delete":
-        return data[:i] + data[i + 1:]
+        return data[:i] + data[i + 1 :]
     return data[:i] + bytes([value]) + data[i:]
 
 
-FIELD_VALUES = st.one_of(st.integers(-2**70, 2**70), st.sampled_from([0, 1, 2, -1, 1e400, 1e20, 0.5, True, None, "x",
-                                                                      [], {}]),
-                         st.text(max_size=5))
+FIELD_VALUES = st.one_of(
+    st.integers(-(2**70), 2**70),
+    st.sampled_from([0, 1, 2, -1, 1e400, 1e20, 0.5, True, None, "x", [], {}]),
+    st.text(max_size=5),
+)
 
 
 # ------------------------------------------------------------------ artifacts
 
+
 def _artifact(folder: Path) -> Path:
     g = torch.Generator().manual_seed(3)
-    layers = {"model.layers.0.self_attn.q_proj": quantize(torch.randn(8, 96, generator=g) * 0.02,
-                                                          config=PTQTPConfig(group_size=32)),
-              "model.layers.0.mlp.up_proj": quantize(torch.randn(6, 64, generator=g) * 0.02,
-                                                     PT2Config(group_size=32), hessian=torch.eye(64) + 0.1)}
-    tensors = {"model.embed_tokens.weight": torch.randn(5, 8, generator=g),
-               "model.layers.0.self_attn.q_proj.bias": torch.randn(8, generator=g)}
+    layers = {
+        "model.layers.0.self_attn.q_proj": quantize(
+            torch.randn(8, 96, generator=g) * 0.02, config=PTQTPConfig(group_size=32)
+        ),
+        "model.layers.0.mlp.up_proj": quantize(
+            torch.randn(6, 64, generator=g) * 0.02, PT2Config(group_size=32), hessian=torch.eye(64) + 0.1
+        ),
+    }
+    tensors = {
+        "model.embed_tokens.weight": torch.randn(5, 8, generator=g),
+        "model.layers.0.self_attn.q_proj.bias": torch.randn(8, generator=g),
+    }
     return save_artifact(folder / "a.safetensors", layers, tensors, config=PTQTPConfig(group_size=32))
 
 
@@ -109,8 +123,16 @@ def _model_of(art) -> dict:
     """Everything that decides what the artifact computes."""
     out = {k: v.clone() for k, v in art.tensors.items()}
     for name, layer in art.layers.items():
-        out[name] = (layer.codes, layer.scales, layer.offsets, layer.perm, layer.bias, layer.in_features,
-                     layer.out_features, layer.group_size)
+        out[name] = (
+            layer.codes,
+            layer.scales,
+            layer.offsets,
+            layer.perm,
+            layer.bias,
+            layer.in_features,
+            layer.out_features,
+            layer.group_size,
+        )
     return out
 
 
@@ -120,9 +142,17 @@ def _same(a: dict, b: dict) -> bool:
     for k in a:
         x, y = a[k], b[k]
         if isinstance(x, tuple):
-            if not all((u is None and v is None) or (isinstance(u, torch.Tensor) and isinstance(v, torch.Tensor)
-                                                     and u.dtype == v.dtype and torch.equal(u, v)) or u == v
-                       for u, v in zip(x, y)):
+            if not all(
+                (u is None and v is None)
+                or (
+                    isinstance(u, torch.Tensor)
+                    and isinstance(v, torch.Tensor)
+                    and u.dtype == v.dtype
+                    and torch.equal(u, v)
+                )
+                or u == v
+                for u, v in zip(x, y)
+            ):
                 return False
         elif not (x.dtype == y.dtype and torch.equal(x, y)):
             return False
@@ -144,8 +174,13 @@ def test_fuzz_artifact_bytes(artifact_bytes, tmp_path_factory, pytestconfig):
     def run(m):
         path = folder / "m.safetensors"
         path.write_bytes(mutate(data, m))
-        judge("artifact bytes", lambda: load_artifact(path), ArtifactError, str(path),
-              lambda art: _same(_model_of(art), reference))
+        judge(
+            "artifact bytes",
+            lambda: load_artifact(path),
+            ArtifactError,
+            str(path),
+            lambda art: _same(_model_of(art), reference),
+        )
 
     run()
 
@@ -172,13 +207,19 @@ def test_fuzz_artifact_header_fields(artifact_bytes, tmp_path_factory, pytestcon
         recs[i][field] = value
         path = folder / "m.safetensors"
         save_file(tensors, str(path), metadata={**meta, "ptqtp.layers": json.dumps(recs)})
-        judge("artifact header fields", lambda: load_artifact(path), ArtifactError, str(path),
-              lambda art: _same(_model_of(art), reference))
+        judge(
+            "artifact header fields",
+            lambda: load_artifact(path),
+            ArtifactError,
+            str(path),
+            lambda art: _same(_model_of(art), reference),
+        )
 
     run()
 
 
 # ------------------------------------------------------------------ hardware images
+
 
 def _golden(pt2: bool) -> GoldenLayer:
     g = torch.Generator().manual_seed(4)
@@ -190,8 +231,14 @@ def _golden(pt2: bool) -> GoldenLayer:
     from ptqtp.formats.artifact import PackedLayer, pack_layer
 
     packed = pack_layer(r, "l")
-    layer = PackedLayer("l", packed["tp_codes"], packed["tp_scales"], {**r.info(), "name": "l"},
-                        offsets=packed.get("tp_offsets"), perm=packed.get("tp_perm"))
+    layer = PackedLayer(
+        "l",
+        packed["tp_codes"],
+        packed["tp_scales"],
+        {**r.info(), "name": "l"},
+        offsets=packed.get("tp_offsets"),
+        perm=packed.get("tp_perm"),
+    )
     return GoldenLayer.from_packed(layer)
 
 
@@ -204,15 +251,25 @@ def _fresh_copy(original: Path, folder: Path) -> Path:
 
 # ------------------------------------------------------------------ model images
 
+
 def test_fuzz_model_image(tmp_path_factory, pytestconfig):
     base = tmp_path_factory.mktemp("fuzz-model-image")
     layers = {"a": _golden(False), "b": _golden(True)}
-    original = write_model_image(base / "orig", layers, StreamLayout(16, 2, 2, True, 32, 16, 64), "cd" * 32,
-                                 align=64)
+    original = write_model_image(base / "orig", layers, StreamLayout(16, 2, 2, True, 32, 16, 64), "cd" * 32, align=64)
 
     def state(img):
-        return {k: (g.trits.tobytes(), g.a_q.tobytes(), None if g.m_q is None else g.m_q.tobytes(),
-                    None if g.perm is None else g.perm.tobytes(), g.F, g.config, g.d) for k, g in img.layers.items()}
+        return {
+            k: (
+                g.trits.tobytes(),
+                g.a_q.tobytes(),
+                None if g.m_q is None else g.m_q.tobytes(),
+                None if g.perm is None else g.perm.tobytes(),
+                g.F,
+                g.config,
+                g.d,
+            )
+            for k, g in img.layers.items()
+        }
 
     reference = state(read_model_image(original))
 
@@ -221,8 +278,13 @@ def test_fuzz_model_image(tmp_path_factory, pytestconfig):
     def run(name, m):
         folder = _fresh_copy(original, base / "m")
         (folder / name).write_bytes(mutate((folder / name).read_bytes(), m))
-        judge("model image files", lambda: read_model_image(folder), ModelImageError, str(folder),
-              lambda img: state(img) == reference)
+        judge(
+            "model image files",
+            lambda: read_model_image(folder),
+            ModelImageError,
+            str(folder),
+            lambda img: state(img) == reference,
+        )
 
     run()
 
@@ -233,17 +295,31 @@ def test_fuzz_model_image_manifest_fields(tmp_path_factory, pytestconfig):
     from ptqtp.formats.model_image import _manifest_digest
 
     base = tmp_path_factory.mktemp("fuzz-model-image-json")
-    original = write_model_image(base / "orig", {"a": _golden(False), "b": _golden(True)},
-                                 StreamLayout(16, 2, 2, True, 32, 16, 64), "cd" * 32, align=64)
+    original = write_model_image(
+        base / "orig",
+        {"a": _golden(False), "b": _golden(True)},
+        StreamLayout(16, 2, 2, True, 32, 16, 64),
+        "cd" * 32,
+        align=64,
+    )
     manifest = json.loads((original / "manifest.json").read_text())
     reference = read_model_image(original)
     fields = [("", k) for k in sorted(manifest) if k != "sha256"] + [
-        (i, k) for i, rec in enumerate(manifest["layers"]) for k in sorted(rec)]
+        (i, k) for i, rec in enumerate(manifest["layers"]) for k in sorted(rec)
+    ]
 
     def same(img):
-        return img.layout == reference.layout and img.layers.keys() == reference.layers.keys() and all(
-            np.array_equal(img.layers[k].trits, g.trits) and np.array_equal(img.layers[k].a_q, g.a_q)
-            and img.layers[k].F == g.F and img.layers[k].d == g.d for k, g in reference.layers.items())
+        return (
+            img.layout == reference.layout
+            and img.layers.keys() == reference.layers.keys()
+            and all(
+                np.array_equal(img.layers[k].trits, g.trits)
+                and np.array_equal(img.layers[k].a_q, g.a_q)
+                and img.layers[k].F == g.F
+                and img.layers[k].d == g.d
+                for k, g in reference.layers.items()
+            )
+        )
 
     @fuzz(pytestconfig, 500)
     @given(where=st.sampled_from(fields), value=FIELD_VALUES)
@@ -255,13 +331,19 @@ def test_fuzz_model_image_manifest_fields(tmp_path_factory, pytestconfig):
         edited["sha256"] = _manifest_digest(edited)
         folder = _fresh_copy(original, base / "m")
         (folder / "manifest.json").write_text(json.dumps(edited))
-        judge("model image manifest fields (hash forged)", lambda: read_model_image(folder), ModelImageError,
-              str(folder), same)
+        judge(
+            "model image manifest fields (hash forged)",
+            lambda: read_model_image(folder),
+            ModelImageError,
+            str(folder),
+            same,
+        )
 
     run()
 
 
 # ------------------------------------------------------------------ protocol
+
 
 def test_fuzz_load_layer_payload(pytestconfig):
     g = _golden(True)
@@ -276,8 +358,15 @@ def test_fuzz_load_layer_payload(pytestconfig):
             assert e.code == 5 and not e.fatal
             tally("LOAD_LAYER payloads", "rejected")
             return
-        same = layer_id == 3 and np.array_equal(back.trits, g.trits) and np.array_equal(back.a_q, g.a_q) \
-            and np.array_equal(back.m_q, g.m_q) and back.F == g.F and back.config == g.config and back.d == g.d
+        same = (
+            layer_id == 3
+            and np.array_equal(back.trits, g.trits)
+            and np.array_equal(back.a_q, g.a_q)
+            and np.array_equal(back.m_q, g.m_q)
+            and back.F == g.F
+            and back.config == g.config
+            and back.d == g.d
+        )
         # a changed id or value that still decodes is a different but well-formed request: the
         # server answers it as asked, so it is only "wrong" if the decode misreads the bytes
         tally("LOAD_LAYER payloads", "harmless" if same else "well-formed, different request")
@@ -292,9 +381,13 @@ def test_fuzz_frames_against_a_live_server(pytestconfig):
     g = _golden(False)
     x = np.zeros((2, g.d_pad), np.int64)
     x[:, : g.d] = 3
-    valid = [frame(MsgType.HELLO, 1), frame(MsgType.LOAD_LAYER, 2, encode_layer(0, g)),
-             frame(MsgType.RUN, 3, struct.pack("<II", 0, 2) + x.astype("<i4").tobytes())]
+    valid = [
+        frame(MsgType.HELLO, 1),
+        frame(MsgType.LOAD_LAYER, 2, encode_layer(0, g)),
+        frame(MsgType.RUN, 3, struct.pack("<II", 0, 2) + x.astype("<i4").tobytes()),
+    ]
     try:
+
         @fuzz(pytestconfig, 100)
         @given(which=st.integers(0, 2), m=mutation())
         def run(which, m):

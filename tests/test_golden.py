@@ -18,8 +18,16 @@ def exact_reference(trits, scales, x, A, S, G):
             F -= 1
         while amax * Fraction(2) ** (F + 1) <= limit:
             F += 1
-    a_q = [[[max(-limit - 1, min(limit, round(Fraction(float(scales[k, r, g])) * Fraction(2) ** F)))
-             for g in range(d_pad // G)] for r in range(n)] for k in range(planes)]
+    a_q = [
+        [
+            [
+                max(-limit - 1, min(limit, round(Fraction(float(scales[k, r, g])) * Fraction(2) ** F)))
+                for g in range(d_pad // G)
+            ]
+            for r in range(n)
+        ]
+        for k in range(planes)
+    ]
     accs, sxs = [], []
     for row in x:
         m = max(abs(float(v)) for v in row)
@@ -105,8 +113,9 @@ def test_output_within_derived_bound_of_float_matmul():
     x_hat = x_q * s_x[:, None]
     abs_t = np.abs(t).reshape(2, n, -1)[:, :, :d]
     abs_a = np.repeat(np.abs(scales), G, axis=2)[:, :, :d]
-    bound = (s_x[:, None] / 2 * np.einsum("knj,knj->n", abs_t, abs_a)[None, :]
-             + 2.0 ** -golden.F / 2 * np.einsum("knj,mj->mn", abs_t, np.abs(x_hat[:, :d])))
+    bound = s_x[:, None] / 2 * np.einsum("knj,knj->n", abs_t, abs_a)[None, :] + 2.0**-golden.F / 2 * np.einsum(
+        "knj,mj->mn", abs_t, np.abs(x_hat[:, :d])
+    )
     err = np.abs(y - y_float)
     assert (err <= bound + 1e-12 * np.abs(y)).all()
     assert bound.mean() < 0.5 * np.abs(y_float).mean()  # the bound says something
@@ -145,7 +154,9 @@ def test_rejects_configs_beyond_int64():
         GoldenLayer(trits, np.ones((2, 1, ng)), ng * 128, 128, IntConfig(16, 32))
 
 
-@pytest.mark.parametrize("kwargs,msg", [({"act_bits": 1}, "act_bits must be"), ({"scale_bits": 40}, "scale_bits must be")])
+@pytest.mark.parametrize(
+    "kwargs,msg", [({"act_bits": 1}, "act_bits must be"), ({"scale_bits": 40}, "scale_bits must be")]
+)
 def test_int_config_validation(kwargs, msg):
     with pytest.raises(ValueError, match=msg):
         IntConfig(**kwargs)

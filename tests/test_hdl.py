@@ -94,8 +94,16 @@ def test_group_accumulator_matches_reference():
     async def bench(ctx):
         for c in range(ng * cpg):
             g, i = divmod(c, cpg)
-            ctx.set(dut.tags, {"valid": 1, "group_first": i == 0, "group_last": i == cpg - 1,
-                               "row_first": g == 0, "row_last": g == ng - 1})
+            ctx.set(
+                dut.tags,
+                {
+                    "valid": 1,
+                    "group_first": i == 0,
+                    "group_last": i == cpg - 1,
+                    "row_first": g == 0,
+                    "row_last": g == ng - 1,
+                },
+            )
             ctx.set(dut.sums, [int(v) for v in sums[c]])
             ctx.set(dut.scales, [int(v) for v in scales[g]])
             await ctx.tick()
@@ -110,9 +118,22 @@ def test_group_accumulator_matches_reference():
     run_testbench(dut, bench)
 
 
-SMALL_ENGINES = [dict(lanes=4, rows=2, planes=2, offset=False, max_d=128, vectors=1, data_width=64, burst=8),
-                 dict(lanes=8, rows=1, planes=1, offset=True, max_d=256, vectors=2, data_width=32, burst=4,
-                      act_bits=4, scale_bits=8, packing="base3")]
+SMALL_ENGINES = [
+    dict(lanes=4, rows=2, planes=2, offset=False, max_d=128, vectors=1, data_width=64, burst=8),
+    dict(
+        lanes=8,
+        rows=1,
+        planes=1,
+        offset=True,
+        max_d=256,
+        vectors=2,
+        data_width=32,
+        burst=4,
+        act_bits=4,
+        scale_bits=8,
+        packing="base3",
+    ),
+]
 
 
 @pytest.mark.synth
@@ -121,8 +142,18 @@ def test_engine_verilog_has_the_spec_ports_and_yosys_parses(kw):
     from ptqtp.hdl.engine import TritEngine
 
     text = to_verilog(TritEngine(EngineParams(**kw)), name="trit_engine")
-    for port in ("s_axil__awaddr", "m_axi__araddr", "m_axi__rdata", "s_axis_x__tdata", "s_axis_x__tuser",
-                 "m_axis_y__tdata", "m_axis_y__tid", "m_axis_y__tlast", "clk", "rst"):
+    for port in (
+        "s_axil__awaddr",
+        "m_axi__araddr",
+        "m_axi__rdata",
+        "s_axis_x__tdata",
+        "s_axis_x__tuser",
+        "m_axis_y__tdata",
+        "m_axis_y__tid",
+        "m_axis_y__tlast",
+        "clk",
+        "rst",
+    ):
         assert port in text
     assert "$readmemh" not in text
     assert yosys_parses(text, top="trit_engine")
@@ -134,9 +165,12 @@ def test_synth_report_counts_ecp5_cells():
     from ptqtp.hdl.synth import synth_report
 
     messages, early = [], []
-    rep = synth_report(to_verilog(TritEngine(EngineParams(**SMALL_ENGINES[0])), name="trit_engine"), fmax=False,
-                       progress=messages.append, on_resources=lambda e, flow: early.append((dict(e), flow,
-                                                                                            list(messages))))
+    rep = synth_report(
+        to_verilog(TritEngine(EngineParams(**SMALL_ENGINES[0])), name="trit_engine"),
+        fmax=False,
+        progress=messages.append,
+        on_resources=lambda e, flow: early.append((dict(e), flow, list(messages))),
+    )
     e = rep["ecp5"]
     assert e["LUT"] > 0 and e["FF"] > 0
     # resources are handed over as soon as synth_ecp5 ends

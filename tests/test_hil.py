@@ -3,24 +3,30 @@
 import copy
 
 import pytest
-
 import torch
 import transformers as tf
 
 from ptqtp import PTQTPConfig
-from ptqtp.runtime.backends import GoldenBackend
-from ptqtp.runtime.hil import HilLinear, attach_backend, compare_logits
+from ptqtp.formats.packing import unpack_trits
 from ptqtp.kernels import TritPlaneLinear
 from ptqtp.models.hf import quantize_model
-from ptqtp.formats.packing import unpack_trits
+from ptqtp.runtime.backends import GoldenBackend
+from ptqtp.runtime.hil import HilLinear, attach_backend, compare_logits
 
 CFG = PTQTPConfig(group_size=32)
 
 
 def small_model():
     torch.manual_seed(0)
-    cfg = tf.LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=160, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+    cfg = tf.LlamaConfig(
+        vocab_size=128,
+        hidden_size=64,
+        intermediate_size=160,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+    )
     model = tf.LlamaForCausalLM(cfg).eval()
     quantize_model(model, config=CFG, progress=False)
     return model
@@ -37,7 +43,7 @@ class IntEmulation(torch.nn.Module):
         F = int(torch.floor(torch.log2((2 ** (S - 1) - 1) / a.abs().max())))
         while a.abs().max() * 2.0 ** (F + 1) <= 2 ** (S - 1) - 1:
             F += 1
-        while a.abs().max() * 2.0 ** F > 2 ** (S - 1) - 1:
+        while a.abs().max() * 2.0**F > 2 ** (S - 1) - 1:
             F -= 1
         a_q = torch.round(a * 2.0**F).long()  # round half to even
         t = unpack_trits(m.codes).long()
@@ -71,12 +77,19 @@ def test_golden_hil_equals_integer_emulation():
 
 
 def small_pt2_model():
-    from ptqtp.models.calibrate import calibrate_model
     from ptqtp.methods.pt2 import PT2Config
+    from ptqtp.models.calibrate import calibrate_model
 
     torch.manual_seed(0)
-    cfg = tf.LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=160, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+    cfg = tf.LlamaConfig(
+        vocab_size=128,
+        hidden_size=64,
+        intermediate_size=160,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+    )
     model = tf.LlamaForCausalLM(cfg).eval()
     ids = torch.randint(0, 128, (8, 32), generator=torch.Generator().manual_seed(1))
     report = calibrate_model(model, ids, PT2Config(group_size=32), progress=False)

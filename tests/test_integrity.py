@@ -18,8 +18,10 @@ Q = "model.layers.0.self_attn.q_proj"
 @pytest.fixture(scope="module")
 def source(tmp_path_factory):
     g = torch.Generator().manual_seed(1)
-    layers = {Q: quantize(torch.randn(16, 256, generator=g) * 0.02, config=PTQTPConfig()),
-              P2: quantize(torch.randn(8, 256, generator=g) * 0.02, PT2Config(), hessian=torch.eye(256) + 0.1)}
+    layers = {
+        Q: quantize(torch.randn(16, 256, generator=g) * 0.02, config=PTQTPConfig()),
+        P2: quantize(torch.randn(8, 256, generator=g) * 0.02, PT2Config(), hessian=torch.eye(256) + 0.1),
+    }
     tensors = {"model.embed_tokens.weight": torch.randn(10, 4, generator=g), f"{Q}.bias": torch.randn(16, generator=g)}
     path = save_artifact(tmp_path_factory.mktemp("src") / "a.safetensors", layers, tensors, config=PTQTPConfig())
     return path
@@ -67,9 +69,15 @@ def test_tensor_the_record_does_not_list_is_refused(art):
         load_artifact(art)
 
 
-@pytest.mark.parametrize("bias,match", [
-    (torch.full((16,), float("nan")), "NaN or Inf"), (torch.full((16,), float("inf")), "NaN or Inf"),
-    (torch.zeros(16, dtype=torch.int32), "floating-point"), (torch.zeros(3), "bias shape")])
+@pytest.mark.parametrize(
+    "bias,match",
+    [
+        (torch.full((16,), float("nan")), "NaN or Inf"),
+        (torch.full((16,), float("inf")), "NaN or Inf"),
+        (torch.zeros(16, dtype=torch.int32), "floating-point"),
+        (torch.zeros(3), "bias shape"),
+    ],
+)
 def test_bad_bias_is_refused(art, bias, match):
     tensors, meta = read(art)
     tensors[f"{Q}.bias"] = bias
@@ -80,8 +88,10 @@ def test_bad_bias_is_refused(art, bias, match):
         save_artifact(art.with_name("b.safetensors"), {Q: quantize(torch.randn(16, 256) * 0.02)}, {f"{Q}.bias": bias})
 
 
-@pytest.mark.parametrize("key", [f"{Q}.tp_codes", f"{Q}.tp_scales", f"{P2}.tp_offsets", f"{P2}.tp_perm", f"{Q}.bias",
-                                 "model.embed_tokens.weight"])
+@pytest.mark.parametrize(
+    "key",
+    [f"{Q}.tp_codes", f"{Q}.tp_scales", f"{P2}.tp_offsets", f"{P2}.tp_perm", f"{Q}.bias", "model.embed_tokens.weight"],
+)
 def test_a_changed_value_anywhere_is_reported_with_its_name(art, key):
     tensors, meta = read(art)
     flat = tensors[key].view(-1).view(torch.uint8)
@@ -98,13 +108,19 @@ def test_verify_false_skips_only_the_hashes(art, source):
     tensors["model.embed_tokens.weight"][0, 0] += 1.0
     rewrite(art, tensors, meta, rehash=False)
     loaded = load_artifact(art, verify=False)  # the opt-out: the changed value comes through
-    assert not torch.equal(loaded.tensors["model.embed_tokens.weight"],
-                           load_artifact(source).tensors["model.embed_tokens.weight"])
+    assert not torch.equal(
+        loaded.tensors["model.embed_tokens.weight"], load_artifact(source).tensors["model.embed_tokens.weight"]
+    )
 
 
-@pytest.mark.parametrize("edit", [
-    lambda r: r[0].__setitem__("in_features", 255),  # same groups, zero padding: loads as a different model
-    lambda r: r[0].__setitem__("method", "ternary"), lambda r: r[1].__setitem__("group_size", 64)])
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda r: r[0].__setitem__("in_features", 255),  # same groups, zero padding: loads as a different model
+        lambda r: r[0].__setitem__("method", "ternary"),
+        lambda r: r[1].__setitem__("group_size", 64),
+    ],
+)
 def test_an_edited_header_is_refused(art, edit):
     tensors, meta = read(art)
     recs = json.loads(meta["ptqtp.layers"])
@@ -117,13 +133,17 @@ def test_an_edited_header_is_refused(art, edit):
         artifact_metadata(art)  # the header-only reader checks it too
 
 
-@pytest.mark.parametrize("name,field,value,match", [
-    (["x"], None, None, "name that is not a string"),
-    (Q, "in_features", 1e400, "in_features must be a positive integer"),
-    (Q, "out_features", -3, "out_features must be a positive integer"),
-    (Q, "group_size", 0, "group_size must be a positive integer"),
-    (Q, "planes", True, "planes must be 1 or 2"),
-    (Q, "offset", "yes", "offset must be true or false")])
+@pytest.mark.parametrize(
+    "name,field,value,match",
+    [
+        (["x"], None, None, "name that is not a string"),
+        (Q, "in_features", 1e400, "in_features must be a positive integer"),
+        (Q, "out_features", -3, "out_features must be a positive integer"),
+        (Q, "group_size", 0, "group_size must be a positive integer"),
+        (Q, "planes", True, "planes must be 1 or 2"),
+        (Q, "offset", "yes", "offset must be true or false"),
+    ],
+)
 def test_malformed_records_raise_clean_errors(art, name, field, value, match):
     tensors, meta = read(art)
     recs = json.loads(meta["ptqtp.layers"])

@@ -40,8 +40,9 @@ def test_int_path_bit_exact_with_golden(tmp_path, m, A, S, G, d):
     layer = packed_layer(tmp_path, 37, d, G, seed=A + S)
     golden = GoldenLayer.from_packed(layer, IntConfig(A, S))
     x_q, _ = golden.quantize_input(np.random.default_rng(m).standard_normal((m, d)))
-    acc = trit_matmul_int(torch.from_numpy(x_q).to(DEVICE), layer.codes.to(DEVICE),
-                          torch.from_numpy(golden.a_q).to(DEVICE), G)
+    acc = trit_matmul_int(
+        torch.from_numpy(x_q).to(DEVICE), layer.codes.to(DEVICE), torch.from_numpy(golden.a_q).to(DEVICE), G
+    )
     np.testing.assert_array_equal(acc.cpu().numpy(), golden.acc(x_q))
 
 
@@ -72,8 +73,13 @@ def test_base3_int_path_bit_exact_with_golden(tmp_path, G, d):
     layer = packed_layer(tmp_path, 37, d, G, seed=G, packing="base3")
     golden = GoldenLayer.from_packed(layer, IntConfig(8, 16))
     x_q, _ = golden.quantize_input(np.random.default_rng(G).standard_normal((5, d)))
-    acc = trit_matmul_int(torch.from_numpy(x_q).to(DEVICE), layer.codes.to(DEVICE),
-                          torch.from_numpy(golden.a_q).to(DEVICE), G, packing="base3")
+    acc = trit_matmul_int(
+        torch.from_numpy(x_q).to(DEVICE),
+        layer.codes.to(DEVICE),
+        torch.from_numpy(golden.a_q).to(DEVICE),
+        G,
+        packing="base3",
+    )
     np.testing.assert_array_equal(acc.cpu().numpy(), golden.acc(x_q))
 
 
@@ -81,7 +87,7 @@ def test_base3_every_byte_in_kernel(tmp_path):
     """All 243 byte values through the kernel's decode: a row holding each once, x = one-hot columns."""
     from ptqtp.formats.packing import unpack_trits
 
-    codes = torch.arange(243, dtype=torch.uint8).repeat(3)[:640 // 5 * 2].view(1, 2, 128)  # 2 rows, d_pad 640
+    codes = torch.arange(243, dtype=torch.uint8).repeat(3)[: 640 // 5 * 2].view(1, 2, 128)  # 2 rows, d_pad 640
     trits = unpack_trits(codes, "base3", 640)
     a_q = torch.ones(1, 2, 5, dtype=torch.int64)
     eye = torch.eye(640, dtype=torch.int64)
@@ -133,12 +139,14 @@ def test_interpreter_choice_is_explicit_and_checked():
     import subprocess
     import sys
 
-    code = ("import os, torch, ptqtp, ptqtp.kernels as k\n"
-            "assert 'TRITON_INTERPRET' not in os.environ  # no import-time side effect\n"
-            "if torch.cuda.is_available(): raise SystemExit(0)\n"
-            "import triton\n"
-            "try:\n    k.use_interpreter_without_cuda()\nexcept RuntimeError as e:\n"
-            "    assert 'imported before TRITON_INTERPRET=1' in str(e); raise SystemExit(0)\n"
-            "raise SystemExit(1)\n")
+    code = (
+        "import os, torch, ptqtp, ptqtp.kernels as k\n"
+        "assert 'TRITON_INTERPRET' not in os.environ  # no import-time side effect\n"
+        "if torch.cuda.is_available(): raise SystemExit(0)\n"
+        "import triton\n"
+        "try:\n    k.use_interpreter_without_cuda()\nexcept RuntimeError as e:\n"
+        "    assert 'imported before TRITON_INTERPRET=1' in str(e); raise SystemExit(0)\n"
+        "raise SystemExit(1)\n"
+    )
     env = {k: v for k, v in __import__("os").environ.items() if k != "TRITON_INTERPRET"}
     assert subprocess.run([sys.executable, "-c", code], env=env).returncode == 0

@@ -8,18 +8,40 @@ from ptqtp import ArtifactError, PTQTPConfig, load_artifact
 from ptqtp.kernels import TritPlaneLinear
 from ptqtp.models.hf import load_quantized, quantizable_linears, quantize_model, save_quantized
 
-SMALL = dict(vocab_size=128, hidden_size=64, intermediate_size=160, num_hidden_layers=2, num_attention_heads=4,
-             num_key_value_heads=2, max_position_embeddings=64)
+SMALL = dict(
+    vocab_size=128,
+    hidden_size=64,
+    intermediate_size=160,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=64,
+)
 ARCHS = {
     "llama": (tf.LlamaConfig, tf.LlamaForCausalLM, SMALL, 14),
     "qwen2": (tf.Qwen2Config, tf.Qwen2ForCausalLM, SMALL, 14),
     "qwen3": (tf.Qwen3Config, tf.Qwen3ForCausalLM, SMALL | {"head_dim": 16}, 14),
     "mistral": (tf.MistralConfig, tf.MistralForCausalLM, SMALL, 14),
-    "gpt2": (tf.GPT2Config, tf.GPT2LMHeadModel,
-             dict(vocab_size=128, n_embd=64, n_layer=2, n_head=4, n_positions=64, bos_token_id=0, eos_token_id=0), 8),
-    "opt": (tf.OPTConfig, tf.OPTForCausalLM,
-            dict(vocab_size=128, hidden_size=64, ffn_dim=160, num_hidden_layers=2, num_attention_heads=4,
-                 max_position_embeddings=64, word_embed_proj_dim=64), 12),
+    "gpt2": (
+        tf.GPT2Config,
+        tf.GPT2LMHeadModel,
+        dict(vocab_size=128, n_embd=64, n_layer=2, n_head=4, n_positions=64, bos_token_id=0, eos_token_id=0),
+        8,
+    ),
+    "opt": (
+        tf.OPTConfig,
+        tf.OPTForCausalLM,
+        dict(
+            vocab_size=128,
+            hidden_size=64,
+            ffn_dim=160,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=64,
+            word_embed_proj_dim=64,
+        ),
+        12,
+    ),
 }
 CFG = PTQTPConfig(group_size=32)
 
@@ -112,10 +134,18 @@ def test_checkpoint_folder_to_artifact_to_model(tmp_path):
 def sliding_window_model(seed=0):
     """Gemma-3-style: sliding-window and full-attention blocks mixed, each with its own mask."""
     torch.manual_seed(seed)
-    config = tf.Gemma3TextConfig(vocab_size=128, hidden_size=64, intermediate_size=160, num_hidden_layers=3,
-                                 num_attention_heads=4, num_key_value_heads=2, head_dim=16,
-                                 max_position_embeddings=128, sliding_window=8,
-                                 layer_types=["sliding_attention", "full_attention", "sliding_attention"])
+    config = tf.Gemma3TextConfig(
+        vocab_size=128,
+        hidden_size=64,
+        intermediate_size=160,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        max_position_embeddings=128,
+        sliding_window=8,
+        layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+    )
     return tf.Gemma3ForCausalLM(config).eval()
 
 
@@ -133,8 +163,13 @@ def test_calibrated_methods_on_every_architecture(arch, method):
     model, ref = CALIBRATED[arch](), CALIBRATED[arch]()
     ids = torch.randint(0, 128, (4, 32), generator=torch.Generator().manual_seed(2))
     report = calibrate_model(model, ids, get_method(method).config(32), progress=False)
-    n_linears = sum(1 for n, m in ref.named_modules() if (isinstance(m, torch.nn.Linear) or type(m).__name__ ==
-                                                          "Conv1D") and ".lm_head" not in f".{n}" and n != "lm_head")
+    n_linears = sum(
+        1
+        for n, m in ref.named_modules()
+        if (isinstance(m, torch.nn.Linear) or type(m).__name__ == "Conv1D")
+        and ".lm_head" not in f".{n}"
+        and n != "lm_head"
+    )
     assert len(report.layers) == n_linears
     assert sum(isinstance(m, TritPlaneLinear) for m in model.modules()) == n_linears
     with torch.no_grad():

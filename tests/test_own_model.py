@@ -16,34 +16,95 @@ def folder(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("own")
     torch.manual_seed(0)
-    config = tf.LlamaConfig(vocab_size=49152, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
+    config = tf.LlamaConfig(
+        vocab_size=49152,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+    )
     tf.LlamaForCausalLM(config).eval().save_pretrained(root / "model")
     default_tokenizer().save_pretrained(root / "model")
     from pydoc_data.topics import topics
 
     words = " ".join(topics[k] for k in sorted(topics)[:40])
-    (root / "calib.jsonl").write_text("\n".join(json.dumps({"id": i, "text": words[i * 3000:(i + 1) * 3000]})
-                                                for i in range(6)) + "\n")
+    (root / "calib.jsonl").write_text(
+        "\n".join(json.dumps({"id": i, "text": words[i * 3000 : (i + 1) * 3000]}) for i in range(6)) + "\n"
+    )
     (root / "eval.txt").write_text(" ".join(topics[k] for k in sorted(topics)[40:60]))
     return root
 
 
 def test_calibrated_quantization_of_a_model_folder_with_a_calib_file(folder, capsys):
     out = folder / "q.safetensors"
-    assert main(["quantize", str(folder / "model"), "-o", str(out), "--method", "ptqtp-gptq", "--calib-file",
-                 str(folder / "calib.jsonl"), "--calib-segments", "2", "--calib-length", "64",
-                 "--group-size", "32"]) == 0
+    assert (
+        main(
+            [
+                "quantize",
+                str(folder / "model"),
+                "-o",
+                str(out),
+                "--method",
+                "ptqtp-gptq",
+                "--calib-file",
+                str(folder / "calib.jsonl"),
+                "--calib-segments",
+                "2",
+                "--calib-length",
+                "64",
+                "--group-size",
+                "32",
+            ]
+        )
+        == 0
+    )
     from ptqtp import load_artifact
 
     art = load_artifact(out)
     assert len(art.layers) == 14 and json.loads(art.metadata["ptqtp.calibration"])["text"] == "calib.jsonl"
     capsys.readouterr()
-    assert main(["eval", "--artifact", str(out), "--tokenizer", str(folder / "model"), "--text-file",
-                 str(folder / "eval.txt"), "--tokens", "128", "--context", "64"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--artifact",
+                str(out),
+                "--tokenizer",
+                str(folder / "model"),
+                "--text-file",
+                str(folder / "eval.txt"),
+                "--tokens",
+                "128",
+                "--context",
+                "64",
+            ]
+        )
+        == 0
+    )
     assert "eval.txt perplexity" in capsys.readouterr().out
-    assert main(["hil", str(out), "--tokenizer", str(folder / "model"), "--text-file", str(folder / "eval.txt"),
-                 "--layers", r"layers\.0\.", "--backend", "golden", "--tokens", "128", "--context", "64"]) == 0
+    assert (
+        main(
+            [
+                "hil",
+                str(out),
+                "--tokenizer",
+                str(folder / "model"),
+                "--text-file",
+                str(folder / "eval.txt"),
+                "--layers",
+                r"layers\.0\.",
+                "--backend",
+                "golden",
+                "--tokens",
+                "128",
+                "--context",
+                "64",
+            ]
+        )
+        == 0
+    )
     assert "7 layers on golden" in capsys.readouterr().out
 
 
@@ -90,15 +151,24 @@ def test_quantized_folder_is_a_transformers_folder(folder, tmp_path, capsys):
         assert set(art.layers) == set(load_artifact(q).layers)
         assert torch.equal(tf.AutoModelForCausalLM.from_pretrained(tmp_path / "again")(ids).logits, want)
         assert torch.equal(load_quantized(tmp_path / "again")(ids).logits, want)
-    code = ("import sys, transformers as tf\n{pre}\n"
-            "try:\n    m = tf.AutoModelForCausalLM.from_pretrained(sys.argv[1])\n    print('LOADED', type(m.model.layers[0]"
-            ".self_attn.q_proj).__name__)\nexcept Exception as e:\n    print('REFUSED', type(e).__name__, e)\n")
+    code = (
+        "import sys, transformers as tf\n{pre}\n"
+        "try:\n    m = tf.AutoModelForCausalLM.from_pretrained(sys.argv[1])\n    print('LOADED', type(m.model.layers[0]"
+        ".self_attn.q_proj).__name__)\nexcept Exception as e:\n    print('REFUSED', type(e).__name__, e)\n"
+    )
     # cwd away from the repository root: there, its kernels/ folder shadows the PyPI `kernels` package
     # that transformers probes (and importing it imports ptqtp)
-    runs = {pre: subprocess.run([sys.executable, "-c", code.format(pre=pre), str(q)], capture_output=True, text=True,
-                                timeout=300, cwd=tmp_path,
-                                env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"}).stdout
-            for pre in ("", "import ptqtp")}
+    runs = {
+        pre: subprocess.run(
+            [sys.executable, "-c", code.format(pre=pre), str(q)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=tmp_path,
+            env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"},
+        ).stdout
+        for pre in ("", "import ptqtp")
+    }
     assert "REFUSED RuntimeError" in runs[""] and "mismatch" in runs[""], runs[""]  # never random weights
     assert "LOADED FolderTritPlaneLinear" in runs["import ptqtp"], runs["import ptqtp"]
 
@@ -126,13 +196,22 @@ def test_base3_folder_loads_and_computes_what_2bit_does(folder, tmp_path):
         assert torch.equal(m3(ids).logits, tf.AutoModelForCausalLM.from_pretrained(two)(ids).logits)
 
 
-@pytest.mark.parametrize("first", ["import ptqtp.models.transformers_quantizer", "import ptqtp; import transformers",
-                                   "import transformers; import ptqtp", "from ptqtp.models.hf import write_model_folder"])
+@pytest.mark.parametrize(
+    "first",
+    [
+        "import ptqtp.models.transformers_quantizer",
+        "import ptqtp; import transformers",
+        "import transformers; import ptqtp",
+        "from ptqtp.models.hf import write_model_folder",
+    ],
+)
 def test_registration_in_any_import_order(first, tmp_path):
     import subprocess
     import sys
 
-    code = (f"{first}\nfrom transformers.quantizers.auto import AUTO_QUANTIZER_MAPPING, AUTO_QUANTIZATION_CONFIG_MAPPING\n"
-            "print('OK', 'ptqtp' in AUTO_QUANTIZER_MAPPING and 'ptqtp' in AUTO_QUANTIZATION_CONFIG_MAPPING)")
+    code = (
+        f"{first}\nfrom transformers.quantizers.auto import AUTO_QUANTIZER_MAPPING, AUTO_QUANTIZATION_CONFIG_MAPPING\n"
+        "print('OK', 'ptqtp' in AUTO_QUANTIZER_MAPPING and 'ptqtp' in AUTO_QUANTIZATION_CONFIG_MAPPING)"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert "OK True" in proc.stdout, proc.stderr[-2000:]

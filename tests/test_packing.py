@@ -97,11 +97,16 @@ def test_base3_remainder_must_be_zero():
         unpack_trits(packed, "base3", 9)
 
 
-@pytest.mark.parametrize("bad,packing,err", [(torch.tensor([2, 0, 0, 0], dtype=torch.int8), "2bit", ValueError),
-                                             (torch.zeros(6, dtype=torch.int8), "2bit", ValueError),
-                                             (torch.zeros(4, dtype=torch.int32), "2bit", TypeError),
-                                             (torch.zeros(5, dtype=torch.int8), "base4", ValueError),
-                                             ([0, 1, -1], "base3", TypeError)])
+@pytest.mark.parametrize(
+    "bad,packing,err",
+    [
+        (torch.tensor([2, 0, 0, 0], dtype=torch.int8), "2bit", ValueError),
+        (torch.zeros(6, dtype=torch.int8), "2bit", ValueError),
+        (torch.zeros(4, dtype=torch.int32), "2bit", TypeError),
+        (torch.zeros(5, dtype=torch.int8), "base4", ValueError),
+        ([0, 1, -1], "base3", TypeError),
+    ],
+)
 def test_pack_rejects(bad, packing, err):
     with pytest.raises(err):
         pack_trits(bad, packing)

@@ -53,19 +53,53 @@ def test_cli_plan(tmp_path, capsys):
     from ptqtp.tools.cli import main
 
     g = torch.Generator().manual_seed(0)
-    layers = {f"model.layers.{i}.self_attn.q_proj": quantize(torch.randn(16, 256, generator=g) * 0.02) for i in range(2)}
+    layers = {
+        f"model.layers.{i}.self_attn.q_proj": quantize(torch.randn(16, 256, generator=g) * 0.02) for i in range(2)
+    }
     art = save_artifact(tmp_path / "a.safetensors", layers, config=PTQTPConfig())
-    assert main(["plan", str(art), "--bandwidth", "0.1", "--fmax", "100", "--data-width", "128",
-                 "--json", str(tmp_path / "p.json")]) == 0
+    assert (
+        main(
+            [
+                "plan",
+                str(art),
+                "--bandwidth",
+                "0.1",
+                "--fmax",
+                "100",
+                "--data-width",
+                "128",
+                "--json",
+                str(tmp_path / "p.json"),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "custom" in out and "q_proj" in out and "base3" in out
     p, p3 = json.loads((tmp_path / "p.json").read_text())
-    assert p["layers"] == 2 and p["bytes_per_token"] == 2 * (4 * 2 * 17 * 16)  # 2 layers x 4 blocks x 2 groups x 17 words
+    assert p["layers"] == 2 and p["bytes_per_token"] == 2 * (
+        4 * 2 * 17 * 16
+    )  # 2 layers x 4 blocks x 2 groups x 17 words
     # base-3: 8 steps a layer = frames of 5 (5 + 64 words) and 3 (3 + ceil(614.4 bytes / 16) = 3 + 39 words)
     assert (p["engine"]["packing"], p3["engine"]["packing"]) == ("2bit", "base3")
     assert p3["bytes_per_token"] == 2 * (69 + 42) * 16
-    assert main(["plan", str(art), "--bandwidth", "0.1", "--fmax", "100", "--packing", "base3",
-                 "--json", str(tmp_path / "p.json")]) == 0
+    assert (
+        main(
+            [
+                "plan",
+                str(art),
+                "--bandwidth",
+                "0.1",
+                "--fmax",
+                "100",
+                "--packing",
+                "base3",
+                "--json",
+                str(tmp_path / "p.json"),
+            ]
+        )
+        == 0
+    )
     assert [q["engine"]["packing"] for q in json.loads((tmp_path / "p.json").read_text())] == ["base3"]
     assert main(["plan", str(art), "--board", "nope"]) == 2
     assert "unknown boards" in capsys.readouterr().err

@@ -9,11 +9,11 @@ import time
 import numpy as np
 import pytest
 
-from ptqtp.runtime.backends import GoldenBackend, TritonBackend
-from ptqtp.runtime.registry import make_backend
-from ptqtp.golden import GoldenLayer, IntConfig
 from ptqtp.formats.wire import HEADER, MAGIC, ErrorCode, MsgType
+from ptqtp.golden import GoldenLayer, IntConfig
+from ptqtp.runtime.backends import GoldenBackend, TritonBackend
 from ptqtp.runtime.client import RemoteBackend, RemoteError
+from ptqtp.runtime.registry import make_backend
 from ptqtp.runtime.server import serve
 
 
@@ -85,8 +85,10 @@ def error_code(body):
 
 
 def test_bad_magic_and_version_get_an_error_then_close(server):
-    for frame, code in ((b"XXXX" + bytes(12), ErrorCode.BAD_MAGIC),
-                        (HEADER.pack(MAGIC, 9, MsgType.HELLO, 0, 1, 0), ErrorCode.BAD_VERSION)):
+    for frame, code in (
+        (b"XXXX" + bytes(12), ErrorCode.BAD_MAGIC),
+        (HEADER.pack(MAGIC, 9, MsgType.HELLO, 0, 1, 0), ErrorCode.BAD_VERSION),
+    ):
         s, rtype, body = raw(server, frame)
         assert rtype == MsgType.ERROR and error_code(body) == code
         assert s.recv(1) == b""  # connection closed: framing cannot be trusted any more
@@ -163,7 +165,9 @@ def test_killed_server_is_a_clear_error():
         g, spec = layer()
         remote = RemoteBackend("127.0.0.1", port, timeout=20)
         remote.load(1, spec)
-        killer = subprocess.Popen([sys.executable, "-c", f"import os, time, signal; time.sleep(1); os.kill({proc.pid}, 9)"])
+        killer = subprocess.Popen(
+            [sys.executable, "-c", f"import os, time, signal; time.sleep(1); os.kill({proc.pid}, 9)"]
+        )
         t0 = time.monotonic()
         with pytest.raises(ConnectionError, match="closed the connection mid-request"):
             remote.run(1, inputs(g))
@@ -208,20 +212,46 @@ def test_cli_compare_through_every_backend(tmp_path, capsys):
     from ptqtp import PTQTPConfig, quantize, save_artifact
     from ptqtp.tools.cli import main
 
-    art = save_artifact(tmp_path / "a.safetensors", {"l": quantize(torch.randn(12, 128) * 0.02,
-                                                                   config=PTQTPConfig())})
+    art = save_artifact(tmp_path / "a.safetensors", {"l": quantize(torch.randn(12, 128) * 0.02, config=PTQTPConfig())})
     srv = serve(GoldenBackend())
     try:
         host, port = srv.server_address
-        assert main(["compare", str(art), "--samples", "3", "--lanes", "8", "--rows", "2", "--data-width", "64",
-                     "--burst", "8", "--max-d", "128", "--backends", "golden,triton,rtl,remote",
-                     "--remote", f"{host}:{port}"]) == 0
+        assert (
+            main(
+                [
+                    "compare",
+                    str(art),
+                    "--samples",
+                    "3",
+                    "--lanes",
+                    "8",
+                    "--rows",
+                    "2",
+                    "--data-width",
+                    "64",
+                    "--burst",
+                    "8",
+                    "--max-d",
+                    "128",
+                    "--backends",
+                    "golden,triton,rtl,remote",
+                    "--remote",
+                    f"{host}:{port}",
+                ]
+            )
+            == 0
+        )
     finally:
         srv.shutdown()
         srv.server_close()
     out = capsys.readouterr().out
-    for path in ("golden (integer) | 36/36", "triton (integer) | 36/36", "rtl (integer) | 36/36",
-                 "remote (integer) | 36/36", "triton float (fp32)"):
+    for path in (
+        "golden (integer) | 36/36",
+        "triton (integer) | 36/36",
+        "rtl (integer) | 36/36",
+        "remote (integer) | 36/36",
+        "triton float (fp32)",
+    ):
         assert path in out, out
 
 

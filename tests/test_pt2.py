@@ -4,12 +4,12 @@ SSR, and the one-plane + offset + permutation layer through artifact, golden mod
 import numpy as np
 import pytest
 import torch
+from test_calibrated import correlated, out_err
 
 from ptqtp import ArtifactError, load_artifact, quantize, save_artifact
 from ptqtp.golden import GoldenLayer, IntConfig
 from ptqtp.kernels import TritPlaneLinear, trit_matmul, trit_matmul_int
 from ptqtp.methods.pt2 import PT2Config, aga, itf, pt2_calibrated, pt2_itf, ssr_order
-from test_calibrated import correlated, out_err
 
 
 def itf_reference(w, max_rounds=100, threshold=0.75):
@@ -129,8 +129,10 @@ def test_calibrated_beats_data_free_and_ssr_is_used():
     full = pt2_calibrated(W, H, PT2Config(group_size=64))
     no_ssr = pt2_calibrated(W, H, PT2Config(group_size=64, ssr=False))
     e_free, e_full = out_err(W, X, free.dequantize(torch.float64)), out_err(W, X, full.dequantize(torch.float64))
-    print(f"output error: ITF only {e_free:.4f}, full PT^2 {e_full:.4f}, "
-          f"no SSR {out_err(W, X, no_ssr.dequantize(torch.float64)):.4f}")
+    print(
+        f"output error: ITF only {e_free:.4f}, full PT^2 {e_full:.4f}, "
+        f"no SSR {out_err(W, X, no_ssr.dequantize(torch.float64)):.4f}"
+    )
     assert e_full < 0.8 * e_free
     assert full.perm is not None and no_ssr.perm is None and full.method == "pt2" and free.method == "pt2-itf"
 
@@ -186,8 +188,9 @@ def test_artifact_rejects_bad_pt2_tensors(pt2_layer, tmp_path):
         from ptqtp.formats.artifact import HASH_KEY, tensor_sha256, with_hashes
 
         bad = dict(raw, **{key: value})  # a consistent writer's mistake: hashes recomputed
-        fresh = with_hashes({k: v for k, v in meta.items() if k != HASH_KEY},
-                            {k: tensor_sha256(v) for k, v in bad.items()})
+        fresh = with_hashes(
+            {k: v for k, v in meta.items() if k != HASH_KEY}, {k: tensor_sha256(v) for k, v in bad.items()}
+        )
         save_file(bad, str(tmp_path / "bad.safetensors"), metadata=fresh)
         with pytest.raises(ArtifactError, match=match):
             load_artifact(tmp_path / "bad.safetensors")
@@ -200,8 +203,10 @@ def test_golden_offset_term_equals_integer_weights(pt2_layer):
     g = GoldenLayer.from_packed(layer, IntConfig(8, 16))
     x = np.random.default_rng(0).standard_normal((5, 200)) * 3
     x_q, s_x = g.quantize_input(x)
-    np.testing.assert_array_equal(x_q[:, :200], GoldenLayer(g.trits, layer.scales.double().numpy(), 200, 64)
-                                  .quantize_input(x[:, g.perm])[0][:, :200])
+    np.testing.assert_array_equal(
+        x_q[:, :200],
+        GoldenLayer(g.trits, layer.scales.double().numpy(), 200, 64).quantize_input(x[:, g.perm])[0][:, :200],
+    )
     w_int = g.trits[0].astype(np.int64) * np.repeat(g.a_q[0], 64, 1) + np.repeat(g.m_q, 64, 1)
     w_int[:, 200:] = np.repeat(g.m_q, 64, 1)[:, 200:]  # padding: x_q is 0 there anyway
     np.testing.assert_array_equal(g.acc(x_q), x_q @ w_int.T)

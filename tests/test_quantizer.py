@@ -3,9 +3,9 @@ import math
 import numpy as np
 import pytest
 import torch
+from reference_ptqtp import reference_ptqtp
 
 from ptqtp import PTQTPConfig, quantize, quantize_ptqtp, quantize_rtn, quantize_ternary_absmean
-from reference_ptqtp import reference_ptqtp
 
 
 def dyadic(n, d, seed, bits=12):
@@ -115,23 +115,33 @@ def test_scale_invariance_at_extreme_magnitudes(scale):
 def test_nonfinite_rejected_by_name(bad):
     W = torch.randn(4, 128)
     W[2, 5] = bad
-    for fn in (lambda: quantize_ptqtp(W, name="model.layers.0.mlp"), lambda: quantize(W, "ternary", name="model.layers.0.mlp"),
-               lambda: quantize(W, "rtn3", name="model.layers.0.mlp")):
+    for fn in (
+        lambda: quantize_ptqtp(W, name="model.layers.0.mlp"),
+        lambda: quantize(W, "ternary", name="model.layers.0.mlp"),
+        lambda: quantize(W, "rtn3", name="model.layers.0.mlp"),
+    ):
         with pytest.raises(ValueError, match=r"model\.layers\.0\.mlp: weight has 1 NaN/Inf"):
             fn()
 
 
-@pytest.mark.parametrize("bad,err", [(torch.zeros(3), ValueError), (torch.zeros(0, 4), ValueError),
-                                     (torch.zeros(2, 4, dtype=torch.int32), TypeError)])
+@pytest.mark.parametrize(
+    "bad,err",
+    [(torch.zeros(3), ValueError), (torch.zeros(0, 4), ValueError), (torch.zeros(2, 4, dtype=torch.int32), TypeError)],
+)
 def test_bad_shapes_and_dtypes(bad, err):
     with pytest.raises(err, match="weight"):
         quantize_ptqtp(bad)
 
 
-@pytest.mark.parametrize("kwargs,msg", [({"group_size": 6}, "group_size must be a positive multiple of 4"),
-                                        ({"max_iters": 0}, "max_iters must be"),
-                                        ({"eps": -1.0}, "eps must be a positive finite number"),
-                                        ({"search_dtype": "float16"}, "search_dtype must be")])
+@pytest.mark.parametrize(
+    "kwargs,msg",
+    [
+        ({"group_size": 6}, "group_size must be a positive multiple of 4"),
+        ({"max_iters": 0}, "max_iters must be"),
+        ({"eps": -1.0}, "eps must be a positive finite number"),
+        ({"search_dtype": "float16"}, "search_dtype must be"),
+    ],
+)
 def test_config_validation(kwargs, msg):
     with pytest.raises(ValueError, match=msg):
         PTQTPConfig(**kwargs)

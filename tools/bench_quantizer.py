@@ -34,7 +34,7 @@ def straightforward_ptqtp(W: torch.Tensor, G: int = 128, max_iters: int = 50, ep
     a = torch.ones(w.shape[0], 2, dtype=torch.float64)
     lam = torch.full((w.shape[0],), 1e-8, dtype=torch.float64)
     eye = torch.eye(2, dtype=torch.float64)
-    for it in range(1, max_iters + 1):
+    for it in range(1, max_iters + 1):  # noqa: B007 - returned: the iterations taken
         S = T.to(torch.float64)
         A = S.transpose(1, 2) @ S + lam[:, None, None] * eye
         kappa = torch.linalg.matrix_norm(A) * torch.linalg.matrix_norm(torch.linalg.inv(A))
@@ -43,7 +43,7 @@ def straightforward_ptqtp(W: torch.Tensor, G: int = 128, max_iters: int = 50, ep
         a_new = torch.linalg.solve(A, (S.transpose(1, 2) @ w.to(torch.float64).unsqueeze(-1)).squeeze(-1))
         delta = float((a_new - a).abs().max())
         a = a_new
-        levels = (a.to(torch.float32) @ c.T)  # [g, 9]
+        levels = a.to(torch.float32) @ c.T  # [g, 9]
         best = ((w.unsqueeze(-1) - levels.unsqueeze(1)) ** 2).argmin(-1)
         T = c[best]
         if delta < eps:
@@ -82,8 +82,19 @@ def child(method: str, size: int, cols: int | None = None, device: str = "cpu") 
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
     peak = _status("VmHWM:") - base
-    print(json.dumps({"method": method, "seconds": min(times), "median": sorted(times)[len(times) // 2],
-                      "iterations": iters, "rel_error": rel, "peak_bytes": peak, "matrix_bytes": W.numel() * 4}))
+    print(
+        json.dumps(
+            {
+                "method": method,
+                "seconds": min(times),
+                "median": sorted(times)[len(times) // 2],
+                "iterations": iters,
+                "rel_error": rel,
+                "peak_bytes": peak,
+                "matrix_bytes": W.numel() * 4,
+            }
+        )
+    )
 
 
 def main() -> None:
@@ -98,33 +109,96 @@ def main() -> None:
         return child(args.child, args.size, args.cols, args.device)
     results = []
     for method in ("ptqtp", "straightforward"):
-        out = subprocess.run([sys.executable, "-m", "ptqtp.tools.bench_quantizer", "--child", method, "--size",
-                              str(args.size)], check=True, capture_output=True, text=True).stdout
+        out = subprocess.run(
+            [sys.executable, "-m", "ptqtp.tools.bench_quantizer", "--child", method, "--size", str(args.size)],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
         results.append(json.loads(out.strip().splitlines()[-1]))
     fast = results[0]["seconds"]
-    rows = [[r["method"], round(r["seconds"], 3), round(r["median"], 3), f"{args.size**2 / r['seconds'] / 1e6:.1f} M",
-             r["iterations"],
-             round(r["rel_error"], 5), f"{r['peak_bytes'] / 2**20:.0f} MiB ({r['peak_bytes'] / r['matrix_bytes']:.2f}x)",
-             f"{r['seconds'] / fast:.1f}x"] for r in results]
+    rows = [
+        [
+            r["method"],
+            round(r["seconds"], 3),
+            round(r["median"], 3),
+            f"{args.size**2 / r['seconds'] / 1e6:.1f} M",
+            r["iterations"],
+            round(r["rel_error"], 5),
+            f"{r['peak_bytes'] / 2**20:.0f} MiB ({r['peak_bytes'] / r['matrix_bytes']:.2f}x)",
+            f"{r['seconds'] / fast:.1f}x",
+        ]
+        for r in results
+    ]
     print(f"{args.size}x{args.size} float32, {torch.get_num_threads()} threads, torch {torch.__version__}")
-    print(markdown_table(["implementation", "seconds (best)", "seconds (median)", "weights/s", "iterations", "rel. error",
-                          "peak extra memory (x matrix)", "time vs fast"], rows))
+    print(
+        markdown_table(
+            [
+                "implementation",
+                "seconds (best)",
+                "seconds (median)",
+                "weights/s",
+                "iterations",
+                "rel. error",
+                "peak extra memory (x matrix)",
+                "time vs fast",
+            ],
+            rows,
+        )
+    )
     if args.llama7b:
         shapes = [(4096, 4096), (11008, 4096), (4096, 11008)]
         devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
         rows = []
         for device in devices:
             for n, d in shapes:
-                out = subprocess.run([sys.executable, "-m", "ptqtp.tools.bench_quantizer", "--child", "ptqtp", "--size",
-                                      str(n), "--cols", str(d), "--device", device], check=True, capture_output=True,
-                                     text=True).stdout
+                out = subprocess.run(
+                    [
+                        sys.executable,
+                        "-m",
+                        "ptqtp.tools.bench_quantizer",
+                        "--child",
+                        "ptqtp",
+                        "--size",
+                        str(n),
+                        "--cols",
+                        str(d),
+                        "--device",
+                        device,
+                    ],
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                ).stdout
                 r = json.loads(out.strip().splitlines()[-1])
-                rows.append([f"{n} x {d}", device, round(r["seconds"], 2), round(r["median"], 2),
-                             f"{n * d / r['seconds'] / 1e6:.2f} M", r["iterations"], round(r["rel_error"], 5),
-                             f"{r['peak_bytes'] / 2**20:.0f} MiB"])
+                rows.append(
+                    [
+                        f"{n} x {d}",
+                        device,
+                        round(r["seconds"], 2),
+                        round(r["median"], 2),
+                        f"{n * d / r['seconds'] / 1e6:.2f} M",
+                        r["iterations"],
+                        round(r["rel_error"], 5),
+                        f"{r['peak_bytes'] / 2**20:.0f} MiB",
+                    ]
+                )
         print("Llama-2-7B linear shapes (Gaussian weights, fast path):")
-        print(markdown_table(["shape", "device", "seconds (best)", "seconds (median)", "weights/s", "iterations",
-                              "rel. error", "peak extra memory"], rows))
+        print(
+            markdown_table(
+                [
+                    "shape",
+                    "device",
+                    "seconds (best)",
+                    "seconds (median)",
+                    "weights/s",
+                    "iterations",
+                    "rel. error",
+                    "peak extra memory",
+                ],
+                rows,
+            )
+        )
 
 
 if __name__ == "__main__":

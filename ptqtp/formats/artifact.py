@@ -30,6 +30,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -125,8 +126,9 @@ class PackedLayer:
 
     def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """W_hat (n, in_features), input column order, from the stored (float16) scales and offsets."""
-        return dequantize_planes(self.trits(), self.scales, self.group_size, self.in_features, dtype, self.offsets,
-                                 self.perm)
+        return dequantize_planes(
+            self.trits(), self.scales, self.group_size, self.in_features, dtype, self.offsets, self.perm
+        )
 
 
 @dataclass
@@ -167,8 +169,10 @@ def pack_layer(result: TritPlaneResult, name: str, packing: str = "2bit") -> dic
     """The stored tensors of one result by suffix: ``tp_codes`` (uint8, in ``packing``),
     ``tp_scales`` (float16), and ``tp_offsets`` (float16) / ``tp_perm`` (int32) where the
     method has them. Scales and offsets must fit float16."""
-    out = {"tp_codes": pack_trits(result.codes.detach().cpu(), check_packing(packing)),
-           "tp_scales": _float16(result.scales, name, "scale")}
+    out = {
+        "tp_codes": pack_trits(result.codes.detach().cpu(), check_packing(packing)),
+        "tp_scales": _float16(result.scales, name, "scale"),
+    }
     if result.offsets is not None:
         out["tp_offsets"] = _float16(result.offsets, name, "offset", flush_ok=True)
     if result.perm is not None:
@@ -182,7 +186,7 @@ def tensor_sha256(t: torch.Tensor) -> str:
     t = t.detach().to("cpu").contiguous()
     h = hashlib.sha256(f"{str(t.dtype).removeprefix('torch.')} {list(t.shape)}\n".encode())
     if t.numel():
-        h.update(t.reshape(-1).view(torch.uint8).numpy())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().data)
     return h.hexdigest()
 
 
@@ -202,8 +206,7 @@ def layer_record(name: str, result: TritPlaneResult, packing: str = "2bit") -> d
 
 def with_hashes(metadata: dict[str, str], tensor_hashes: dict[str, str]) -> dict[str, str]:
     """``metadata`` plus ``ptqtp.sha256`` over ``tensor_hashes`` and the header itself."""
-    return {**metadata, HASH_KEY: json.dumps({**tensor_hashes, _HEADER_HASH: header_sha256(metadata)},
-                                             sort_keys=True)}
+    return {**metadata, HASH_KEY: json.dumps({**tensor_hashes, _HEADER_HASH: header_sha256(metadata)}, sort_keys=True)}
 
 
 def file_sha256(path: str | os.PathLike) -> str:
@@ -264,15 +267,16 @@ def check_bias(bias, name: str, n: int, path=None) -> None:
     """A layer's bias must be a finite floating-point vector of ``n`` values."""
     where = f"{path}: layer {name!r}" if path else f"layer {name!r}"
     if not isinstance(bias, torch.Tensor) or not bias.is_floating_point():
-        raise ArtifactError(f"{where}: bias must be a floating-point tensor, not "
-                            f"{getattr(bias, 'dtype', type(bias).__name__)}")
+        raise ArtifactError(
+            f"{where}: bias must be a floating-point tensor, not {getattr(bias, 'dtype', type(bias).__name__)}"
+        )
     if tuple(bias.shape) != (n,):
         raise ArtifactError(f"{where}: bias shape {tuple(bias.shape)} != ({n},)")
     if not bool(torch.isfinite(bias).all()):
         raise ArtifactError(f"{where}: bias holds NaN or Inf")
 
 
-def _fail(path, msg: str):
+def _fail(path, msg: str) -> NoReturn:
     raise ArtifactError(f"{path}: {msg}")
 
 
@@ -395,8 +399,11 @@ def _validate(path: Path, metadata: dict, raw: Mapping, verify: bool, keep: bool
         unhashed = sorted(set(raw) - set(hashes))
         missing = sorted(set(hashes) - set(raw) - {_HEADER_HASH})
         if unhashed or missing:
-            _fail(path, f"tensors {unhashed or missing} {'have no hash' if unhashed else 'are missing'} "
-                        f"(ptqtp.sha256 lists the file's tensors)")
+            _fail(
+                path,
+                f"tensors {unhashed or missing} {'have no hash' if unhashed else 'are missing'} "
+                f"(ptqtp.sha256 lists the file's tensors)",
+            )
     try:
         records = json.loads(metadata["ptqtp.layers"])
     except (KeyError, ValueError):
@@ -407,12 +414,18 @@ def _validate(path: Path, metadata: dict, raw: Mapping, verify: bool, keep: bool
     def tensor(key: str) -> torch.Tensor:
         t = raw[key]
         if hashes is not None and tensor_sha256(t) != hashes[key]:
-            owner = next((f"layer {r['name']!r}: " for r in records if isinstance(r, dict)
-                          and isinstance(r.get("name"), str) and key.startswith(r["name"] + ".")), "")
+            owner = next(
+                (
+                    f"layer {r['name']!r}: "
+                    for r in records
+                    if isinstance(r, dict) and isinstance(r.get("name"), str) and key.startswith(r["name"] + ".")
+                ),
+                "",
+            )
             _fail(path, f"{owner}tensor {key!r} does not match its SHA-256 (corrupt or edited)")
         return t
 
-    layers: dict[str, PackedLayer] = {}
+    layers: dict[str, PackedLayer | None] = {}  # None: checked, not kept
     for rec in records:
         if not isinstance(rec, dict) or any(k not in rec for k in _REQUIRED_INFO):
             _fail(path, f"layer record {str(rec)[:200]} lacks one of {_REQUIRED_INFO}")
@@ -428,8 +441,11 @@ def _validate(path: Path, metadata: dict, raw: Mapping, verify: bool, keep: bool
             check_bias(layer.bias, name, layer.out_features, path)
         guard = f"{name}.{GUARD}"
         if guard in raw and tuple(tensor(guard).shape) != (0,):
-            _fail(path, f"layer {name!r}: {guard} is {tuple(tensor(guard).shape)}; in a quantized layer it is the "
-                        f"empty guard tensor (shape [0])")
+            _fail(
+                path,
+                f"layer {name!r}: {guard} is {tuple(tensor(guard).shape)}; in a quantized layer it is the "
+                f"empty guard tensor (shape [0])",
+            )
         if keep:
             layers[name] = layer
         else:
@@ -449,8 +465,13 @@ def _validate(path: Path, metadata: dict, raw: Mapping, verify: bool, keep: bool
 
 def _int_field(path, name: str, rec: dict, key: str) -> int:
     v = rec[key]
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v != int(v) \
-            or not 0 < v < 1 << 31:
+    if (
+        isinstance(v, bool)
+        or not isinstance(v, (int, float))
+        or not math.isfinite(v)
+        or v != int(v)
+        or not 0 < v < 1 << 31
+    ):
         _fail(path, f"layer {name!r}: {key} must be a positive integer below 2^31, not {v!r}")
     return int(v)
 
@@ -470,15 +491,18 @@ def _validated_layer(path, name: str, rec: dict, raw: Mapping, tensor) -> Packed
     needs = {"tp_offsets": rec.get("offset", rec["method"] in _OFFSET_METHODS), "tp_perm": rec.get("perm")}
     for suffix, want in needs.items():
         if want is not None and not isinstance(want, bool):
-            _fail(path, f"layer {name!r}: record field {suffix.removeprefix('tp_').replace('offsets', 'offset')} "
-                        f"must be true or false, not {want!r}")
+            _fail(
+                path,
+                f"layer {name!r}: record field {suffix.removeprefix('tp_').replace('offsets', 'offset')} "
+                f"must be true or false, not {want!r}",
+            )
     expect = {
         "tp_codes": (torch.uint8, (planes, n, packed_width(ng * G, packing))),
         "tp_scales": (torch.float16, (planes, n, ng)),
         "tp_offsets": (torch.float16, (n, ng)),
         "tp_perm": (torch.int32, (d,)),
     }
-    got = {}
+    got: dict[str, torch.Tensor | None] = {}
     for suffix, (dtype, shape) in expect.items():
         key = f"{name}.{suffix}"
         want = needs.get(suffix, True)
@@ -493,7 +517,9 @@ def _validated_layer(path, name: str, rec: dict, raw: Mapping, tensor) -> Packed
         if t.dtype != dtype or tuple(t.shape) != shape:
             _fail(path, f"layer {name!r}: {key} is {t.dtype} {tuple(t.shape)}, expected {dtype} {shape}")
         got[suffix] = t
-    codes = got["tp_codes"]
+    codes, scales = got["tp_codes"], got["tp_scales"]
+    if codes is None or scales is None:  # both always required above
+        _fail(path, f"layer {name!r}: codes or scales missing")
     bad = invalid_bytes(codes, packing)
     if len(bad):
         plane, row, j = (int(i) for i in bad[0])
@@ -502,18 +528,19 @@ def _validated_layer(path, name: str, rec: dict, raw: Mapping, tensor) -> Packed
             col = 4 * j + next(i for i in range(4) if (byte >> 2 * i) & 3 == 0b10)
             what = f"invalid trit code 0b10 at plane {plane}, row {row}, column {col}"
         else:
-            what = f"base-3 byte value {byte} >= 243 at plane {plane}, row {row}, byte {j} (columns {5 * j}..{5 * j + 4})"
+            what = (
+                f"base-3 byte value {byte} >= 243 at plane {plane}, row {row}, byte {j} (columns {5 * j}..{5 * j + 4})"
+            )
         _fail(path, f"layer {name!r}: {what} ({len(bad)} bad bytes in all)")
     per = TRITS_PER_BYTE[packing]
     pad = unpack_trits(codes[..., d // per :], packing)[..., d % per :]  # only the bytes holding padding
     if bool(pad.any()):
         _fail(path, f"layer {name!r}: padding columns {d}..{codes.shape[-1] * per - 1} hold nonzero trits")
-    if not bool(torch.isfinite(got["tp_scales"]).all()):
+    if not bool(torch.isfinite(scales).all()):
         _fail(path, f"layer {name!r}: non-finite scales")
     if got["tp_offsets"] is not None and not bool(torch.isfinite(got["tp_offsets"]).all()):
         _fail(path, f"layer {name!r}: non-finite offsets")
     perm = got["tp_perm"]
     if perm is not None and not is_permutation(perm.cpu(), d):
         _fail(path, f"layer {name!r}: tp_perm is not a permutation of 0..{d - 1}")
-    return PackedLayer(name=name, codes=got["tp_codes"], scales=got["tp_scales"], info=dict(rec),
-                       offsets=got["tp_offsets"], perm=perm)
+    return PackedLayer(name=name, codes=codes, scales=scales, info=dict(rec), offsets=got["tp_offsets"], perm=perm)

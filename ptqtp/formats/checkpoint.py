@@ -27,13 +27,22 @@ from pathlib import Path
 
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
-
 from tqdm import tqdm
 
 from ptqtp.methods import MethodConfig, PTQTPConfig, method_of, quantize, resolve_config
 
-from .artifact import FORMAT_VERSION, ArtifactError, atomic_write, file_sha256, guard_tensors, layer_record, \
-    pack_layer, tensor_sha256, verify_artifact, with_hashes
+from .artifact import (
+    FORMAT_VERSION,
+    ArtifactError,
+    atomic_write,
+    file_sha256,
+    guard_tensors,
+    layer_record,
+    pack_layer,
+    tensor_sha256,
+    verify_artifact,
+    with_hashes,
+)
 from .packing import check_packing
 
 __all__ = ["checkpoint_files", "stream_quantize", "shard_of", "BLOCK_PATTERN"]
@@ -54,8 +63,9 @@ def checkpoint_files(src: str | os.PathLike) -> list[Path]:
         if not index.exists():
             single = sorted(src.glob("*.safetensors"))
             if len(single) != 1:
-                raise ValueError(f"{src}: expected one .safetensors file or model.safetensors.index.json, "
-                                 f"found {len(single)} files")
+                raise ValueError(
+                    f"{src}: expected one .safetensors file or model.safetensors.index.json, found {len(single)} files"
+                )
             return single
     else:
         raise FileNotFoundError(f"{src}: no such checkpoint")
@@ -97,7 +107,8 @@ def _keys(files: list[Path]) -> list[tuple[Path, str, tuple, str]]:
     if len(files) == 1 and files[0].suffix.lower() == ".gguf":
         source = _gguf(files[0])
         return [(files[0], k, shape, dtype) for k, shape, dtype in source.entries()]
-    keys, seen = [], {}
+    keys: list = []
+    seen: dict = {}
     for f in files:
         try:
             with safe_open(str(f), "pt") as h:
@@ -150,10 +161,21 @@ def _stderr(msg: str) -> None:
     print(msg, file=sys.stderr)
 
 
-def stream_quantize(src: str | os.PathLike, out: str | os.PathLike, method: str | MethodConfig = "ptqtp",
-                    config: MethodConfig | None = None, include: str = BLOCK_PATTERN.pattern,
-                    exclude: str | None = None, progress: bool = True, log=_stderr, guards: bool = False,
-                    rank: int = 0, world: int = 1, barrier=None, packing: str = "2bit") -> Path:
+def stream_quantize(
+    src: str | os.PathLike,
+    out: str | os.PathLike,
+    method: str | MethodConfig = "ptqtp",
+    config: MethodConfig | None = None,
+    include: str = BLOCK_PATTERN.pattern,
+    exclude: str | None = None,
+    progress: bool = True,
+    log=_stderr,
+    guards: bool = False,
+    rank: int = 0,
+    world: int = 1,
+    barrier=None,
+    packing: str = "2bit",
+) -> Path:
     """Quantize checkpoint ``src`` into the artifact ``out`` (see module doc) with a
     data-free, packable method (a config, or a name with ``config`` as in ``quantize``).
 
@@ -196,9 +218,11 @@ def stream_quantize(src: str | os.PathLike, out: str | os.PathLike, method: str 
         if _selected(key, inc, exc) and (why := _not_quantizable(shape, dtype)):
             skipped[why].append(key)
     if not any(_selected(k, inc, exc) and not _not_quantizable(sh, dt) for _, k, sh, dt in keys):
-        raise ValueError(f"no 2-D floating-point '*.weight' of {src} matches --include {include!r}"
-                         f"{f' and not --exclude {exclude!r}' if exclude else ''} ({len(keys)} tensors): "
-                         f"nothing to quantize")
+        raise ValueError(
+            f"no 2-D floating-point '*.weight' of {src} matches --include {include!r}"
+            f"{f' and not --exclude {exclude!r}' if exclude else ''} ({len(keys)} tensors): "
+            f"nothing to quantize"
+        )
     for why, names in skipped.items():
         log(f"copied unquantized ({why}): {len(names)} selected weight(s), e.g. {names[0]}")
     if not (isinstance(world, int) and world >= 1 and 0 <= rank < world) or (world > 1 and barrier is None):
@@ -216,8 +240,10 @@ def stream_quantize(src: str | os.PathLike, out: str | os.PathLike, method: str 
             except ValueError:
                 same = False
             if not same:
-                raise ArtifactError(f"{parts} holds parts of a different run (source content or parameters "
-                                    f"changed); delete it to start over")
+                raise ArtifactError(
+                    f"{parts} holds parts of a different run (source content or parameters "
+                    f"changed); delete it to start over"
+                )
         else:
             atomic_write(mpath, lambda tmp: tmp.write_text(json.dumps(manifest)))
         for stale in [*parts.glob(".*.tmp"), *out.parent.glob(f".{out.name}.*.tmp")]:
@@ -228,9 +254,12 @@ def stream_quantize(src: str | os.PathLike, out: str | os.PathLike, method: str 
         if {k: theirs.get(k) for k in run} != run:
             raise ArtifactError(f"{parts}: the manifest's parameters differ from rank {rank}'s")
     mine = shard_of([shape for _, _, shape, _ in keys], rank, world)
-    bar = tqdm([(i, keys[i]) for i in mine], desc=f"quantize ({spec.name})" + (f" rank {rank}/{world}" if world > 1
-                                                                                  else ""),
-               unit="tensor", disable=not progress)
+    bar = tqdm(
+        [(i, keys[i]) for i in mine],
+        desc=f"quantize ({spec.name})" + (f" rank {rank}/{world}" if world > 1 else ""),
+        unit="tensor",
+        disable=not progress,
+    )
     for i, (f, key, shape, dtype) in bar:
         part = parts / f"{i:06d}.safetensors"
         if part.exists():
@@ -296,7 +325,7 @@ def _assemble(parts: list[Path], dest: Path, metadata: dict) -> None:
             entries.append((name, info, p, data_start + begin, end - begin, offset))
             offset += end - begin
     metadata = with_hashes(dict(metadata, **{"ptqtp.layers": json.dumps(records)}), hashes)
-    header = {"__metadata__": metadata}
+    header: dict[str, object] = {"__metadata__": metadata}
     for name, info, _, _, size, start in entries:
         header[name] = {"dtype": info["dtype"], "shape": info["shape"], "data_offsets": [start, start + size]}
     blob = json.dumps(header, separators=(",", ":")).encode()

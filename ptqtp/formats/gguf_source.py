@@ -67,8 +67,9 @@ class GGUFSource:
         field = self._reader.fields.get("general.architecture")
         self.arch = bytes(field.parts[field.data[0]]).decode() if field else "?"
         if self.arch not in _ARCHS:
-            raise ValueError(f"{self.path}: GGUF architecture {self.arch!r} is not supported (supported: "
-                             f"{', '.join(_ARCHS)})")
+            raise ValueError(
+                f"{self.path}: GGUF architecture {self.arch!r} is not supported (supported: {', '.join(_ARCHS)})"
+            )
         self.heads = self._int(f"{self.arch}.attention.head_count")
         self.kv_heads = self._int(f"{self.arch}.attention.head_count_kv", self.heads)
         self._tensors = {}

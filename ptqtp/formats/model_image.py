@@ -15,7 +15,8 @@ A folder with two files::
 layer's region followed by its entry's fields (name, n, d, d_pad, G, planes, offset, F,
 ACC, perm as compact sorted-key JSON), so an edited F (a free exponent: it would scale the
 layer's output silently) is caught like a flipped bit; the manifest's own ``sha256`` covers
-every other field of it (layout, act_bits, offsets), compact sorted-key JSON. A layer's descriptor is its (n, d_pad / P, byte_offset, beats).
+every other field of it (layout, act_bits, offsets), compact sorted-key JSON. A layer's
+descriptor is its (n, d_pad / P, byte_offset, beats).
 :func:`read_model_image` checks every field and hash and gives the golden layers back
 bit-exactly; the manifest is written last, so a folder without one is not an image.
 """
@@ -29,6 +30,7 @@ import shutil
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 
@@ -79,8 +81,13 @@ def _manifest_digest(man: dict) -> str:
     return json_sha256(man, without="sha256")
 
 
-def write_model_image(folder: str | os.PathLike, layers: dict[str, GoldenLayer], layout: StreamLayout,
-                      source_sha256: str = "", align: int = 4096) -> Path:
+def write_model_image(
+    folder: str | os.PathLike,
+    layers: dict[str, GoldenLayer],
+    layout: StreamLayout,
+    source_sha256: str = "",
+    align: int = 4096,
+) -> Path:
     """Write the image of ``layers`` (name -> golden layer, in order) for ``layout``, atomically.
 
     Raises
@@ -104,8 +111,10 @@ def write_model_image(folder: str | os.PathLike, layers: dict[str, GoldenLayer],
         with open(tmp / _BLOB, "wb") as blob:
             for name, g in layers.items():
                 if g.group_size != layout.group_size or g.config.scale_bits != layout.scale_bits:
-                    raise ValueError(f"{name}: G={g.group_size}, S={g.config.scale_bits} do not match the layout's "
-                                     f"G={layout.group_size}, S={layout.scale_bits}")
+                    raise ValueError(
+                        f"{name}: G={g.group_size}, S={g.config.scale_bits} do not match the layout's "
+                        f"G={layout.group_size}, S={layout.scale_bits}"
+                    )
                 try:
                     region = layout.encode(g.trits, g.a_q, g.m_q)
                 except ValueError as e:
@@ -116,16 +125,36 @@ def write_model_image(folder: str | os.PathLike, layers: dict[str, GoldenLayer],
                 offset += pad
                 blob.write(region)
                 blob_hash.update(region)
-                entry = {"name": name, "n": g.n, "d": g.d, "d_pad": g.d_pad, "G": g.group_size, "planes": g.planes,
-                         "offset": g.m_q is not None, "F": g.F, "ACC": g.acc_bits, "byte_offset": offset,
-                         "byte_size": len(region), "beats": len(region) // layout.word_bytes,
-                         "perm": None if g.perm is None else [int(i) for i in g.perm]}
+                entry = {
+                    "name": name,
+                    "n": g.n,
+                    "d": g.d,
+                    "d_pad": g.d_pad,
+                    "G": g.group_size,
+                    "planes": g.planes,
+                    "offset": g.m_q is not None,
+                    "F": g.F,
+                    "ACC": g.acc_bits,
+                    "byte_offset": offset,
+                    "byte_size": len(region),
+                    "beats": len(region) // layout.word_bytes,
+                    "perm": None if g.perm is None else [int(i) for i in g.perm],
+                }
                 entry["sha256"] = _digest(region, entry)
                 entries.append(entry)
                 offset += len(region)
-        manifest = {"format": _FORMAT, "version": MODEL_IMAGE_VERSION, "layout": asdict(layout),
-                    "act_bits": act_bits.pop(), "align": align, "source_sha256": source_sha256, "blob": _BLOB,
-                    "blob_bytes": offset, "blob_sha256": blob_hash.hexdigest(), "layers": entries}
+        manifest = {
+            "format": _FORMAT,
+            "version": MODEL_IMAGE_VERSION,
+            "layout": asdict(layout),
+            "act_bits": act_bits.pop(),
+            "align": align,
+            "source_sha256": source_sha256,
+            "blob": _BLOB,
+            "blob_bytes": offset,
+            "blob_sha256": blob_hash.hexdigest(),
+            "layers": entries,
+        }
         manifest["sha256"] = _manifest_digest(manifest)
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
         if folder.exists():
@@ -137,7 +166,7 @@ def write_model_image(folder: str | os.PathLike, layers: dict[str, GoldenLayer],
     return folder
 
 
-def _fail(path, msg: str):
+def _fail(path, msg: str) -> NoReturn:
     raise ModelImageError(f"{path}: {msg}")
 
 
@@ -168,8 +197,8 @@ def read_model_image(folder: str | os.PathLike, verify: bool = True) -> ModelIma
             raise ValueError(f"align {align!r} is not a power of two >= a word")
         if man.get("format") != _FORMAT or man.get("version") != MODEL_IMAGE_VERSION:
             raise ValueError(f"format {man.get('format')!r} version {man.get('version')!r}")
-    except (ValueError, KeyError, TypeError, AttributeError, OverflowError) as e:
-        _fail(mpath, f"malformed manifest ({e})")
+    except (ValueError, KeyError, TypeError, AttributeError, OverflowError) as err:
+        _fail(mpath, f"malformed manifest ({err})")
     blob_path = folder / _BLOB
     if not blob_path.is_file():
         _fail(blob_path, "missing")
@@ -178,16 +207,24 @@ def read_model_image(folder: str | os.PathLike, verify: bool = True) -> ModelIma
         _fail(blob_path, f"{len(blob)} bytes, the manifest says {man.get('blob_bytes')}")
     if verify and hashlib.sha256(blob).hexdigest() != man.get("blob_sha256"):
         _fail(blob_path, "SHA-256 does not match the manifest (corrupt or edited)")
-    layers = {}
+    layers: dict[str, GoldenLayer] = {}
     end = 0  # regions tile the blob: each at the next multiple of align, nothing after the last
     for e in entries:
         name = e.get("name") if isinstance(e, dict) else None
         try:
             n, d, d_pad, G, planes, F = (int(e[k]) for k in ("n", "d", "d_pad", "G", "planes", "F"))
             start, size, offset = int(e["byte_offset"]), int(e["byte_size"]), e["offset"]
-            if not isinstance(offset, bool) or G != layout.group_size or size != layout.layer_bytes(n, d_pad) \
-                    or start % layout.word_bytes or start + size > len(blob) or int(e["beats"]) * layout.word_bytes \
-                    != size or name in layers or not isinstance(name, str) or start != end + (-end % align):
+            if (
+                not isinstance(offset, bool)
+                or G != layout.group_size
+                or size != layout.layer_bytes(n, d_pad)
+                or start % layout.word_bytes
+                or start + size > len(blob)
+                or int(e["beats"]) * layout.word_bytes != size
+                or name in layers
+                or not isinstance(name, str)
+                or start != end + (-end % align)
+            ):
                 raise ValueError("inconsistent shape, size, offset or name")
             end = start + size
         except (ValueError, KeyError, TypeError, OverflowError) as err:
@@ -205,9 +242,17 @@ def read_model_image(folder: str | os.PathLike, verify: bool = True) -> ModelIma
                 raise ValueError(f"ACC {e['ACC']} disagrees with the golden model's {g.acc_bits}")
         except (ValueError, KeyError, TypeError, OverflowError) as err:
             _fail(blob_path, f"layer {name!r}: {err}")
-        layers[name] = g
+        layers[str(name)] = g
     if end != len(blob):
-        _fail(blob_path, f"{len(blob) - end} bytes after the last layer's region (the manifest lists "
-                         f"{len(entries)} layers)")
-    return ModelImage(folder=folder, layout=layout, act_bits=act_bits, entries=entries, layers=layers,
-                      source_sha256=str(man.get("source_sha256", "")))
+        _fail(
+            blob_path,
+            f"{len(blob) - end} bytes after the last layer's region (the manifest lists {len(entries)} layers)",
+        )
+    return ModelImage(
+        folder=folder,
+        layout=layout,
+        act_bits=act_bits,
+        entries=entries,
+        layers=layers,
+        source_sha256=str(man.get("source_sha256", "")),
+    )

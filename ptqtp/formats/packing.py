@@ -28,11 +28,23 @@ stream layout and the HDL use it with NumPy alone).
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import numpy as np
 
-__all__ = ["PACKINGS", "TRITS_PER_BYTE", "pack_trits", "unpack_trits", "packed_width", "invalid_bytes", "check_packing",
-           "base3_digits", "TRIT_CODE", "BASE3_RECIPROCAL", "BASE3_FRACTION_BITS"]
+__all__ = [
+    "PACKINGS",
+    "TRITS_PER_BYTE",
+    "pack_trits",
+    "unpack_trits",
+    "packed_width",
+    "invalid_bytes",
+    "check_packing",
+    "base3_digits",
+    "TRIT_CODE",
+    "BASE3_RECIPROCAL",
+    "BASE3_FRACTION_BITS",
+]
 
 PACKINGS = ("2bit", "base3")
 #: trit value -> 2-bit code
@@ -102,7 +114,7 @@ def pack_trits(trits, packing: str = "2bit"):
     if bool(((trits < -1) | (trits > 1)).any()):
         raise ValueError("trits must be in {-1, 0, 1}")
     lead = tuple(trits.shape[:-1])
-    torch = sys.modules.get("torch")
+    torch: Any = sys.modules.get("torch")  # only set when the caller passed torch tensors
     if packing == "2bit":
         codes = trits & 0b11
         codes = (codes.astype(np.uint8) if is_np else codes.to(torch.uint8)).reshape(*lead, width, 4)
@@ -151,7 +163,7 @@ def unpack_trits(packed, packing: str = "2bit", width: int | None = None):
     check_packing(packing)
     _check_packed_dtype(packed)
     is_np = _np(packed)
-    torch = sys.modules.get("torch")
+    torch: Any = sys.modules.get("torch")  # only set when the caller passed torch tensors
     per = TRITS_PER_BYTE[packing]
     full = packed.shape[-1] * per
     width = full if width is None else width

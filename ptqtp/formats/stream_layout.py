@@ -79,8 +79,9 @@ class StreamLayout:
         if self.group_size % self.lanes or self.lanes < 2:
             raise ValueError(f"lanes P={self.lanes} must be >= 2 and divide G={self.group_size}")
         if self.data_width < 8 or self.record_bits < 8:
-            raise ValueError(f"data_width and the weight record (planes * R * 2P = {self.record_bits} bits) "
-                             f"must be at least 8 bits")
+            raise ValueError(
+                f"data_width and the weight record (planes * R * 2P = {self.record_bits} bits) must be at least 8 bits"
+            )
 
     @property
     def terms(self) -> int:
@@ -173,8 +174,10 @@ class StreamLayout:
     def check_layer(self, planes: int, offset: bool) -> None:
         """``ValueError`` unless a layer with ``planes`` planes (and offsets) runs on this engine."""
         if planes > self.planes or (offset and not self.offset):
-            raise ValueError(f"a layer with {planes} plane(s){' and offsets' if offset else ''} does not run on an "
-                             f"engine with {self.planes} plane(s){' and offsets' if self.offset else ''}")
+            raise ValueError(
+                f"a layer with {planes} plane(s){' and offsets' if offset else ''} does not run on an "
+                f"engine with {self.planes} plane(s){' and offsets' if self.offset else ''}"
+            )
 
     # ------------------------------------------------------------------ encode / decode
 
@@ -204,8 +207,9 @@ class StreamLayout:
         out = []
         for f0 in range(0, len(steps), FRAME):
             k = min(FRAME, len(steps) - f0)
-            records = self._pack_fields(fields[f0 : f0 + k].reshape(-1), self.scale_bits,
-                                        self.frame_scale_beats(k) * self.word_bytes)
+            records = self._pack_fields(
+                fields[f0 : f0 + k].reshape(-1), self.scale_bits, self.frame_scale_beats(k) * self.word_bytes
+            )
             packed = pack_trits(steps[f0 : f0 + k].reshape(-1), "base3")
             out += [records, self._words(packed, self.frame_trit_beats(k))]
         return np.concatenate(out).tobytes()
@@ -231,18 +235,20 @@ class StreamLayout:
             scale_pad = self._unpack_fields(raw[:, :sbytes], 1, sbytes * 8)[:, count * self.scale_bits :]
             unused = [raw[:, sbytes + used :], scale_pad]
         else:
-            fields, steps, unused, pos = [], [], [], 0
+            frame_fields: list[np.ndarray] = []
+            step_list: list[np.ndarray] = []
+            unused, pos = [], 0
             for f0 in range(0, nsteps, FRAME):
                 k = min(FRAME, nsteps - f0)
                 section = raw[pos : pos + self.frame_scale_beats(k) * wb]
-                fields.append(self._unpack_fields(section, self.scale_bits, k * count).reshape(k, count))
+                frame_fields.append(self._unpack_fields(section, self.scale_bits, k * count).reshape(k, count))
                 unused.append(self._unpack_fields(section, 1, len(section) * 8)[k * count * self.scale_bits :])
                 pos += len(section)
                 width = packed_width(k * self.step_trits, "base3")
-                steps.append(unpack_trits(raw[pos : pos + width], "base3", k * self.step_trits).reshape(k, -1))
+                step_list.append(unpack_trits(raw[pos : pos + width], "base3", k * self.step_trits).reshape(k, -1))
                 unused.append(raw[pos + width : pos + self.frame_trit_beats(k) * wb])
                 pos += self.frame_trit_beats(k) * wb
-            fields, steps = np.concatenate(fields), np.concatenate(steps)
+            fields, steps = np.concatenate(frame_fields), np.concatenate(step_list)
         scales = fields.reshape(blocks, ng, self.terms, R).transpose(2, 0, 3, 1).reshape(self.terms, blocks * R, ng)
         t = steps.reshape(blocks, ng, cpg, self.planes, R, P)
         trits = t.transpose(3, 0, 4, 1, 2, 5).reshape(self.planes, blocks * R, d_pad)

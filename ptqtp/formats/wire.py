@@ -20,8 +20,19 @@ from ptqtp.golden import GoldenLayer, IntConfig
 
 from .packing import pack_trits, unpack_trits
 
-__all__ = ["MAGIC", "VERSION", "HEADER", "MsgType", "ErrorCode", "FrameError", "recv_exact", "frame",
-           "error_payload", "encode_layer", "decode_layer"]
+__all__ = [
+    "MAGIC",
+    "VERSION",
+    "HEADER",
+    "MsgType",
+    "ErrorCode",
+    "FrameError",
+    "recv_exact",
+    "frame",
+    "error_payload",
+    "encode_layer",
+    "decode_layer",
+]
 
 MAGIC, VERSION = b"PTQP", 1
 HEADER = struct.Struct("<4sBBHII")  # magic, version, type, flags, request id, payload length
@@ -32,10 +43,21 @@ class MsgType:
 
 
 class ErrorCode:
-    BAD_MAGIC, BAD_VERSION, BAD_TYPE, TOO_LARGE, BAD_PAYLOAD, UNKNOWN_LAYER, BACKEND_ERROR, TIMEOUT, BUSY, LIMIT = \
+    BAD_MAGIC, BAD_VERSION, BAD_TYPE, TOO_LARGE, BAD_PAYLOAD, UNKNOWN_LAYER, BACKEND_ERROR, TIMEOUT, BUSY, LIMIT = (
         range(1, 11)
-    NAMES = {1: "BAD_MAGIC", 2: "BAD_VERSION", 3: "BAD_TYPE", 4: "TOO_LARGE", 5: "BAD_PAYLOAD", 6: "UNKNOWN_LAYER",
-             7: "BACKEND_ERROR", 8: "TIMEOUT", 9: "BUSY", 10: "LIMIT"}
+    )
+    NAMES = {
+        1: "BAD_MAGIC",
+        2: "BAD_VERSION",
+        3: "BAD_TYPE",
+        4: "TOO_LARGE",
+        5: "BAD_PAYLOAD",
+        6: "UNKNOWN_LAYER",
+        7: "BACKEND_ERROR",
+        8: "TIMEOUT",
+        9: "BUSY",
+        10: "LIMIT",
+    }
 
 
 class FrameError(Exception):
@@ -59,7 +81,7 @@ def recv_exact(sock: socket.socket, n: int, deadline: float | None = None) -> by
             sock.settimeout(left)
         try:
             chunk = sock.recv(min(n - len(buf), 1 << 20))
-        except socket.timeout:
+        except TimeoutError:
             raise TimeoutError(f"{n - len(buf)} of {n} bytes still missing at the deadline") from None
         if not chunk:
             raise ConnectionError("connection closed mid-frame")
@@ -79,15 +101,27 @@ def encode_layer(layer_id: int, spec: GoldenLayer) -> bytes:
     """LOAD_LAYER payload: u32 layer id, u32 JSON length, JSON fields, packed codes, a_q, m_q.
     The permutation stays with the host (x_q arrives in stored column order)."""
     n, d_pad = spec.n, spec.d_pad
-    fields = {"n": n, "d_pad": d_pad, "d": spec.d, "G": spec.group_size, "A": spec.config.act_bits,
-              "S": spec.config.scale_bits, "F": spec.F}
+    fields = {
+        "n": n,
+        "d_pad": d_pad,
+        "d": spec.d,
+        "G": spec.group_size,
+        "A": spec.config.act_bits,
+        "S": spec.config.scale_bits,
+        "F": spec.F,
+    }
     if spec.planes != 2 or spec.m_q is not None:  # optional keys: a two-plane layer's frame is unchanged
         fields.update(planes=int(spec.trits.shape[0]), offset=spec.m_q is not None)
     meta = json.dumps(fields).encode()
     codes = pack_trits(torch.from_numpy(np.ascontiguousarray(spec.trits, dtype=np.int8))).numpy().tobytes()
     offsets = b"" if spec.m_q is None else np.ascontiguousarray(spec.m_q, "<i8").tobytes()
-    return (struct.pack("<II", layer_id, len(meta)) + meta + codes + np.ascontiguousarray(spec.a_q, "<i8").tobytes()
-            + offsets)
+    return (
+        struct.pack("<II", layer_id, len(meta))
+        + meta
+        + codes
+        + np.ascontiguousarray(spec.a_q, "<i8").tobytes()
+        + offsets
+    )
 
 
 def decode_layer(payload: bytes) -> tuple[int, GoldenLayer]:
@@ -114,12 +148,14 @@ def decode_layer(payload: bytes) -> tuple[int, GoldenLayer]:
         F = meta["F"]
         if isinstance(F, bool) or not isinstance(F, int) or abs(F) > 4096:
             raise ValueError(f"F must be an integer exponent in [-4096, 4096], not {F!r}")
-        spec = GoldenLayer.from_fixed_point(trits, a_q, F, _size(meta, "d"), G,
-                                            IntConfig(int(meta["A"]), int(meta["S"])), m_q)
+        spec = GoldenLayer.from_fixed_point(
+            trits, a_q, F, _size(meta, "d"), G, IntConfig(int(meta["A"]), int(meta["S"])), m_q
+        )
         return layer_id, spec
     except (struct.error, ValueError, KeyError, TypeError, RuntimeError, ArithmeticError, MemoryError) as e:
-        raise FrameError(ErrorCode.BAD_PAYLOAD, f"bad LOAD_LAYER payload: {type(e).__name__}: {e}",
-                         fatal=False) from None
+        raise FrameError(
+            ErrorCode.BAD_PAYLOAD, f"bad LOAD_LAYER payload: {type(e).__name__}: {e}", fatal=False
+        ) from None
 
 
 def _size(meta: dict, key: str) -> int:

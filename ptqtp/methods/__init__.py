@@ -15,13 +15,46 @@ from ._config import MethodConfig
 from .gptq import PTQTPGPTQConfig, gptq_trit_planes
 from .pt2 import PT2Config, PT2ITFConfig, pt2_calibrated, pt2_itf
 from .ptqtp import PTQTPConfig, quantize_ptqtp
-from .registry import METHODS, REGISTRY, Method, artifact_config, get_method, method_of, quantize, \
-    register_method, resolve_config
+from .registry import (
+    METHODS,
+    REGISTRY,
+    Method,
+    artifact_config,
+    get_method,
+    method_of,
+    quantize,
+    register_method,
+    resolve_config,
+)
 from .rtn import RTNConfig, RTNResult, quantize_rtn
 from .ternary import TernaryConfig, quantize_ternary_absmean
 
 __all__ = [
-    "METHODS", "REGISTRY", "Method", "MethodConfig", "PT2Config", "PT2ITFConfig", "PTQTPConfig", "PTQTPGPTQConfig",
-    "RTNConfig", "RTNResult", "TernaryConfig", "TritPlaneResult", "artifact_config", "check_weight",     "dequantize_planes", "get_method", "gptq_trit_planes", "method_of", "pt2_calibrated", "pt2_itf", "quantize",
-    "quantize_ptqtp", "quantize_rtn", "quantize_ternary_absmean", "register_method", "relative_error", "resolve_config",
+    "METHODS",
+    "REGISTRY",
+    "Method",
+    "MethodConfig",
+    "PT2Config",
+    "PT2ITFConfig",
+    "PTQTPConfig",
+    "PTQTPGPTQConfig",
+    "RTNConfig",
+    "RTNResult",
+    "TernaryConfig",
+    "TritPlaneResult",
+    "artifact_config",
+    "check_weight",
+    "dequantize_planes",
+    "get_method",
+    "gptq_trit_planes",
+    "method_of",
+    "pt2_calibrated",
+    "pt2_itf",
+    "quantize",
+    "quantize_ptqtp",
+    "quantize_rtn",
+    "quantize_ternary_absmean",
+    "register_method",
+    "relative_error",
+    "resolve_config",
 ]

@@ -11,17 +11,30 @@ from dataclasses import dataclass, field
 
 import torch
 
-__all__ = ["TritPlaneResult", "check_weight", "raise_nonfinite", "dequantize_planes", "relative_error",
-           "PAIR_C1", "PAIR_C2"]
+__all__ = [
+    "TritPlaneResult",
+    "check_weight",
+    "raise_nonfinite",
+    "dequantize_planes",
+    "relative_error",
+    "PAIR_C1",
+    "PAIR_C2",
+]
 
 # The 9 (c1, c2) pairs in the pinned tie order (-1,-1), (-1,0), ..., (1,1).
 PAIR_C1 = (-1, -1, -1, 0, 0, 0, 1, 1, 1)
 PAIR_C2 = (-1, 0, 1, -1, 0, 1, -1, 0, 1)
 
 
-def dequantize_planes(trits: torch.Tensor, scales: torch.Tensor, group_size: int, in_features: int,
-                      dtype: torch.dtype = torch.float32, offsets: torch.Tensor | None = None,
-                      perm: torch.Tensor | None = None) -> torch.Tensor:
+def dequantize_planes(
+    trits: torch.Tensor,
+    scales: torch.Tensor,
+    group_size: int,
+    in_features: int,
+    dtype: torch.dtype = torch.float32,
+    offsets: torch.Tensor | None = None,
+    perm: torch.Tensor | None = None,
+) -> torch.Tensor:
     """W_hat (n, in_features) = sum_k a_k T_k (+ m) per group, from trits [planes, n, d_pad],
     scales [planes, n, ng] and optional offsets m [n, ng]; summed in float64, so the one
     rounding is the cast to ``dtype``. With ``perm`` the stored column j is input column
@@ -68,8 +81,9 @@ class TritPlaneResult:
 
     def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """W_hat as an (n, d) tensor of ``dtype``."""
-        return dequantize_planes(self.codes, self.scales, self.group_size, self.in_features, dtype, self.offsets,
-                                 self.perm)
+        return dequantize_planes(
+            self.codes, self.scales, self.group_size, self.in_features, dtype, self.offsets, self.perm
+        )
 
     def info(self) -> dict:
         """The per-layer record stored in artifact metadata."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, fields
-from typing import ClassVar
+from typing import Any, ClassVar
 
 __all__ = ["MethodConfig", "check_group_size", "check_positive_int"]
 
@@ -53,4 +53,5 @@ class MethodConfig:
         unknown = set(raw) - known
         if unknown:
             raise ValueError(f"unknown {cls.METHOD} config keys in artifact: {sorted(unknown)}")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
+        kwargs: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
+        return cls(**kwargs)

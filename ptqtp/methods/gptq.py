@@ -52,12 +52,14 @@ class PTQTPGPTQConfig(MethodConfig):
 
     def ptqtp_config(self) -> PTQTPConfig:
         """The PTQTP fit each group starts from."""
-        return PTQTPConfig(group_size=self.group_size, max_iters=self.max_iters, eps=self.eps,
-                           search_dtype=self.search_dtype)
+        return PTQTPConfig(
+            group_size=self.group_size, max_iters=self.max_iters, eps=self.eps, search_dtype=self.search_dtype
+        )
 
 
-def gptq_trit_planes(weight: torch.Tensor, H: torch.Tensor, config: PTQTPGPTQConfig | None = None,
-                     name: str = "weight") -> TritPlaneResult:
+def gptq_trit_planes(
+    weight: torch.Tensor, H: torch.Tensor, config: PTQTPGPTQConfig | None = None, name: str = "weight"
+) -> TritPlaneResult:
     """Quantize ``weight`` (n x d) with GPTQ error feedback onto two trit planes (module doc).
 
     ``config.refit`` (step 3): on SmolLM2 it took BBC perplexity from 49.98 to 39.66; on correlated
@@ -104,5 +106,13 @@ def gptq_trit_planes(weight: torch.Tensor, H: torch.Tensor, config: PTQTPGPTQCon
         codes[:, :, c0:c1] = t.permute(2, 0, 1).to(torch.int8)
         scales[:, :, g] = a.t()
     rel = relative_error(weight, dequantize_planes(codes, scales, G, d, torch.float64))
-    return TritPlaneResult(codes=codes, scales=scales, in_features=d, group_size=G, method="ptqtp-gptq",
-                           iterations=iterations, rel_error=rel, seconds=time.perf_counter() - t0)
+    return TritPlaneResult(
+        codes=codes,
+        scales=scales,
+        in_features=d,
+        group_size=G,
+        method="ptqtp-gptq",
+        iterations=iterations,
+        rel_error=rel,
+        seconds=time.perf_counter() - t0,
+    )

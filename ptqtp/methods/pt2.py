@@ -112,7 +112,7 @@ def itf(w: torch.Tensor, max_rounds: int = 100, threshold: float = 0.75):
     a = torch.where(nz > 0, (t * wc).sum(1) / nz.clamp(min=1), torch.zeros_like(m))
     active = torch.arange(w.shape[0], device=w.device)
     rounds = 0
-    for rounds in range(1, max_rounds + 1):
+    for rounds in range(1, max_rounds + 1):  # noqa: B007 - returned: the rounds taken
         wa, ta = w[active], t[active]
         a_new, m_new = _fit(wa, ta, a[active], count)
         a[active], m[active] = a_new, m_new
@@ -161,8 +161,16 @@ def ssr_order(weight: torch.Tensor, group_size: int) -> torch.Tensor:
 
 
 def _result(codes, a, m, d, G, perm, rounds, weight, seconds, method) -> TritPlaneResult:
-    r = TritPlaneResult(codes=codes, scales=a.unsqueeze(0), offsets=m, perm=perm, in_features=d, group_size=G,
-                        method=method, iterations=rounds)
+    r = TritPlaneResult(
+        codes=codes,
+        scales=a.unsqueeze(0),
+        offsets=m,
+        perm=perm,
+        in_features=d,
+        group_size=G,
+        method=method,
+        iterations=rounds,
+    )
     r.rel_error = relative_error(weight, r.dequantize(torch.float64))
     r.seconds = seconds
     return r
@@ -198,8 +206,13 @@ def pt2_itf(weight: torch.Tensor, config: PT2ITFConfig | None = None, name: str 
     return _result(codes, a, m, d, G, None, rounds, weight, time.perf_counter() - t0, "pt2-itf")
 
 
-def pt2_calibrated(weight: torch.Tensor, H: torch.Tensor, config: PT2Config | None = None, reorder: bool | None = None,
-                   name: str = "weight") -> TritPlaneResult:
+def pt2_calibrated(
+    weight: torch.Tensor,
+    H: torch.Tensor,
+    config: PT2Config | None = None,
+    reorder: bool | None = None,
+    name: str = "weight",
+) -> TritPlaneResult:
     """PT^2 with calibration: SSR order, ITF + AGA per block, GPTQ error propagation.
 
     ``H``: d x d input second moments (sum of x x^T; any positive scale). ``reorder``

@@ -123,8 +123,10 @@ def level_tables(a: torch.Tensor, search_dtype: torch.dtype):
 
 
 def _pair_codes(device) -> tuple[torch.Tensor, torch.Tensor]:
-    return (torch.tensor(PAIR_C1, dtype=torch.float64, device=device),
-            torch.tensor(PAIR_C2, dtype=torch.float64, device=device))
+    return (
+        torch.tensor(PAIR_C1, dtype=torch.float64, device=device),
+        torch.tensor(PAIR_C2, dtype=torch.float64, device=device),
+    )
 
 
 def slot_index(w: torch.Tensor, mids: torch.Tensor) -> torch.Tensor:
@@ -152,14 +154,18 @@ def search_stats(w: torch.Tensor, mids: torch.Tensor, pair: torch.Tensor) -> tor
     per_pair = torch.zeros(2, mids.shape[0], 9, dtype=torch.float64, device=w.device)
     per_pair.scatter_add_(2, pair.expand(2, -1, -1), per_slot.to(torch.float64))
     c1, c2 = _pair_codes(w.device)
-    return torch.cat((per_pair[0] @ torch.stack((c1 * c1, c1 * c2, c2 * c2), 1), per_pair[1] @ torch.stack((c1, c2), 1)), 1)
+    return torch.cat(
+        (per_pair[0] @ torch.stack((c1 * c1, c1 * c2, c2 * c2), 1), per_pair[1] @ torch.stack((c1, c2), 1)), 1
+    )
 
 
 def search_codes(w: torch.Tensor, mids: torch.Tensor, pair: torch.Tensor):
     """The trit codes (t1, t2) int8 [g, width] of the nearest level for every element of ``w``."""
     idx = slot_index(w, mids)
-    return (torch.gather((pair // 3 - 1).to(torch.int8), 1, idx),  # pair p = 3 (c1 + 1) + (c2 + 1)
-            torch.gather((pair % 3 - 1).to(torch.int8), 1, idx))
+    return (
+        torch.gather((pair // 3 - 1).to(torch.int8), 1, idx),  # pair p = 3 (c1 + 1) + (c2 + 1)
+        torch.gather((pair % 3 - 1).to(torch.int8), 1, idx),
+    )
 
 
 def squared_error(stats: torch.Tensor, a: torch.Tensor, wsq: torch.Tensor) -> torch.Tensor:

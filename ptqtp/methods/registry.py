@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -22,8 +23,17 @@ from .ptqtp import PTQTPConfig, quantize_ptqtp
 from .rtn import RTNConfig, quantize_rtn
 from .ternary import TernaryConfig, quantize_ternary_absmean
 
-__all__ = ["Method", "METHODS", "REGISTRY", "register_method", "method_of", "get_method", "resolve_config", "quantize",
-           "artifact_config"]
+__all__ = [
+    "Method",
+    "METHODS",
+    "REGISTRY",
+    "register_method",
+    "method_of",
+    "get_method",
+    "resolve_config",
+    "quantize",
+    "artifact_config",
+]
 
 _FP16 = 16  # bits of one stored scale or offset
 
@@ -47,7 +57,7 @@ class Method:
     """
 
     name: str
-    config_type: type
+    config_type: type[MethodConfig]
     run: Callable
     calibrated: bool = False
     packable: bool = True
@@ -71,7 +81,8 @@ class Method:
         scale and a k-bit zero point per group.
         """
         if not self.planes:
-            k = self.config(group_size).bits
+            config: Any = self.config(group_size)  # a round-to-nearest config: it has `bits`
+            k = config.bits
             return k + (_FP16 + k) / group_size, k + (_FP16 + k) / group_size
         used = self.planes - self.zero_planes
         side = (used + self.offsets) * _FP16 / group_size
@@ -116,15 +127,27 @@ def _gptq(weight, config, name, progress, hessian):
 register_method(Method("ptqtp", PTQTPConfig, _ptqtp))
 # ptqtp-gptq's calibration set (16 x 512 tokens) was chosen with issue 10; pt2 takes the
 # authors' 128 random segments, 128 tokens long to fit a 2-core machine's budget.
-register_method(Method("ptqtp-gptq", PTQTPGPTQConfig, _gptq, calibrated=True,
-                       calibration={"segments": 16, "length": 512}))
-register_method(Method("pt2", PT2Config, _pt2, calibrated=True, planes=1, offsets=True,
-                       calibration={"segments": 128, "length": 128}))
+register_method(
+    Method("ptqtp-gptq", PTQTPGPTQConfig, _gptq, calibrated=True, calibration={"segments": 16, "length": 512})
+)
+register_method(
+    Method(
+        "pt2", PT2Config, _pt2, calibrated=True, planes=1, offsets=True, calibration={"segments": 128, "length": 128}
+    )
+)
 register_method(Method("pt2-itf", PT2ITFConfig, _pt2_itf, planes=1, offsets=True))
 register_method(Method("ternary", TernaryConfig, _ternary, zero_planes=1))  # plane 2 is zero at scale 0
 for _bits in (2, 3, 4):
-    register_method(Method(f"rtn{_bits}", RTNConfig, _rtn, packable=False, planes=0,
-                           default_config=lambda group_size=128, bits=_bits: RTNConfig(group_size, bits)))
+    register_method(
+        Method(
+            f"rtn{_bits}",
+            RTNConfig,
+            _rtn,
+            packable=False,
+            planes=0,
+            default_config=lambda group_size=128, bits=_bits: RTNConfig(group_size, bits),
+        )
+    )
 
 #: Every registered method's name, in registration order.
 METHODS = tuple(REGISTRY)
@@ -159,8 +182,14 @@ def resolve_config(method: str | MethodConfig, config: MethodConfig | None = Non
     return spec.config(128 if config is None else config.group_size)
 
 
-def quantize(weight: torch.Tensor, method: str | MethodConfig = "ptqtp", config: MethodConfig | None = None,
-             name: str = "weight", progress=None, hessian: torch.Tensor | None = None):
+def quantize(
+    weight: torch.Tensor,
+    method: str | MethodConfig = "ptqtp",
+    config: MethodConfig | None = None,
+    name: str = "weight",
+    progress=None,
+    hessian: torch.Tensor | None = None,
+):
     """Quantize one (out x in) weight.
 
     ``method`` is a config (its type selects the method) or a method name; with a name,
@@ -176,8 +205,10 @@ def quantize(weight: torch.Tensor, method: str | MethodConfig = "ptqtp", config:
     config = resolve_config(method, config)
     spec = method_of(config)
     if spec.calibrated and hessian is None:
-        raise ValueError(f"{name}: method {spec.name!r} needs calibration statistics (hessian=)"
-                         + ("; 'pt2-itf' is the data-free variant" if spec.name == "pt2" else ""))
+        raise ValueError(
+            f"{name}: method {spec.name!r} needs calibration statistics (hessian=)"
+            + ("; 'pt2-itf' is the data-free variant" if spec.name == "pt2" else "")
+        )
     return spec.run(weight, config, name, progress, hessian)
 
 

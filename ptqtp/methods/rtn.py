@@ -80,8 +80,7 @@ def quantize_rtn(weight: torch.Tensor, bits: int, group_size: int = 128, name: s
         scale = torch.where(scale > 0, scale, torch.where(lo != 0, lo.abs(), torch.ones_like(lo)))
         zero = torch.round(-lo / scale)
         q = (torch.round(w / scale.unsqueeze(-1)) + zero.unsqueeze(-1)).clamp(0, qmax).to(torch.uint8)
-        result = RTNResult(q=q, scale=scale, zero=zero, in_features=weight.shape[1],
-                           group_size=group_size, bits=bits)
+        result = RTNResult(q=q, scale=scale, zero=zero, in_features=weight.shape[1], group_size=group_size, bits=bits)
         result.rel_error = relative_error(weight, result.dequantize(torch.float64))
     result.seconds = time.perf_counter() - t0
     return result

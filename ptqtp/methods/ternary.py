@@ -45,8 +45,9 @@ def valid_columns(weight: torch.Tensor, group_size: int) -> torch.Tensor:
     return valid.view(1, ng, group_size)
 
 
-def quantize_ternary_absmean(weight: torch.Tensor, group_size: int | TernaryConfig = 128,
-                             name: str = "weight") -> TritPlaneResult:
+def quantize_ternary_absmean(
+    weight: torch.Tensor, group_size: int | TernaryConfig = 128, name: str = "weight"
+) -> TritPlaneResult:
     """Single-plane absmean ternary (BitNet b1.58) per group of ``group_size`` columns."""
     if isinstance(group_size, TernaryConfig):
         group_size = group_size.group_size
@@ -64,8 +65,9 @@ def quantize_ternary_absmean(weight: torch.Tensor, group_size: int | TernaryConf
         codes[0] = t.view(n, -1)
         scales = torch.zeros(2, n, t.shape[1], dtype=torch.float64, device=weight.device)
         scales[0] = gamma
-        result = TritPlaneResult(codes=codes, scales=scales, in_features=d, group_size=group_size,
-                                 method="ternary", iterations=0)
+        result = TritPlaneResult(
+            codes=codes, scales=scales, in_features=d, group_size=group_size, method="ternary", iterations=0
+        )
         result.rel_error = relative_error(weight, result.dequantize(torch.float64))
     result.seconds = time.perf_counter() - t0
     return result

@@ -28,9 +28,18 @@ from .hf import QuantReport, is_conv1d, set_module, trit_module, weight_of
 __all__ = ["calibrate_model", "calibrated_quantize", "decoder_blocks"]
 
 
-def calibrated_quantize(model, tokenizer, method: str | MethodConfig, config: MethodConfig | None = None,
-                        segments: int | None = None, length: int | None = None, seed: int = 0,
-                        progress: bool = True, text: str | None = None, text_name: str | None = None):
+def calibrated_quantize(
+    model,
+    tokenizer,
+    method: str | MethodConfig,
+    config: MethodConfig | None = None,
+    segments: int | None = None,
+    length: int | None = None,
+    seed: int = 0,
+    progress: bool = True,
+    text: str | None = None,
+    text_name: str | None = None,
+):
     """Run :func:`calibrate_model` with the method's calibration set (``Method.calibration``,
     overridable) from ``text`` (named ``text_name`` in the record; default the BBC
     calibration split). ``method``/``config`` as in ``quantize``.
@@ -45,8 +54,14 @@ def calibrated_quantize(model, tokenizer, method: str | MethodConfig, config: Me
     length = length or spec.calibration["length"]
     ids = calibration_ids(tokenizer, segments, length, seed, text)
     report = calibrate_model(model, ids, config, progress=progress)
-    record = {"method": spec.name, "text": BBC_CALIB_TEXT if text is None else (text_name or "user text"), "segments": segments, "length": length, "seed": seed,
-              "damp": config.damp}
+    record = {
+        "method": spec.name,
+        "text": BBC_CALIB_TEXT if text is None else (text_name or "user text"),
+        "segments": segments,
+        "length": length,
+        "seed": seed,
+        "damp": config.damp,
+    }
     if isinstance(config, PT2Config):
         record["pt2"] = asdict(config)
     return report, {"ptqtp.calibration": json.dumps(record)}
@@ -68,8 +83,7 @@ def decoder_blocks(model: torch.nn.Module) -> tuple[str, torch.nn.ModuleList]:
     """(name, module list) of the model's decoder blocks: the ModuleList whose children are
     ``...layers.N`` / ``...h.N`` / ``...blocks.N`` (``BLOCK_PATTERN``)."""
     for name, module in model.named_modules():
-        if isinstance(module, torch.nn.ModuleList) and len(module) and \
-                BLOCK_PATTERN.search(f"{name}.0.") is not None:
+        if isinstance(module, torch.nn.ModuleList) and len(module) and BLOCK_PATTERN.search(f"{name}.0.") is not None:
             return name, module
     raise ValueError(f"{type(model).__name__}: no decoder block list (…layers / h / blocks) found")
 
@@ -95,6 +109,7 @@ def _capture_block_inputs(model, blocks, input_ids: torch.Tensor):
                 states.append(hidden)
             if b == len(blocks) - 1:
                 raise _Stop
+
         return fn
 
     handles = [blk.register_forward_pre_hook(grab(b), with_kwargs=True) for b, blk in enumerate(blocks)]
@@ -141,6 +156,7 @@ def calibrate_model(model, input_ids: torch.Tensor, config: MethodConfig | None 
                     # float32 products per segment (4x faster than float64 here), summed in float64
                     x = args[0].reshape(-1, args[0].shape[-1]).to(torch.float32)
                     H[name] = H.get(name, 0) + (x.t() @ x).to(torch.float64)
+
                 return fn
 
             hooks = [block.get_submodule(n).register_forward_hook(hook(n)) for n in group]
@@ -159,7 +175,8 @@ def calibrate_model(model, input_ids: torch.Tensor, config: MethodConfig | None 
         states = [o[0] if isinstance(o, tuple) else o for o in outs]
     for name, r in report.layers.items():
         lin = model.get_submodule(name)
-        set_module(model, name, trit_module(pack_layer(r, name), r.in_features, r.group_size, lin.bias,
-                                              lin.weight.device))
+        set_module(
+            model, name, trit_module(pack_layer(r, name), r.in_features, r.group_size, lin.bias, lin.weight.device)
+        )
     report.seconds = time.perf_counter() - t0
     return report

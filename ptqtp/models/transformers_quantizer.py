@@ -34,8 +34,16 @@ QUANT_METHOD = "ptqtp"
 class PTQTPQuantConfig(QuantizationConfigMixin):
     """transformers' view of a ptqtp artifact: the method and every quantized module's shape."""
 
-    def __init__(self, method: str = "ptqtp", group_size: int = 128, planes: int = 2, packing: str = "2bit",
-                 format_version: str = FORMAT_VERSION, layers: list | None = None, **kwargs):
+    def __init__(
+        self,
+        method: str = "ptqtp",
+        group_size: int = 128,
+        planes: int = 2,
+        packing: str = "2bit",
+        format_version: str = FORMAT_VERSION,
+        layers: list | None = None,
+        **kwargs,
+    ):
         self.quant_method = QUANT_METHOD
         self.method, self.group_size, self.planes, self.packing = method, group_size, planes, packing
         self.format_version = format_version
@@ -49,9 +57,13 @@ class PTQTPQuantConfig(QuantizationConfigMixin):
             raise ValueError("an artifact without quantized layers has no quantization_config")
         first = records[0]
         packings = {r.get("packing", "2bit") for r in records}
-        return cls(method=first["method"], group_size=int(first["group_size"]),
-                   planes=max(int(r.get("planes", 2)) for r in records),
-                   packing=packings.pop() if len(packings) == 1 else "mixed", layers=records)
+        return cls(
+            method=first["method"],
+            group_size=int(first["group_size"]),
+            planes=max(int(r.get("planes", 2)) for r in records),
+            packing=packings.pop() if len(packings) == 1 else "mixed",
+            layers=records,
+        )
 
     def post_init(self):
         if self.format_version != FORMAT_VERSION:
@@ -62,20 +74,37 @@ class PTQTPQuantConfig(QuantizationConfigMixin):
             if not isinstance(r, dict) or not {"name", "out_features", "in_features", "group_size"} <= set(r):
                 raise ValueError(f"ptqtp quantization_config: layer record {str(r)[:100]} lacks its shape")
             if r.get("packing", "2bit") not in PACKINGS:
-                raise ValueError(f"ptqtp quantization_config: layer {r['name']!r} has packing {r['packing']!r}, "
-                                 f"not one of {PACKINGS}")
+                raise ValueError(
+                    f"ptqtp quantization_config: layer {r['name']!r} has packing {r['packing']!r}, "
+                    f"not one of {PACKINGS}"
+                )
 
     @property
     def modules(self) -> dict[str, tuple]:
         """name -> (out_features, in_features, planes, offset, perm, group_size, packing)."""
-        return {r["name"]: (int(r["out_features"]), int(r["in_features"]), int(r.get("planes", 2)),
-                            bool(r.get("offset", r.get("method") in ("pt2", "pt2-itf"))), bool(r.get("perm", False)),
-                            int(r["group_size"]), r.get("packing", "2bit")) for r in self.layers}
+        return {
+            r["name"]: (
+                int(r["out_features"]),
+                int(r["in_features"]),
+                int(r.get("planes", 2)),
+                bool(r.get("offset", r.get("method") in ("pt2", "pt2-itf"))),
+                bool(r.get("perm", False)),
+                int(r["group_size"]),
+                r.get("packing", "2bit"),
+            )
+            for r in self.layers
+        }
 
     def to_dict(self) -> dict:
-        return {"quant_method": QUANT_METHOD, "method": self.method, "group_size": self.group_size,
-                "planes": self.planes, "packing": self.packing, "format_version": self.format_version,
-                "layers": self.layers}
+        return {
+            "quant_method": QUANT_METHOD,
+            "method": self.method,
+            "group_size": self.group_size,
+            "planes": self.planes,
+            "packing": self.packing,
+            "format_version": self.format_version,
+            "layers": self.layers,
+        }
 
 
 class FolderTritPlaneLinear(TritPlaneLinear):
@@ -87,15 +116,21 @@ class FolderTritPlaneLinear(TritPlaneLinear):
         self.register_buffer("weight", torch.zeros(0, dtype=torch.float16))
 
 
-def _placeholder(out_features: int, in_features: int, planes: int, offset: bool, perm: bool, G: int, packing: str,
-                 bias: bool) -> TritPlaneLinear:
+def _placeholder(
+    out_features: int, in_features: int, planes: int, offset: bool, perm: bool, G: int, packing: str, bias: bool
+) -> TritPlaneLinear:
     """A TritPlaneLinear of the right shapes, to be filled by the checkpoint's tensors."""
     ng = -(-in_features // G)
-    return FolderTritPlaneLinear(torch.zeros(planes, out_features, packed_width(ng * G, packing), dtype=torch.uint8),
-                                 torch.ones(planes, out_features, ng, dtype=torch.float16), in_features, G,
-                                 torch.zeros(out_features) if bias else None,
-                                 offsets=torch.zeros(out_features, ng, dtype=torch.float16) if offset else None,
-                                 perm=torch.arange(in_features, dtype=torch.int32) if perm else None, packing=packing)
+    return FolderTritPlaneLinear(
+        torch.zeros(planes, out_features, packed_width(ng * G, packing), dtype=torch.uint8),
+        torch.ones(planes, out_features, ng, dtype=torch.float16),
+        in_features,
+        G,
+        torch.zeros(out_features) if bias else None,
+        offsets=torch.zeros(out_features, ng, dtype=torch.float16) if offset else None,
+        perm=torch.arange(in_features, dtype=torch.int32) if perm else None,
+        packing=packing,
+    )
 
 
 class PTQTPHfQuantizer(HfQuantizer):
@@ -139,8 +174,11 @@ class PTQTPHfQuantizer(HfQuantizer):
         tensors = artifact_tensors(model)
         config = model.config.to_dict()
         config.pop("quantization_config", None)
-        header = {"ptqtp.format": version, "ptqtp.layers": json.dumps(self.quantization_config.layers),
-                  "ptqtp.hf_config": json.dumps(config)}
+        header = {
+            "ptqtp.format": version,
+            "ptqtp.layers": json.dumps(self.quantization_config.layers),
+            "ptqtp.hf_config": json.dumps(config),
+        }
         return tensors, with_hashes(header, {k: tensor_sha256(v) for k, v in tensors.items()})
 
     def is_serializable(self, **kwargs):

@@ -26,8 +26,13 @@ def check_int_input(layer: GoldenLayer, x_q) -> np.ndarray:
     """x_q as int64 (m >= 1, d_pad) within [-Q, Q], else ``ValueError``."""
     Q = layer.config.q_max
     x = np.asarray(x_q)
-    if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] != layer.d_pad or not np.issubdtype(x.dtype, np.integer) \
-            or np.abs(x).max(initial=0) > Q:
+    if (
+        x.ndim != 2
+        or x.shape[0] == 0
+        or x.shape[1] != layer.d_pad
+        or not np.issubdtype(x.dtype, np.integer)
+        or np.abs(x).max(initial=0) > Q
+    ):
         raise ValueError(f"x_q must be (m >= 1, {layer.d_pad}) integers in [-{Q}, {Q}]")
     return x.astype(np.int64)
 

@@ -48,11 +48,12 @@ class RemoteBackend(Backend):
     def _connect(self) -> None:
         try:
             self._sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             raise TimeoutError(f"no connection to {self.host}:{self.port} within {self.timeout} s") from None
         except OSError as e:
-            raise ConnectionError(f"cannot reach a ptqtp server at {self.host}:{self.port} "
-                                  f"({e.strerror or e})") from None
+            raise ConnectionError(
+                f"cannot reach a ptqtp server at {self.host}:{self.port} ({e.strerror or e})"
+            ) from None
         try:
             self.info = json.loads(self._exchange(MsgType.HELLO, b"", MsgType.HELLO_OK))
         except ValueError:
@@ -114,8 +115,10 @@ class RemoteBackend(Backend):
         m, n = struct.unpack_from("<II", body)
         want_n = layer.n if layer is not None else n
         if (m, n) != (x.shape[0], want_n) or len(body) != 8 + m * n * 8:
-            raise ConnectionError(f"{self.host}:{self.port}: RESULT is ({m}, {n}) in {len(body) - 8} bytes, expected "
-                                  f"({x.shape[0]}, {want_n}) int64 = {x.shape[0] * want_n * 8} bytes")
+            raise ConnectionError(
+                f"{self.host}:{self.port}: RESULT is ({m}, {n}) in {len(body) - 8} bytes, expected "
+                f"({x.shape[0]}, {want_n}) int64 = {x.shape[0] * want_n * 8} bytes"
+            )
         return np.frombuffer(body, "<i8", offset=8).reshape(m, n).astype(np.int64)
 
     def close(self) -> None:

@@ -15,8 +15,9 @@ from .registry import make_backend
 __all__ = ["compare_layer"]
 
 
-def compare_layer(layer, x: np.ndarray, golden: GoldenLayer, backends=("golden", "triton", "rtl"),
-                  backend_kwargs: dict | None = None) -> list[dict]:
+def compare_layer(
+    layer, x: np.ndarray, golden: GoldenLayer, backends=("golden", "triton", "rtl"), backend_kwargs: dict | None = None
+) -> list[dict]:
     """Rows: each integer backend against the golden accumulator (count of equal outputs,
     first mismatch), then the float paths against the float64 dequantized reference.
 
@@ -36,8 +37,15 @@ def compare_layer(layer, x: np.ndarray, golden: GoldenLayer, backends=("golden",
         if not equal.all():
             v, r = (int(i) for i in np.argwhere(~equal)[0])
             first = f"vector {v}, row {r}: {int(acc[v, r])} != {int(expect[v, r])}"
-        rows.append({"path": f"{name} (integer)", "bit_exact": f"{int(equal.sum())}/{equal.size}",
-                     "first_mismatch": first or "-", "rel_error": "-", "seconds": time.perf_counter() - t0})
+        rows.append(
+            {
+                "path": f"{name} (integer)",
+                "bit_exact": f"{int(equal.sum())}/{equal.size}",
+                "first_mismatch": first or "-",
+                "rel_error": "-",
+                "seconds": time.perf_counter() - t0,
+            }
+        )
     ref = x.astype(np.float64) @ layer.dequantize(torch.float64).numpy().T
     if layer.bias is not None:
         ref = ref + layer.bias.double().numpy()
@@ -47,6 +55,13 @@ def compare_layer(layer, x: np.ndarray, golden: GoldenLayer, backends=("golden",
         "triton float (fp32)": triton(torch.from_numpy(x).float()).double().numpy(),
     }
     for name, y in floats.items():
-        rows.append({"path": name, "bit_exact": "-", "first_mismatch": "-",
-                     "rel_error": float(np.linalg.norm(y - ref) / np.linalg.norm(ref)), "seconds": 0.0})
+        rows.append(
+            {
+                "path": name,
+                "bit_exact": "-",
+                "first_mismatch": "-",
+                "rel_error": float(np.linalg.norm(y - ref) / np.linalg.norm(ref)),
+                "seconds": 0.0,
+            }
+        )
     return rows

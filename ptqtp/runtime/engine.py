@@ -79,11 +79,20 @@ class EngineBackend(Backend):
         from ptqtp.hdl.synth import to_verilog
 
         ids = sorted(self.layers)
-        image = read_model_image(write_model_image(self._folder / "image", {f"layer{i}": self.layers[i] for i in ids},
-                                                   self.params.layout))
+        image = read_model_image(
+            write_model_image(self._folder / "image", {f"layer{i}": self.layers[i] for i in ids}, self.params.layout)
+        )
         entries = {e["name"]: e for e in image.entries}
-        runs = [{"name": f"layer{i}", "n": self.layers[i].n, "chunks": self.layers[i].d_pad // self.params.lanes,
-                 "addr": entries[f"layer{i}"]["byte_offset"], "beats": entries[f"layer{i}"]["beats"]} for i in ids]
+        runs = [
+            {
+                "name": f"layer{i}",
+                "n": self.layers[i].n,
+                "chunks": self.layers[i].d_pad // self.params.lanes,
+                "addr": entries[f"layer{i}"]["byte_offset"],
+                "beats": entries[f"layer{i}"]["beats"],
+            }
+            for i in ids
+        ]
         np.savez(self._folder / "job.npz", image=np.frombuffer(image.blob_bytes(), np.uint8))
         (self._folder / "cfg.json").write_text(json.dumps({**engine_config(self.params), "layers": runs}))
         build_dir = build(to_verilog(TritEngine(self.params), name=ENGINE_TOP), top=ENGINE_TOP)

@@ -39,8 +39,9 @@ class HilLinear(torch.nn.Module):
         return torch.from_numpy(y).to(x.dtype).to(x.device).reshape(*x.shape[:-1], self.out_features)
 
 
-def attach_backend(model: torch.nn.Module, backend: Backend, pattern: str = ".*",
-                   config: IntConfig | None = None) -> list[str]:
+def attach_backend(
+    model: torch.nn.Module, backend: Backend, pattern: str = ".*", config: IntConfig | None = None
+) -> list[str]:
     """Swap every ``TritPlaneLinear`` whose name matches ``pattern`` for a :class:`HilLinear`."""
     chosen = [(n, m) for n, m in model.named_modules() if isinstance(m, TritPlaneLinear) and re.search(pattern, n)]
     if not chosen:
@@ -56,13 +57,26 @@ def compare_logits(a: torch.nn.Module, b: torch.nn.Module, ids: torch.Tensor) ->
     """Max and mean |logits_a - logits_b| on ``ids`` and the share of equal argmax tokens."""
     la, lb = a(ids).logits.double(), b(ids).logits.double()
     diff = (la - lb).abs()
-    return {"max_abs": float(diff.max()), "mean_abs": float(diff.mean()),
-            "argmax_agree": float((la.argmax(-1) == lb.argmax(-1)).double().mean())}
+    return {
+        "max_abs": float(diff.max()),
+        "mean_abs": float(diff.mean()),
+        "argmax_agree": float((la.argmax(-1) == lb.argmax(-1)).double().mean()),
+    }
 
 
-def hil_evaluate(torch_model, backend, pattern: str, tokenizer, text: str, tokens: int, context: int,
-                 config: IntConfig | None = None, ids: torch.Tensor | None = None, generate: int = 0,
-                 fp_model=None) -> dict:
+def hil_evaluate(
+    torch_model,
+    backend,
+    pattern: str,
+    tokenizer,
+    text: str,
+    tokens: int,
+    context: int,
+    config: IntConfig | None = None,
+    ids: torch.Tensor | None = None,
+    generate: int = 0,
+    fp_model=None,
+) -> dict:
     """Perplexity of a copy of ``torch_model`` with the ``pattern`` layers on ``backend``, against
     ``torch_model`` itself (and ``fp_model`` if given); logit differences on ``ids`` (default: the
     first ``context`` tokens of ``text``)."""
@@ -70,10 +84,14 @@ def hil_evaluate(torch_model, backend, pattern: str, tokenizer, text: str, token
     layers = attach_backend(hil_model, backend, pattern, config)
     if ids is None:
         ids = tokenizer(text, return_tensors="pt").input_ids[:, :context]
-    out = {"layers": layers, "tokens": tokens, "context": context,
-           "ppl_torch": perplexity(torch_model, tokenizer, text, context, tokens),
-           "ppl_hil": perplexity(hil_model, tokenizer, text, context, tokens, progress=True),
-           "logits_vs_torch": compare_logits(hil_model, torch_model, ids)}
+    out = {
+        "layers": layers,
+        "tokens": tokens,
+        "context": context,
+        "ppl_torch": perplexity(torch_model, tokenizer, text, context, tokens),
+        "ppl_hil": perplexity(hil_model, tokenizer, text, context, tokens, progress=True),
+        "logits_vs_torch": compare_logits(hil_model, torch_model, ids),
+    }
     if fp_model is not None:
         out["ppl_fp"] = perplexity(fp_model, tokenizer, text, context, tokens)
         out["logits_vs_fp"] = compare_logits(hil_model, fp_model, ids)

@@ -15,8 +15,13 @@ def _engine(**kwargs) -> Backend:
 
 
 # "rtl" is the engine in Verilator (one build for every layer); "engine" is its alias.
-_FACTORIES = {"golden": GoldenBackend, "triton": TritonBackend, "rtl": _engine, "engine": _engine,
-              "remote": RemoteBackend}
+_FACTORIES = {
+    "golden": GoldenBackend,
+    "triton": TritonBackend,
+    "rtl": _engine,
+    "engine": _engine,
+    "remote": RemoteBackend,
+}
 #: Backend names, for CLI choices.
 BACKENDS = tuple(_FACTORIES)
 

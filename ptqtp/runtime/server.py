@@ -22,8 +22,18 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ptqtp.formats.wire import HEADER, MAGIC, VERSION, ErrorCode, FrameError, MsgType, decode_layer, error_payload, \
-    frame, recv_exact
+from ptqtp.formats.wire import (
+    HEADER,
+    MAGIC,
+    VERSION,
+    ErrorCode,
+    FrameError,
+    MsgType,
+    decode_layer,
+    error_payload,
+    frame,
+    recv_exact,
+)
 
 from .backends import Backend
 
@@ -55,8 +65,15 @@ class _Handler(socketserver.BaseRequestHandler):
         sock: socket.socket = self.request
         srv = self.server
         if not srv.slots.acquire(blocking=False):
-            self._send(frame(MsgType.ERROR, 0, error_payload(
-                ErrorCode.BUSY, f"{srv.limits.max_connections} connections are open; try again later")))
+            self._send(
+                frame(
+                    MsgType.ERROR,
+                    0,
+                    error_payload(
+                        ErrorCode.BUSY, f"{srv.limits.max_connections} connections are open; try again later"
+                    ),
+                )
+            )
             return
         try:
             self._serve(sock)
@@ -93,35 +110,44 @@ class _Handler(socketserver.BaseRequestHandler):
                 try:
                     head = first + recv_exact(sock, HEADER.size - 1, deadline)
                 except TimeoutError:
-                    raise FrameError(ErrorCode.TIMEOUT, f"header did not arrive within {limits.frame_timeout} s",
-                                     fatal=True) from None
+                    raise FrameError(
+                        ErrorCode.TIMEOUT, f"header did not arrive within {limits.frame_timeout} s", fatal=True
+                    ) from None
                 magic, version, msg_type, _, req, length = HEADER.unpack(head)
                 if magic != MAGIC:
                     raise FrameError(ErrorCode.BAD_MAGIC, f"bad magic {magic!r}", fatal=True)
                 if version != VERSION:
-                    raise FrameError(ErrorCode.BAD_VERSION, f"version {version}, this server speaks {VERSION}",
-                                     fatal=True)
+                    raise FrameError(
+                        ErrorCode.BAD_VERSION, f"version {version}, this server speaks {VERSION}", fatal=True
+                    )
                 cap = limits.max_payload if msg_type in (MsgType.LOAD_LAYER, MsgType.RUN) else _SMALL
                 if length > cap:
-                    raise FrameError(ErrorCode.TOO_LARGE, f"payload of {length} bytes exceeds {cap} for message "
-                                                          f"type {msg_type}", fatal=True)
+                    raise FrameError(
+                        ErrorCode.TOO_LARGE,
+                        f"payload of {length} bytes exceeds {cap} for message type {msg_type}",
+                        fatal=True,
+                    )
                 try:
                     payload = recv_exact(sock, length, deadline)
                 except TimeoutError:
-                    raise FrameError(ErrorCode.TIMEOUT, f"payload did not arrive within {limits.frame_timeout} s",
-                                     fatal=True) from None
+                    raise FrameError(
+                        ErrorCode.TIMEOUT, f"payload did not arrive within {limits.frame_timeout} s", fatal=True
+                    ) from None
                 reply_type, reply = self._dispatch(msg_type, payload)
                 if not self._send(frame(reply_type, req, reply)):
                     return
             except ConnectionError:
                 return
             except FrameError as e:
-                if not self._send(frame(MsgType.ERROR, 0 if e.fatal else req, error_payload(e.code, str(e)))) \
-                        or e.fatal:
+                if (
+                    not self._send(frame(MsgType.ERROR, 0 if e.fatal else req, error_payload(e.code, str(e))))
+                    or e.fatal
+                ):
                     return
             except Exception as e:  # noqa: BLE001 - a request must never end the connection silently
-                if not self._send(frame(MsgType.ERROR, req, error_payload(
-                        ErrorCode.BACKEND_ERROR, f"{type(e).__name__}: {e}"))):
+                if not self._send(
+                    frame(MsgType.ERROR, req, error_payload(ErrorCode.BACKEND_ERROR, f"{type(e).__name__}: {e}"))
+                ):
                     return
 
     def _dispatch(self, msg_type: int, payload: bytes) -> tuple[int, bytes]:
@@ -136,11 +162,16 @@ class _Handler(socketserver.BaseRequestHandler):
             old = self.layers.get(layer_id)
             held = self.held - (old[2] if old else 0) + len(payload)
             if old is None and len(self.layers) >= limits.max_layers:
-                raise FrameError(ErrorCode.LIMIT, f"{limits.max_layers} layers are loaded on this connection",
-                                 fatal=False)
+                raise FrameError(
+                    ErrorCode.LIMIT, f"{limits.max_layers} layers are loaded on this connection", fatal=False
+                )
             if held > limits.max_layer_bytes:
-                raise FrameError(ErrorCode.LIMIT, f"loading {len(payload)} more bytes exceeds this connection's "
-                                                  f"{limits.max_layer_bytes} bytes of layers", fatal=False)
+                raise FrameError(
+                    ErrorCode.LIMIT,
+                    f"loading {len(payload)} more bytes exceeds this connection's "
+                    f"{limits.max_layer_bytes} bytes of layers",
+                    fatal=False,
+                )
             bid = next(srv.ids)
             try:
                 self._call(backend.load, bid, spec)
@@ -160,12 +191,19 @@ class _Handler(socketserver.BaseRequestHandler):
             bid, spec, _ = self.layers[layer_id]
             n, d_pad = spec.n, spec.d_pad
             if m < 1 or len(payload) != 8 + m * d_pad * 4:
-                raise FrameError(ErrorCode.BAD_PAYLOAD, f"RUN payload of {len(payload)} bytes, expected "
-                                                         f"{8 + max(m, 1) * d_pad * 4} for m={m} (>= 1), "
-                                                         f"d_pad={d_pad}", fatal=False)
+                raise FrameError(
+                    ErrorCode.BAD_PAYLOAD,
+                    f"RUN payload of {len(payload)} bytes, expected "
+                    f"{8 + max(m, 1) * d_pad * 4} for m={m} (>= 1), "
+                    f"d_pad={d_pad}",
+                    fatal=False,
+                )
             if m * n * 8 > limits.max_result:
-                raise FrameError(ErrorCode.TOO_LARGE, f"a result of m={m} x n={n} int64 exceeds {limits.max_result} "
-                                                      f"bytes; send fewer vectors per RUN", fatal=False)
+                raise FrameError(
+                    ErrorCode.TOO_LARGE,
+                    f"a result of m={m} x n={n} int64 exceeds {limits.max_result} bytes; send fewer vectors per RUN",
+                    fatal=False,
+                )
             x_q = np.frombuffer(payload, "<i4", offset=8).reshape(m, d_pad).astype(np.int64)
             try:
                 acc = self._call(backend.run, bid, x_q)
@@ -183,8 +221,14 @@ class _Server(socketserver.ThreadingTCPServer):
         pass  # the handler answers every error itself; nothing reaches here but a dropped socket
 
 
-def serve(backend: Backend, host: str = "127.0.0.1", port: int = 0, limits: Limits | None = None,
-          background: bool = True, **overrides):
+def serve(
+    backend: Backend,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    limits: Limits | None = None,
+    background: bool = True,
+    **overrides,
+):
     """Start a server answering from ``backend``; returns it (``server.server_address``,
     ``server.shutdown()``). ``limits`` (or keyword overrides of its fields, e.g.
     ``frame_timeout=2``) bound each connection; ``background=False`` serves until interrupted.

@@ -31,8 +31,15 @@ def _weights(golden: GoldenLayer, scales: np.ndarray, offsets: np.ndarray | None
     """(n, d) float64 weights, input column order, from the golden layer's trits and given
     per-group scales (and offsets)."""
     perm = None if golden.perm is None else torch.from_numpy(golden.perm)
-    w = dequantize_planes(torch.from_numpy(golden.trits), torch.from_numpy(scales), golden.group_size, golden.d,
-                          torch.float64, None if offsets is None else torch.from_numpy(offsets), perm)
+    w = dequantize_planes(
+        torch.from_numpy(golden.trits),
+        torch.from_numpy(scales),
+        golden.group_size,
+        golden.d,
+        torch.float64,
+        None if offsets is None else torch.from_numpy(offsets),
+        perm,
+    )
     return w.numpy()
 
 
@@ -50,8 +57,13 @@ def error_budget(layer, x: np.ndarray, config: IntConfig, weight=None) -> dict[s
     out = {}
     if weight is not None:
         ref = x @ np.asarray(weight, dtype=np.float64).T
-        out.update({"float planes vs W": _rel(y_a, ref), "S-bit scales vs W": _rel(y_b, ref),
-                    "integer output vs W": _rel(y_c, ref)})
+        out.update(
+            {
+                "float planes vs W": _rel(y_a, ref),
+                "S-bit scales vs W": _rel(y_b, ref),
+                "integer output vs W": _rel(y_c, ref),
+            }
+        )
     # What the integer datapath adds on top of the float trit planes:
     out.update({"S-bit scales vs float planes": _rel(y_b, y_a), "integer output vs float planes": _rel(y_c, y_a)})
     return out

@@ -23,8 +23,18 @@ from ptqtp.hdl.engine_model import EngineParams
 from .figures import pyplot
 from .plan import Board, LayerShape, plan
 
-__all__ = ["DesignPoint", "synthesise", "used_resources", "peak_trits_per_s", "fits", "explore", "best_per_board", "pareto_front", "plot_roofline",
-           "plot_pareto"]
+__all__ = [
+    "DesignPoint",
+    "synthesise",
+    "used_resources",
+    "peak_trits_per_s",
+    "fits",
+    "explore",
+    "best_per_board",
+    "pareto_front",
+    "plot_roofline",
+    "plot_pareto",
+]
 
 
 @dataclass(frozen=True, order=True)
@@ -40,8 +50,13 @@ class DesignPoint:
 
     def params(self) -> EngineParams:
         # Bursts of up to 64 beats, never crossing AXI's 4 KB boundary.
-        return EngineParams(lanes=self.lanes, rows=self.rows, vectors=self.vectors, data_width=self.data_width,
-                            burst=min(64, 32768 // self.data_width))
+        return EngineParams(
+            lanes=self.lanes,
+            rows=self.rows,
+            vectors=self.vectors,
+            data_width=self.data_width,
+            burst=min(64, 32768 // self.data_width),
+        )
 
 
 def synthesise(point: DesignPoint, seed: int = 1, timeout: int = 3600) -> dict:
@@ -55,8 +70,7 @@ def synthesise(point: DesignPoint, seed: int = 1, timeout: int = 3600) -> dict:
 
 def used_resources(ecp5: dict) -> dict:
     """LUT (LUTRAM counted as two LUT4s), FF, BRAM and DSP of an ECP5 synthesis report."""
-    return {"LUT": ecp5["LUT"] + 2 * ecp5.get("LUTRAM", 0), "FF": ecp5["FF"], "BRAM": ecp5["BRAM"],
-            "DSP": ecp5["DSP"]}
+    return {"LUT": ecp5["LUT"] + 2 * ecp5.get("LUTRAM", 0), "FF": ecp5["FF"], "BRAM": ecp5["BRAM"], "DSP": ecp5["DSP"]}
 
 
 def fits(board: Board, ecp5: dict) -> tuple[bool, str]:
@@ -85,9 +99,14 @@ def explore(layers: list[LayerShape], synth: dict[DesignPoint, dict], boards: li
         for point, rep in sorted(synth.items()):
             ok, why = fits(board, rep["ecp5"])
             mhz = _clock(board, rep)
-            row = {"board": board.key, "point": point, "fits": ok and mhz is not None,
-                   "why_not": why or ("" if mhz else rep.get("fmax_error", "no Fmax")), "fmax_mhz": mhz,
-                   "resources": used_resources(rep["ecp5"])}
+            row = {
+                "board": board.key,
+                "point": point,
+                "fits": ok and mhz is not None,
+                "why_not": why or ("" if mhz else rep.get("fmax_error", "no Fmax")),
+                "fmax_mhz": mhz,
+                "resources": used_resources(rep["ecp5"]),
+            }
             if mhz:
                 row["plan"] = plan(layers, point.params(), replace(board, fmax_mhz=mhz))
             rows.append(row)
@@ -96,6 +115,7 @@ def explore(layers: list[LayerShape], synth: dict[DesignPoint, dict], boards: li
 
 def best_per_board(rows: list[dict]) -> dict[str, dict]:
     """Per board, the fitting row with the most decode tokens/s (ties: fewer LUTs)."""
+
     def rank(r):
         return r["plan"]["decode_tokens_per_s"], r["plan"]["prefill_tokens_per_s"], -r["resources"]["LUT"]
 
@@ -113,10 +133,14 @@ def peak_trits_per_s(point: DesignPoint, fmax_mhz: float) -> float:
 
 def pareto_front(synth: dict[DesignPoint, dict]) -> list[DesignPoint]:
     """Points no other point beats on both LUTs (fewer) and peak throughput (more), by LUTs."""
-    pts = [(used_resources(r["ecp5"])["LUT"], peak_trits_per_s(p, r["fmax_mhz"]), p) for p, r in synth.items()
-           if r.get("fmax_mhz")]
-    front = [p for lut, thr, p in pts
-             if not any(l2 <= lut and t2 >= thr and (l2, t2) != (lut, thr) for l2, t2, _ in pts)]
+    pts = [
+        (used_resources(r["ecp5"])["LUT"], peak_trits_per_s(p, r["fmax_mhz"]), p)
+        for p, r in synth.items()
+        if r.get("fmax_mhz")
+    ]
+    front = [
+        p for lut, thr, p in pts if not any(l2 <= lut and t2 >= thr and (l2, t2) != (lut, thr) for l2, t2, _ in pts)
+    ]
     return sorted(front, key=lambda p: used_resources(synth[p]["ecp5"])["LUT"])
 
 
@@ -132,13 +156,12 @@ def plot_roofline(path: Path, layers: list[LayerShape], boards: list[Board], bes
         curves.setdefault((r["point"], r["fmax_mhz"]), []).append(key)
     for (point, mhz), keys in sorted(curves.items()):
         tps = [plan(layers, point.params(), Board("bw", "", bw, mhz))["decode_tokens_per_s"] for bw in bws]
-        line, = ax.plot(bws, tps, label=f"{point.label} @ {mhz:g} MHz ({', '.join(keys)})")
+        (line,) = ax.plot(bws, tps, label=f"{point.label} @ {mhz:g} MHz ({', '.join(keys)})")
         ceiling = plan(layers, point.params(), Board("c", "", 1e6, mhz))["compute_bound_tokens_per_s"]
         ax.axhline(ceiling, color=line.get_color(), ls=":", lw=0.8)
     for b in boards:
         ax.axvline(b.bandwidth_gbs, color="grey", ls="--", lw=0.6)
-        ax.text(b.bandwidth_gbs, 0.35, b.key, rotation=90, fontsize=7,
-                va="bottom", ha="right", color="grey")
+        ax.text(b.bandwidth_gbs, 0.35, b.key, rotation=90, fontsize=7, va="bottom", ha="right", color="grey")
         if b.key in best:
             r = best[b.key]
             ax.plot([b.bandwidth_gbs], [r["plan"]["decode_tokens_per_s"]], "k*", ms=9)
@@ -170,8 +193,13 @@ def plot_pareto(path: Path, synth: dict[DesignPoint, dict]) -> Path:
         a1.annotate(f"P{p.lanes}", (lut, r["fmax_mhz"]), fontsize=6, xytext=(3, 2), textcoords="offset points")
         a2.scatter(lut, peak_trits_per_s(p, r["fmax_mhz"]) / 1e9, marker=marker, color=color)
     front = pareto_front(synth)
-    a2.plot([used_resources(synth[p]["ecp5"])["LUT"] for p in front],
-            [peak_trits_per_s(p, synth[p]["fmax_mhz"]) / 1e9 for p in front], "k--", lw=0.8, label="Pareto front")
+    a2.plot(
+        [used_resources(synth[p]["ecp5"])["LUT"] for p in front],
+        [peak_trits_per_s(p, synth[p]["fmax_mhz"]) / 1e9 for p in front],
+        "k--",
+        lw=0.8,
+        label="Pareto front",
+    )
     for rows, color in ((1, "tab:blue"), (2, "tab:orange"), (4, "tab:green")):
         a2.scatter([], [], color=color, label=f"R = {rows}")
     for dw, marker in ((128, "o"), (512, "^")):

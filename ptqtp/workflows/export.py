@@ -20,8 +20,14 @@ __all__ = ["export_model_image", "MODEL_IMAGE_HEADERS"]
 MODEL_IMAGE_HEADERS = ["layer", "n x d", "planes", "offset", "bytes"]
 
 
-def export_model_image(artifact_path: Path, folder: Path, layout: StreamLayout, config: IntConfig,
-                       pattern: str = ".*", progress: bool = True) -> list:
+def export_model_image(
+    artifact_path: Path,
+    folder: Path,
+    layout: StreamLayout,
+    config: IntConfig,
+    pattern: str = ".*",
+    progress: bool = True,
+) -> list:
     """Write the model image (``ptqtp.formats.model_image``) of every layer matching
     ``pattern``, in artifact order; returns summary rows (name, n x d, planes, offset,
     bytes)."""
@@ -29,7 +35,9 @@ def export_model_image(artifact_path: Path, folder: Path, layout: StreamLayout, 
     names = [n for n in art.layers if re.search(pattern, n)]
     if not names:
         raise ValueError(f"no layer matches {pattern!r}")
-    layers = {name: GoldenLayer.from_packed(art.layers[name], config)
-              for name in tqdm(names, desc="model image", unit="layer", file=sys.stderr, disable=not progress)}
+    layers = {
+        name: GoldenLayer.from_packed(art.layers[name], config)
+        for name in tqdm(names, desc="model image", unit="layer", file=sys.stderr, disable=not progress)
+    }
     image = read_model_image(write_model_image(folder, layers, layout, file_sha256(artifact_path)))
     return [[e["name"], f"{e['n']}x{e['d']}", e["planes"], e["offset"], e["byte_size"]] for e in image.entries]

@@ -20,13 +20,13 @@ import torch
 
 from ptqtp.formats.artifact import load_artifact
 from ptqtp.golden import GoldenLayer, IntConfig
+from ptqtp.hdl.engine_model import EngineParams
 from ptqtp.methods import PTQTPConfig
 from ptqtp.models.data import bbc_text, default_model
 from ptqtp.models.evaluate import perplexity
 from ptqtp.models.hf import load_quantized, quantize_model, save_quantized
-from ptqtp.runtime.compare import compare_layer
-from ptqtp.hdl.engine_model import EngineParams
 from ptqtp.runtime.backends import GoldenBackend
+from ptqtp.runtime.compare import compare_layer
 from ptqtp.runtime.hil import attach_backend, cycles_per_token, hil_evaluate
 
 from .report import markdown_table
@@ -37,8 +37,7 @@ __all__ = ["run_pipeline"]
 def _step(log: list, name: str, t0: float, **facts) -> None:
     entry = {"step": name, "seconds": round(time.perf_counter() - t0, 1), **facts}
     log.append(entry)
-    print(f"[main] {name}: {json.dumps({k: v for k, v in entry.items() if k != 'step'})}", file=sys.stderr,
-          flush=True)
+    print(f"[main] {name}: {json.dumps({k: v for k, v in entry.items() if k != 'step'})}", file=sys.stderr, flush=True)
 
 
 def _capture_inputs(model, layer_name: str, ids: torch.Tensor) -> np.ndarray:
@@ -51,9 +50,16 @@ def _capture_inputs(model, layer_name: str, ids: torch.Tensor) -> np.ndarray:
     return seen[0].reshape(-1, seen[0].shape[-1]).double().numpy()
 
 
-def run_pipeline(out: Path, layer: str = "model.layers.0.self_attn.q_proj", params: EngineParams | None = None,
-                 eval_tokens: int = 1024, hil_tokens: int = 256, samples: int = 8, fmax: bool = False,
-                 engine_tokens: int = 1) -> dict:
+def run_pipeline(
+    out: Path,
+    layer: str = "model.layers.0.self_attn.q_proj",
+    params: EngineParams | None = None,
+    eval_tokens: int = 1024,
+    hil_tokens: int = 256,
+    samples: int = 8,
+    fmax: bool = False,
+    engine_tokens: int = 1,
+) -> dict:
     """Run every stage; returns the report dict (also written to ``out/report.json`` and ``.md``)."""
     from concurrent.futures import ThreadPoolExecutor
 
@@ -72,8 +78,17 @@ def run_pipeline(out: Path, layer: str = "model.layers.0.self_attn.q_proj", para
     # Yosys runs in its own process beside the steps below (two cores); cached by the Verilog's hash.
     pool = ThreadPoolExecutor(1)
     synth_job = pool.submit(cached_synth_report, verilog, top="trit_engine", fmax=fmax, generic=False)
-    _step(log, "engine Verilog (synthesis started beside the next steps)", t0, P=params.lanes, R=params.rows,
-          M=params.vectors, DW=params.data_width, ACC=params.acc_bits, packing=params.packing)
+    _step(
+        log,
+        "engine Verilog (synthesis started beside the next steps)",
+        t0,
+        P=params.lanes,
+        R=params.rows,
+        M=params.vectors,
+        DW=params.data_width,
+        ACC=params.acc_bits,
+        packing=params.packing,
+    )
 
     t0 = time.perf_counter()
     model, tok = default_model()
@@ -86,16 +101,29 @@ def run_pipeline(out: Path, layer: str = "model.layers.0.self_attn.q_proj", para
     report = quantize_model(model, "ptqtp", config, progress=False)
     artifact = save_quantized(model, out / "smollm2-ptqtp.safetensors", report, config)
     ppl_q = perplexity(model, tok, text, 512, eval_tokens)
-    _step(log, "quantize (PTQTP) + artifact + perplexity", t0, layers=len(report.layers),
-          weights=report.weights, quant_seconds=round(report.seconds, 1), mean_layer_error=round(report.mean_rel_error, 4),
-          ppl_ptqtp=round(ppl_q, 3), artifact_mib=round(artifact.stat().st_size / 2**20, 1))
+    _step(
+        log,
+        "quantize (PTQTP) + artifact + perplexity",
+        t0,
+        layers=len(report.layers),
+        weights=report.weights,
+        quant_seconds=round(report.seconds, 1),
+        mean_layer_error=round(report.mean_rel_error, 4),
+        ppl_ptqtp=round(ppl_q, 3),
+        artifact_mib=round(artifact.stat().st_size / 2**20, 1),
+    )
 
     t0 = time.perf_counter()
-    image_rows = export_model_image(artifact, out / "image", params.layout, IntConfig(params.act_bits,
-                                                                                       params.scale_bits),
-                                    progress=False)
-    _step(log, "model image for the engine", t0, layers=len(image_rows),
-          mib=round((out / "image" / "weights.bin").stat().st_size / 2**20, 1))
+    image_rows = export_model_image(
+        artifact, out / "image", params.layout, IntConfig(params.act_bits, params.scale_bits), progress=False
+    )
+    _step(
+        log,
+        "model image for the engine",
+        t0,
+        layers=len(image_rows),
+        mib=round((out / "image" / "weights.bin").stat().st_size / 2**20, 1),
+    )
 
     t0 = time.perf_counter()
     packed = load_artifact(artifact).layers[layer]
@@ -110,9 +138,15 @@ def run_pipeline(out: Path, layer: str = "model.layers.0.self_attn.q_proj", para
     t0 = time.perf_counter()
     with GoldenBackend() as gold:
         hil = hil_evaluate(torch_model, gold, ".*", tok, text, hil_tokens, hil_tokens, ids=ids)
-    _step(log, "every linear on the golden model (the RTL's arithmetic): perplexity", t0, tokens=hil_tokens,
-          ppl_torch=round(hil["ppl_torch"], 3), ppl_golden=round(hil["ppl_hil"], 3),
-          **{f"logits_{k}": round(v, 5) for k, v in hil["logits_vs_torch"].items()})
+    _step(
+        log,
+        "every linear on the golden model (the RTL's arithmetic): perplexity",
+        t0,
+        tokens=hil_tokens,
+        ppl_torch=round(hil["ppl_torch"], 3),
+        ppl_golden=round(hil["ppl_hil"], 3),
+        **{f"logits_{k}": round(v, 5) for k, v in hil["logits_vs_torch"].items()},
+    )
 
     t0 = time.perf_counter()
     engine_ids = ids[:, :engine_tokens]
@@ -124,29 +158,65 @@ def run_pipeline(out: Path, layer: str = "model.layers.0.self_attn.q_proj", para
         with torch.inference_mode():
             engine_exact = torch.equal(engine_model(engine_ids).logits, golden_model(engine_ids).logits)
         cycles = cycles_per_token(engine, names)
-    _step(log, "every linear on ONE engine simulation (weights from the model image in simulated DRAM)", t0,
-          layers=len(names), tokens=engine_ids.shape[1], logits_bit_exact=engine_exact,
-          cycles_per_token=round(cycles["total"]), sim_cycles_per_s=round(cycles["total"] * engine_ids.shape[1]
-                                                                          / (time.perf_counter() - t0)))
+    _step(
+        log,
+        "every linear on ONE engine simulation (weights from the model image in simulated DRAM)",
+        t0,
+        layers=len(names),
+        tokens=engine_ids.shape[1],
+        logits_bit_exact=engine_exact,
+        cycles_per_token=round(cycles["total"]),
+        sim_cycles_per_s=round(cycles["total"] * engine_ids.shape[1] / (time.perf_counter() - t0)),
+    )
 
     t0 = time.perf_counter()
     synth = synth_job.result()
     pool.shutdown()
-    _step(log, "engine synthesis (Yosys synth_ecp5; waited for)", t0, cached=synth.get("cached", False),
-          **synth["ecp5"], fmax_mhz=synth["fmax_mhz"], lut_mapping=synth["lut_mapping"])
+    _step(
+        log,
+        "engine synthesis (Yosys synth_ecp5; waited for)",
+        t0,
+        cached=synth.get("cached", False),
+        **synth["ecp5"],
+        fmax_mhz=synth["fmax_mhz"],
+        lut_mapping=synth["lut_mapping"],
+    )
 
     total = round(time.perf_counter() - t_all, 1)
-    result = {"steps": log, "compare": cmp_rows, "all_bit_exact": exact and engine_exact,
-              "engine_cycles_per_token": cycles, "engine": vars(params), "seconds": total}
+    result = {
+        "steps": log,
+        "compare": cmp_rows,
+        "all_bit_exact": exact and engine_exact,
+        "engine_cycles_per_token": cycles,
+        "engine": vars(params),
+        "seconds": total,
+    }
     (out / "report.json").write_text(json.dumps(result, indent=2, default=str))
-    md = ["# ptqtp main job", "", "Model: SmolLM2-135M-Instruct (FP = dequantized Q4_1 GGUF); text: BBC eval split; "
-          f"engine P={params.lanes} R={params.rows} M={params.vectors} DW={params.data_width}.", ""]
-    md += [markdown_table(["step", "seconds", "facts"],
-                          [[e["step"], e["seconds"], ", ".join(f"{k}={v}" for k, v in e.items()
-                                                               if k not in ("step", "seconds"))] for e in log])]
+    md = [
+        "# ptqtp main job",
+        "",
+        "Model: SmolLM2-135M-Instruct (FP = dequantized Q4_1 GGUF); text: BBC eval split; "
+        f"engine P={params.lanes} R={params.rows} M={params.vectors} DW={params.data_width}.",
+        "",
+    ]
+    md += [
+        markdown_table(
+            ["step", "seconds", "facts"],
+            [
+                [e["step"], e["seconds"], ", ".join(f"{k}={v}" for k, v in e.items() if k not in ("step", "seconds"))]
+                for e in log
+            ],
+        )
+    ]
     md += ["", f"Total {total} s.", "", f"## {layer}: every path on {len(x)} real activation vectors", ""]
-    md += [markdown_table(["path", "bit-exact vs golden", "first mismatch", "rel. error vs float64", "seconds"],
-                          [[r["path"], r["bit_exact"], r["first_mismatch"], r["rel_error"], round(r["seconds"], 2)]
-                           for r in cmp_rows])]
+    md += [
+        markdown_table(
+            ["path", "bit-exact vs golden", "first mismatch", "rel. error vs float64", "seconds"],
+            [
+                [r["path"], r["bit_exact"], r["first_mismatch"], r["rel_error"], round(r["seconds"], 2)]
+                for r in cmp_rows
+            ],
+        )
+    ]
     (out / "report.md").write_text("\n".join(md) + "\n")
     return result

@@ -18,8 +18,10 @@ from ptqtp.hdl.engine_model import EngineParams
 
 __all__ = ["Board", "load_boards", "LayerShape", "plan", "HOST_SIDE"]
 
-HOST_SIDE = "attention (scores, softmax, KV cache), RMSNorm/LayerNorm, rotary embeddings, the embedding table and an " \
-            "unquantized lm_head"
+HOST_SIDE = (
+    "attention (scores, softmax, KV cache), RMSNorm/LayerNorm, rotary embeddings, the embedding table and an "
+    "unquantized lm_head"
+)
 
 
 @dataclass(frozen=True)
@@ -43,9 +45,22 @@ class Board:
 def load_boards() -> dict[str, Board]:
     """The boards of ``boards.json`` (each figure with its source)."""
     raw = json.loads(resources.files("ptqtp.workflows").joinpath("boards.json").read_text())
-    return {k: Board(k, v["name"], float(v["bandwidth_gbs"]), float(v["fmax_mhz"]), int(v.get("luts", 0)),
-                     v.get("source", ""), v.get("family", ""), int(v.get("ffs", 0)), int(v.get("bram_blocks", 0)),
-                     int(v.get("dsps", 0))) for k, v in raw.items() if not k.startswith("_")}
+    return {
+        k: Board(
+            k,
+            v["name"],
+            float(v["bandwidth_gbs"]),
+            float(v["fmax_mhz"]),
+            int(v.get("luts", 0)),
+            v.get("source", ""),
+            v.get("family", ""),
+            int(v.get("ffs", 0)),
+            int(v.get("bram_blocks", 0)),
+            int(v.get("dsps", 0)),
+        )
+        for k, v in raw.items()
+        if not k.startswith("_")
+    }
 
 
 @dataclass(frozen=True)
@@ -70,8 +85,9 @@ def plan(layers: list[LayerShape], params: EngineParams, board: Board) -> dict:
     for layer in layers:
         params.check_layer(layer.n, layer.d_pad, layer.planes, layer.offset)
         one, batch = params.run(layer.n, layer.d_pad, 1), params.run(layer.n, layer.d_pad, params.vectors)
-        row = kinds.setdefault(_kind(layer.name), {"layers": 0, "decode_cycles": 0.0, "prefill_cycles": 0.0,
-                                                   "bytes": 0, "bound": set()})
+        row = kinds.setdefault(
+            _kind(layer.name), {"layers": 0, "decode_cycles": 0.0, "prefill_cycles": 0.0, "bytes": 0, "bound": set()}
+        )
         dec, pre = one.cycles(bpc), batch.cycles(bpc) / params.vectors
         row["layers"] += 1
         row["decode_cycles"] += dec
@@ -88,14 +104,27 @@ def plan(layers: list[LayerShape], params: EngineParams, board: Board) -> dict:
     hz = board.fmax_mhz * 1e6
     decode_tps = hz / total["decode_cycles"]
     return {
-        "board": board.key, "board_name": board.name, "bandwidth_gbs": board.bandwidth_gbs,
-        "fmax_mhz": board.fmax_mhz, "engine": {"lanes": params.lanes, "rows": params.rows, "vectors": params.vectors,
-                                               "data_width": params.data_width, "planes": params.planes,
-                                               "offset": params.offset, "packing": params.packing},
+        "board": board.key,
+        "board_name": board.name,
+        "bandwidth_gbs": board.bandwidth_gbs,
+        "fmax_mhz": board.fmax_mhz,
+        "engine": {
+            "lanes": params.lanes,
+            "rows": params.rows,
+            "vectors": params.vectors,
+            "data_width": params.data_width,
+            "planes": params.planes,
+            "offset": params.offset,
+            "packing": params.packing,
+        },
         "kinds": {k: {**v, "bound": "/".join(sorted(v["bound"]))} for k, v in kinds.items()},
-        "layers": total["layers"], "bytes_per_token": total["bytes"],
-        "decode_cycles_per_token": total["decode_cycles"], "prefill_cycles_per_token": total["prefill_cycles"],
-        "decode_tokens_per_s": decode_tps, "prefill_tokens_per_s": hz / total["prefill_cycles"],
+        "layers": total["layers"],
+        "bytes_per_token": total["bytes"],
+        "decode_cycles_per_token": total["decode_cycles"],
+        "prefill_cycles_per_token": total["prefill_cycles"],
+        "decode_tokens_per_s": decode_tps,
+        "prefill_tokens_per_s": hz / total["prefill_cycles"],
         "bandwidth_used": min(1.0, total["bytes"] * decode_tps / (board.bandwidth_gbs * 1e9)),
-        "compute_bound_tokens_per_s": hz / total["issue"], "host_side": HOST_SIDE,
+        "compute_bound_tokens_per_s": hz / total["issue"],
+        "host_side": HOST_SIDE,
     }

@@ -25,16 +25,19 @@ SAMPLE_METHODS = ("ptqtp", "ternary", "rtn2", "rtn3", "rtn4")
 def sample_report(out: Path, config: PTQTPConfig) -> str:
     """Write ``out/artifact.safetensors``, ``out/image/`` and ``out/report.md``; return the report."""
     W = sample_weight()
-    print(f"[demo] sample weight {tuple(W.shape)} (Student-t(4), outlier channels), G={config.group_size}",
-          file=sys.stderr)
+    print(
+        f"[demo] sample weight {tuple(W.shape)} (Student-t(4), outlier channels), G={config.group_size}",
+        file=sys.stderr,
+    )
     rows, results = [], {}
     for method in SAMPLE_METHODS:
         r = quantize(W, method, config, name="sample")
         results[method] = r
         bits, bound = get_method(method).bits_per_weight(config.group_size)
         rows.append([method, r.rel_error, bits, bound, r.iterations, round(r.seconds, 3)])
-    table = markdown_table(["method", "rel. Frobenius error", "bits/weight (packed)", "bits/weight (bound)",
-                            "iterations", "seconds"], rows)
+    table = markdown_table(
+        ["method", "rel. Frobenius error", "bits/weight (packed)", "bits/weight (bound)", "iterations", "seconds"], rows
+    )
     out.mkdir(parents=True, exist_ok=True)
     artifact = save_artifact(out / "artifact.safetensors", {"sample": results["ptqtp"]}, config=config)
     int_config = IntConfig()

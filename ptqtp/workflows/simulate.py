@@ -25,11 +25,14 @@ def load_image(source: Path, params: EngineParams, pattern: str, folder: Path) -
     if source.is_dir():
         image = read_model_image(source)
         if image.layout != params.layout:
-            raise ValueError(f"{source}: the image was exported for {image.layout}, not this engine's "
-                             f"{params.layout}; export it again with the same engine parameters")
+            raise ValueError(
+                f"{source}: the image was exported for {image.layout}, not this engine's "
+                f"{params.layout}; export it again with the same engine parameters"
+            )
         if image.act_bits != params.act_bits:
-            raise ValueError(f"{source}: the image's layers take A={image.act_bits}-bit activations, the engine "
-                             f"A={params.act_bits}")
+            raise ValueError(
+                f"{source}: the image's layers take A={image.act_bits}-bit activations, the engine A={params.act_bits}"
+            )
         if not any(re.search(pattern, name) for name in image.layers):
             raise ValueError(f"{source}: no layer matches {pattern!r}")
         return image
@@ -44,9 +47,18 @@ def load_image(source: Path, params: EngineParams, pattern: str, folder: Path) -
     return read_model_image(write_model_image(folder, layers, params.layout, file_sha256(source)))
 
 
-def simulate_layers(source: Path, params: EngineParams, pattern: str = ".*", samples: int = 1,
-                    inputs: Path | None = None, stall: float = 0.0, mem_busy: float = 0.0, seed: int = 0,
-                    waves: Path | None = None, progress=None) -> dict:
+def simulate_layers(
+    source: Path,
+    params: EngineParams,
+    pattern: str = ".*",
+    samples: int = 1,
+    inputs: Path | None = None,
+    stall: float = 0.0,
+    mem_busy: float = 0.0,
+    seed: int = 0,
+    waves: Path | None = None,
+    progress=None,
+) -> dict:
     """Run ``samples`` vectors (random LLM-like, or the float rows of ``inputs``) through each
     chosen layer in batches of at most M, back to back on one engine build; returns the
     report: per run its cycles against the cycle model and its verdict, and the totals."""
@@ -66,18 +78,43 @@ def simulate_layers(source: Path, params: EngineParams, pattern: str = ".*", sam
             x_q, _ = g.quantize_input(x)
             batches += [(name, x_q[k : k + params.vectors]) for k in range(0, len(x_q), params.vectors)]
         if progress:
-            progress(f"simulating {len(batches)} runs on the engine P={params.lanes} R={params.rows} "
-                     f"M={params.vectors} DW={params.data_width} packing={params.packing} ...")
+            progress(
+                f"simulating {len(batches)} runs on the engine P={params.lanes} R={params.rows} "
+                f"M={params.vectors} DW={params.data_width} packing={params.packing} ..."
+            )
         runs, x_qs, expected = image_runs(image, batches)
         verilog = to_verilog(TritEngine(params), name=ENGINE_TOP)
-        res = run_engine(verilog, image.blob_bytes(), runs, x_qs, expected,
-                         engine_config(params, stall=stall, mem_busy=mem_busy, seed=seed + 1), waves=waves)
+        res = run_engine(
+            verilog,
+            image.blob_bytes(),
+            runs,
+            x_qs,
+            expected,
+            engine_config(params, stall=stall, mem_busy=mem_busy, seed=seed + 1),
+            waves=waves,
+        )
     rows = []
     for run, got in zip(runs, res.runs):
         model = params.run(run["n"], run["chunks"] * params.lanes, run["m"])
-        rows.append({"layer": run["name"], "shape": f"{run['n']}x{run['chunks'] * params.lanes}", "m": run["m"],
-                     "cycles": got["cycles"], "model_cycles": round(model.cycles()),
-                     "busy": model.issue_cycles / max(1, got["cycles"]), "bit_exact": got["mismatches"] == 0})
-    return {"engine": vars(params), "bit_exact": res.passed, "mismatches": res.mismatches,
-            "first_mismatch": res.first_mismatch, "runs": rows, "cycles": res.sim_cycles,
-            "counters": res.counters, "wall_s": res.wall_s, "cycles_per_s": res.cycles_per_second}
+        rows.append(
+            {
+                "layer": run["name"],
+                "shape": f"{run['n']}x{run['chunks'] * params.lanes}",
+                "m": run["m"],
+                "cycles": got["cycles"],
+                "model_cycles": round(model.cycles()),
+                "busy": model.issue_cycles / max(1, got["cycles"]),
+                "bit_exact": got["mismatches"] == 0,
+            }
+        )
+    return {
+        "engine": vars(params),
+        "bit_exact": res.passed,
+        "mismatches": res.mismatches,
+        "first_mismatch": res.first_mismatch,
+        "runs": rows,
+        "cycles": res.sim_cycles,
+        "counters": res.counters,
+        "wall_s": res.wall_s,
+        "cycles_per_s": res.cycles_per_second,
+    }

@@ -20,12 +20,12 @@ COMMANDS = {
     "quantize": ("quantize", "quantize a safetensors checkpoint (file, folder or sharded) into an artifact"),
     "eval": ("quantize", "perplexity table: FP vs PTQTP vs baselines, or one artifact"),
     "inspect": ("quantize", "validate an artifact and list its layers"),
-    "export": ("hardware", "write hardware images (per layer) or a model image (streaming engine)"),
+    "export": ("hardware", "write an artifact's model image for the engine (weights.bin + manifest.json)"),
     "plan": ("hardware", "tokens/s of a model's linears on the streaming engine, per board"),
     "dse": ("hardware", "sweep engine configurations through synthesis and the cycle model; best per board"),
     "budget": ("hardware", "error budget of one layer over a grid of A and S"),
-    "hdl": ("hardware", "generate Verilog (one layer's accelerator, or the streaming engine) and a synthesis report"),
-    "sim": ("hardware", "run a layer's generated Verilog in Verilator (cocotb) against the golden model"),
+    "hdl": ("hardware", "generate the engine's Verilog and an ECP5 synthesis report (Fmax per placement seed)"),
+    "sim": ("hardware", "run layers on the engine in Verilator (cocotb + cocotbext-axi) against the golden model"),
     "compare": ("runtime", "one layer through every backend: bit-exact agreement and float errors"),
     "hil": ("runtime", "perplexity with chosen layers on a backend (hardware in the loop)"),
     "report": ("report", "a Markdown report with figures: layer errors, the A x S error budget, the DSE sweep"),
@@ -56,7 +56,9 @@ def version() -> str:
 def build_parser(command: str | None = None, full: bool = True) -> argparse.ArgumentParser:
     """The parser of every command (``full``), or with ``command`` only that command's group
     imported and fully defined; the other commands are listed with their help."""
-    p = argparse.ArgumentParser(prog="ptqtp", description="PTQTP trit-plane quantization and hardware co-design toolkit.")
+    p = argparse.ArgumentParser(
+        prog="ptqtp", description="PTQTP trit-plane quantization and hardware co-design toolkit."
+    )
     p.add_argument("--version", action="version", version=f"ptqtp {version()}")
     p.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -10,9 +10,24 @@ from pathlib import Path
 from ptqtp.golden import IntConfig
 from ptqtp.hdl.engine_model import EngineParams
 
-__all__ = ["json_arg", "write_json", "config_args", "config_from_args", "method_config", "layer_args", "engine_args",
-           "engine_params", "int_args", "int_config", "pick_layer", "choose_layer", "backend_kwargs", "positive",
-           "non_negative", "port"]
+__all__ = [
+    "json_arg",
+    "write_json",
+    "config_args",
+    "config_from_args",
+    "method_config",
+    "layer_args",
+    "engine_args",
+    "engine_params",
+    "int_args",
+    "int_config",
+    "pick_layer",
+    "choose_layer",
+    "backend_kwargs",
+    "positive",
+    "non_negative",
+    "port",
+]
 
 _INT = IntConfig()
 
@@ -67,22 +82,36 @@ def config_args(p: argparse.ArgumentParser) -> None:
 
     _PTQTP = PTQTPConfig()
     g = p.add_argument_group("quantizer (docs/SPEC.md section 1)")
-    g.add_argument("--group-size", type=positive, default=_PTQTP.group_size,
-                   help=f"input columns per group G (multiple of 4; default {_PTQTP.group_size})")
-    g.add_argument("--max-iters", type=positive, default=_PTQTP.max_iters,
-                   help=f"Tmax, most refinement iterations (default {_PTQTP.max_iters})")
-    g.add_argument("--eps", type=float, default=_PTQTP.eps,
-                   help=f"stop when no scale moves by this much (default {_PTQTP.eps:g})")
-    g.add_argument("--search-dtype", choices=("float32", "float64"), default=_PTQTP.search_dtype,
-                   help="dtype of the per-element trit search; float64 reproduces the reference exactly")
+    g.add_argument(
+        "--group-size",
+        type=positive,
+        default=_PTQTP.group_size,
+        help=f"input columns per group G (multiple of 4; default {_PTQTP.group_size})",
+    )
+    g.add_argument(
+        "--max-iters",
+        type=positive,
+        default=_PTQTP.max_iters,
+        help=f"Tmax, most refinement iterations (default {_PTQTP.max_iters})",
+    )
+    g.add_argument(
+        "--eps", type=float, default=_PTQTP.eps, help=f"stop when no scale moves by this much (default {_PTQTP.eps:g})"
+    )
+    g.add_argument(
+        "--search-dtype",
+        choices=("float32", "float64"),
+        default=_PTQTP.search_dtype,
+        help="dtype of the per-element trit search; float64 reproduces the reference exactly",
+    )
 
 
 def config_from_args(args):
     """The PTQTP config of the command line; other methods take its group size."""
     from ptqtp.methods import PTQTPConfig
 
-    return PTQTPConfig(group_size=args.group_size, max_iters=args.max_iters, eps=args.eps,
-                       search_dtype=args.search_dtype)
+    return PTQTPConfig(
+        group_size=args.group_size, max_iters=args.max_iters, eps=args.eps, search_dtype=args.search_dtype
+    )
 
 
 def method_config(args, method: str):
@@ -97,9 +126,12 @@ def method_config(args, method: str):
 
 def int_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("integer datapath (docs/SPEC.md section 3)")
-    g.add_argument("--act-bits", type=positive, default=_INT.act_bits, help=f"activation bits A (default {_INT.act_bits})")
-    g.add_argument("--scale-bits", type=positive, default=_INT.scale_bits,
-                   help=f"scale bits S (default {_INT.scale_bits})")
+    g.add_argument(
+        "--act-bits", type=positive, default=_INT.act_bits, help=f"activation bits A (default {_INT.act_bits})"
+    )
+    g.add_argument(
+        "--scale-bits", type=positive, default=_INT.scale_bits, help=f"scale bits S (default {_INT.scale_bits})"
+    )
 
 
 def int_config(args) -> IntConfig:
@@ -144,18 +176,36 @@ def engine_args(p: argparse.ArgumentParser, a_and_s: bool = True) -> None:
     defaults for every command that builds, simulates or plans the engine; with A and S."""
     e = EngineParams()
     g = p.add_argument_group("engine (docs/SPEC.md section 6)")
-    g.add_argument("--lanes", type=positive, default=e.lanes, help=f"lanes P per row unit, a power of two dividing G "
-                                                                   f"(default {e.lanes})")
+    g.add_argument(
+        "--lanes",
+        type=positive,
+        default=e.lanes,
+        help=f"lanes P per row unit, a power of two dividing G (default {e.lanes})",
+    )
     g.add_argument("--rows", type=positive, default=e.rows, help=f"row units R, a power of two (default {e.rows})")
-    g.add_argument("--vectors", type=positive, default=e.vectors,
-                   help=f"vectors M the engine holds at once, its batch (default {e.vectors})")
-    g.add_argument("--data-width", type=positive, default=e.data_width,
-                   help=f"AXI data width DW in bits (default {e.data_width})")
-    g.add_argument("--packing", choices=("2bit", "base3"), default=e.packing,
-                   help="weight stream packing: 2bit, or base3 (5 trits a byte, a decoder in front of the core; "
-                        f"default {e.packing})")
-    g.add_argument("--planes", type=positive, choices=(1, 2), default=e.planes,
-                   help=f"trit planes the datapath carries (default {e.planes})")
+    g.add_argument(
+        "--vectors",
+        type=positive,
+        default=e.vectors,
+        help=f"vectors M the engine holds at once, its batch (default {e.vectors})",
+    )
+    g.add_argument(
+        "--data-width", type=positive, default=e.data_width, help=f"AXI data width DW in bits (default {e.data_width})"
+    )
+    g.add_argument(
+        "--packing",
+        choices=("2bit", "base3"),
+        default=e.packing,
+        help="weight stream packing: 2bit, or base3 (5 trits a byte, a decoder in front of the core; "
+        f"default {e.packing})",
+    )
+    g.add_argument(
+        "--planes",
+        type=positive,
+        choices=(1, 2),
+        default=e.planes,
+        help=f"trit planes the datapath carries (default {e.planes})",
+    )
     g.add_argument("--offset", action="store_true", help="include PT^2-LLM's offset term")
     g.add_argument("--max-d", type=positive, default=e.max_d, help=f"widest layer input d (default {e.max_d})")
     g.add_argument("--burst", type=positive, default=e.burst, help=f"DMA beats per burst (default {e.burst})")
@@ -164,6 +214,16 @@ def engine_args(p: argparse.ArgumentParser, a_and_s: bool = True) -> None:
 
 
 def engine_params(args) -> EngineParams:
-    return EngineParams(lanes=args.lanes, rows=args.rows, planes=args.planes, offset=args.offset,
-                        act_bits=args.act_bits, scale_bits=args.scale_bits, max_d=args.max_d, vectors=args.vectors,
-                        data_width=args.data_width, burst=args.burst, packing=args.packing)
+    return EngineParams(
+        lanes=args.lanes,
+        rows=args.rows,
+        planes=args.planes,
+        offset=args.offset,
+        act_bits=args.act_bits,
+        scale_bits=args.scale_bits,
+        max_d=args.max_d,
+        vectors=args.vectors,
+        data_width=args.data_width,
+        burst=args.burst,
+        packing=args.packing,
+    )

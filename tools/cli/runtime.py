@@ -16,35 +16,64 @@ from ptqtp.runtime.server import serve
 from ptqtp.workflows.budget import random_activations
 from ptqtp.workflows.report import markdown_table
 
-from ._common import backend_kwargs, engine_args, int_config, json_arg, layer_args, non_negative, pick_layer, \
-    port, positive, write_json
+from ._common import (
+    backend_kwargs,
+    engine_args,
+    int_config,
+    json_arg,
+    layer_args,
+    non_negative,
+    pick_layer,
+    port,
+    positive,
+    write_json,
+)
 
 _LOCAL = tuple(b for b in BACKENDS if b != "remote")
 
 
 def register(sub) -> None:
-    c = sub.add_parser("compare", description="Run the same activations through the golden model, the Triton integer kernel, "
-                                   "the RTL in Verilator (and a remote server), plus the float paths.")
+    c = sub.add_parser(
+        "compare",
+        description="Run the same activations through the golden model, the Triton integer kernel, "
+        "the RTL in Verilator (and a remote server), plus the float paths.",
+    )
     layer_args(c, 8, "random LLM-like input vectors")
-    c.add_argument("--backends", default="golden,triton,rtl",
-                   help=f"comma-separated, of {', '.join(BACKENDS)} (default golden,triton,rtl)")
+    c.add_argument(
+        "--backends",
+        default="golden,triton,rtl",
+        help=f"comma-separated, of {', '.join(BACKENDS)} (default golden,triton,rtl)",
+    )
     c.add_argument("--remote", help="host:port of a ptqtp server to include as backend 'remote'")
     engine_args(c)
     json_arg(c, "the rows")
-    hl = sub.add_parser("hil", description="Load a model artifact, run the layers matching --layers on --backend (the rest "
-                                    "in torch), report perplexity and logit differences against the all-torch model.")
+    hl = sub.add_parser(
+        "hil",
+        description="Load a model artifact, run the layers matching --layers on --backend (the rest "
+        "in torch), report perplexity and logit differences against the all-torch model.",
+    )
     hl.add_argument("artifact", type=Path, help="model artifact (from ptqtp quantize)")
     hl.add_argument("--layers", default=r"layers\.0\.self_attn\.q_proj", help="regex of layers on the backend")
-    hl.add_argument("--backend", default="golden", choices=BACKENDS,
-                    help="backend for the chosen layers (default golden); rtl: every chosen layer on ONE "
-                         "engine simulation, weights from a model image in the simulated DRAM ('engine' "
-                         "is its alias)")
+    hl.add_argument(
+        "--backend",
+        default="golden",
+        choices=BACKENDS,
+        help="backend for the chosen layers (default golden); rtl: every chosen layer on ONE "
+        "engine simulation, weights from a model image in the simulated DRAM ('engine' "
+        "is its alias)",
+    )
     hl.add_argument("--remote", help="host:port for --backend remote")
     hl.add_argument("--tokens", type=positive, default=256, help="evaluation tokens (default 256)")
-    hl.add_argument("--text-file", type=Path, help="evaluate on this text (plain text, or JSONL with a 'text' field; "
-                                                  "default: the BBC evaluation split)")
-    hl.add_argument("--tokenizer", type=Path, help="tokenizer folder (default: the artifact's folder, or the shipped "
-                                                   "model's for its artifacts)")
+    hl.add_argument(
+        "--text-file",
+        type=Path,
+        help="evaluate on this text (plain text, or JSONL with a 'text' field; default: the BBC evaluation split)",
+    )
+    hl.add_argument(
+        "--tokenizer",
+        type=Path,
+        help="tokenizer folder (default: the artifact's folder, or the shipped model's for its artifacts)",
+    )
     hl.add_argument("--context", type=positive, default=128, help="window length (default 128)")
     hl.add_argument("--generate", type=non_negative, default=0, help="also greedily generate this many tokens")
     hl.add_argument("--fp", action="store_true", help="also compare with the shipped model in full precision")
@@ -64,12 +93,16 @@ def cmd_compare(args) -> int:
     name, layer = pick_layer(args.artifact, args.layer)
     golden = GoldenLayer.from_packed(layer, int_config(args))
     backends = [b.strip() for b in args.backends.split(",") if b.strip()] + (["remote"] if args.remote else [])
-    rows = compare_layer(layer, random_activations(args.samples, layer.in_features), golden, backends,
-                         backend_kwargs(args))
+    rows = compare_layer(
+        layer, random_activations(args.samples, layer.in_features), golden, backends, backend_kwargs(args)
+    )
     print(f"{name}: {layer.out_features}x{layer.in_features}, {args.samples} vectors")
-    print(markdown_table(["path", "bit-exact vs golden", "first mismatch", "rel. error vs float64", "seconds"],
-                         [[r["path"], r["bit_exact"], r["first_mismatch"], r["rel_error"], round(r["seconds"], 2)]
-                          for r in rows]))
+    print(
+        markdown_table(
+            ["path", "bit-exact vs golden", "first mismatch", "rel. error vs float64", "seconds"],
+            [[r["path"], r["bit_exact"], r["first_mismatch"], r["rel_error"], round(r["seconds"], 2)] for r in rows],
+        )
+    )
     bad = [r for r in rows if r["first_mismatch"] != "-"]
     write_json(args.json, {"layer": name, "samples": args.samples, "rows": rows})
     return 1 if bad else 0
@@ -83,20 +116,38 @@ def cmd_hil(args) -> int:
     kw = backend_kwargs(args).get(args.backend, {})
     t0 = time.perf_counter()
     with make_backend(args.backend, **kw) as backend:
-        rep = hil_evaluate(torch_model, backend, args.layers, tok, text, args.tokens, args.context,
-                           int_config(args), generate=args.generate, fp_model=fp_model)
+        rep = hil_evaluate(
+            torch_model,
+            backend,
+            args.layers,
+            tok,
+            text,
+            args.tokens,
+            args.context,
+            int_config(args),
+            generate=args.generate,
+            fp_model=fp_model,
+        )
     rep["seconds"] = time.perf_counter() - t0
     d = rep["logits_vs_torch"]
-    print(f"{len(rep['layers'])} layers on {args.backend}: {', '.join(rep['layers'][:4])}"
-          f"{' ...' if len(rep['layers']) > 4 else ''}")
-    print(f"perplexity ({rep['tokens']} tokens, context {rep['context']}): all-torch {rep['ppl_torch']:.3f}, "
-          f"HIL {rep['ppl_hil']:.3f}")
-    print(f"logits vs all-torch: max |diff| {d['max_abs']:.4g}, mean {d['mean_abs']:.4g}, "
-          f"argmax agreement {d['argmax_agree']:.3f}")
+    print(
+        f"{len(rep['layers'])} layers on {args.backend}: {', '.join(rep['layers'][:4])}"
+        f"{' ...' if len(rep['layers']) > 4 else ''}"
+    )
+    print(
+        f"perplexity ({rep['tokens']} tokens, context {rep['context']}): all-torch {rep['ppl_torch']:.3f}, "
+        f"HIL {rep['ppl_hil']:.3f}"
+    )
+    print(
+        f"logits vs all-torch: max |diff| {d['max_abs']:.4g}, mean {d['mean_abs']:.4g}, "
+        f"argmax agreement {d['argmax_agree']:.3f}"
+    )
     if args.fp:
         f = rep["logits_vs_fp"]
-        print(f"FP (shipped model) perplexity {rep['ppl_fp']:.3f}; logits vs FP: max |diff| {f['max_abs']:.4g}, "
-              f"mean {f['mean_abs']:.4g}, argmax agreement {f['argmax_agree']:.3f}")
+        print(
+            f"FP (shipped model) perplexity {rep['ppl_fp']:.3f}; logits vs FP: max |diff| {f['max_abs']:.4g}, "
+            f"mean {f['mean_abs']:.4g}, argmax agreement {f['argmax_agree']:.3f}"
+        )
     if "cycles_per_token" in rep:
         c = rep["cycles_per_token"]
         print("simulated engine cycles per token: " + ", ".join(f"{k} {v:,.0f}" for k, v in c.items()))
@@ -115,8 +166,11 @@ def cmd_serve(args) -> int:
     except OSError as e:
         backend.close()
         raise ConnectionError(f"cannot listen on {args.host}:{args.port}: {e.strerror or e}") from None
-    print(f"serving ptqtp protocol v1 from the {args.backend} backend on {args.host}:{srv.server_address[1]} "
-          f"(Ctrl-C stops)", flush=True)
+    print(
+        f"serving ptqtp protocol v1 from the {args.backend} backend on {args.host}:{srv.server_address[1]} "
+        f"(Ctrl-C stops)",
+        flush=True,
+    )
     try:
         threading.Event().wait()
     except KeyboardInterrupt:

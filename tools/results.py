@@ -1,0 +1,206 @@
+"""docs/RESULTS.md from the commands' own ``--json`` output: no figure typed by hand.
+
+python -m ptqtp.tools.results record NAME [--title T] -- COMMAND ARGS...
+    run COMMAND (a ``ptqtp`` command, ``./run.sh``, or anything else), adding
+    ``--json FILE`` to ptqtp commands; keep its JSON, the command line, the date, the
+    machine, the wall time and the last lines it printed in docs/results/NAME.json
+python -m ptqtp.tools.results
+    write docs/RESULTS.md from every docs/results/*.json (sorted by name)
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+__all__ = ["machine", "record", "render", "main"]
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "docs" / "results"
+_PTQTP = ("ptqtp", ".venv/bin/ptqtp", "./run.sh", "run.sh")
+
+
+def machine() -> dict:
+    """What the figures were measured on."""
+    cpu = platform.processor() or platform.machine()
+    mem = None
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                mem = round(int(line.split()[1]) / 2**20, 1)
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": mem,
+        "python": platform.python_version(),
+        "system": f"{platform.system()} {platform.release()}",
+    }
+
+
+def _takes_json(cmd: list[str]) -> bool:
+    return bool(cmd) and (
+        Path(cmd[0]).name in {Path(c).name for c in _PTQTP} or cmd[:3] == [sys.executable, "-m", "ptqtp.tools.cli"]
+    )
+
+
+def record(name: str, cmd: list[str], title: str | None = None, folder: Path = RESULTS) -> dict:
+    """Run ``cmd`` and keep what it measured in ``folder/NAME.json``; returns the entry."""
+    with tempfile.TemporaryDirectory(prefix="ptqtp-results-") as tmp:
+        out_json = Path(tmp) / "out.json"
+        full = cmd + (["--json", str(out_json)] if _takes_json(cmd) else [])
+        t0 = time.perf_counter()
+        proc = subprocess.run(full, cwd=ROOT, capture_output=True, text=True)
+        wall = time.perf_counter() - t0
+        data = json.loads(out_json.read_text()) if out_json.exists() else None
+    lines = [ln for ln in (proc.stdout + "\n" + proc.stderr).splitlines() if ln.strip()]
+    entry = {
+        "name": name,
+        "title": title or name,
+        "command": shlex.join(cmd),
+        "date": datetime.date.today().isoformat(),
+        "machine": machine(),
+        "wall_s": round(wall, 1),
+        "exit_code": proc.returncode,
+        "tail": lines[-6:],
+        "record": data,
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp_path = folder / f".{name}.json.tmp"
+    tmp_path.write_text(json.dumps(entry, indent=1, default=str) + "\n")
+    tmp_path.replace(folder / f"{name}.json")
+    return entry
+
+
+def _table(headers: list[str], rows: list[list]) -> str:
+    def cell(v):
+        return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+    return "\n".join(
+        ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+        + ["| " + " | ".join(cell(v) for v in r) + " |" for r in rows]
+    )
+
+
+def _body(rec) -> str | None:
+    """The table a command's JSON deserves; None for a shape we do not know."""
+    if isinstance(rec, dict) and "steps" in rec:  # ptqtp demo
+        return (
+            _table(
+                ["step", "seconds", "facts"],
+                [
+                    [
+                        s["step"],
+                        s["seconds"],
+                        ", ".join(f"{k}={v}" for k, v in s.items() if k not in ("step", "seconds")),
+                    ]
+                    for s in rec["steps"]
+                ],
+            )
+            + f"\n\nTotal {rec.get('seconds', '?')} s; every path bit-exact: {rec.get('all_bit_exact')}."
+        )
+    if isinstance(rec, dict) and "ecp5" in rec:  # ptqtp hdl
+        e = rec["ecp5"]
+        rows = [[k, e.get(k)] for k in ("LUT", "FF", "DSP", "BRAM", "LUTRAM", "CARRY")]
+        rows += [[f"Fmax seed {s} (MHz)", f] for s, f in (rec.get("fmax_by_seed") or {}).items()]
+        return f"{rec.get('summary', '')}\n\n" + _table(["ECP5 (LFE5U-85F)", "value"], rows)
+    if isinstance(rec, dict) and "runs" in rec and "cycles_per_s" in rec:  # ptqtp sim
+        return (
+            _table(
+                ["layer", "n x d", "m", "cycles", "model cycles", "lanes busy", "bit-exact"],
+                [
+                    [r["layer"], r["shape"], r["m"], r["cycles"], r["model_cycles"], f"{r['busy']:.1%}", r["bit_exact"]]
+                    for r in rec["runs"]
+                ],
+            )
+            + f"\n\n{rec['cycles']:,} cycles simulated in {rec['wall_s']:.1f} s: {rec['cycles_per_s']:,.0f} cycles/s."
+        )
+    if isinstance(rec, list) and rec and isinstance(rec[0], dict) and "decode_tokens_per_s" in rec[0]:  # ptqtp plan
+        return _table(
+            ["board", "packing", "GB/s", "MHz", "decode tok/s", "prefill tok/s", "MB/token"],
+            [
+                [
+                    p["board"],
+                    p["engine"]["packing"],
+                    p["bandwidth_gbs"],
+                    p["fmax_mhz"],
+                    round(p["decode_tokens_per_s"], 1),
+                    round(p["prefill_tokens_per_s"], 1),
+                    round(p["bytes_per_token"] / 1e6, 2),
+                ]
+                for p in rec
+            ],
+        )
+    if isinstance(rec, dict):
+        flat = [[k, v] for k, v in rec.items() if isinstance(v, (int, float, str, bool))]
+        return _table(["field", "value"], flat) if flat else None
+    return None
+
+
+def render(folder: Path = RESULTS) -> str:
+    """RESULTS.md's text from every entry in ``folder``."""
+    parts = [
+        "# Results",
+        "",
+        "Generated by `python -m ptqtp.tools.results` from `docs/results/*.json`, which "
+        "`python -m ptqtp.tools.results record NAME -- COMMAND` writes from the command's own `--json` "
+        "output. Do not edit by hand: record again and regenerate.",
+        "",
+    ]
+    for path in sorted(folder.glob("*.json")):
+        e = json.loads(path.read_text())
+        m = e["machine"]
+        parts += [
+            f"## {e['title']}",
+            "",
+            f"`{e['command']}`",
+            "",
+            f"{e['date']}; {m['cores']} cores ({m['cpu']}), {m['memory_gib']} GiB, Python {m['python']}; "
+            f"wall {e['wall_s']} s; exit code {e['exit_code']}.",
+            "",
+        ]
+        body = _body(e.get("record"))
+        parts += [body if body else "```\n" + "\n".join(e["tail"]) + "\n```", ""]
+    return "\n".join(parts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["record"]:
+        if "--" not in argv:
+            print("usage: python -m ptqtp.tools.results record NAME [--title T] -- COMMAND ...", file=sys.stderr)
+            return 2
+        cut = argv.index("--")
+        p = argparse.ArgumentParser(prog="results record")
+        p.add_argument("name")
+        p.add_argument("--title")
+        args = p.parse_args(argv[1:cut])
+        entry = record(args.name, argv[cut + 1 :], args.title)
+        print(f"{RESULTS / (args.name + '.json')}: exit {entry['exit_code']}, {entry['wall_s']} s")
+        return entry["exit_code"]
+    p = argparse.ArgumentParser(
+        prog="python -m ptqtp.tools.results", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("-o", "--output", type=Path, default=ROOT / "docs" / "RESULTS.md")
+    args = p.parse_args(argv)
+    args.output.write_text(render())
+    print(f"wrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
