@@ -27,7 +27,7 @@ from amaranth.lib.wiring import In, Out
 from ptqtp.formats.packing import BASE3_FRACTION_BITS, BASE3_RECIPROCAL
 from ptqtp.formats.stream_layout import FRAME, StreamLayout
 
-from .records import RecordAssembler
+from .records import RecordAssembler, unpacker_ports
 
 __all__ = ["Base3Decoder", "TritGearbox", "Base3Unpacker"]
 
@@ -158,14 +158,7 @@ class Base3Unpacker(wiring.Component):
         if not isinstance(layout, StreamLayout) or layout.packing != "base3":
             raise ValueError(f"layout must be a base-3 StreamLayout, not {layout!r}")
         self.layout = layout
-        super().__init__(
-            {
-                "steps": In(stream.Signature(32)),
-                "beats": In(stream.Signature(layout.data_width)),
-                "scales": Out(stream.Signature(layout.scale_record_bits)),
-                "weights": Out(stream.Signature(layout.record_bits)),
-            }
-        )
+        super().__init__({"steps": In(stream.Signature(32)), **unpacker_ports(layout)})
 
     def elaborate(self, platform):
         m = Module()
@@ -174,11 +167,7 @@ class Base3Unpacker(wiring.Component):
         # The words land in a local two-entry FIFO first: the DMA side and this side then meet
         # only at registers (its level), however far apart the placer puts them.
         m.submodules.words = words = SyncFIFO(width=DW, depth=2)
-        m.d.comb += [
-            words.w_data.eq(self.beats.payload),
-            words.w_en.eq(self.beats.valid),
-            self.beats.ready.eq(words.w_rdy),
-        ]
+        wiring.connect(m, wiring.flipped(self.beats), words.w_stream)
         beat, beat_valid = words.r_data, words.r_rdy
         scale_words = [L.frame_scale_beats(k) for k in range(FRAME + 1)]
         trit_words = [L.frame_trit_beats(k) for k in range(FRAME + 1)]
@@ -256,13 +245,8 @@ class Base3Unpacker(wiring.Component):
                 m.d.sync += [sec_ready.eq(1), sec_left.eq(tag.k)]
         # handed out through a local two-entry FIFO: the core's scale FIFO meets registers only
         m.submodules.scale_out = scale_out = SyncFIFO(width=SRB, depth=2)
-        m.d.comb += [
-            scale_out.w_data.eq(sec[:SRB]),
-            scale_out.w_en.eq(sec_ready & (sec_left != 0)),
-            self.scales.payload.eq(scale_out.r_data),
-            self.scales.valid.eq(scale_out.r_rdy),
-            scale_out.r_en.eq(self.scales.ready),
-        ]
+        m.d.comb += [scale_out.w_data.eq(sec[:SRB]), scale_out.w_en.eq(sec_ready & (sec_left != 0))]
+        wiring.connect(m, scale_out.r_stream, wiring.flipped(self.scales))
         with m.If(scale_out.w_en & scale_out.w_rdy):
             m.d.sync += [sec.eq(sec >> SRB), sec_left.eq(sec_left - 1)]
             with m.If(sec_left == 1):

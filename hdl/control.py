@@ -123,13 +123,8 @@ class EngineControl(wiring.Component):
             (self.dma_cmd, self.core_desc, self.out_desc),
             (Cat(addr[: p.addr_width], beats), entry, entry),
         ):
-            m.d.comb += [
-                fifo.w_data.eq(payload),
-                fifo.w_en.eq(push),
-                out.payload.eq(fifo.r_data),
-                out.valid.eq(fifo.r_rdy),
-                fifo.r_en.eq(out.ready),
-            ]
+            m.d.comb += [fifo.w_data.eq(payload), fifo.w_en.eq(push)]
+            wiring.connect(m, fifo.r_stream, wiring.flipped(out))
         if "steps" in self.signature.members:
             # The decoder's copy: the layer's step count ceil(n / R) * ng, two stages after the
             # push (operands, then product). It pops when it starts the layer's words and the

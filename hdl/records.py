@@ -16,7 +16,17 @@ from amaranth.lib.wiring import In, Out
 
 from ptqtp.formats.stream_layout import StreamLayout
 
-__all__ = ["RecordAssembler", "WordSplitter", "RecordUnpacker"]
+__all__ = ["RecordAssembler", "WordSplitter", "RecordUnpacker", "unpacker_ports"]
+
+
+def unpacker_ports(layout: StreamLayout) -> dict:
+    """What every unpacker has: stream words in, scale and weight records out (the 2-bit
+    layout's records, whatever the packing)."""
+    return {
+        "beats": In(stream.Signature(layout.data_width)),
+        "scales": Out(stream.Signature(layout.scale_record_bits)),
+        "weights": Out(stream.Signature(layout.record_bits)),
+    }
 
 
 class RecordAssembler(wiring.Component):
@@ -113,13 +123,7 @@ class RecordUnpacker(wiring.Component):
 
     def __init__(self, layout: StreamLayout):
         self.layout = layout
-        super().__init__(
-            {
-                "beats": In(stream.Signature(layout.data_width)),
-                "scales": Out(stream.Signature(layout.scale_record_bits)),
-                "weights": Out(stream.Signature(layout.record_bits)),
-            }
-        )
+        super().__init__(unpacker_ports(layout))
 
     def elaborate(self, platform):
         m = Module()

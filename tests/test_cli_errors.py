@@ -109,7 +109,7 @@ def test_debug_shows_the_traceback(tmp_path):
 
 
 def test_a_closed_pipe_is_not_an_error(art):
-    cmd = f"{sys.executable} -m ptqtp.tools.cli inspect --json {art} | head -c 10"
+    cmd = f"{sys.executable} -m ptqtp.tools.cli inspect {art} --json - | head -c 10"
     proc = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, timeout=120)
     assert proc.stdout and "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr
 

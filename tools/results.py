@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-__all__ = ["machine", "record", "render", "main"]
+__all__ = ["machine", "record", "render", "headline", "readme_table", "update_readme", "main"]
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "docs" / "results"
@@ -151,6 +151,42 @@ def _body(rec) -> str | None:
     return None
 
 
+def headline(entry: dict) -> str:
+    """One line for the README's table."""
+    rec = entry.get("record")
+    if isinstance(rec, dict) and "steps" in rec:
+        return f"{rec.get('seconds')} s in all; every path bit-exact: {rec.get('all_bit_exact')}"
+    if isinstance(rec, dict) and "ecp5" in rec:
+        e, seeds = rec["ecp5"], rec.get("fmax_by_seed") or {}
+        fmax = " / ".join(f"{f:.1f}" if f else "-" for f in seeds.values())
+        return f"LUT {e['LUT']}, FF {e['FF']}, BRAM {e['BRAM']}, DSP {e['DSP']}" + (
+            f"; Fmax {fmax} MHz (seeds {', '.join(map(str, seeds))})" if seeds else ""
+        )
+    if isinstance(rec, dict) and "cycles_per_s" in rec:
+        return f"{rec['cycles_per_s']:,.0f} simulated cycles/s; bit-exact: {rec['bit_exact']}"
+    last = entry["tail"][-1] if entry.get("tail") else ""
+    return f"{last.strip('= ')} (wall {entry['wall_s']} s)"
+
+
+def readme_table(folder: Path = RESULTS) -> str:
+    rows = []
+    for path in sorted(folder.glob("*.json")):
+        e = json.loads(path.read_text())
+        rows.append([e["title"], headline(e), f"`{e['command']}`", e["date"]])
+    return _table(["figure", "measured", "command", "date"], rows)
+
+
+def update_readme(readme: Path, folder: Path = RESULTS) -> bool:
+    """Replace the README's block between the results markers; False if it has none."""
+    text = readme.read_text()
+    begin, end = "<!-- results:begin -->", "<!-- results:end -->"
+    if begin not in text or end not in text:
+        return False
+    head, rest = text.split(begin, 1)
+    readme.write_text(f"{head}{begin}\n{readme_table(folder)}\n{end}{rest.split(end, 1)[1]}")
+    return True
+
+
 def render(folder: Path = RESULTS) -> str:
     """RESULTS.md's text from every entry in ``folder``."""
     parts = [
@@ -198,7 +234,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-o", "--output", type=Path, default=ROOT / "docs" / "RESULTS.md")
     args = p.parse_args(argv)
     args.output.write_text(render())
-    print(f"wrote {args.output}")
+    wrote = [str(args.output)] + (["README.md's results table"] if update_readme(ROOT / "README.md") else [])
+    print(f"wrote {', '.join(wrote)}")
     return 0
 
 

@@ -350,8 +350,7 @@ def artifact_metadata(path: str | os.PathLike) -> dict[str, str]:
             metadata = f.metadata() or {}
     except (SafetensorError, OSError, RuntimeError) as e:
         _open_failed(path, e)
-    if metadata.get("ptqtp.format") != FORMAT_VERSION:
-        _fail(path, f"ptqtp.format is {metadata.get('ptqtp.format')!r}, expected {FORMAT_VERSION!r}")
+    _check_format(path, metadata)
     _hashes(path, metadata)
     return metadata
 
@@ -390,10 +389,21 @@ def _hashes(path: Path, metadata: dict) -> dict | None:
     return hashes
 
 
+def _check_format(path: Path, metadata: dict) -> None:
+    fmt = metadata.get("ptqtp.format")
+    if fmt is None:
+        _fail(
+            path,
+            "a safetensors file but not a ptqtp artifact (no ptqtp metadata); quantize the checkpoint "
+            "with `ptqtp quantize` to make one",
+        )
+    if fmt != FORMAT_VERSION:
+        _fail(path, f"ptqtp.format is {fmt!r}, expected {FORMAT_VERSION!r}")
+
+
 def _validate(path: Path, metadata: dict, raw: Mapping, verify: bool, keep: bool = True):
     """(layers, other tensors) of an open artifact, every check applied."""
-    if metadata.get("ptqtp.format") != FORMAT_VERSION:
-        _fail(path, f"ptqtp.format is {metadata.get('ptqtp.format')!r}, expected {FORMAT_VERSION!r}")
+    _check_format(path, metadata)
     hashes = _hashes(path, metadata) if verify else None
     if hashes is not None:
         unhashed = sorted(set(raw) - set(hashes))

@@ -129,6 +129,8 @@ def decode_layer(payload: bytes) -> tuple[int, GoldenLayer]:
     try:
         layer_id, mlen = struct.unpack_from("<II", payload)
         meta = json.loads(payload[8 : 8 + mlen])
+        if not isinstance(meta, dict):
+            raise ValueError(f"the layer description must be a JSON object, not {type(meta).__name__}")
         n, d_pad, G = (_size(meta, k) for k in ("n", "d_pad", "G"))
         planes, offset = meta.get("planes", 2), meta.get("offset", False)
         if planes not in (1, 2) or not isinstance(offset, bool):

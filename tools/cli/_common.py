@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
+import re
 from pathlib import Path
 
 from ptqtp.golden import IntConfig
@@ -27,6 +29,10 @@ __all__ = [
     "positive",
     "non_negative",
     "port",
+    "positive_rate",
+    "share",
+    "host_port",
+    "regex",
 ]
 
 _INT = IntConfig()
@@ -51,8 +57,53 @@ non_negative = _bounded(0, None, "a non-negative integer")
 port = _bounded(0, 65535, "a TCP port (0..65535)")
 
 
+def _typed(what: str, check):
+    """An argparse type: ``check(text)`` gives the value or raises ValueError; the message says ``what``."""
+
+    def parse(text: str):
+        try:
+            return check(text)
+        except (ValueError, re.error):
+            raise argparse.ArgumentTypeError(f"must be {what}, not {text!r}") from None
+
+    parse.__name__ = what
+    return parse
+
+
+def _rate(text: str) -> float:
+    v = float(text)
+    if not math.isfinite(v) or v <= 0:
+        raise ValueError(text)
+    return v
+
+
+def _share(text: str) -> float:
+    v = float(text)
+    if not 0 <= v < 1:
+        raise ValueError(text)
+    return v
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    host, sep, p = text.rpartition(":")
+    if not sep or not host or not p.isdigit() or not 1 <= int(p) <= 65535:
+        raise ValueError(text)
+    return host, int(p)
+
+
+def _regex(text: str) -> str:
+    re.compile(text)
+    return text
+
+
+positive_rate = _typed("a positive finite number", _rate)
+share = _typed("a share in [0, 1)", _share)
+host_port = _typed("HOST:PORT with a port in 1..65535", _host_port)
+regex = _typed("a regular expression", _regex)
+
+
 def json_arg(p: argparse.ArgumentParser, what: str = "the results") -> None:
-    p.add_argument("--json", type=Path, metavar="FILE", help=f"also write {what} as JSON to FILE")
+    p.add_argument("--json", type=Path, metavar="FILE", help=f"also write {what} as JSON to FILE ('-': stdout)")
 
 
 def write_json(path: Path | None, record) -> None:
@@ -74,6 +125,9 @@ def write_json(path: Path | None, record) -> None:
         return str(v)
 
     text = json.dumps(record, indent=2, default=plain)
+    if str(path) == "-":
+        print(text, flush=True)
+        return
     atomic_write(Path(path), lambda tmp: tmp.write_text(text))
 
 
@@ -166,8 +220,8 @@ def backend_kwargs(args) -> dict:
     engine = {"params": engine_params(args)}
     kw = {"rtl": engine, "engine": engine}
     if getattr(args, "remote", None):
-        host, _, port = args.remote.rpartition(":")
-        kw["remote"] = {"host": host or "127.0.0.1", "port": int(port)}
+        host, port = args.remote
+        kw["remote"] = {"host": host, "port": port}
     return kw
 
 

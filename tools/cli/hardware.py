@@ -12,7 +12,19 @@ from ptqtp.workflows.report import markdown_table, random_activations
 
 # torch-dependent modules (artifacts, budget, export) are imported inside the commands
 # that need them: `hdl` and `sim` start without torch.
-from ._common import engine_args, engine_params, int_config, json_arg, layer_args, pick_layer, positive, write_json
+from ._common import (
+    engine_args,
+    engine_params,
+    int_config,
+    json_arg,
+    layer_args,
+    pick_layer,
+    positive,
+    positive_rate,
+    regex,
+    share,
+    write_json,
+)
 
 
 def register(sub) -> None:
@@ -26,7 +38,7 @@ def register(sub) -> None:
     e.add_argument(
         "-o", "--output", "--model-image", dest="output", type=Path, required=True, help="model image folder to write"
     )
-    e.add_argument("--layers", default=".*", help="regex of layer names to export (default: all)")
+    e.add_argument("--layers", type=regex, default=".*", help="regex of layer names to export (default: all)")
     engine_args(e)
     json_arg(e, "the per-layer rows")
     b = sub.add_parser(
@@ -52,7 +64,7 @@ def register(sub) -> None:
     h.add_argument("--no-fmax", action="store_true", help="skip place-and-route (nextpnr-ecp5)")
     h.add_argument("--timeout", type=positive, default=3600, help="seconds per tool step (default 3600)")
     json_arg(h, "the summary and synthesis report")
-    h.add_argument("--freq", type=float, default=100.0, help="nextpnr target frequency in MHz (default 100)")
+    h.add_argument("--freq", type=positive_rate, default=100.0, help="nextpnr target frequency in MHz (default 100)")
     h.add_argument(
         "--seed",
         type=int,
@@ -67,7 +79,7 @@ def register(sub) -> None:
         "through each and compare every output with the golden model.",
     )
     sm.add_argument("source", type=Path, help="packed artifact (.safetensors) or model image folder (ptqtp export)")
-    sm.add_argument("--layers", default=".*", help="regex of the layers to run (default: all)")
+    sm.add_argument("--layers", type=regex, default=".*", help="regex of the layers to run (default: all)")
     sm.add_argument(
         "--samples",
         type=positive,
@@ -75,8 +87,8 @@ def register(sub) -> None:
         help="random LLM-like input vectors per layer, run in batches of M (default 1)",
     )
     sm.add_argument("--inputs", type=Path, help=".npy of float activations (m, d) to use instead (layers of that d)")
-    sm.add_argument("--stall", type=float, default=0.0, help="probability of back-pressure per cycle on both streams")
-    sm.add_argument("--mem-busy", type=float, default=0.0, help="share of cycles the memory pauses (default 0)")
+    sm.add_argument("--stall", type=share, default=0.0, help="probability of back-pressure per cycle on both streams")
+    sm.add_argument("--mem-busy", type=share, default=0.0, help="share of cycles the memory pauses (default 0)")
     sm.add_argument("--seed", type=int, default=0, help="seed of the random inputs and stalls (default 0)")
     sm.add_argument(
         "--waves",
@@ -84,7 +96,9 @@ def register(sub) -> None:
         help="write the waveform here: NAME.fst (FST; needs the lz4 headers), "
         "NAME.vcd.gz (gzip-compressed VCD) or NAME.vcd",
     )
-    sm.add_argument("--clock-mhz", type=float, default=100.0, help="clock for the throughput figure (default 100)")
+    sm.add_argument(
+        "--clock-mhz", type=positive_rate, default=100.0, help="clock for the throughput figure (default 100)"
+    )
     engine_args(sm)
     json_arg(sm, "the verdict and cycle counts")
     pl = sub.add_parser(
@@ -95,8 +109,8 @@ def register(sub) -> None:
     )
     pl.add_argument("artifact", type=Path, help="packed artifact (.safetensors)")
     pl.add_argument("--board", action="append", help="board key (repeatable; default: every board)")
-    pl.add_argument("--bandwidth", type=float, help="memory bandwidth in GB/s instead of a board (with --fmax)")
-    pl.add_argument("--fmax", type=float, help="engine clock in MHz (with --bandwidth)")
+    pl.add_argument("--bandwidth", type=positive_rate, help="memory bandwidth in GB/s instead of a board (with --fmax)")
+    pl.add_argument("--fmax", type=positive_rate, help="engine clock in MHz (with --bandwidth)")
     json_arg(pl, "the plans")
     engine_args(pl)
     pl.set_defaults(func=cmd_plan, packing=None)  # both packings unless --packing names one

@@ -144,7 +144,7 @@ def register(sub) -> None:
 
     i = sub.add_parser("inspect")
     i.add_argument("artifact", type=Path, help="packed artifact (.safetensors)")
-    i.add_argument("--json", action="store_true", help="print the layer records as JSON")
+    json_arg(i, "the layer records")
     i.set_defaults(func=cmd_inspect)
 
 
@@ -334,8 +334,8 @@ def cmd_eval(args) -> int:
 def cmd_inspect(args) -> int:
     art = load_artifact(args.artifact)
     records = [layer.info for layer in art.layers.values()]
-    if args.json:
-        print(json.dumps(records, indent=2))
+    if args.json is not None and str(args.json) == "-":  # JSON alone on stdout, for pipes
+        write_json(args.json, records)
         return 0
     print(
         markdown_table(
@@ -355,6 +355,8 @@ def cmd_inspect(args) -> int:
         )
     )
     print(
-        f"{len(art.layers)} quantized layers, {len(art.tensors)} other tensors; format {art.metadata['ptqtp.format']}"
+        f"{len(art.layers)} quantized layers, {len(art.tensors)} other tensors; format {art.metadata['ptqtp.format']}; "
+        f"every check passed (format, records, tensors, trit codes, padding, hashes)"
     )
+    write_json(args.json, records)
     return 0

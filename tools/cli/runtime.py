@@ -19,6 +19,7 @@ from ptqtp.workflows.report import markdown_table
 from ._common import (
     backend_kwargs,
     engine_args,
+    host_port,
     int_config,
     json_arg,
     layer_args,
@@ -26,6 +27,7 @@ from ._common import (
     pick_layer,
     port,
     positive,
+    regex,
     write_json,
 )
 
@@ -44,7 +46,12 @@ def register(sub) -> None:
         default="golden,triton,rtl",
         help=f"comma-separated, of {', '.join(BACKENDS)} (default golden,triton,rtl)",
     )
-    c.add_argument("--remote", help="host:port of a ptqtp server to include as backend 'remote'")
+    c.add_argument(
+        "--remote",
+        type=host_port,
+        metavar="HOST:PORT",
+        help="host:port of a ptqtp server to include as backend 'remote'",
+    )
     engine_args(c)
     json_arg(c, "the rows")
     hl = sub.add_parser(
@@ -53,7 +60,12 @@ def register(sub) -> None:
         "in torch), report perplexity and logit differences against the all-torch model.",
     )
     hl.add_argument("artifact", type=Path, help="model artifact (from ptqtp quantize)")
-    hl.add_argument("--layers", default=r"layers\.0\.self_attn\.q_proj", help="regex of layers on the backend")
+    hl.add_argument(
+        "--layers",
+        type=regex,
+        default=r"layers\.0\.self_attn\.q_proj",
+        help="regex of the layers on the backend (default: block 0's q_proj alone; '.*' for every linear)",
+    )
     hl.add_argument(
         "--backend",
         default="golden",
@@ -62,7 +74,7 @@ def register(sub) -> None:
         "engine simulation, weights from a model image in the simulated DRAM ('engine' "
         "is its alias)",
     )
-    hl.add_argument("--remote", help="host:port for --backend remote")
+    hl.add_argument("--remote", type=host_port, metavar="HOST:PORT", help="host:port for --backend remote")
     hl.add_argument("--tokens", type=positive, default=256, help="evaluation tokens (default 256)")
     hl.add_argument(
         "--text-file",
@@ -84,6 +96,7 @@ def register(sub) -> None:
     sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     sv.add_argument("--port", type=port, default=7878, help="port (default 7878)")
     engine_args(sv)
+    json_arg(sv, "where it listens (host, port, backend) once it does")
     c.set_defaults(func=cmd_compare)
     hl.set_defaults(func=cmd_hil)
     sv.set_defaults(func=cmd_serve)
@@ -92,7 +105,15 @@ def register(sub) -> None:
 def cmd_compare(args) -> int:
     name, layer = pick_layer(args.artifact, args.layer)
     golden = GoldenLayer.from_packed(layer, int_config(args))
-    backends = [b.strip() for b in args.backends.split(",") if b.strip()] + (["remote"] if args.remote else [])
+    backends = list(dict.fromkeys([b.strip() for b in args.backends.split(",") if b.strip()]
+                                  + (["remote"] if args.remote else [])))  # each once, in order
+    if not backends:
+        raise ValueError(f"--backends names no backend; give some of {', '.join(BACKENDS)}")
+    unknown = [b for b in backends if b not in BACKENDS]
+    if unknown:
+        raise ValueError(f"unknown backends {unknown}; known: {', '.join(BACKENDS)}")
+    if "remote" in backends and not args.remote:
+        raise ValueError("backend 'remote' needs --remote HOST:PORT")
     rows = compare_layer(
         layer, random_activations(args.samples, layer.in_features), golden, backends, backend_kwargs(args)
     )
@@ -166,12 +187,13 @@ def cmd_serve(args) -> int:
     except OSError as e:
         backend.close()
         raise ConnectionError(f"cannot listen on {args.host}:{args.port}: {e.strerror or e}") from None
-    print(
-        f"serving ptqtp protocol v1 from the {args.backend} backend on {args.host}:{srv.server_address[1]} "
-        f"(Ctrl-C stops)",
-        flush=True,
-    )
     try:
+        write_json(args.json, {"host": args.host, "port": srv.server_address[1], "backend": args.backend})
+        print(
+            f"serving ptqtp protocol v1 from the {args.backend} backend on {args.host}:{srv.server_address[1]} "
+            f"(Ctrl-C stops)",
+            flush=True,
+        )
         threading.Event().wait()
     except KeyboardInterrupt:
         pass
