@@ -158,9 +158,9 @@ class AxiBurstReader(wiring.Component):
     ----------
     addr_width, data_width: the AXI address and data widths (data a power of two >= 8).
     burst: the most beats per burst (power of two, 1..256; burst * data_width / 8 <= 4096).
-    outstanding: bursts that may be in flight; the data FIFO holds burst * outstanding
-        words, and an address is issued only when the FIFO has room for its whole burst, so
-        ``rready`` is always high.
+    outstanding: bursts that may be in flight (counted from AR to RLAST; short bursts count
+        too); the data FIFO holds burst * outstanding words, and an address is issued only
+        when the FIFO has room for its whole burst, so ``rready`` is always high.
 
     ``cmd`` takes {addr, beats}; ``addr`` must be aligned to ``burst * data_width / 8``
     bytes so no burst crosses a 4 KiB boundary. ``error`` is sticky on a non-OKAY response
@@ -195,6 +195,9 @@ class AxiBurstReader(wiring.Component):
         credits = Signal(range(depth + 1), init=depth)  # FIFO words neither filled nor promised to a burst
         length = Signal(range(self.burst + 1))  # min(burst, remaining), one cycle behind it
         settled = Signal()  # length reflects remaining (not in the cycle after it changed)
+        # bursts in flight, AR to RLAST (found by the formal check: credits alone let several
+        # short bursts, ends of back-to-back commands, exceed `outstanding`)
+        slots = Signal(range(self.outstanding + 1), init=self.outstanding)
         issued = bus.arvalid & bus.arready
         accepted = self.cmd.valid & self.cmd.ready
         popped = fifo.r_en & fifo.r_rdy
@@ -202,6 +205,7 @@ class AxiBurstReader(wiring.Component):
             length.eq(Mux(remaining > self.burst, self.burst, remaining)),
             settled.eq(~(issued | accepted)),
             credits.eq(credits - Mux(issued, length, 0) + popped),
+            slots.eq(slots - issued + (bus.rvalid & bus.rlast)),
         ]
         m.d.comb += [
             self.cmd.ready.eq(remaining == 0),
@@ -210,7 +214,7 @@ class AxiBurstReader(wiring.Component):
             bus.arlen.eq(length - 1),
             bus.arsize.eq((self.data_width // 8).bit_length() - 1),
             bus.arburst.eq(INCR),
-            bus.arvalid.eq(settled & (remaining != 0) & (credits >= length)),
+            bus.arvalid.eq(settled & (remaining != 0) & (credits >= length) & (slots != 0)),
             bus.rready.eq(1),
             fifo.w_data.eq(bus.rdata),
             fifo.w_en.eq(bus.rvalid),

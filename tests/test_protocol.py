@@ -132,6 +132,8 @@ def test_bad_layer_payload(server):
     with RemoteBackend(*server.server_address, timeout=5) as remote:
         with pytest.raises(RemoteError, match="BAD_PAYLOAD: bad LOAD_LAYER payload"):
             remote._request(MsgType.LOAD_LAYER, struct.pack("<II", 1, 2) + b"{}", MsgType.OK)
+        with pytest.raises(RemoteError, match="the layer description must be a JSON object, not list"):
+            remote._request(MsgType.LOAD_LAYER, struct.pack("<II", 1, 4) + b"[12]", MsgType.OK)
 
 
 def test_silent_server_times_out():

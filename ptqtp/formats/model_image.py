@@ -182,7 +182,7 @@ def read_model_image(folder: str | os.PathLike, verify: bool = True) -> ModelIma
     folder = Path(folder)
     mpath = folder / "manifest.json"
     if not mpath.is_file():
-        _fail(mpath, "missing (not a model image)")
+        _fail(mpath, "missing (not a model image; `ptqtp export ARTIFACT -o DIR` writes one)")
     try:
         man = json.loads(mpath.read_text())
         if man.get("version") == 1:

@@ -56,6 +56,7 @@ def error_by_layer(path: Path, records: list[dict]) -> Path:
         ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=".", label=kind)
     ax.set_xlabel("decoder block")
     ax.set_ylabel("relative weight error")
+    ax.set_title("relative weight error by decoder block and layer kind", fontsize=9)
     ax.grid(True, lw=0.3)
     if kinds:
         ax.legend(fontsize=7, ncol=2)
@@ -65,9 +66,15 @@ def error_by_layer(path: Path, records: list[dict]) -> Path:
     return path
 
 
-def budget_heatmap(path: Path, rows: list[dict], column: str = "integer output vs float planes") -> Path:
-    """The A x S error budget (``ptqtp.workflows.budget.budget_sweep`` rows) as a heat map of
-    ``column`` (log colour scale), each cell labelled."""
+def budget_heatmap(
+    path: Path,
+    rows: list[dict],
+    column: str = "integer output vs float planes",
+    layer: str = "",
+    default: tuple[int, int] | None = None,
+) -> Path:
+    """The A x S error budget (``ptqtp.workflows.budget.budget_sweep`` rows) of ``layer`` as a
+    heat map of ``column`` (log colour scale), each cell labelled; ``default`` (A, S) is boxed."""
     plt = pyplot()
     from matplotlib.colors import LogNorm
 
@@ -87,7 +94,11 @@ def budget_heatmap(path: Path, rows: list[dict], column: str = "integer output v
     ax.set_yticks(range(len(S)), [str(s) for s in S])
     ax.set_xlabel("activation bits A")
     ax.set_ylabel("scale bits S")
-    ax.set_title(column, fontsize=9)
+    if default is not None and default[0] in A and default[1] in S:
+        j, i = A.index(default[0]), S.index(default[1])
+        ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, lw=2, ec="red"))
+        ax.text(j, i + 0.32, "default", ha="center", va="center", fontsize=7, color="red")
+    ax.set_title(f"{layer}: {column}" if layer else column, fontsize=9)
     fig.colorbar(im, ax=ax, label="relative output error")
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -33,6 +33,7 @@ __all__ = [
     "share",
     "host_port",
     "regex",
+    "samples_arg",
 ]
 
 _INT = IntConfig()
@@ -192,11 +193,21 @@ def int_config(args) -> IntConfig:
     return IntConfig(args.act_bits, args.scale_bits)
 
 
-def layer_args(p: argparse.ArgumentParser, samples: int, what: str) -> None:
+def samples_arg(p: argparse.ArgumentParser, default: int, purpose: str = "") -> None:
+    """``--samples N``: how many random LLM-like input vectors (one meaning everywhere)."""
+    p.add_argument(
+        "--samples",
+        type=positive,
+        default=default,
+        help=f"random LLM-like input vectors{', ' + purpose if purpose else ''} (default {default})",
+    )
+
+
+def layer_args(p: argparse.ArgumentParser, samples: int, what: str = "") -> None:
     """The artifact, one of its layers, and how many random input vectors (``--samples``)."""
     p.add_argument("artifact", type=Path, help="packed artifact (.safetensors)")
     p.add_argument("--layer", help="layer name (default: the first)")
-    p.add_argument("--samples", type=positive, default=samples, help=f"{what} (default {samples})")
+    samples_arg(p, samples, what)
 
 
 def pick_layer(artifact: Path, name: str | None):
@@ -225,7 +236,7 @@ def backend_kwargs(args) -> dict:
     return kw
 
 
-def engine_args(p: argparse.ArgumentParser, a_and_s: bool = True) -> None:
+def engine_args(p: argparse.ArgumentParser, a_and_s: bool = True, both_packings: bool = False) -> None:
     """The engine's parameters (``ptqtp.hdl.engine_model.EngineParams``), one set of names and
     defaults for every command that builds, simulates or plans the engine; with A and S."""
     e = EngineParams()
@@ -249,9 +260,9 @@ def engine_args(p: argparse.ArgumentParser, a_and_s: bool = True) -> None:
     g.add_argument(
         "--packing",
         choices=("2bit", "base3"),
-        default=e.packing,
+        default=None if both_packings else e.packing,
         help="weight stream packing: 2bit, or base3 (5 trits a byte, a decoder in front of the core; "
-        f"default {e.packing})",
+        + ("default: both, side by side)" if both_packings else f"default {e.packing})"),
     )
     g.add_argument(
         "--planes",

@@ -22,6 +22,7 @@ from ._common import (
     positive,
     positive_rate,
     regex,
+    samples_arg,
     share,
     write_json,
 )
@@ -46,7 +47,7 @@ def register(sub) -> None:
         description="Relative output error of float trit planes, + S-bit scales, + A-bit "
         "activations (the golden model), on random LLM-like inputs.",
     )
-    layer_args(b, 64, "random input vectors")
+    layer_args(b, 64)
     b.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
     json_arg(b, "the rows")
     h = sub.add_parser(
@@ -80,12 +81,7 @@ def register(sub) -> None:
     )
     sm.add_argument("source", type=Path, help="packed artifact (.safetensors) or model image folder (ptqtp export)")
     sm.add_argument("--layers", type=regex, default=".*", help="regex of the layers to run (default: all)")
-    sm.add_argument(
-        "--samples",
-        type=positive,
-        default=1,
-        help="random LLM-like input vectors per layer, run in batches of M (default 1)",
-    )
+    samples_arg(sm, 1, "per layer, run in batches of M")
     sm.add_argument("--inputs", type=Path, help=".npy of float activations (m, d) to use instead (layers of that d)")
     sm.add_argument("--stall", type=share, default=0.0, help="probability of back-pressure per cycle on both streams")
     sm.add_argument("--mem-busy", type=share, default=0.0, help="share of cycles the memory pauses (default 0)")
@@ -112,8 +108,8 @@ def register(sub) -> None:
     pl.add_argument("--bandwidth", type=positive_rate, help="memory bandwidth in GB/s instead of a board (with --fmax)")
     pl.add_argument("--fmax", type=positive_rate, help="engine clock in MHz (with --bandwidth)")
     json_arg(pl, "the plans")
-    engine_args(pl)
-    pl.set_defaults(func=cmd_plan, packing=None)  # both packings unless --packing names one
+    engine_args(pl, both_packings=True)
+    pl.set_defaults(func=cmd_plan)
     ds = sub.add_parser(
         "dse",
         description="Synthesise every (P, R, M, DW) for the LFE5U-85F (Yosys + nextpnr-ecp5, cached by "
@@ -129,6 +125,7 @@ def register(sub) -> None:
     ds.add_argument("--board", action="append", help="board key (repeatable; default: every board)")
     ds.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default 1)")
     ds.add_argument("-o", "--output", type=Path, default=Path("out/dse"), help="output folder (default out/dse)")
+    json_arg(ds, "the sweep and the best point per board (also OUTPUT/dse.json)")
     ds.set_defaults(func=cmd_dse)
     e.set_defaults(func=cmd_export)
     b.set_defaults(func=cmd_budget)
@@ -180,6 +177,9 @@ def cmd_plan(args) -> int:
     else:
         chosen = _boards(args.board)
     plans = [plan(layers, replace(params, packing=pk), b) for b in chosen for pk in packings]
+    for p in plans:  # what these figures rest on
+        p["fmax_source"] = "given (--fmax)" if args.fmax is not None else "assumed (boards.json)"
+        p["fit_checked"] = False
     print(
         f"{args.artifact.name}: {len(layers)} linears on the engine P={params.lanes} R={params.rows} "
         f"M={params.vectors} DW={params.data_width}; on the host: {HOST_SIDE}"
@@ -202,7 +202,7 @@ def cmd_plan(args) -> int:
                     p["board"],
                     p["engine"]["packing"],
                     p["bandwidth_gbs"],
-                    p["fmax_mhz"],
+                    f"{p['fmax_mhz']:g} ({p['fmax_source'].split(' ')[0]})",
                     round(p["decode_tokens_per_s"], 1),
                     round(p["prefill_tokens_per_s"], 1),
                     round(p["bytes_per_token"] / 1e6, 2),
@@ -231,6 +231,10 @@ def cmd_plan(args) -> int:
                 ],
             )
         )
+    print(
+        "Clocks are assumptions or given, not synthesised here, and the fit of this configuration on each board's "
+        "FPGA is not checked: `ptqtp hdl` synthesises one configuration, `ptqtp dse` sweeps and checks fit."
+    )
     write_json(args.json, plans)
     return 0
 
@@ -336,6 +340,7 @@ def cmd_dse(args) -> int:
         },
     }
     write_json(args.output / "dse.json", record)
+    write_json(args.json, record)
     print(text)
     print(f"wrote {args.output / 'dse.md'}, dse.json, {roof.name}, {par.name}")
     return 0

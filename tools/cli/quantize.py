@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -36,15 +35,17 @@ def _calibration_default(key: str) -> str:
 def register(sub) -> None:
     q = sub.add_parser(
         "quantize",
-        description="Stream the checkpoint tensor by tensor: quantize every 2-D '*.weight' matching "
-        "--include and not --exclude, copy every other tensor; finished tensors are kept "
-        "in OUTPUT.parts/ so an interrupted run resumes; the artifact is written atomically.",
+        description="Stream the checkpoint (safetensors, sharded, a transformers folder or GGUF) tensor by "
+        "tensor: quantize every 2-D '*.weight' matching --include and not --exclude, copy every other "
+        "tensor; finished tensors are kept in OUTPUT.parts/ so an interrupted run resumes; the artifact is "
+        "written atomically.",
     )
     q.add_argument(
         "input",
         type=Path,
         nargs="?",
-        help="safetensors file, checkpoint folder, or model.safetensors.index.json (omit with --default-model)",
+        help="safetensors file, checkpoint or transformers folder, model.safetensors.index.json, or a GGUF file "
+        "(omit with --default-model)",
     )
     q.add_argument(
         "--default-model",

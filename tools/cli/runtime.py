@@ -40,7 +40,7 @@ def register(sub) -> None:
         description="Run the same activations through the golden model, the Triton integer kernel, "
         "the RTL in Verilator (and a remote server), plus the float paths.",
     )
-    layer_args(c, 8, "random LLM-like input vectors")
+    layer_args(c, 8)
     c.add_argument(
         "--backends",
         default="golden,triton,rtl",
@@ -105,8 +105,9 @@ def register(sub) -> None:
 def cmd_compare(args) -> int:
     name, layer = pick_layer(args.artifact, args.layer)
     golden = GoldenLayer.from_packed(layer, int_config(args))
-    backends = list(dict.fromkeys([b.strip() for b in args.backends.split(",") if b.strip()]
-                                  + (["remote"] if args.remote else [])))  # each once, in order
+    backends = list(
+        dict.fromkeys([b.strip() for b in args.backends.split(",") if b.strip()] + (["remote"] if args.remote else []))
+    )  # each once, in order
     if not backends:
         raise ValueError(f"--backends names no backend; give some of {', '.join(BACKENDS)}")
     unknown = [b for b in backends if b not in BACKENDS]
