@@ -66,6 +66,11 @@ def _past(m: Module, value, name: str):
     return reg
 
 
+def _lite_master(bus) -> list:
+    """The signals an AXI4-Lite master drives: free inputs of a harness."""
+    return [bus.awaddr, bus.awvalid, bus.wdata, bus.wstrb, bus.wvalid, bus.bready, bus.araddr, bus.arvalid, bus.rready]
+
+
 def _started(m: Module) -> Signal:
     """High from the second cycle on: the cycles that have a past."""
     s = Signal(name="has_past")
@@ -97,19 +102,7 @@ class AxiLiteProperties(_Harness):
 
     @property
     def inputs(self):
-        b = self.dut.bus
-        return [
-            b.awaddr,
-            b.awvalid,
-            b.wdata,
-            b.wstrb,
-            b.wvalid,
-            b.bready,
-            b.araddr,
-            b.arvalid,
-            b.rready,
-            self.read_data,
-        ]
+        return [*_lite_master(self.dut.bus), self.read_data]
 
     def elaborate(self, platform):
         m = Module()
@@ -299,17 +292,9 @@ class ControlProperties(_Harness):
 
     @property
     def inputs(self):
-        d, b = self.dut, self.dut.bus
+        d = self.dut
         return [
-            b.awaddr,
-            b.awvalid,
-            b.wdata,
-            b.wstrb,
-            b.wvalid,
-            b.bready,
-            b.araddr,
-            b.arvalid,
-            b.rready,
+            *_lite_master(d.bus),
             d.dma_cmd.ready,
             d.core_desc.ready,
             d.out_desc.ready,

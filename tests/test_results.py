@@ -48,3 +48,10 @@ def test_a_command_json_becomes_its_table(tmp_path):
     text = results.render(tmp_path)
     assert "| l | 4x128 | 1 | 90 | 80 | 50.0% | True |" in text and "180 cycles/s" in text
     assert results.headline(entry) == "180 simulated cycles/s; bit-exact: True"
+
+
+def test_pytest_durations_are_kept(tmp_path):
+    out = "==== slowest 2 durations ====\n3.00s call t.py::a\n1.00s call t.py::b\n==== 2 passed ===="
+    e = results.record("t", [sys.executable, "-c", f"print({out!r})"], "tests", tmp_path)
+    assert e["durations"] == ["3.00s call t.py::a", "1.00s call t.py::b"]
+    assert "3.00s call t.py::a" in results.render(tmp_path)

@@ -68,6 +68,7 @@ def record(name: str, cmd: list[str], title: str | None = None, folder: Path = R
         wall = time.perf_counter() - t0
         data = json.loads(out_json.read_text()) if out_json.exists() else None
     lines = [ln for ln in (proc.stdout + "\n" + proc.stderr).splitlines() if ln.strip()]
+    slowest = _durations(lines)
     entry = {
         "name": name,
         "title": title or name,
@@ -77,6 +78,7 @@ def record(name: str, cmd: list[str], title: str | None = None, folder: Path = R
         "wall_s": round(wall, 1),
         "exit_code": proc.returncode,
         "tail": lines[-6:],
+        "durations": slowest,
         "record": data,
     }
     folder.mkdir(parents=True, exist_ok=True)
@@ -84,6 +86,19 @@ def record(name: str, cmd: list[str], title: str | None = None, folder: Path = R
     tmp_path.write_text(json.dumps(entry, indent=1, default=str) + "\n")
     tmp_path.replace(folder / f"{name}.json")
     return entry
+
+
+def _durations(lines: list[str]) -> list[str]:
+    """pytest's ``--durations`` block, if the output has one."""
+    start = next((i for i, ln in enumerate(lines) if "slowest" in ln and "durations" in ln), None)
+    if start is None:
+        return []
+    block = []
+    for ln in lines[start + 1 :]:
+        if ln.startswith("="):
+            break
+        block.append(ln)
+    return block
 
 
 def _table(headers: list[str], rows: list[list]) -> str:
@@ -211,6 +226,8 @@ def render(folder: Path = RESULTS) -> str:
         ]
         body = _body(e.get("record"))
         parts += [body if body else "```\n" + "\n".join(e["tail"]) + "\n```", ""]
+        if e.get("durations"):
+            parts += ["Slowest tests (`--durations`):", "", "```\n" + "\n".join(e["durations"]) + "\n```", ""]
     return "\n".join(parts)
 
 
