@@ -11,6 +11,6 @@ cd "$root"
 args=(-n 2)  # two workers (pytest-xdist): the machines have two cores
 if [[ "${1:-}" == "--fast" ]]; then
     shift
-    args+=(-m "not rtl and not synth and not model and not formal and not slow")
+    args+=(-m "not rtl and not synth and not model and not formal and not soak and not slow")
 fi
 exec "$root/.venv/bin/python" -m pytest "${args[@]}" "$@"

@@ -46,6 +46,7 @@ class ErrorCode:
     BAD_MAGIC, BAD_VERSION, BAD_TYPE, TOO_LARGE, BAD_PAYLOAD, UNKNOWN_LAYER, BACKEND_ERROR, TIMEOUT, BUSY, LIMIT = (
         range(1, 11)
     )
+    UNAUTHORIZED = 11
     NAMES = {
         1: "BAD_MAGIC",
         2: "BAD_VERSION",
@@ -57,6 +58,7 @@ class ErrorCode:
         8: "TIMEOUT",
         9: "BUSY",
         10: "LIMIT",
+        11: "UNAUTHORIZED",
     }
 
 

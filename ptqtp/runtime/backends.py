@@ -54,6 +54,11 @@ class Backend:
     def run(self, layer_id: int, x_q: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
+    def device_info(self) -> dict:
+        """What identifies the device behind this backend (a client re-checks it after a
+        reconnect): its kind, and for hardware its ID and configuration words."""
+        return {"kind": self.name}
+
     def close(self) -> None:
         pass
 

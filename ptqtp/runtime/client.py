@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import socket
 import struct
@@ -29,21 +30,34 @@ class RemoteError(RuntimeError):
 @dataclass
 class RemoteBackend(Backend):
     """Client of a ptqtp server. Raises ``RemoteError`` for ERROR replies, ``TimeoutError``
-    when no reply comes within ``timeout`` seconds, ``ConnectionError`` when the server
-    goes away (or cannot be reached), and ``ConnectionError`` for a reply of the wrong
-    shape or type. A connection the server closed (idle time-out) is reopened and this
-    client's layers loaded again, once per request (LOAD and RUN are idempotent)."""
+    when no reply comes within ``timeout`` seconds, ``ConnectionError`` when the server goes
+    away (or cannot be reached), and ``ConnectionError`` for a reply of the wrong shape or type.
+
+    A failing link is survived: a dropped connection, a peer silent past ``timeout`` or a
+    truncated reply closes the connection; the client reconnects, checks that the same
+    device answers (HELLO_OK's version, backend and device), loads its layers again (each
+    checked by the SHA-256 the server returns) and re-sends only the request that had no
+    answer, up to ``retries`` times (LOAD and RUN are idempotent). ``token``: the server's
+    shared secret, sent in HELLO."""
 
     host: str = "127.0.0.1"
     port: int = 7878
     timeout: float = 30.0
+    retries: int = 3
+    token: str | None = None
     name = "remote"
 
     def __post_init__(self):
         self._req = 0
         self._layers: dict[int, GoldenLayer] = {}
         self._sock = None
+        self.reconnects = 0
         self._connect()
+        self.identity = self._identity(self.info)
+
+    @staticmethod
+    def _identity(info: dict) -> dict:
+        return {k: info.get(k) for k in ("version", "backend", "device")}
 
     def _connect(self) -> None:
         try:
@@ -54,8 +68,9 @@ class RemoteBackend(Backend):
             raise ConnectionError(
                 f"cannot reach a ptqtp server at {self.host}:{self.port} ({e.strerror or e})"
             ) from None
+        hello = json.dumps({"token": self.token}).encode() if self.token is not None else b""
         try:
-            self.info = json.loads(self._exchange(MsgType.HELLO, b"", MsgType.HELLO_OK))
+            self.info = json.loads(self._exchange(MsgType.HELLO, hello, MsgType.HELLO_OK))
         except ValueError:
             raise ConnectionError(f"{self.host}:{self.port}: HELLO_OK is not JSON") from None
         if not isinstance(self.info, dict) or self.info.get("version") != VERSION:
@@ -72,7 +87,7 @@ class RemoteBackend(Backend):
                 raise _Broken(f"not a ptqtp v{VERSION} server (magic {magic!r}, version {version})")
             body = recv_exact(self._sock, length, deadline)
         except TimeoutError:
-            raise TimeoutError(f"no reply from {self.host}:{self.port} within {self.timeout} s") from None
+            raise _Stalled(f"no reply from {self.host}:{self.port} within {self.timeout} s") from None
         except _Broken:
             raise
         except (ConnectionError, OSError) as e:
@@ -86,21 +101,62 @@ class RemoteBackend(Backend):
             raise _Broken(f"unexpected reply type {rtype} / id {req} to request {self._req}")
         return body
 
-    def _request(self, msg_type: int, payload: bytes, expect: int) -> bytes:
-        try:
-            return self._exchange(msg_type, payload, expect)
-        except _Lost as first:
-            try:  # the server may have closed an idle connection: reopen, reload, retry once
-                self._sock.close()
-                self._connect()
-                for layer_id, layer in self._layers.items():
-                    self._exchange(MsgType.LOAD_LAYER, encode_layer(layer_id, layer), MsgType.OK)
-                return self._exchange(msg_type, payload, expect)
-            except (ConnectionError, TimeoutError):
-                raise ConnectionError(str(first)) from None
+    def _load_checked(self, layer_id: int, layer: GoldenLayer) -> None:
+        payload = encode_layer(layer_id, layer)
+        body = self._exchange(MsgType.LOAD_LAYER, payload, MsgType.OK)
+        if body:  # servers since the link-resilience change return the layer's hash
+            try:
+                got = json.loads(body).get("sha256")
+            except (ValueError, AttributeError):
+                got = None
+            if got != hashlib.sha256(payload).hexdigest():
+                raise _Lost(f"{self.host}:{self.port}: layer {layer_id} arrived damaged (hash {got!r:.20})")
+
+    def _reconnect(self) -> None:
+        """A new connection to the same device, with this client's layers loaded again."""
+        if self._sock is not None:
+            self._sock.close()
+        self._connect()
+        if self._identity(self.info) != self.identity:
+            raise _Broken(
+                f"a different device answers at {self.host}:{self.port} now: "
+                f"{self._identity(self.info)} instead of {self.identity}"
+            )
+        for layer_id, layer in self._layers.items():
+            self._load_checked(layer_id, layer)
+        self.reconnects += 1
+
+    def _request(self, msg_type: int, payload: bytes, expect: int, check=None) -> bytes:
+        """One request, answered once: on a failing link, reconnect and re-send it alone."""
+        first: Exception | None = None
+        failure: Exception | None = None
+        for attempt in range(self.retries + 1):
+            try:
+                if attempt:
+                    self._reconnect()
+                body = self._exchange(msg_type, payload, expect)
+                if check is not None:
+                    check(body)
+                return body
+            except _Broken:
+                raise
+            except (ConnectionError, TimeoutError) as e:  # lost, stalled, or the reconnect failed
+                first, failure = first or e, e
+        tried = f"{self.retries} reconnects failed, the last: {failure}" if failure is not first else ""
+        message = f"{first}" + (f" ({tried})" if tried else f" ({self.retries} reconnects failed)")
+        if isinstance(first, TimeoutError):
+            raise TimeoutError(message)
+        raise ConnectionError(message)
 
     def load(self, layer_id: int, layer: GoldenLayer) -> None:
-        self._request(MsgType.LOAD_LAYER, encode_layer(layer_id, layer), MsgType.OK)
+        payload = encode_layer(layer_id, layer)
+        want = hashlib.sha256(payload).hexdigest()
+
+        def check(body: bytes) -> None:
+            if body and json.loads(body).get("sha256") != want:
+                raise _Lost(f"{self.host}:{self.port}: layer {layer_id} arrived damaged")
+
+        self._request(MsgType.LOAD_LAYER, payload, MsgType.OK, check)
         self._layers[layer_id] = layer
 
     def unload(self, layer_id: int) -> None:
@@ -109,16 +165,20 @@ class RemoteBackend(Backend):
     def run(self, layer_id: int, x_q: np.ndarray) -> np.ndarray:
         layer = self._layers.get(layer_id)  # the server checks x_q and answers BAD_PAYLOAD / BACKEND_ERROR
         x = np.ascontiguousarray(np.atleast_2d(x_q), dtype="<i4")
-        body = self._request(MsgType.RUN, struct.pack("<II", layer_id, x.shape[0]) + x.tobytes(), MsgType.RESULT)
-        if len(body) < 8:
-            raise ConnectionError(f"{self.host}:{self.port}: RESULT of {len(body)} bytes has no shape")
+
+        def check(body: bytes) -> None:
+            if len(body) < 8:  # a server that answers wrongly: not a link failure, no retry
+                raise _Broken(f"{self.host}:{self.port}: RESULT of {len(body)} bytes has no shape")
+            m, n = struct.unpack_from("<II", body)
+            want_n = layer.n if layer is not None else n
+            if (m, n) != (x.shape[0], want_n) or len(body) != 8 + m * n * 8:
+                raise _Broken(
+                    f"{self.host}:{self.port}: RESULT is ({m}, {n}) in {len(body) - 8} bytes, expected "
+                    f"({x.shape[0]}, {want_n}) int64 = {x.shape[0] * want_n * 8} bytes"
+                )
+
+        body = self._request(MsgType.RUN, struct.pack("<II", layer_id, x.shape[0]) + x.tobytes(), MsgType.RESULT, check)
         m, n = struct.unpack_from("<II", body)
-        want_n = layer.n if layer is not None else n
-        if (m, n) != (x.shape[0], want_n) or len(body) != 8 + m * n * 8:
-            raise ConnectionError(
-                f"{self.host}:{self.port}: RESULT is ({m}, {n}) in {len(body) - 8} bytes, expected "
-                f"({x.shape[0]}, {want_n}) int64 = {x.shape[0] * want_n * 8} bytes"
-            )
         return np.frombuffer(body, "<i8", offset=8).reshape(m, n).astype(np.int64)
 
     def close(self) -> None:
@@ -128,6 +188,10 @@ class RemoteBackend(Backend):
 
 class _Lost(ConnectionError):
     """The connection went away; a retry on a new one may succeed."""
+
+
+class _Stalled(TimeoutError):
+    """No reply within the deadline; a retry on a new connection may succeed."""
 
 
 class _Broken(ConnectionError):

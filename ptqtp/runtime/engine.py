@@ -43,6 +43,16 @@ class EngineBackend(Backend):
         self._tmp = tempfile.TemporaryDirectory(prefix="ptqtp-engine-")
         self._sim = None  # (conn, thread, index of layer id)
 
+    def device_info(self) -> dict:
+        from ptqtp.hdl.contract import ENGINE_ID
+
+        return {
+            "kind": self.name,
+            "id": ENGINE_ID,
+            "params": self.params.params_word(),
+            "layout": self.params.layout_word(),
+        }
+
     def load(self, layer_id: int, layer: GoldenLayer) -> None:
         self.params.check_layer(layer.n, layer.d_pad, layer.planes, layer.m_q is not None)
         self._stop()  # a new layer needs a new image

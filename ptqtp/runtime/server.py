@@ -10,6 +10,9 @@ that is not thread-safe (a simulator) are serialised; others run concurrently.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import ipaddress
 import itertools
 import json
 import socket
@@ -60,6 +63,7 @@ class _Handler(socketserver.BaseRequestHandler):
     def setup(self):
         self.layers: dict[int, tuple[int, object, int]] = {}  # client id -> (backend id, spec, bytes)
         self.held = 0
+        self.authorized = self.server.token is None
 
     def handle(self):
         sock: socket.socket = self.request
@@ -150,12 +154,29 @@ class _Handler(socketserver.BaseRequestHandler):
                 ):
                     return
 
+    def _authorize(self, msg_type: int, payload: bytes) -> None:
+        """With a token, the first frame must be a HELLO carrying it; nothing else is read."""
+        try:
+            given = json.loads(payload).get("token") if msg_type == MsgType.HELLO and payload else None
+        except (ValueError, AttributeError):
+            given = None
+        if not isinstance(given, str) or not hmac.compare_digest(given.encode(), self.server.token.encode()):
+            raise FrameError(ErrorCode.UNAUTHORIZED, "this server needs its token in the first HELLO", fatal=True)
+        self.authorized = True
+
     def _dispatch(self, msg_type: int, payload: bytes) -> tuple[int, bytes]:
         srv = self.server
         backend: Backend = srv.backend
         limits: Limits = srv.limits
+        if not self.authorized:
+            self._authorize(msg_type, payload)
         if msg_type == MsgType.HELLO:
-            info = {"version": VERSION, "backend": getattr(backend, "name", "?"), **asdict(limits)}
+            info = {
+                "version": VERSION,
+                "backend": getattr(backend, "name", "?"),
+                "device": backend.device_info(),
+                **asdict(limits),
+            }
             return MsgType.HELLO_OK, json.dumps(info).encode()
         if msg_type == MsgType.LOAD_LAYER:
             layer_id, spec = decode_layer(payload)
@@ -181,7 +202,8 @@ class _Handler(socketserver.BaseRequestHandler):
                 self._call(backend.unload, old[0])
             self.layers[layer_id] = (bid, spec, len(payload))
             self.held = held
-            return MsgType.OK, b""
+            # the layer as received: the client checks it against what it sent
+            return MsgType.OK, json.dumps({"sha256": hashlib.sha256(payload).hexdigest()}).encode()
         if msg_type == MsgType.RUN:
             if len(payload) < 8:
                 raise FrameError(ErrorCode.BAD_PAYLOAD, "RUN payload shorter than 8 bytes", fatal=False)
@@ -213,6 +235,16 @@ class _Handler(socketserver.BaseRequestHandler):
         raise FrameError(ErrorCode.BAD_TYPE, f"unknown message type {msg_type}", fatal=False)
 
 
+def _loopback(host: str) -> bool:
+    try:
+        return all(
+            ipaddress.ip_address(info[4][0]).is_loopback
+            for info in socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+        )
+    except (OSError, ValueError):
+        return False
+
+
 class _Server(socketserver.ThreadingTCPServer):
     daemon_threads = True
     allow_reuse_address = True
@@ -227,6 +259,7 @@ def serve(
     port: int = 0,
     limits: Limits | None = None,
     background: bool = True,
+    token: str | None = None,
     **overrides,
 ):
     """Start a server answering from ``backend``; returns it (``server.server_address``,
@@ -238,7 +271,12 @@ def serve(
     OSError: the address is in use or cannot be bound (``ptqtp serve`` says which).
     """
     limits = Limits(**{**asdict(limits or Limits()), **overrides})
+    if token is None and not _loopback(host):
+        raise ValueError(f"a server reachable beyond loopback ({host}) needs a shared secret: give a token")
+    if token is not None and not token:
+        raise ValueError("the token must not be empty")
     server = _Server((host, port), _Handler)
+    server.token = token
     server.backend, server.limits = backend, limits
     server.backend_lock = nullcontext() if getattr(backend, "thread_safe", False) else threading.Lock()
     server.slots = threading.BoundedSemaphore(limits.max_connections)

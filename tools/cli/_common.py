@@ -34,6 +34,7 @@ __all__ = [
     "host_port",
     "regex",
     "samples_arg",
+    "token_arg",
 ]
 
 _INT = IntConfig()
@@ -232,8 +233,15 @@ def backend_kwargs(args) -> dict:
     kw = {"rtl": engine, "engine": engine}
     if getattr(args, "remote", None):
         host, port = args.remote
-        kw["remote"] = {"host": host, "port": port}
+        kw["remote"] = {"host": host, "port": port, "token": getattr(args, "token", None)}
     return kw
+
+
+def token_arg(p: argparse.ArgumentParser, what: str) -> None:
+    """``--token``: the server's shared secret (default: $PTQTP_TOKEN; kept out of argv that way)."""
+    import os
+
+    p.add_argument("--token", default=os.environ.get("PTQTP_TOKEN"), help=f"{what} (default: $PTQTP_TOKEN)")
 
 
 def engine_args(p: argparse.ArgumentParser, a_and_s: bool = True, both_packings: bool = False) -> None:

@@ -28,6 +28,7 @@ from ._common import (
     port,
     positive,
     regex,
+    token_arg,
     write_json,
 )
 
@@ -52,6 +53,7 @@ def register(sub) -> None:
         metavar="HOST:PORT",
         help="host:port of a ptqtp server to include as backend 'remote'",
     )
+    token_arg(c, "the remote server's shared secret")
     engine_args(c)
     json_arg(c, "the rows")
     hl = sub.add_parser(
@@ -75,6 +77,7 @@ def register(sub) -> None:
         "is its alias)",
     )
     hl.add_argument("--remote", type=host_port, metavar="HOST:PORT", help="host:port for --backend remote")
+    token_arg(hl, "the remote server's shared secret")
     hl.add_argument("--tokens", type=positive, default=256, help="evaluation tokens (default 256)")
     hl.add_argument(
         "--text-file",
@@ -95,6 +98,7 @@ def register(sub) -> None:
     sv.add_argument("--backend", default="golden", choices=_LOCAL, help="(default golden)")
     sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     sv.add_argument("--port", type=port, default=7878, help="port (default 7878)")
+    token_arg(sv, "shared secret clients must send first; required to listen beyond loopback")
     engine_args(sv)
     json_arg(sv, "where it listens (host, port, backend) once it does")
     c.set_defaults(func=cmd_compare)
@@ -184,10 +188,13 @@ def cmd_serve(args) -> int:
     kw = backend_kwargs(args).get(args.backend, {})
     backend = make_backend(args.backend, **kw)
     try:
-        srv = serve(backend, args.host, args.port, background=True)
+        srv = serve(backend, args.host, args.port, background=True, token=args.token)
     except OSError as e:
         backend.close()
         raise ConnectionError(f"cannot listen on {args.host}:{args.port}: {e.strerror or e}") from None
+    except ValueError:  # beyond loopback without a token
+        backend.close()
+        raise
     try:
         write_json(args.json, {"host": args.host, "port": srv.server_address[1], "backend": args.backend})
         print(
