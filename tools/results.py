@@ -67,7 +67,9 @@ def record(name: str, cmd: list[str], title: str | None = None, folder: Path = R
         proc = subprocess.run(full, cwd=ROOT, capture_output=True, text=True)
         wall = time.perf_counter() - t0
         data = json.loads(out_json.read_text()) if out_json.exists() else None
-    lines = [ln for ln in (proc.stdout + "\n" + proc.stderr).splitlines() if ln.strip()]
+    # the command's own output first: set-up chatter on stderr must not hide its summary
+    out_lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
+    lines = out_lines or [ln for ln in proc.stderr.splitlines() if ln.strip()]
     slowest = _durations(lines)
     entry = {
         "name": name,
