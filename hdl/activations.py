@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
-from amaranth.lib import wiring
+from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .axi import AxiStreamSignature
 from .engine_model import EngineParams
 
-__all__ = ["ActivationBanks"]
+__all__ = ["ActivationBanks", "bank_address_layout"]
+
+
+def bank_address_layout(p: EngineParams) -> data.StructLayout:
+    """An activation word's place in a bank: its chunk of the vector, then the vector."""
+    return data.StructLayout({"chunk": (p.chunk_stride - 1).bit_length(), "vec": (p.vectors - 1).bit_length()})
 
 
 class ActivationBanks(wiring.Component):
@@ -25,12 +30,10 @@ class ActivationBanks(wiring.Component):
 
     def __init__(self, params: EngineParams):
         self.params = p = params
-        self.stride_bits = (p.chunk_stride - 1).bit_length()
-        self.vec_bits = (p.vectors - 1).bit_length()
         super().__init__(
             {
                 "x": In(AxiStreamSignature(p.lanes * p.act_bits, user_width=1)),
-                "rd_addr": In(self.stride_bits + self.vec_bits),
+                "rd_addr": In(bank_address_layout(p)),
                 "rd_data": Out(p.lanes * p.act_bits),
                 "release": In(1),
                 "have_x": Out(1),
@@ -48,6 +51,7 @@ class ActivationBanks(wiring.Component):
         bank_full = Signal(2)
         bank_m = [Signal(range(M + 1), name=f"bank{b}_m") for b in range(2)]
         wb, lv, lc = Signal(), Signal(range(M + 1)), Signal(range(p.chunk_stride + 1))  # write bank, vector, chunk
+        at = Signal(bank_address_layout(p))  # where the incoming word goes in the write bank
         rb = Signal()  # read bank
         x = self.x
         can_load = ~bank_full.bit_select(wb, 1)
@@ -56,7 +60,9 @@ class ActivationBanks(wiring.Component):
         m.d.comb += [
             x.tready.eq(can_load),
             self.overflow.eq(beat & beyond),
-            wr.addr.eq(Cat(lc[: self.stride_bits], lv[: self.vec_bits], wb)),
+            at.chunk.eq(lc),
+            at.vec.eq(lv),
+            wr.addr.eq(Cat(at, wb)),
             wr.data.eq(x.tdata),
             wr.en.eq(beat & ~beyond),
             rd.addr.eq(Cat(self.rd_addr, rb)),

@@ -24,6 +24,7 @@ __all__ = [
     "RomReader",
     "INCR",
     "OKAY",
+    "command_layout",
 ]
 
 INCR = 0b01  # AxBURST: incrementing burst
@@ -139,11 +140,16 @@ class AxiLiteRegs(wiring.Component):
         return m
 
 
+def command_layout(addr_width: int, beats_width: int = 32) -> data.StructLayout:
+    """A word source's command: byte address and word count."""
+    return data.StructLayout({"addr": addr_width, "beats": beats_width})
+
+
 def _word_source(addr_width: int, data_width: int, beats_width: int) -> dict:
     """The ports every word source of the engine has: ``cmd`` {addr (bytes), beats} in,
     ``data`` words out, a sticky ``error`` with its ``clear``, and ``idle``."""
     return {
-        "cmd": In(stream.Signature(data.StructLayout({"addr": addr_width, "beats": beats_width}))),
+        "cmd": In(stream.Signature(command_layout(addr_width, beats_width))),
         "data": Out(stream.Signature(data_width)),
         "error": Out(1),
         "clear": In(1),

@@ -16,11 +16,11 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
-from .axi import AxiLiteRegs, AxiLiteSignature
+from .axi import AxiLiteRegs, AxiLiteSignature, command_layout
 from .contract import CTRL, ENGINE_ID, ERRORS, STATUS, WRITABLE, BitFields, Reg
 from .engine_model import EngineParams
 
-__all__ = ["ROW_BITS", "descriptor_layout", "dma_command_layout", "events_layout", "fields_layout", "EngineControl"]
+__all__ = ["ROW_BITS", "descriptor_layout", "events_layout", "fields_layout", "EngineControl"]
 
 ROW_BITS = 24  # n < 2^24 rows
 
@@ -28,11 +28,6 @@ ROW_BITS = 24  # n < 2^24 rows
 def descriptor_layout(p: EngineParams) -> data.StructLayout:
     """A run as the core and the output side see it: rows, chunks (d_pad / P), vectors."""
     return data.StructLayout({"n": ROW_BITS, "chunks": range(p.max_d_pad // p.lanes + 1), "m": range(p.vectors + 1)})
-
-
-def dma_command_layout(addr_width: int, beats_width: int = 32) -> data.StructLayout:
-    """A word source's command: byte address and word count."""
-    return data.StructLayout({"addr": addr_width, "beats": beats_width})
 
 
 def events_layout() -> data.StructLayout:
@@ -59,7 +54,7 @@ class EngineControl(wiring.Component):
         self.params = p = params
         ports = {
             "bus": In(AxiLiteSignature(8)),
-            "dma_cmd": Out(stream.Signature(dma_command_layout(p.addr_width))),
+            "dma_cmd": Out(stream.Signature(command_layout(p.addr_width))),
             "core_desc": Out(stream.Signature(descriptor_layout(p))),
             "out_desc": Out(stream.Signature(descriptor_layout(p))),
             "clear": Out(1),

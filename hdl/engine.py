@@ -54,7 +54,7 @@ class TritEngine(wiring.Component):
         ports = {
             "s_axil": In(AxiLiteSignature(8)),
             "s_axis_x": In(AxiStreamSignature(p.lanes * p.act_bits, user_width=1)),
-            "m_axis_y": Out(AxiStreamSignature(p.out_bits, id_width=max(1, (p.vectors - 1).bit_length()))),
+            "m_axis_y": Out(AxiStreamSignature(p.out_bits, id_width=p.tid_bits)),
         }
         self.rom_words = None
         if rom is None:

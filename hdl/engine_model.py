@@ -114,6 +114,11 @@ class EngineParams:
         return 1 << (chunks - 1).bit_length()
 
     @property
+    def tid_bits(self) -> int:
+        """Width of a result beat's ``tid`` (the vector of the batch; at least one bit)."""
+        return max(1, (self.vectors - 1).bit_length())
+
+    @property
     def out_bits(self) -> int:
         """Width of a result beat: ACC rounded up to whole bytes, sign-extended."""
         return -(-self.acc_bits // 8) * 8

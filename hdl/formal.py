@@ -203,6 +203,7 @@ class BurstReaderProperties(_Harness):
             with m.Elif(pop):
                 m.d.sync += lengths[i].eq(shifted)
         m.d.sync += inflight.eq(after_pop + ar)
+        self.inflight = inflight  # the memory model's bursts in flight (the liveness check drives by it)
         m.d.comb += Assert(inflight <= self.outstanding)  # never more bursts in flight than configured
 
         # what the command asked for, burst by burst
@@ -254,9 +255,7 @@ class BurstReaderLiveness(BurstReaderProperties):
             Assume(dut.data.ready),
             Assume(~cmd.valid | (cmd.payload.beats <= self.max_beats)),
         ]
-        inflight = Signal(range(self.outstanding + 2))
-        m.d.sync += inflight.eq(inflight + (b.arvalid & b.arready) - (b.rvalid & b.rlast))
-        m.d.comb += Assume(b.rvalid == (inflight != 0))  # a beat every cycle while a burst is open
+        m.d.comb += Assume(b.rvalid == (self.inflight != 0))  # a beat every cycle while a burst is open
         # the cycles still allowed: each command adds its own bound (commands may queue behind
         # one another: the next is taken once the last burst is issued)
         allowed = Signal(8)
@@ -461,7 +460,11 @@ def mutant(cls: type, old: str, new: str) -> type:
         raise ValueError(f"{old!r} occurs {source.count(old)} times in {module.__name__}, not once")
     copy = types.ModuleType(f"{module.__name__}_mutant")
     copy.__package__ = module.__package__
-    exec(compile(source.replace(old, new), f"<mutant of {module.__name__}>", "exec"), copy.__dict__)  # noqa: S102
+    sys.modules[copy.__name__] = copy  # what dataclasses and typing look a class's module up in
+    try:
+        exec(compile(source.replace(old, new), f"<mutant of {module.__name__}>", "exec"), copy.__dict__)  # noqa: S102
+    finally:
+        del sys.modules[copy.__name__]
     return getattr(copy, cls.__name__)
 
 

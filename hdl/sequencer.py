@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Mux, Signal
+from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from .activations import bank_address_layout
 from .blocks import tags_layout
 from .control import ROW_BITS, descriptor_layout, events_layout
 from .engine_model import EngineParams
@@ -31,8 +32,6 @@ class IssueSequencer(wiring.Component):
         self.params = p = params
         L = p.layout
         self.out_entries = 4 * p.vectors
-        self.stride_bits = (p.chunk_stride - 1).bit_length()
-        self.vec_bits = (p.vectors - 1).bit_length()
         super().__init__(
             {
                 "desc": In(stream.Signature(descriptor_layout(p))),
@@ -44,7 +43,7 @@ class IssueSequencer(wiring.Component):
                 "tags": Out(tags_layout(p.vectors)),
                 "record": Out(L.record_bits),
                 "scales": Out(L.scale_record_bits),
-                "rd_addr": Out(self.stride_bits + self.vec_bits),
+                "rd_addr": Out(bank_address_layout(p)),
                 "release": Out(1),
                 "running": Out(1),
                 "events": Out(events_layout()),
@@ -97,7 +96,8 @@ class IssueSequencer(wiring.Component):
         m.d.comb += [
             self.scale_in.ready.eq(issue & first_of_group),
             self.weights.ready.eq(issue & last_v),
-            self.rd_addr.eq(Cat(chunk[: self.stride_bits], v[: self.vec_bits])),
+            self.rd_addr.chunk.eq(chunk),
+            self.rd_addr.vec.eq(v),
         ]
         with m.If(first_of_group):  # the queue's head is this group's record; the issue decision stays off the enable
             m.d.sync += scale_hold.eq(self.scale_in.payload)

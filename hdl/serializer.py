@@ -26,7 +26,7 @@ class OutputSerializer(wiring.Component):
             {
                 "desc": In(stream.Signature(descriptor_layout(p))),
                 "entries": In(stream.Signature(p.rows * p.acc_bits)),
-                "y": Out(AxiStreamSignature(p.out_bits, id_width=max(1, (p.vectors - 1).bit_length()))),
+                "y": Out(AxiStreamSignature(p.out_bits, id_width=p.tid_bits)),
                 "active": Out(1),
                 "run_done": Out(1),
             }

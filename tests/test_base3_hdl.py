@@ -55,20 +55,26 @@ def records_2bit(L2: StreamLayout, region: bytes, steps: int):
 
 def run_unpacker(L3: StreamLayout, regions: list[tuple[bytes, int]], seed=0, stall=0.3):
     """Feed base-3 regions (bytes, steps) to the unpacker; collect its records."""
-    dut = Base3Unpacker(L3)
-    rng = np.random.default_rng(seed)
     wb = L3.word_bytes
     words = [_word(r, i, wb) for r, _ in regions for i in range(len(r) // wb)]
-    scales, weights = [], []
     expect_records = sum(steps * L3.chunks_per_group for _, steps in regions)
+    return drive_unpacker(Base3Unpacker(L3), words, expect_records, [steps for _, steps in regions], seed, stall)
+
+
+def drive_unpacker(dut, words, expect_records, steps=None, seed=0, stall=0.3):
+    """Feed ``words`` (and, for the base-3 unpacker, each layer's ``steps``) to an unpacker
+    under random stalls on every port; collect its (scale records, weight records)."""
+    rng = np.random.default_rng(seed)
+    scales, weights = [], []
 
     async def bench(ctx):
-        pending_steps = [steps for _, steps in regions]
+        pending_steps = list(steps or [])
         i = 0
         for _ in range(20 * len(words) + 50 * expect_records + 200):
-            if pending_steps:
-                ctx.set(dut.steps.payload, pending_steps[0])
-            ctx.set(dut.steps.valid, bool(pending_steps))
+            if steps is not None:
+                if pending_steps:
+                    ctx.set(dut.steps.payload, pending_steps[0])
+                ctx.set(dut.steps.valid, bool(pending_steps))
             give = i < len(words) and rng.random() >= stall
             if give:
                 ctx.set(dut.beats.payload, words[i])
@@ -77,7 +83,7 @@ def run_unpacker(L3: StreamLayout, regions: list[tuple[bytes, int]], seed=0, sta
             ctx.set(dut.scales.ready, s_ready)
             ctx.set(dut.weights.ready, w_ready)
             await ctx.delay(1e-9)
-            if ctx.get(dut.steps.valid) and ctx.get(dut.steps.ready):
+            if steps is not None and ctx.get(dut.steps.valid) and ctx.get(dut.steps.ready):
                 pending_steps.pop(0)
             if give and ctx.get(dut.beats.ready):
                 i += 1

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from amaranth.hdl import ClockDomain, Module
 from amaranth.sim import Simulator
-from test_base3_hdl import records_2bit
+from test_base3_hdl import drive_unpacker, records_2bit
 from test_engine import golden_layer
 
 from ptqtp.formats.stream_layout import StreamLayout
@@ -96,29 +96,7 @@ def test_record_unpacker_gives_the_layout_records(P, R, planes, offset, DW):
     steps = L.steps(g.n, g.d_pad)
     expect_s, expect_w = records_2bit(L, region, steps)
     words = [int.from_bytes(region[i : i + L.word_bytes], "little") for i in range(0, len(region), L.word_bytes)]
-    dut = RecordUnpacker(L)
-    scales, weights = [], []
-
-    async def bench(ctx):
-        i = 0
-        for _ in range(20 * len(words) + 100):
-            give = i < len(words) and rng.random() >= 0.3
-            if give:
-                ctx.set(dut.beats.payload, words[i])
-            ctx.set(dut.beats.valid, give)
-            s_ready, w_ready = rng.random() >= 0.3, rng.random() >= 0.3
-            ctx.set(dut.scales.ready, s_ready)
-            ctx.set(dut.weights.ready, w_ready)
-            await ctx.delay(1e-9)
-            if give and ctx.get(dut.beats.ready):
-                i += 1
-            if s_ready and ctx.get(dut.scales.valid):
-                scales.append(ctx.get(dut.scales.payload))
-            if w_ready and ctx.get(dut.weights.valid):
-                weights.append(ctx.get(dut.weights.payload))
-            await ctx.tick()
-
-    simulate(dut, bench)
+    scales, weights = drive_unpacker(RecordUnpacker(L), words, len(expect_w), seed=P + DW)
     assert scales == expect_s and weights == expect_w
 
 
@@ -236,7 +214,7 @@ def test_activation_banks_double_buffer_and_overflow():
         ctx.set(x.tvalid, 0)
 
     async def read(ctx, chunk, vec):
-        ctx.set(dut.rd_addr, chunk | vec << dut.stride_bits)
+        ctx.set(dut.rd_addr, {"chunk": chunk, "vec": vec})
         await ctx.tick()
         return ctx.get(dut.rd_data)
 
@@ -313,7 +291,7 @@ def test_sequencer_issue_order_and_pops(n, d_pad, m):
                 )
                 assert ctx.get(dut.record) == (b * ng + g) * cpg + c  # the record popped for this chunk
                 assert ctx.get(dut.scales) == b * ng + g
-                assert ctx.get(dut.rd_addr) == c + g * cpg | v << dut.stride_bits
+                assert (ctx.get(dut.rd_addr.chunk), ctx.get(dut.rd_addr.vec)) == (c + g * cpg, v)
                 assert not ctx.get(dut.events.mismatch)
             if ctx.get(dut.weights.ready):
                 w_idx += 1

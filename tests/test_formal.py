@@ -57,3 +57,12 @@ def test_engine_configurations(lanes, packing):
 def test_axi_lite_slave_proves_unbounded():
     r = formal.prove(formal.AxiLiteProperties(), mode="prove", depth=8)
     assert r.passed, r.log[-2000:]
+
+
+def test_the_liveness_bound_can_fail():
+    """With the stated bound cut to B + ceil(B / burst) cycles the check finds a command that
+    takes longer: the bound assertion is not vacuous."""
+    cut = formal.mutant(
+        formal.BurstReaderLiveness, "allowed + beats + 2 * bursts + 4 - 1", "allowed + beats + bursts - 1"
+    )
+    assert not formal.prove(cut()).passed

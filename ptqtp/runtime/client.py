@@ -101,16 +101,17 @@ class RemoteBackend(Backend):
             raise _Broken(f"unexpected reply type {rtype} / id {req} to request {self._req}")
         return body
 
-    def _load_checked(self, layer_id: int, layer: GoldenLayer) -> None:
-        payload = encode_layer(layer_id, layer)
-        body = self._exchange(MsgType.LOAD_LAYER, payload, MsgType.OK)
-        if body:  # servers since the link-resilience change return the layer's hash
-            try:
-                got = json.loads(body).get("sha256")
-            except (ValueError, AttributeError):
-                got = None
-            if got != hashlib.sha256(payload).hexdigest():
-                raise _Lost(f"{self.host}:{self.port}: layer {layer_id} arrived damaged (hash {got!r:.20})")
+    def _check_loaded(self, layer_id: int, payload: bytes, body: bytes) -> None:
+        """OK to a LOAD_LAYER carries the layer's SHA-256 as received (servers since the
+        link-resilience change; an empty OK is an older server's): a damaged layer is a lost link."""
+        if not body:
+            return
+        try:
+            got = json.loads(body).get("sha256")
+        except (ValueError, AttributeError):
+            got = None
+        if got != hashlib.sha256(payload).hexdigest():
+            raise _Lost(f"{self.host}:{self.port}: layer {layer_id} arrived damaged (hash {got!r:.20})")
 
     def _reconnect(self) -> None:
         """A new connection to the same device, with this client's layers loaded again."""
@@ -123,7 +124,8 @@ class RemoteBackend(Backend):
                 f"{self._identity(self.info)} instead of {self.identity}"
             )
         for layer_id, layer in self._layers.items():
-            self._load_checked(layer_id, layer)
+            payload = encode_layer(layer_id, layer)
+            self._check_loaded(layer_id, payload, self._exchange(MsgType.LOAD_LAYER, payload, MsgType.OK))
         self.reconnects += 1
 
     def _request(self, msg_type: int, payload: bytes, expect: int, check=None) -> bytes:
@@ -150,13 +152,7 @@ class RemoteBackend(Backend):
 
     def load(self, layer_id: int, layer: GoldenLayer) -> None:
         payload = encode_layer(layer_id, layer)
-        want = hashlib.sha256(payload).hexdigest()
-
-        def check(body: bytes) -> None:
-            if body and json.loads(body).get("sha256") != want:
-                raise _Lost(f"{self.host}:{self.port}: layer {layer_id} arrived damaged")
-
-        self._request(MsgType.LOAD_LAYER, payload, MsgType.OK, check)
+        self._request(MsgType.LOAD_LAYER, payload, MsgType.OK, lambda body: self._check_loaded(layer_id, payload, body))
         self._layers[layer_id] = layer
 
     def unload(self, layer_id: int) -> None:

@@ -15,7 +15,22 @@ from ptqtp.hdl.engine_model import EngineParams
 
 from .report import random_activations
 
-__all__ = ["simulate_layers", "load_image"]
+__all__ = ["simulate_layers", "load_image", "engine_image"]
+
+
+def engine_image(folder: Path, params: EngineParams) -> ModelImage:
+    """A model image folder, checked to be the one this engine reads (layout and A)."""
+    image = read_model_image(folder)
+    if image.layout != params.layout:
+        raise ValueError(
+            f"{folder}: the image was exported for {image.layout}, not this engine's "
+            f"{params.layout}; export it again with the same engine parameters"
+        )
+    if image.act_bits != params.act_bits:
+        raise ValueError(
+            f"{folder}: the image's layers take A={image.act_bits}-bit activations, the engine A={params.act_bits}"
+        )
+    return image
 
 
 def load_image(source: Path, params: EngineParams, pattern: str, folder: Path) -> ModelImage:
@@ -23,16 +38,7 @@ def load_image(source: Path, params: EngineParams, pattern: str, folder: Path) -
     is (its layout must be the engine's), or an artifact written as one into ``folder``."""
     source = Path(source)
     if source.is_dir():
-        image = read_model_image(source)
-        if image.layout != params.layout:
-            raise ValueError(
-                f"{source}: the image was exported for {image.layout}, not this engine's "
-                f"{params.layout}; export it again with the same engine parameters"
-            )
-        if image.act_bits != params.act_bits:
-            raise ValueError(
-                f"{source}: the image's layers take A={image.act_bits}-bit activations, the engine A={params.act_bits}"
-            )
+        image = engine_image(source, params)
         if not any(re.search(pattern, name) for name in image.layers):
             raise ValueError(f"{source}: no layer matches {pattern!r}")
         return image

@@ -244,7 +244,7 @@ def token_arg(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument("--token", default=os.environ.get("PTQTP_TOKEN"), help=f"{what} (default: $PTQTP_TOKEN)")
 
 
-def engine_args(p: argparse.ArgumentParser, a_and_s: bool = True, both_packings: bool = False) -> None:
+def engine_args(p: argparse.ArgumentParser, both_packings: bool = False) -> None:
     """The engine's parameters (``ptqtp.hdl.engine_model.EngineParams``), one set of names and
     defaults for every command that builds, simulates or plans the engine; with A and S."""
     e = EngineParams()
@@ -282,8 +282,7 @@ def engine_args(p: argparse.ArgumentParser, a_and_s: bool = True, both_packings:
     g.add_argument("--offset", action="store_true", help="include PT^2-LLM's offset term")
     g.add_argument("--max-d", type=positive, default=e.max_d, help=f"widest layer input d (default {e.max_d})")
     g.add_argument("--burst", type=positive, default=e.burst, help=f"DMA beats per burst (default {e.burst})")
-    if a_and_s:
-        int_args(p)
+    int_args(p)
 
 
 def engine_params(args) -> EngineParams:

@@ -370,15 +370,9 @@ def cmd_hdl(args) -> int:
     params = engine_params(args)
     rom = None
     if args.rom is not None:
-        from ptqtp.formats.model_image import read_model_image
+        from ptqtp.workflows.simulate import engine_image
 
-        image = read_model_image(args.rom)
-        if image.layout != params.layout:
-            raise ValueError(
-                f"{args.rom}: the image's layout {image.layout} is not this engine's {params.layout}; "
-                f"export it with the same engine parameters"
-            )
-        rom = image.blob_bytes()
+        rom = engine_image(args.rom, params).blob_bytes()
     top = "trit_engine"
     text = to_verilog(TritEngine(params, rom=rom), name=top)
     summary = (
