@@ -60,11 +60,11 @@ class TernarySelect(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        with m.Switch(self.trit):
-            with m.Case(TritCode.POS):
-                m.d.comb += self.y.eq(self.x)
-            with m.Case(TritCode.NEG):
-                m.d.comb += self.y.eq(-self.x)
+        # Bit 0 says non-zero, bit 1 negative (0b10 gives 0, as a Switch without that case
+        # would). Muxes rather than a Switch: the same logic, but Verilator's C++ has no
+        # data-dependent branch per lane (the compiled harness ran 1.x faster).
+        code = self.trit.as_value()
+        m.d.comb += self.y.eq(Mux(code[0], Mux(code[1], -self.x, self.x), 0))
         return m
 
 

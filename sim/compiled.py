@@ -1,0 +1,415 @@
+"""The engine at Verilator speed: a compiled C++ harness (``harness/engine_harness.cpp``) with
+the bus models in C++, driven through ctypes with no Python on any cycle.
+
+The harness reproduces the cocotb bench's bus timing (cocotbext-axi's ``AxiRamRead``,
+``AxiLiteMaster``, ``AxiStreamSource``/``Sink`` and the bench's pause generators), so on the
+same stimulus it gives the same outputs and the same cycle counts as
+``ptqtp.sim.engine_bench``; ``tests/test_compiled.py`` checks that. The bench stays the
+protocol and verification bench; this is the fast path (HIL, the main job, the backend).
+
+Builds are cached like the cocotb ones: ``$PTQTP_CACHE/sim/harness-<sha256>`` of the Verilog,
+the harness source and the build options, one builder at a time (a file lock).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import fcntl
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ptqtp.hdl.contract import CTRL, PARAMS, STATUS, Reg
+from ptqtp.hdl.synth import step
+
+from .runner import ENGINE_TOP, EngineResult, _save_waves, _stderr, cache_dir, verilator_env
+
+__all__ = ["HARNESS_SOURCE", "BuildOptions", "build_harness", "CompiledEngine", "run_engine_compiled", "py_random"]
+
+HARNESS_SOURCE = Path(__file__).with_name("harness") / "engine_harness.cpp"
+#: Cycles a register access or a run may take before the harness calls the engine stuck.
+ACCESS_LIMIT = 100_000
+RUN_LIMIT = 1 << 40
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """How the harness is compiled: Verilator threads (1 = single-threaded model), waveform
+    support (a VCD writer, slower: built only when asked for waves), C++ optimisation."""
+
+    threads: int = 1
+    trace: bool = False
+    opt: str = "-O2"
+    cflags: str = ""
+    split: bool = False
+    extra: tuple = ()
+
+    def verilator_args(self) -> list[str]:
+        args = ["-O3", "--x-assign", "fast", "--x-initial", "fast", "-Wno-fatal"]
+        if not self.split:
+            args += ["--output-split", "0", "--output-split-cfuncs", "0"]  # see runner._verilate
+        args += list(self.extra)
+        if self.threads > 1:
+            args += ["--threads", str(self.threads)]
+        return args + ["--trace"] * self.trace
+
+
+@dataclass(frozen=True)
+class _Ports:
+    has_axi: bool
+    word_bytes: int
+    x_words: int
+    out_bits: int
+
+
+def _ports(verilog_text: str, config: dict) -> _Ports:
+    word_bytes = PARAMS.unpack(config["params_word"])["word_bytes"]
+    return _Ports(
+        has_axi="m_axi__araddr" in verilog_text,
+        word_bytes=word_bytes,
+        x_words=-(-config["lanes"] * config["act_bits"] // 32),
+        out_bits=config["out_bits"],
+    )
+
+
+def build_harness(verilog_text: str, ports: _Ports, options: BuildOptions = BuildOptions()) -> Path:
+    """Compile the engine and the harness into a shared library once per content; its path."""
+    env = verilator_env()
+    source = HARNESS_SOURCE.read_text()
+    key = hashlib.sha256(
+        "\0".join([verilog_text, source, repr(ports), repr(options), _compiler_id()]).encode()
+    ).hexdigest()[:16]
+    folder = cache_dir() / f"harness-{key}"
+    lib = folder / "obj" / "libengine.so"
+    done = folder / ".built"
+    if done.exists():
+        return lib
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if done.exists():
+            return lib
+        (folder / "top.v").write_text(verilog_text)
+        shutil.copy(HARNESS_SOURCE, folder / HARNESS_SOURCE.name)
+        (folder / "engine_ports.h").write_text(
+            f'#include "V{ENGINE_TOP}.h"\n'
+            f"#define ENGINE_TOP_CLASS V{ENGINE_TOP}\n"
+            f"#define ENGINE_HAS_AXI {int(ports.has_axi)}\n"
+            f"#define ENGINE_WORD_BYTES {ports.word_bytes}\n"
+            f"#define ENGINE_X_WORDS {ports.x_words}\n"
+            f"#define ENGINE_TRACE {int(options.trace)}\n"
+        )
+        cmd = [
+            "verilator",
+            "--cc",
+            "--exe",
+            "--build",
+            "-j",
+            str(max(1, min(4, os.cpu_count() or 1))),
+            "top.v",
+            HARNESS_SOURCE.name,
+            "--top-module",
+            ENGINE_TOP,
+            "--prefix",
+            f"V{ENGINE_TOP}",
+            "--Mdir",
+            "obj",
+            "-o",
+            "libengine.so",
+            "-CFLAGS",
+            f"-fPIC -I{folder} {options.cflags}".strip(),
+            "-LDFLAGS",
+            "-shared",
+            "-MAKEFLAGS",
+            f"OPT_FAST={options.opt} OPT_SLOW=-O0 OPT_GLOBAL={options.opt}",
+            *options.verilator_args(),
+        ]
+        with step(f"compiled harness build of {ENGINE_TOP} (once per design, cached in {cache_dir()})", _stderr):
+            proc = subprocess.run(cmd, cwd=folder, env={**os.environ, **env}, capture_output=True, text=True)
+        (folder / "build.log").write_text(proc.stdout + proc.stderr)
+        if proc.returncode or not lib.exists():
+            log = folder / "build.log"
+            raise RuntimeError(f"the compiled harness did not build; see {log}:\n{proc.stderr[-3000:]}")
+        done.write_text(time.strftime("%Y-%m-%d %H:%M:%S"))
+    return lib
+
+
+def _compiler_id() -> str:
+    try:
+        return subprocess.run(["g++", "--version"], capture_output=True, text=True).stdout.splitlines()[0]
+    except (OSError, IndexError):
+        raise RuntimeError("the compiled harness needs a C++ compiler (g++) on PATH") from None
+
+
+_u64, _u32, _u8, _f64 = ctypes.c_uint64, ctypes.c_uint32, ctypes.c_uint8, ctypes.c_double
+_P = ctypes.POINTER
+_SIGNATURES = {
+    "ptqtp_new": (ctypes.c_void_p, [ctypes.c_char_p, _u64, _u64]),
+    "ptqtp_free": (None, [ctypes.c_void_p]),
+    "ptqtp_memory": (None, [ctypes.c_void_p, _P(_u8), _u64, _u64]),
+    "ptqtp_throttle": (None, [ctypes.c_void_p, _f64, ctypes.c_int, ctypes.c_int, _f64, _u64]),
+    "ptqtp_reset": (None, [ctypes.c_void_p]),
+    "ptqtp_idle": (None, [ctypes.c_void_p, _u64]),
+    "ptqtp_write": (ctypes.c_int, [ctypes.c_void_p, _u32, _u32, _u64]),
+    "ptqtp_read": (ctypes.c_int, [ctypes.c_void_p, _u32, _P(_u32), _u64]),
+    "ptqtp_push": (None, [ctypes.c_void_p, _P(_u32), _P(_u8), _u64]),
+    "ptqtp_run_until": (_u64, [ctypes.c_void_p, _u64, _u64]),
+    "ptqtp_cycle": (_u64, [ctypes.c_void_p]),
+    "ptqtp_take": (_u64, [ctypes.c_void_p, _P(_u64), _P(_u8), _P(_u8), _P(_u64), _u64]),
+    "ptqtp_pending": (_u64, [ctypes.c_void_p]),
+    "ptqtp_py_random": (None, [_u64, _P(_f64), _u64]),
+}
+
+
+def _load(lib: Path) -> ctypes.CDLL:
+    dll = ctypes.CDLL(str(lib))
+    for name, (res, args) in _SIGNATURES.items():
+        fn = getattr(dll, name)
+        fn.restype, fn.argtypes = res, args
+    return dll
+
+
+def _ptr(a: np.ndarray, ctype):
+    return a.ctypes.data_as(_P(ctype))
+
+
+class CompiledEngine:
+    """One engine simulation: the memory holds ``image``; ``config`` is
+    :func:`ptqtp.sim.runner.engine_config`'s dict (lanes, act_bits, out_bits, params_word and
+    optional throttling). ``waves``: a VCD file written for the cycles ``window`` (first, last)."""
+
+    def __init__(
+        self,
+        verilog_text: str,
+        config: dict,
+        image: bytes,
+        waves: Path | None = None,
+        window: tuple[int, int] = (0, 1 << 62),
+        options: BuildOptions | None = None,
+    ):
+        if waves is not None and not str(waves).lower().endswith(".vcd"):
+            raise ValueError(f"{waves}: the compiled harness writes VCD waveforms; name the file .vcd")
+        options = options or BuildOptions()
+        if waves is not None:
+            options = dataclasses.replace(options, trace=True)
+        self.config = config
+        self.ports = _ports(verilog_text, config)
+        self.lanes, self.act_bits = config["lanes"], config["act_bits"]
+        self._dll = _load(build_harness(verilog_text, self.ports, options))
+        path = str(waves).encode() if waves is not None else b""
+        self._h = self._dll.ptqtp_new(path, int(window[0]), int(window[1]))
+        blob = np.frombuffer(bytes(image), np.uint8)
+        self._dll.ptqtp_memory(self._h, _ptr(blob, _u8), len(blob), max(len(blob), 4096))
+        self._dll.ptqtp_throttle(
+            self._h,
+            float(config.get("mem_busy", 0.0)),
+            int(config.get("mem_period", 0)),
+            int(config.get("mem_latency", 0)),
+            float(config.get("stall", 0.0)),
+            int(config.get("seed", 1)),
+        )
+        self._dll.ptqtp_reset(self._h)
+
+    # ------------------------------------------------------------ bus access
+
+    @property
+    def cycle(self) -> int:
+        return int(self._dll.ptqtp_cycle(self._h))
+
+    def read(self, reg: int) -> int:
+        out = _u32()
+        if self._dll.ptqtp_read(self._h, int(reg), ctypes.byref(out), ACCESS_LIMIT):
+            raise TimeoutError(f"no AXI4-Lite read response for register {Reg(reg).name} in {ACCESS_LIMIT} cycles")
+        return int(out.value)
+
+    def write(self, reg: int, value: int) -> None:
+        if self._dll.ptqtp_write(self._h, int(reg), int(value) & 0xFFFFFFFF, ACCESS_LIMIT):
+            raise TimeoutError(f"no AXI4-Lite write response for register {Reg(reg).name} in {ACCESS_LIMIT} cycles")
+
+    def idle(self, cycles: int) -> None:
+        self._dll.ptqtp_idle(self._h, int(cycles))
+
+    def queue(self, run: dict) -> None:
+        """Write one descriptor and start it (as the bench's ``Bench.queue``)."""
+        for reg, value in (
+            (Reg.N, run["n"]),
+            (Reg.CHUNKS, run["chunks"]),
+            (Reg.M, run["m"]),
+            (Reg.ADDR_LO, run["addr"] & 0xFFFFFFFF),
+            (Reg.ADDR_HI, run["addr"] >> 32),
+            (Reg.BEATS, run["beats"]),
+        ):
+            self.write(reg, value)
+        self.write(Reg.CTRL, CTRL.pack(start=1))
+
+    def push(self, x_q: np.ndarray) -> None:
+        """Queue a batch of vectors (m, d_pad): one frame a vector, tuser on the batch's last beat."""
+        x = np.asarray(x_q, np.int64)
+        m, d_pad = x.shape
+        beats = m * (d_pad // self.lanes)
+        bits = (x.reshape(beats, self.lanes, 1) >> np.arange(self.act_bits)) & 1
+        packed = np.packbits(bits.reshape(beats, -1).astype(np.uint8), axis=1, bitorder="little")
+        words = np.zeros((beats, 4 * self.ports.x_words), np.uint8)
+        words[:, : packed.shape[1]] = packed
+        words = np.ascontiguousarray(words).view("<u4")
+        flags = np.zeros(beats, np.uint8)
+        flags[d_pad // self.lanes - 1 :: d_pad // self.lanes] = 1  # tlast ends each vector
+        flags[-1] |= 2  # tuser ends the batch
+        self._dll.ptqtp_push(self._h, _ptr(words, _u32), _ptr(flags, _u8), beats)
+
+    def run_until(self, count: int, limit: int = RUN_LIMIT) -> int:
+        """Run until ``count`` result beats are waiting (or ``limit`` cycles); the count."""
+        return int(self._dll.ptqtp_run_until(self._h, int(count), int(limit)))
+
+    def take(self, count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The first ``count`` waiting result beats: signed values, tids, tlasts, cycles."""
+        values, cycles = np.empty(count, np.uint64), np.empty(count, np.uint64)
+        tids, lasts = np.empty(count, np.uint8), np.empty(count, np.uint8)
+        got = self._dll.ptqtp_take(
+            self._h, _ptr(values, _u64), _ptr(tids, _u8), _ptr(lasts, _u8), _ptr(cycles, _u64), count
+        )
+        shift = 64 - self.ports.out_bits
+        signed = (values << np.uint64(shift)).view(np.int64) >> shift
+        return signed[:got], tids[:got], lasts[:got], cycles[:got].astype(np.int64)
+
+    def receive(self, n: int, m: int) -> tuple[np.ndarray, int]:
+        """m vectors of n accumulators (reassembled by tid, like the bench) and the cycle the
+        frame holding the last of them arrived."""
+        need = n * m
+        if self.run_until(need) < need:
+            raise TimeoutError(f"the engine sent {self.pending} of {need} results")
+        values, tids, lasts, cycles = self.take(need)
+        if not lasts[-1]:  # the bench sees a frame (tlast on row n - 1) only when it ends
+            raise RuntimeError("the run's last result beat carries no tlast")
+        rows = np.empty((m, n), np.int64)
+        for v in range(m):
+            mine = values[tids == v]
+            if len(mine) != n:
+                raise RuntimeError(f"vector {v}: {len(mine)} results, expected {n}")
+            rows[v] = mine
+        return rows, int(cycles[-1])
+
+    @property
+    def pending(self) -> int:
+        return int(self._dll.ptqtp_pending(self._h))
+
+    # ------------------------------------------------------------ the bench's two modes
+
+    def run_layer(self, run: dict, x_q: np.ndarray, vectors: int) -> tuple[np.ndarray, int]:
+        """The bench's ``serve_host`` request: batches of at most ``vectors`` through one
+        layer; the accumulators (m, n) and the CYCLES register's increase."""
+        before = self.read(Reg.CYCLES)
+        out = []
+        for start in range(0, len(x_q), vectors):
+            batch = x_q[start : start + vectors]
+            self.queue({**run, "m": len(batch)})
+            self.push(batch)
+            out.append(self.receive(run["n"], len(batch))[0])
+        return np.concatenate(out), (self.read(Reg.CYCLES) - before) & 0xFFFFFFFF
+
+    def run_job(self, runs: list[dict], inputs: list[np.ndarray], expected: list[np.ndarray]) -> EngineResult:
+        """The bench's ``run_job``: every run queued (polling STATUS while the queue is full),
+        every batch streamed, every output compared with ``expected``."""
+        wall0 = time.perf_counter()
+        engine_id = self.read(Reg.ID)
+        if engine_id != self.config["engine_id"]:
+            raise RuntimeError(f"not the engine: ID register {engine_id:#x}")
+        t0 = last = self.cycle
+        for x in inputs:
+            self.push(x)
+        for run in runs:
+            while STATUS.unpack(self.read(Reg.STATUS))["queue_full"]:
+                self.idle(8)
+            self.queue(run)
+        report: dict = {"runs": [], "mismatches": 0, "first_mismatch": None}
+        for i, run in enumerate(runs):
+            got, now = self.receive(run["n"], run["m"])
+            expect = np.asarray(expected[i], np.int64)
+            bad = np.argwhere(got != expect)
+            report["mismatches"] += len(bad)
+            if len(bad) and report["first_mismatch"] is None:
+                v, r = (int(k) for k in bad[0])
+                report["first_mismatch"] = {
+                    "run": i,
+                    "layer": run.get("name", ""),
+                    "vector": v,
+                    "row": r,
+                    "got": int(got[v, r]),
+                    "expected": int(expect[v, r]),
+                }
+            report["runs"].append(
+                {"name": run.get("name", ""), "cycles": now - last, "done_at": now - t0, "mismatches": len(bad)}
+            )
+            last = now
+        names = ("CYCLES", "ISSUED", "WAIT_W", "WAIT_X", "WAIT_Y", "ERRORS", "STATUS")
+        counters = {name: self.read(getattr(Reg, name)) for name in names}
+        return EngineResult(
+            passed=report["mismatches"] == 0 and counters["ERRORS"] == 0,
+            mismatches=report["mismatches"],
+            first_mismatch=report["first_mismatch"],
+            runs=report["runs"],
+            counters=counters,
+            sim_cycles=self.cycle - t0,
+            wall_s=time.perf_counter() - wall0,
+        )
+
+    def close(self) -> None:
+        if self._h:
+            self._dll.ptqtp_free(self._h)
+            self._h = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+def run_engine_compiled(
+    verilog_text: str,
+    image: bytes,
+    runs: list[dict],
+    inputs: list[np.ndarray],
+    expected: list[np.ndarray],
+    config: dict,
+    waves: Path | None = None,
+    window: tuple[int, int] | None = None,
+    options: BuildOptions | None = None,
+) -> EngineResult:
+    """:func:`ptqtp.sim.runner.run_engine` on the compiled harness (same arguments and result);
+    ``waves`` (.vcd or .vcd.gz) covers the cycles ``window`` = (first, last), all by default."""
+    window = window or (0, 1 << 62)
+    if waves is None:
+        with CompiledEngine(verilog_text, config, image, None, window, options) as engine:
+            return engine.run_job(runs, inputs, expected)
+    if not str(waves).lower().endswith((".vcd", ".vcd.gz")):
+        raise ValueError(f"{waves}: the compiled harness writes VCD waveforms; name the file .vcd or .vcd.gz")
+    with tempfile.TemporaryDirectory(prefix="ptqtp-waves-") as tmp:
+        dump = Path(tmp) / "engine.vcd"
+        with CompiledEngine(verilog_text, config, image, dump, window, options) as engine:
+            result = engine.run_job(runs, inputs, expected)
+        if not dump.exists():
+            raise ValueError(f"no cycle of the run ({result.sim_cycles} cycles) lies in the window {window}")
+        _save_waves(dump, Path(waves))
+    return result
+
+
+def py_random(seed: int, n: int, lib: Path) -> np.ndarray:
+    """The harness's copy of ``random.Random(seed).random()``, n values (for the tests)."""
+    out = np.empty(n, np.float64)
+    _load(lib).ptqtp_py_random(seed, _ptr(out, _f64), n)
+    return out
