@@ -137,7 +137,7 @@ def run_pipeline(
 
     t0 = time.perf_counter()
     with GoldenBackend() as gold:
-        hil = hil_evaluate(torch_model, gold, ".*", tok, text, hil_tokens, hil_tokens, ids=ids)
+        hil = hil_evaluate(torch_model, gold, ".*", tok, text, hil_tokens, hil_tokens, progress=False)
     _step(
         log,
         "every linear on the golden model (the RTL's arithmetic): perplexity",

@@ -230,11 +230,24 @@ def backend_kwargs(args) -> dict:
     """Per-backend keyword arguments: the engine's parameters for ``rtl`` (and its alias
     ``engine``), --remote HOST:PORT for ``remote``."""
     engine = {"params": engine_params(args)}
+    if getattr(args, "bench", None):
+        engine["bench"] = args.bench
     kw = {"rtl": engine, "engine": engine}
     if getattr(args, "remote", None):
         host, port = args.remote
         kw["remote"] = {"host": host, "port": port, "token": getattr(args, "token", None)}
     return kw
+
+
+def bench_arg(p: argparse.ArgumentParser) -> None:
+    """``--bench``: how the rtl backend simulates the engine."""
+    p.add_argument(
+        "--bench",
+        choices=("compiled", "cocotb"),
+        default="compiled",
+        help="rtl backend's simulation: the compiled C++ harness (default, ~1 M cycles/s) or the cocotb "
+        "bench with cocotbext-axi (the verification bench; same results and cycles, ~40x slower)",
+    )
 
 
 def token_arg(p: argparse.ArgumentParser, what: str) -> None:

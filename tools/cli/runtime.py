@@ -18,6 +18,7 @@ from ptqtp.workflows.report import markdown_table
 
 from ._common import (
     backend_kwargs,
+    bench_arg,
     engine_args,
     host_port,
     int_config,
@@ -55,6 +56,7 @@ def register(sub) -> None:
     )
     token_arg(c, "the remote server's shared secret")
     engine_args(c)
+    bench_arg(c)
     json_arg(c, "the rows")
     hl = sub.add_parser(
         "hil",
@@ -92,7 +94,21 @@ def register(sub) -> None:
     hl.add_argument("--context", type=positive, default=128, help="window length (default 128)")
     hl.add_argument("--generate", type=non_negative, default=0, help="also greedily generate this many tokens")
     hl.add_argument("--fp", action="store_true", help="also compare with the shipped model in full precision")
+    hl.add_argument(
+        "--parts",
+        type=Path,
+        help="keep each window's result in this folder (one JSON a window, written atomically); a rerun "
+        "redoes only the missing windows. Required with --distributed (a folder every rank sees)",
+    )
+    hl.add_argument(
+        "--distributed",
+        action="store_true",
+        help="run as one rank of torch.distributed: launch with torchrun --nproc_per_node N [--nnodes ...] "
+        "-m ptqtp.tools.cli hil ... --distributed --parts DIR; windows are shared out round robin, rank 0 "
+        "reports (the same bytes as one process)",
+    )
     engine_args(hl)
+    bench_arg(hl)
     json_arg(hl, "the report")
     sv = sub.add_parser("serve")
     sv.add_argument("--backend", default="golden", choices=_LOCAL, help="(default golden)")
@@ -100,6 +116,7 @@ def register(sub) -> None:
     sv.add_argument("--port", type=port, default=7878, help="port (default 7878)")
     token_arg(sv, "shared secret clients must send first; required to listen beyond loopback")
     engine_args(sv)
+    bench_arg(sv)
     json_arg(sv, "where it listens (host, port, backend) once it does")
     c.set_defaults(func=cmd_compare)
     hl.set_defaults(func=cmd_hil)
@@ -141,19 +158,36 @@ def cmd_hil(args) -> int:
     text = bbc_text("eval") if args.text_file is None else read_text_file(args.text_file)
     kw = backend_kwargs(args).get(args.backend, {})
     t0 = time.perf_counter()
-    with make_backend(args.backend, **kw) as backend:
-        rep = hil_evaluate(
-            torch_model,
-            backend,
-            args.layers,
-            tok,
-            text,
-            args.tokens,
-            args.context,
-            int_config(args),
-            generate=args.generate,
-            fp_model=fp_model,
-        )
+    rank, world, barrier, done = 0, 1, None, None
+    if args.parts is not None:
+        import torch
+
+        torch.set_num_threads(1)  # as every rank does: the float parts reduce in one fixed order
+    if args.distributed:
+        rank, world, barrier, done = _join_ranks(args)
+    try:
+        with make_backend(args.backend, **kw) as backend:
+            rep = hil_evaluate(
+                torch_model,
+                backend,
+                args.layers,
+                tok,
+                text,
+                args.tokens,
+                args.context,
+                int_config(args),
+                generate=args.generate,
+                fp_model=fp_model,
+                parts=args.parts,
+                rank=rank,
+                world=world,
+                barrier=barrier,
+            )
+    finally:
+        if done is not None:
+            done()
+    if rep is None:  # not rank 0: its windows are in --parts
+        return 0
     rep["seconds"] = time.perf_counter() - t0
     d = rep["logits_vs_torch"]
     print(
@@ -168,6 +202,11 @@ def cmd_hil(args) -> int:
         f"logits vs all-torch: max |diff| {d['max_abs']:.4g}, mean {d['mean_abs']:.4g}, "
         f"argmax agreement {d['argmax_agree']:.3f}"
     )
+    if "ppl_golden" in rep:
+        print(
+            f"same layers on the golden model: perplexity {rep['ppl_golden']:.3f}; logits bit-exact "
+            f"with the golden model in every window: {rep['bit_exact_vs_golden']}"
+        )
     if args.fp:
         f = rep["logits_vs_fp"]
         print(
@@ -177,11 +216,25 @@ def cmd_hil(args) -> int:
     if "cycles_per_token" in rep:
         c = rep["cycles_per_token"]
         print("simulated engine cycles per token: " + ", ".join(f"{k} {v:,.0f}" for k, v in c.items()))
-    print(f"simulation wall time {rep['seconds']:.0f} s")
+    print(f"wall time {rep['seconds']:.0f} s ({rep['windows']} windows, {world} process{'es' * (world > 1)})")
     if "generation" in rep:
         print(f"greedy: {rep['generation']!r}")
     write_json(args.json, rep)
     return 0
+
+
+def _join_ranks(args):
+    """(rank, world, barrier, leave) of this torchrun process (gloo: windows need no GPU)."""
+    import os
+
+    import torch.distributed as dist
+
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+        raise ValueError("--distributed expects to be launched by torchrun (RANK and WORLD_SIZE are not set)")
+    if args.parts is None:
+        raise ValueError("--distributed needs --parts DIR, a folder every rank can read and write")
+    dist.init_process_group("gloo")
+    return dist.get_rank(), dist.get_world_size(), dist.barrier, dist.destroy_process_group
 
 
 def cmd_serve(args) -> int:
