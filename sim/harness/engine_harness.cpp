@@ -164,8 +164,8 @@ struct Harness {
     bool reading = false;
     ReadBurst cur{};
     unsigned cur_beat = 0;
-    struct RBeat {
-        std::vector<uint32_t> data;
+    struct RBeat {  // fixed size: no allocation on a cycle
+        uint32_t data[(ENGINE_WORD_BYTES + 3) / 4];
         unsigned id, resp;
         bool last;
     };
@@ -205,7 +205,7 @@ void drive_inputs(Harness& h) {
     t->m_axi___05Farready = h.ar_ready;
     t->m_axi___05Frvalid = h.r_valid;
     if (h.r_valid) {
-        put(t->m_axi___05Frdata, h.r_drive.data.data());
+        put(t->m_axi___05Frdata, h.r_drive.data);
         t->m_axi___05Frid = h.r_drive.id;
         t->m_axi___05Frresp = h.r_drive.resp;
         t->m_axi___05Frlast = h.r_drive.last;
@@ -245,17 +245,16 @@ void fill_read_queue(Harness& h) {  // AxiRamRead's _process_read, run after the
         const unsigned num_bytes = 1u << h.cur.size;
         const uint64_t addr = (h.cur.addr / num_bytes) * num_bytes + static_cast<uint64_t>(h.cur_beat) * num_bytes;
         const uint64_t word_addr = (addr / h.word_bytes) * h.word_bytes;
-        Harness::RBeat beat;
-        beat.data.assign((h.word_bytes + 3) / 4, 0);
+        Harness::RBeat beat{};
         beat.id = h.cur.id;
         beat.last = h.cur_beat + 1 == h.cur.beats;
         if (word_addr + h.word_bytes <= h.mem.size()) {
-            std::memcpy(beat.data.data(), &h.mem[word_addr], h.word_bytes);
+            std::memcpy(beat.data, &h.mem[word_addr], h.word_bytes);
             beat.resp = 0;
         } else {
             beat.resp = 2;  // SLVERR, zero data: what AxiRamRead answers past its memory
         }
-        h.r_queue.push_back(std::move(beat));
+        h.r_queue.push_back(beat);
         if (++h.cur_beat == h.cur.beats) h.reading = false;
     }
 #else
@@ -326,7 +325,7 @@ void step(Harness& h) {
     h.ar_ready = !(h.ar_queue.size() >= 2 || h.ar_pause.before());
     if (r_hs || !h.r_valid) {
         if (!h.r_queue.empty() && !h.r_pause.now()) {
-            h.r_drive = std::move(h.r_queue.front());
+            h.r_drive = h.r_queue.front();
             h.r_queue.pop_front();
             h.r_valid = true;
         } else {
