@@ -90,3 +90,52 @@ def test_distributed_needs_torchrun(tmp_path, capsys):
     finally:
         os.environ.update(env)
     assert "launched by torchrun" in capsys.readouterr().err
+
+
+STAND_IN_SYNTHESIS = """
+import json, os, sys
+from pathlib import Path
+from ptqtp.workflows import dse
+from ptqtp.tools.cli import main
+log = Path(sys.argv[1]); argv = sys.argv[2:]
+def synthesise(p, seed=1):
+    with open(log, "a") as f:
+        f.write(json.dumps([os.environ.get("RANK", "-"), p.label]) + "\\n")
+    return {"ecp5": {"LUT": 300 * p.lanes * p.rows, "FF": 1000, "BRAM": 10, "DSP": 8, "LUTRAM": 0},
+            "fmax_mhz": 120.7 - p.lanes / 2}
+dse.synthesise = synthesise
+sys.exit(main(argv))
+"""
+
+
+def test_dse_points_shared_out_over_two_ranks(tmp_path):
+    """Each point synthesised once, on one rank; rank 0's dse.json is the one-process one."""
+    import json
+
+    import torch
+
+    from ptqtp import quantize, save_artifact
+
+    art = save_artifact(
+        tmp_path / "a.safetensors",
+        {f"model.layers.0.mlp.{k}": quantize(torch.randn(n, d) * 0.02) for k, n, d in (("up_proj", 64, 128),)},
+    )
+    script = tmp_path / "dse_stand_in.py"
+    script.write_text(STAND_IN_SYNTHESIS)
+    sweep = ["--lanes", "16", "32", "64", "--rows", "1", "4", "--data-width", "128", "--board", "ulx3s-85f"]
+
+    def run(launch, name):
+        log = tmp_path / f"{name}.log"
+        argv = [str(log), "dse", str(art), *sweep, "-o", str(tmp_path / name)]
+        if launch == "torchrun":
+            proc = torchrun(*argv, "--distributed", script=str(script))
+        else:
+            proc = subprocess.run([sys.executable, str(script), *argv], capture_output=True, text=True, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return [json.loads(line) for line in log.read_text().splitlines()], (tmp_path / name / "dse.json").read_text()
+
+    one_log, one = run("python", "one")
+    two_log, two = run("torchrun", "two")
+    assert two == one
+    assert sorted(p for _, p in two_log) == sorted(p for _, p in one_log) and len(one_log) == 6
+    assert {r for r, _ in two_log} == {"0", "1"}

@@ -88,12 +88,16 @@ def test_cli_export_hdl_sim(tmp_path, capsys):
     assert main(["hdl", "-o", str(tmp_path / "rom.v"), "--no-synth", "--rom", str(tmp_path / "img"), *eng]) == 0
     assert "m_axi__araddr" not in (tmp_path / "rom.v").read_text()  # weights in ROM: no AXI master
     capsys.readouterr()
-    assert main(["sim", str(tmp_path / "img"), "--samples", "3", "--waves", str(tmp_path / "w.vcd.gz"), *eng]) == 0
+    waves = ["--waves", str(tmp_path / "w.vcd.gz"), "--from", "100", "--to", "120"]
+    assert main(["sim", str(tmp_path / "img"), "--samples", "3", *waves, *eng]) == 0
     out = capsys.readouterr().out
-    assert "MATCH: 4 runs on one engine build" in out
-    assert b"$enddefinitions" in gzip.decompress((tmp_path / "w.vcd.gz").read_bytes())
-    assert main(["sim", str(art), "--layers", "l1", "--stall", "0.3", *eng]) == 0
-    assert "MATCH: 1 runs" in capsys.readouterr().out
+    assert "MATCH: 4 runs on one engine build (compiled bench)" in out
+    vcd = gzip.decompress((tmp_path / "w.vcd.gz").read_bytes()).decode()
+    assert "$enddefinitions" in vcd and {ln for ln in vcd.splitlines() if ln.startswith("#")} >= {"#1000", "#1200"}
+    assert main(["sim", str(art), "--layers", "l1", "--stall", "0.3", "--bench", "cocotb", *eng]) == 0
+    assert "MATCH: 1 runs on one engine build (cocotb bench)" in capsys.readouterr().out
+    assert main(["sim", str(art), "--bench", "cocotb", *waves, *eng]) == 2
+    assert "window (--from/--to) needs the compiled bench" in capsys.readouterr().err
     # an image exported for another engine is refused, naming the folder
     assert main(["sim", str(tmp_path / "img"), *eng[:2], "--rows", "4", *eng[4:]]) == 2
     assert f"{tmp_path / 'img'}: the image was exported for" in capsys.readouterr().err

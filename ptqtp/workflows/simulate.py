@@ -63,11 +63,19 @@ def simulate_layers(
     mem_busy: float = 0.0,
     seed: int = 0,
     waves: Path | None = None,
+    window: tuple[int, int] | None = None,
+    bench: str = "compiled",
     progress=None,
 ) -> dict:
     """Run ``samples`` vectors (random LLM-like, or the float rows of ``inputs``) through each
     chosen layer in batches of at most M, back to back on one engine build; returns the
-    report: per run its cycles against the cycle model and its verdict, and the totals."""
+    report: per run its cycles against the cycle model and its verdict, and the totals.
+    ``bench``: "compiled" (the C++ harness) or "cocotb" (the verification bench); ``waves``
+    covers the cycles ``window`` = (first, last) on the compiled harness."""
+    if bench not in ("compiled", "cocotb"):
+        raise ValueError(f"bench must be 'compiled' or 'cocotb', not {bench!r}")
+    if bench == "cocotb" and window is not None and window != (0, 1 << 62):
+        raise ValueError("a waveform window (--from/--to) needs the compiled bench; cocotb dumps the whole run")
     from ptqtp.hdl.engine import TritEngine  # Amaranth, Verilator, cocotb: heavy, optional
     from ptqtp.hdl.synth import to_verilog
     from ptqtp.sim.runner import ENGINE_TOP, engine_config, image_runs, run_engine
@@ -90,15 +98,13 @@ def simulate_layers(
             )
         runs, x_qs, expected = image_runs(image, batches)
         verilog = to_verilog(TritEngine(params), name=ENGINE_TOP)
-        res = run_engine(
-            verilog,
-            image.blob_bytes(),
-            runs,
-            x_qs,
-            expected,
-            engine_config(params, stall=stall, mem_busy=mem_busy, seed=seed + 1),
-            waves=waves,
-        )
+        cfg = engine_config(params, stall=stall, mem_busy=mem_busy, seed=seed + 1)
+        if bench == "compiled":
+            from ptqtp.sim.compiled import run_engine_compiled
+
+            res = run_engine_compiled(verilog, image.blob_bytes(), runs, x_qs, expected, cfg, waves, window)
+        else:
+            res = run_engine(verilog, image.blob_bytes(), runs, x_qs, expected, cfg, waves=waves)
     rows = []
     for run, got in zip(runs, res.runs):
         model = params.run(run["n"], run["chunks"] * params.lanes, run["m"])
@@ -115,6 +121,7 @@ def simulate_layers(
         )
     return {
         "engine": vars(params),
+        "bench": bench,
         "bit_exact": res.passed,
         "mismatches": res.mismatches,
         "first_mismatch": res.first_mismatch,

@@ -239,6 +239,19 @@ def backend_kwargs(args) -> dict:
     return kw
 
 
+def join_ranks():
+    """(rank, world, barrier, leave) of this process of a torchrun launch, on gloo (no GPU
+    needed): ``hil --distributed`` and ``dse --distributed`` share work out round robin."""
+    import os
+
+    import torch.distributed as dist
+
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+        raise ValueError("--distributed expects to be launched by torchrun (RANK and WORLD_SIZE are not set)")
+    dist.init_process_group("gloo")
+    return dist.get_rank(), dist.get_world_size(), dist.barrier, dist.destroy_process_group
+
+
 def bench_arg(p: argparse.ArgumentParser) -> None:
     """``--bench``: how the rtl backend simulates the engine."""
     p.add_argument(

@@ -13,9 +13,11 @@ from ptqtp.workflows.report import markdown_table, random_activations
 # torch-dependent modules (artifacts, budget, export) are imported inside the commands
 # that need them: `hdl` and `sim` start without torch.
 from ._common import (
+    bench_arg,
     engine_args,
     engine_params,
     int_config,
+    join_ranks,
     json_arg,
     layer_args,
     pick_layer,
@@ -76,8 +78,9 @@ def register(sub) -> None:
     sm = sub.add_parser(
         "sim",
         description="Build the engine in Verilator (cached by a hash of its Verilog), put the "
-        "chosen layers' model image in its simulated DRAM (cocotbext-axi), run a batch "
-        "through each and compare every output with the golden model.",
+        "chosen layers' model image in its simulated DRAM, run a batch through each and compare "
+        "every output with the golden model: on the compiled C++ harness (default) or the cocotb "
+        "bench with cocotbext-axi (--bench cocotb; the same outputs and cycles).",
     )
     sm.add_argument("source", type=Path, help="packed artifact (.safetensors) or model image folder (ptqtp export)")
     sm.add_argument("--layers", type=regex, default=".*", help="regex of the layers to run (default: all)")
@@ -89,13 +92,18 @@ def register(sub) -> None:
     sm.add_argument(
         "--waves",
         type=Path,
-        help="write the waveform here: NAME.fst (FST; needs the lz4 headers), "
-        "NAME.vcd.gz (gzip-compressed VCD) or NAME.vcd",
+        help="write the waveform here: NAME.vcd.gz (gzip-compressed VCD) or NAME.vcd; with --bench "
+        "cocotb also NAME.fst (needs the lz4 headers)",
     )
+    sm.add_argument(
+        "--from", dest="wave_from", type=int, default=0, metavar="C", help="first cycle of --waves (default 0)"
+    )
+    sm.add_argument("--to", dest="wave_to", type=int, metavar="C", help="last cycle of --waves (default: the end)")
     sm.add_argument(
         "--clock-mhz", type=positive_rate, default=100.0, help="clock for the throughput figure (default 100)"
     )
     engine_args(sm)
+    bench_arg(sm)
     json_arg(sm, "the verdict and cycle counts")
     pl = sub.add_parser(
         "plan",
@@ -124,6 +132,13 @@ def register(sub) -> None:
     ds.add_argument("--data-width", type=positive, nargs="+", default=[128, 512], help="DW values (default 128 512)")
     ds.add_argument("--board", action="append", help="board key (repeatable; default: every board)")
     ds.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default 1)")
+    ds.add_argument(
+        "--distributed",
+        action="store_true",
+        help="run as one rank of torch.distributed (torchrun --nproc_per_node N [--nnodes ...] -m ptqtp.tools.cli "
+        "dse ... --distributed): points are shared out round robin, each synthesised once (cached by hash on "
+        "its machine, so a rerun redoes only what a dead rank left), rank 0 writes the results",
+    )
     ds.add_argument("-o", "--output", type=Path, default=Path("out/dse"), help="output folder (default out/dse)")
     json_arg(ds, "the sweep and the best point per board (also OUTPUT/dse.json)")
     ds.set_defaults(func=cmd_dse)
@@ -255,9 +270,13 @@ def cmd_dse(args) -> int:
     ]
     for p in points:
         p.params().check_layer(max(l.n for l in layers), max(l.d_pad for l in layers), 2, False)
-    args.output.mkdir(parents=True, exist_ok=True)
+    rank, world = 0, 1
+    if args.distributed:
+        rank, world, _, leave = join_ranks()
     synth = {}
     for i, p in enumerate(points, 1):
+        if (i - 1) % world != rank:
+            continue
         t0 = time.perf_counter()
         rep = synth[p] = dse.synthesise(p, seed=args.seed)
         fmax = f"{rep['fmax_mhz']:.1f} MHz" if rep.get("fmax_mhz") else rep.get("fmax_error", "no Fmax")
@@ -266,6 +285,16 @@ def cmd_dse(args) -> int:
             f"BRAM {rep['ecp5']['BRAM']} DSP {rep['ecp5']['DSP']}, {fmax} "
             f"({'cached' if rep.get('cached') else f'{time.perf_counter() - t0:.0f} s'})"
         )
+    if args.distributed:
+        import torch.distributed as dist
+
+        shares: list = [None] * world
+        dist.all_gather_object(shares, synth)
+        leave()
+        if rank != 0:
+            return 0
+        synth = {p: share[p] for p in points for share in shares if p in share}
+    args.output.mkdir(parents=True, exist_ok=True)
     rows = dse.explore(layers, synth, boards)
     best = dse.best_per_board(rows)
     front = set(dse.pareto_front(synth))
@@ -427,6 +456,8 @@ def cmd_sim(args) -> int:
         mem_busy=args.mem_busy,
         seed=args.seed,
         waves=args.waves,
+        window=(args.wave_from, args.wave_to if args.wave_to is not None else 1 << 62),
+        bench=args.bench,
         progress=lambda m: print(m, file=sys.stderr, flush=True),
     )
     print(
@@ -440,7 +471,10 @@ def cmd_sim(args) -> int:
     )
     verdict = "MATCH" if rep["bit_exact"] else f"MISMATCH ({rep['mismatches']}; first {rep['first_mismatch']})"
     total = rep["cycles"]
-    print(f"{verdict}: {len(rep['runs'])} runs on one engine build, every output against the golden model")
+    print(
+        f"{verdict}: {len(rep['runs'])} runs on one engine build ({rep['bench']} bench), every output against "
+        "the golden model"
+    )
     print(
         f"{total:,} cycles = {total / args.clock_mhz / 1e3:.3f} ms at {args.clock_mhz:g} MHz; simulation "
         f"{rep['wall_s']:.1f} s = {rep['cycles_per_s']:,.0f} cycles/s"

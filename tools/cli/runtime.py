@@ -22,6 +22,7 @@ from ._common import (
     engine_args,
     host_port,
     int_config,
+    join_ranks,
     json_arg,
     layer_args,
     non_negative,
@@ -164,7 +165,9 @@ def cmd_hil(args) -> int:
 
         torch.set_num_threads(1)  # as every rank does: the float parts reduce in one fixed order
     if args.distributed:
-        rank, world, barrier, done = _join_ranks(args)
+        if args.parts is None:
+            raise ValueError("--distributed needs --parts DIR, a folder every rank can read and write")
+        rank, world, barrier, done = join_ranks()
     try:
         with make_backend(args.backend, **kw) as backend:
             rep = hil_evaluate(
@@ -221,20 +224,6 @@ def cmd_hil(args) -> int:
         print(f"greedy: {rep['generation']!r}")
     write_json(args.json, rep)
     return 0
-
-
-def _join_ranks(args):
-    """(rank, world, barrier, leave) of this torchrun process (gloo: windows need no GPU)."""
-    import os
-
-    import torch.distributed as dist
-
-    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
-        raise ValueError("--distributed expects to be launched by torchrun (RANK and WORLD_SIZE are not set)")
-    if args.parts is None:
-        raise ValueError("--distributed needs --parts DIR, a folder every rank can read and write")
-    dist.init_process_group("gloo")
-    return dist.get_rank(), dist.get_world_size(), dist.barrier, dist.destroy_process_group
 
 
 def cmd_serve(args) -> int:
