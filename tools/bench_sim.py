@@ -119,7 +119,7 @@ def one_token(artifact: Path, params: EngineParams) -> dict:
 
 def _hil(artifact: Path, tokens: int, context: int, ranks: int, parts: Path) -> dict:
     out = parts.with_suffix(".json")
-    base = ["hil", str(artifact), "--layers", ".*", "--backend", "rtl", "--tokens", str(tokens)]
+    base = ["hil", str(artifact.resolve()), "--layers", ".*", "--backend", "rtl", "--tokens", str(tokens)]
     base += ["--context", str(context), "--parts", str(parts), "--json", str(out)]
     exe = Path(sys.executable).parent
     if ranks > 1:

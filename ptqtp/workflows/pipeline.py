@@ -58,7 +58,7 @@ def run_pipeline(
     hil_tokens: int = 256,
     samples: int = 8,
     fmax: bool = False,
-    engine_tokens: int = 1,
+    engine_tokens: int = 4,
 ) -> dict:
     """Run every stage; returns the report dict (also written to ``out/report.json`` and ``.md``)."""
     from concurrent.futures import ThreadPoolExecutor
@@ -160,7 +160,7 @@ def run_pipeline(
         cycles = cycles_per_token(engine, names)
     _step(
         log,
-        "every linear on ONE engine simulation (weights from the model image in simulated DRAM)",
+        "every linear on ONE engine simulation (compiled harness; weights from the model image in simulated DRAM)",
         t0,
         layers=len(names),
         tokens=engine_ids.shape[1],
