@@ -226,7 +226,7 @@ def summarize(records: dict[int, dict], layers: list[str], tokens: int, context:
 
     out = {
         "layers": layers,
-        "tokens": tokens,
+        "tokens": count + len(recs),  # evaluated (at most the ``tokens`` asked for)
         "context": context,
         "windows": len(recs),
         "ppl_torch": ppl("nll_torch"),

@@ -192,6 +192,7 @@ def cmd_hil(args) -> int:
     if rep is None:  # not rank 0: its windows are in --parts
         return 0
     rep["seconds"] = time.perf_counter() - t0
+    rep["tokens_per_s"] = rep["tokens"] / rep["seconds"]
     d = rep["logits_vs_torch"]
     print(
         f"{len(rep['layers'])} layers on {args.backend}: {', '.join(rep['layers'][:4])}"
@@ -219,7 +220,10 @@ def cmd_hil(args) -> int:
     if "cycles_per_token" in rep:
         c = rep["cycles_per_token"]
         print("simulated engine cycles per token: " + ", ".join(f"{k} {v:,.0f}" for k, v in c.items()))
-    print(f"wall time {rep['seconds']:.0f} s ({rep['windows']} windows, {world} process{'es' * (world > 1)})")
+    print(
+        f"wall time {rep['seconds']:.0f} s = {rep['tokens_per_s']:.2f} tokens/s ({rep['windows']} windows, "
+        f"{world} process{'es' * (world > 1)})"
+    )
     if "generation" in rep:
         print(f"greedy: {rep['generation']!r}")
     write_json(args.json, rep)
