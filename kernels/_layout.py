@@ -11,13 +11,13 @@ from ptqtp.formats.packing import check_packing, packed_width
 def check_packed(
     codes: torch.Tensor, scales: torch.Tensor, group_size: int, offsets=None, packing: str = "2bit"
 ) -> tuple[int, int]:
-    """(n, d_pad) of codes uint8 [planes, n, packed_width(d_pad, packing)] (1 or 2 planes),
+    """(n, d_pad) of codes uint8 [planes, n, packed_width(d_pad, packing)] (1 to 4 planes),
     scales [planes, n, ng] (d_pad = ng G) and optional offsets [n, ng]; ``ValueError`` naming
     the mismatch otherwise."""
     check_packing(packing)
-    if codes.dtype != torch.uint8 or codes.dim() != 3 or codes.shape[0] not in (1, 2):
+    if codes.dtype != torch.uint8 or codes.dim() != 3 or codes.shape[0] not in (1, 2, 3, 4):
         raise ValueError(
-            f"codes must be uint8 [planes, n, bytes] with 1 or 2 planes, not {codes.dtype} {tuple(codes.shape)}"
+            f"codes must be uint8 [planes, n, bytes] with 1 to 4 planes, not {codes.dtype} {tuple(codes.shape)}"
         )
     planes, n = codes.shape[0], codes.shape[1]
     if scales.dim() != 3 or tuple(scales.shape[:2]) != (planes, n):

@@ -186,7 +186,7 @@ class GoldenLayer:
 
     Parameters
     ----------
-    trits: int8 [planes, n, d_pad] in {-1, 0, 1}, planes 1 or 2.
+    trits: int8 [planes, n, d_pad] in {-1, 0, 1}, planes 1 to 4.
     scales: float [planes, n, ng], the artifact's (float16) scales.
     in_features: d, the unpadded input width.
     group_size: G.
@@ -216,8 +216,8 @@ class GoldenLayer:
         self.config = config or IntConfig()
         self.trits = np.asarray(trits, dtype=np.int8)
         scales = np.asarray(scales, dtype=np.float64)
-        if self.trits.ndim != 3 or self.trits.shape[0] not in (1, 2):
-            raise ValueError(f"trits must be [planes, n, d_pad] with 1 or 2 planes, not shape {self.trits.shape}")
+        if self.trits.ndim != 3 or self.trits.shape[0] not in (1, 2, 3, 4):
+            raise ValueError(f"trits must be [planes, n, d_pad] with 1 to 4 planes, not shape {self.trits.shape}")
         planes, n, d_pad = self.trits.shape
         if d_pad % group_size or scales.shape != (planes, n, d_pad // group_size):
             raise ValueError(f"scales shape {scales.shape} does not match trits {self.trits.shape} with G={group_size}")

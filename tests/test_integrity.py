@@ -140,7 +140,8 @@ def test_an_edited_header_is_refused(art, edit):
         (Q, "in_features", 1e400, "in_features must be a positive integer"),
         (Q, "out_features", -3, "out_features must be a positive integer"),
         (Q, "group_size", 0, "group_size must be a positive integer"),
-        (Q, "planes", True, "planes must be 1 or 2"),
+        (Q, "planes", True, "planes must be 1, 2, 3 or 4"),
+        (Q, "planes", 5, "planes must be 1, 2, 3 or 4"),
         (Q, "offset", "yes", "offset must be true or false"),
     ],
 )

@@ -9,7 +9,8 @@ For each quantized linear ``NAME``::
     NAME.tp_perm     int32   [d]                     stored column j = input column perm[j] (optional)
     NAME.bias        (unchanged, if the layer has one)
 
-planes is 2 (PTQTP) or 1 (PT^2-LLM); the layer record's ``planes`` says which (absent: 2),
+planes is 2 (PTQTP), 1 (PT^2-LLM, or PTQTP with K = 1), 3 or 4 (PTQTP with K planes); the
+layer record's ``planes`` says which (absent: 2),
 its ``packing`` how the codes are packed (absent: "2bit").
 
 plus every other tensor unchanged. Header ``__metadata__``: ``ptqtp.format`` = "1",
@@ -492,8 +493,8 @@ def _validated_layer(path, name: str, rec: dict, raw: Mapping, tensor) -> Packed
         _fail(path, f"layer {name!r}: invalid group_size {G} (a positive multiple of 4)")
     ng = -(-d // G)
     planes = rec.get("planes", 2)
-    if planes not in (1, 2) or isinstance(planes, bool):
-        _fail(path, f"layer {name!r}: planes must be 1 or 2, not {planes!r}")
+    if planes not in (1, 2, 3, 4) or isinstance(planes, bool):
+        _fail(path, f"layer {name!r}: planes must be 1, 2, 3 or 4, not {planes!r}")
     packing = rec.get("packing", "2bit")
     if packing not in PACKINGS:
         _fail(path, f"layer {name!r}: packing must be one of {PACKINGS}, not {packing!r}")

@@ -135,8 +135,8 @@ def decode_layer(payload: bytes) -> tuple[int, GoldenLayer]:
             raise ValueError(f"the layer description must be a JSON object, not {type(meta).__name__}")
         n, d_pad, G = (_size(meta, k) for k in ("n", "d_pad", "G"))
         planes, offset = meta.get("planes", 2), meta.get("offset", False)
-        if planes not in (1, 2) or not isinstance(offset, bool):
-            raise ValueError(f"planes must be 1 or 2 and offset a bool, not {planes!r}, {offset!r}")
+        if planes not in (1, 2, 3, 4) or isinstance(planes, bool) or not isinstance(offset, bool):
+            raise ValueError(f"planes must be 1 to 4 and offset a bool, not {planes!r}, {offset!r}")
         ng = d_pad // G
         body = payload[8 + mlen :]
         ncodes = planes * n * d_pad // 4

@@ -51,6 +51,9 @@ class PTQTPConfig(MethodConfig):
     chunk_groups:
         Groups processed at once; bounds temporaries to about
         ``chunk_groups * group_size * 13`` bytes.
+    planes:
+        K, trit planes per group: 2 (the paper's; this module), or 1, 3, 4
+        (``ptqtp.methods.kplanes``: the same alternation over K scales and 3^K levels).
     """
 
     METHOD: ClassVar[str] = "ptqtp"
@@ -63,6 +66,7 @@ class PTQTPConfig(MethodConfig):
     lambda_max: float = 1.0
     search_dtype: str = "float32"
     chunk_groups: int = 4096
+    planes: int = 2
 
     def __post_init__(self) -> None:
         if self.version != 1:
@@ -76,6 +80,13 @@ class PTQTPConfig(MethodConfig):
         if self.search_dtype not in ("float32", "float64"):
             raise ValueError(f"search_dtype must be 'float32' or 'float64', not {self.search_dtype!r}")
         check_positive_int("chunk_groups", self.chunk_groups)
+        if not isinstance(self.planes, int) or isinstance(self.planes, bool) or self.planes not in (1, 2, 3, 4):
+            raise ValueError(f"planes must be 1, 2, 3 or 4, not {self.planes!r}")
+
+    @property
+    def method(self) -> str:
+        """``ptqtp`` (two planes) or ``ptqtp-kK`` (K planes), a name in ``ptqtp.methods.METHODS``."""
+        return self.METHOD if self.planes == 2 else f"{self.METHOD}-k{self.planes}"
 
 
 # ---------------------------------------------------------------- pure steps
@@ -248,7 +259,8 @@ class _Segment:
 def quantize_ptqtp(
     weight: torch.Tensor, config: PTQTPConfig | None = None, name: str = "weight", progress=None
 ) -> TritPlaneResult:
-    """Quantize one weight matrix (n x d, any float dtype, any device) into two trit planes.
+    """Quantize one weight matrix (n x d, any float dtype, any device) into two trit planes
+    (``config.planes`` of them when it is not 2).
 
     Parameters
     ----------
@@ -263,6 +275,10 @@ def quantize_ptqtp(
     """
     config = config or PTQTPConfig()
     check_weight(weight, name, finite=False)  # finiteness is checked in the first pass
+    if config.planes != 2:
+        from .kplanes import quantize_k_planes
+
+        return quantize_k_planes(weight, config, name, progress)
     t0 = time.perf_counter()
     search_dtype = torch.float64 if config.search_dtype == "float64" else torch.float32
     n, d = weight.shape

@@ -125,6 +125,16 @@ def _gptq(weight, config, name, progress, hessian):
 
 
 register_method(Method("ptqtp", PTQTPConfig, _ptqtp))
+for _k in (1, 3, 4):  # PTQTP with K planes (ptqtp.methods.kplanes)
+    register_method(
+        Method(
+            f"ptqtp-k{_k}",
+            PTQTPConfig,
+            _ptqtp,
+            planes=_k,
+            default_config=lambda group_size=128, k=_k: PTQTPConfig(group_size=group_size, planes=k),
+        )
+    )
 # ptqtp-gptq's calibration set (16 x 512 tokens) was chosen with issue 10; pt2 takes the
 # authors' 128 random segments, 128 tokens long to fit a 2-core machine's budget.
 register_method(
