@@ -65,15 +65,21 @@ def compare_methods(
     context: int = 1024,
     max_tokens: int = 8192,
     progress: bool = True,
+    rotate: int | None = None,
 ) -> list[dict]:
     """One row per method: perplexity, bits/weight, quantization time, mean layer error.
     ``config`` sets the group size of every method (its own parameters where it is that
-    method's config)."""
+    method's config). ``rotate``: the seed of a residual rotation fused into every model
+    first (``ptqtp.models.rotate``; the FP row then shows that it keeps the function)."""
     config = config or PTQTPConfig()
     rows = []
     for method in methods:
         m = copy.deepcopy(model)
-        row = {"method": method}
+        if rotate is not None:
+            from .rotate import rotate_residual
+
+            rotate_residual(m, seed=rotate)
+        row = {"method": method, "rotate": rotate}
         if method == "fp":
             row.update(bits=32.0, bound=32.0, seconds=0.0, layer_error=0.0, weights=0)
         else:

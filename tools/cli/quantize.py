@@ -139,6 +139,13 @@ def register(sub) -> None:
     )
     ev.add_argument("--tokens", type=positive, default=8192, help="evaluation tokens (default 8192)")
     ev.add_argument("--context", type=positive, default=1024, help="window length in tokens (default 1024)")
+    ev.add_argument(
+        "--rotate",
+        type=int,
+        metavar="SEED",
+        help="fuse a random orthogonal residual-stream rotation (seed SEED) into the model before every method "
+        "(QuaRot-style, offline; norms folded; the float model is unchanged)",
+    )
     json_arg(ev, "the rows")
     config_args(ev)
     ev.set_defaults(func=cmd_eval)
@@ -307,10 +314,13 @@ def cmd_eval(args) -> int:
         if unknown:
             raise ValueError(f"unknown methods {sorted(unknown)}")
         model, tok = default_model()
-        rows = compare_methods(model, tok, text, methods, config_from_args(args), args.context, args.tokens)
+        rows = compare_methods(
+            model, tok, text, methods, config_from_args(args), args.context, args.tokens, rotate=args.rotate
+        )
         print(
             f"SmolLM2-135M-Instruct (FP = the dequantized Q4_1 GGUF, float32), text {label}, "
             f"{args.tokens} tokens, context {args.context}"
+            + (f", residual stream rotated (seed {args.rotate})" if args.rotate is not None else "")
         )
         print(
             markdown_table(
