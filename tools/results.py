@@ -182,6 +182,27 @@ def headline(entry: dict) -> str:
         )
     if isinstance(rec, dict) and "cycles_per_s" in rec:
         return f"{rec['cycles_per_s']:,.0f} simulated cycles/s; bit-exact: {rec['bit_exact']}"
+    if isinstance(rec, dict) and "engines" in rec:  # tools/bench_sim.py
+        parts = [
+            f"{e['engine'].split(' M')[0]}: {e['compiled_cycles_per_s'] / 1e6:.2f} M cycles/s compiled"
+            + (f" vs {e['cocotb_cycles_per_s'] / 1e3:.1f} k cocotb ({e['speedup']}x)" if e.get("speedup") else "")
+            + f", same cycles: {e['same_results_and_cycles']}"
+            for e in rec["engines"]
+        ]
+        if "one_token" in rec:
+            t = rec["one_token"]
+            parts.append(f"one token {t['token_wall_s']} s, bit-exact: {t['logits_bit_exact']}")
+        if "hil" in rec:
+            h = rec["hil"]
+            parts.append(f"HIL {h['tokens']} tokens {h['wall_s']} s, bit-exact: {h['bit_exact_vs_golden']}")
+        if "ranks" in rec:
+            parts.append(f"2 ranks {rec['ranks']['speedup']}x")
+        return "; ".join(parts)
+    if isinstance(rec, list) and rec and isinstance(rec[0], dict) and "perplexity" in rec[0]:  # ptqtp eval
+        return "; ".join(
+            f"{r['method']} {r['perplexity']:.4g}" + (f" ({r['bits']:.3g} b/w)" if r.get("bits", 32) < 32 else "")
+            for r in rec
+        )
     last = entry["tail"][-1] if entry.get("tail") else ""
     return f"{last.strip('= ')} (wall {entry['wall_s']} s)"
 
