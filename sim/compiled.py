@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ptqtp.hdl.contract import CTRL, PARAMS, STATUS, Reg
+from ptqtp.hdl.contract import CTRL, ERRORS, PARAMS, STATUS, Reg
 from ptqtp.hdl.synth import step
 
 from .runner import ENGINE_TOP, EngineResult, _save_waves, _stderr, cache_dir, verilator_env
@@ -35,9 +35,10 @@ from .runner import ENGINE_TOP, EngineResult, _save_waves, _stderr, cache_dir, v
 __all__ = ["HARNESS_SOURCE", "BuildOptions", "build_harness", "CompiledEngine", "run_engine_compiled", "py_random"]
 
 HARNESS_SOURCE = Path(__file__).with_name("harness") / "engine_harness.cpp"
-#: Cycles a register access or a run may take before the harness calls the engine stuck.
+#: Cycles a register access may take, and a run may go without a new result, before the
+#: harness calls the engine stuck (no layer's results are that far apart, throttled or not).
 ACCESS_LIMIT = 100_000
-RUN_LIMIT = 1 << 40
+IDLE_LIMIT = 10_000_000
 
 
 @dataclass(frozen=True)
@@ -316,9 +317,10 @@ class CompiledEngine:
         flags[-1] |= 2  # tuser ends the batch
         self._dll.ptqtp_push(self._h, _ptr(words, _u32), _ptr(flags, _u8), beats)
 
-    def run_until(self, count: int, limit: int = RUN_LIMIT) -> int:
-        """Run until ``count`` result beats are waiting (or ``limit`` cycles); the count."""
-        return int(self._dll.ptqtp_run_until(self._h, int(count), int(limit)))
+    def run_until(self, count: int, idle: int = IDLE_LIMIT) -> int:
+        """Run until ``count`` result beats are waiting, or ``idle`` cycles pass without a new
+        one; the count."""
+        return int(self._dll.ptqtp_run_until(self._h, int(count), int(idle)))
 
     def take(self, count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """The first ``count`` waiting result beats: signed values, tids, tlasts, cycles."""
@@ -335,8 +337,12 @@ class CompiledEngine:
         """m vectors of n accumulators (reassembled by tid, like the bench) and the cycle the
         frame holding the last of them arrived."""
         need = n * m
-        if self.run_until(need) < need:
-            raise TimeoutError(f"the engine sent {self.pending} of {need} results")
+        if self.run_until(need, IDLE_LIMIT) < need:
+            errors, status = self.read(Reg.ERRORS), self.read(Reg.STATUS)
+            raise TimeoutError(
+                f"the engine sent {self.pending} of {need} results and then nothing for {IDLE_LIMIT:,} cycles "
+                f"(cycle {self.cycle:,}; ERRORS {ERRORS.unpack(errors)}, STATUS {STATUS.unpack(status)})"
+            )
         values, tids, lasts, cycles = self.take(need)
         if not lasts[-1]:  # the bench sees a frame (tlast on row n - 1) only when it ends
             raise RuntimeError("the run's last result beat carries no tlast")

@@ -136,3 +136,19 @@ def test_waves_for_a_window_of_cycles(tmp_path):
     text, cfg = verilog(params), engine_config(params)
     with pytest.raises(ValueError, match="no cycle of the run"):
         run_engine_compiled(text, img.blob_bytes(), runs, inputs, expected, cfg, waves, window=(10**9, 10**9))
+
+
+def test_a_run_the_engine_cannot_finish_is_reported_not_waited_for(tmp_path, monkeypatch):
+    """A descriptor whose activations never come: the harness gives up after IDLE_LIMIT quiet
+    cycles and names what the engine's registers say."""
+    import ptqtp.sim.compiled as compiled
+    from ptqtp.sim.runner import engine_config, image_runs
+
+    monkeypatch.setattr(compiled, "IDLE_LIMIT", 5000)
+    params = EngineParams(lanes=8, rows=2, offset=True, data_width=64, vectors=2, **SMALL)
+    img, batches = engine_case(tmp_path, params, [(4, 128, 2, False, False)], seed=5)
+    runs, _, _ = image_runs(img, batches)
+    with compiled.CompiledEngine(verilog(params), engine_config(params), img.blob_bytes()) as engine:
+        engine.queue(runs[0])  # no activations pushed
+        with pytest.raises(TimeoutError, match="sent 0 of 4 results and then nothing for 5,000 cycles"):
+            engine.receive(runs[0]["n"], runs[0]["m"])

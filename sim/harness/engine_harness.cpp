@@ -482,9 +482,17 @@ void ptqtp_push(Harness* h, const uint32_t* words, const uint8_t* flags, uint64_
     h->x_flags.insert(h->x_flags.end(), flags, flags + beats);
 }
 
-// Run until `count` result beats have arrived in all, at most `limit` cycles; returns the count.
-uint64_t ptqtp_run_until(Harness* h, uint64_t count, uint64_t limit) {
-    for (uint64_t i = 0; h->y_value.size() < count && i < limit; ++i) step(*h);
+// Run until `count` result beats have arrived in all; stop early after `idle` cycles without
+// a new result (a stuck engine). Returns the count.
+uint64_t ptqtp_run_until(Harness* h, uint64_t count, uint64_t idle) {
+    std::size_t seen = h->y_value.size();
+    for (uint64_t quiet = 0; h->y_value.size() < count && quiet < idle; ++quiet) {
+        step(*h);
+        if (h->y_value.size() != seen) {
+            seen = h->y_value.size();
+            quiet = 0;
+        }
+    }
     return h->y_value.size();
 }
 
