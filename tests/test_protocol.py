@@ -185,18 +185,26 @@ def test_make_backend_rejects_unknown():
         make_backend("fpga")
 
 
+RTL_CYCLES: dict = {}
+
+
 @pytest.mark.rtl
-def test_rtl_backend_persistent_and_through_server():
+@pytest.mark.parametrize("bench", ["compiled", "cocotb"])
+def test_rtl_backend_persistent_and_through_server(bench):
+    """Both benches answer the same requests bit-exact and count the same engine cycles."""
     from ptqtp.hdl.engine_model import EngineParams
     from ptqtp.runtime.engine import EngineBackend
 
     g, spec = layer(n=5, d=60, G=32)
     params = EngineParams(lanes=8, rows=2, group_size=32, max_d=64, vectors=4, data_width=64, burst=8)
-    with EngineBackend(params) as rtl:
+    with EngineBackend(params, bench=bench) as rtl:
         rtl.load(0, spec)
         for seed in (1, 2):  # the same simulator answers several calls
-            x = inputs(g, m=3, seed=seed)
+            x = inputs(g, m=3 + 3 * seed, seed=seed)  # 6 and 9 vectors: batches of M = 4
             np.testing.assert_array_equal(rtl.run(0, x), g.acc(x))
+        RTL_CYCLES[bench] = rtl.cycles[0]
+        if len(RTL_CYCLES) == 2:  # both ran in this process
+            assert RTL_CYCLES["compiled"] == RTL_CYCLES["cocotb"]
         srv = serve(rtl)
         try:
             with RemoteBackend(*srv.server_address, timeout=60) as remote:
