@@ -477,7 +477,7 @@ def cmd_sim(args) -> int:
     )
     print(
         f"{total:,} cycles = {total / args.clock_mhz / 1e3:.3f} ms at {args.clock_mhz:g} MHz; simulation "
-        f"{rep['wall_s']:.1f} s = {rep['cycles_per_s']:,.0f} cycles/s"
+        f"{rep['wall_s']:.2f} s = {rep['cycles_per_s']:,.0f} cycles/s"
     )
     if args.waves:
         print(f"waveform: {args.waves}")
