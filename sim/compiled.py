@@ -53,7 +53,7 @@ class BuildOptions:
     precompiled headers. The build is therefore per CPU: its cache key names the CPU.
 
     ``netlist_opt``: Yosys flattens and optimises the Verilog first (``NETLIST_OPT``), which
-    made the P16R4 engine simulate 1.8x faster (Amaranth's Verilog keeps every component as
+    made the P16R4 engine simulate 1.7x faster (Amaranth's Verilog keeps every component as
     a module with its own always-blocks; Verilator evaluates the flat, constant-folded
     netlist with far less work). The cocotb bench keeps the Verilog as generated, so the
     equivalence tests also check that the optimisation changed nothing, cycle for cycle.
@@ -64,13 +64,11 @@ class BuildOptions:
     opt: str = "-O3"
     cflags: str = "-fno-semantic-interposition -march=native"
     netlist_opt: bool = True
-    split: bool = False
-    extra: tuple = ()
+    extra: tuple[str, ...] = ()  # more Verilator arguments, for experiments
 
     def verilator_args(self) -> list[str]:
         args = ["-O3", "--x-assign", "fast", "--x-initial", "fast", "-Wno-fatal"]
-        if not self.split:
-            args += ["--output-split", "0", "--output-split-cfuncs", "0"]  # see runner._verilate
+        args += ["--output-split", "0", "--output-split-cfuncs", "0"]  # see runner._verilate
         args += list(self.extra)
         if self.threads > 1:
             args += ["--threads", str(self.threads)]
