@@ -18,6 +18,7 @@ import torch
 
 from ._config import MethodConfig
 from .gptq import PTQTPGPTQConfig, gptq_trit_planes
+from .gptq_uniform import GPTQConfig, gptq_uniform
 from .pt2 import PT2Config, PT2ITFConfig, pt2_calibrated, pt2_itf
 from .ptqtp import PTQTPConfig, quantize_ptqtp
 from .rtn import RTNConfig, quantize_rtn
@@ -112,6 +113,10 @@ def _rtn(weight, config, name, progress, hessian):
     return quantize_rtn(weight, config.bits, config.group_size, name=name)
 
 
+def _gptq_uniform(weight, config, name, progress, hessian):
+    return gptq_uniform(weight, hessian, config, name=name)
+
+
 def _pt2_itf(weight, config, name, progress, hessian):
     return pt2_itf(weight, config, name=name)
 
@@ -147,6 +152,19 @@ register_method(
 )
 register_method(Method("pt2-itf", PT2ITFConfig, _pt2_itf, planes=1, offsets=True))
 register_method(Method("ternary", TernaryConfig, _ternary, zero_planes=1))  # plane 2 is zero at scale 0
+for _bits in (3, 4):  # the calibrated uniform baselines, with ptqtp-gptq's calibration set
+    register_method(
+        Method(
+            f"gptq{_bits}",
+            GPTQConfig,
+            _gptq_uniform,
+            calibrated=True,
+            packable=False,
+            planes=0,
+            calibration={"segments": 16, "length": 512},
+            default_config=lambda group_size=128, bits=_bits: GPTQConfig(group_size, bits),
+        )
+    )
 for _bits in (2, 3, 4):
     register_method(
         Method(

@@ -135,7 +135,8 @@ def calibrate_model(model, input_ids: torch.Tensor, config: MethodConfig | None 
     ``PTQTPGPTQConfig()``), block by block, each linear's Hessian accumulated from calibration
     activations on the quantized path. Every block is replayed with the arguments the model
     really passes it (captured once, :func:`_capture_block_inputs`). Returns a
-    :class:`ptqtp.models.hf.QuantReport`; the model's linears become ``TritPlaneLinear``.
+    :class:`ptqtp.models.hf.QuantReport`; the model's linears become ``TritPlaneLinear`` (a
+    uniform-grid baseline such as ``gptq4`` leaves them as linears with the dequantized weights).
     ``input_ids``: [segments, length] tokens."""
     config = config or PTQTPGPTQConfig()
     method = method_of(config)
@@ -174,6 +175,8 @@ def calibrate_model(model, input_ids: torch.Tensor, config: MethodConfig | None 
         outs = [block(h, *rest, **kw) for h, (rest, kw) in zip(states, inputs[b])]
         states = [o[0] if isinstance(o, tuple) else o for o in outs]
     for name, r in report.layers.items():
+        if not method.packable:  # a uniform-grid baseline: the linears keep the dequantized weights
+            break
         lin = model.get_submodule(name)
         set_module(
             model, name, trit_module(pack_layer(r, name), r.in_features, r.group_size, lin.bias, lin.weight.device)
