@@ -24,6 +24,7 @@ __all__ = [
     "REGISTERS",
     "BenchEnv",
     "register_table",
+    "descriptor_writes",
 ]
 
 ENGINE_ID = 0x50545145  # "PTQE"
@@ -168,6 +169,20 @@ class BenchEnv:
     CFG = "PTQTP_CFG"  # JSON: the engine's view (engine_config) and the runs or layers
     REPORT = "PTQTP_REPORT"  # JSON written by the bench: verdict, cycles, counters
     PORT = "PTQTP_PORT"  # loopback port of the host in persistent (serve_host) mode
+
+
+def descriptor_writes(run: dict) -> list[tuple[Reg, int]]:
+    """The register writes, in order, that queue one run {n, chunks, m, addr, beats} and
+    start it: what every host driver and bench sends."""
+    return [
+        (Reg.N, run["n"]),
+        (Reg.CHUNKS, run["chunks"]),
+        (Reg.M, run["m"]),
+        (Reg.ADDR_LO, run["addr"] & 0xFFFFFFFF),
+        (Reg.ADDR_HI, run["addr"] >> 32),
+        (Reg.BEATS, run["beats"]),
+        (Reg.CTRL, CTRL.pack(start=1)),
+    ]
 
 
 def register_table() -> str:

@@ -27,10 +27,19 @@ from pathlib import Path
 
 import numpy as np
 
-from ptqtp.hdl.contract import CTRL, ERRORS, PARAMS, STATUS, Reg
+from ptqtp.hdl.contract import ERRORS, PARAMS, STATUS, Reg, descriptor_writes
 from ptqtp.hdl.synth import step
 
-from .runner import ENGINE_TOP, EngineResult, _save_waves, _stderr, cache_dir, verilator_env
+from .runner import (
+    COUNTERS,
+    ENGINE_TOP,
+    EngineResult,
+    _save_waves,
+    _stderr,
+    cache_dir,
+    check_run,
+    verilator_env,
+)
 
 __all__ = ["HARNESS_SOURCE", "BuildOptions", "build_harness", "CompiledEngine", "run_engine_compiled", "py_random"]
 
@@ -289,16 +298,8 @@ class CompiledEngine:
 
     def queue(self, run: dict) -> None:
         """Write one descriptor and start it (as the bench's ``Bench.queue``)."""
-        for reg, value in (
-            (Reg.N, run["n"]),
-            (Reg.CHUNKS, run["chunks"]),
-            (Reg.M, run["m"]),
-            (Reg.ADDR_LO, run["addr"] & 0xFFFFFFFF),
-            (Reg.ADDR_HI, run["addr"] >> 32),
-            (Reg.BEATS, run["beats"]),
-        ):
+        for reg, value in descriptor_writes(run):
             self.write(reg, value)
-        self.write(Reg.CTRL, CTRL.pack(start=1))
 
     def push(self, x_q: np.ndarray) -> None:
         """Queue a batch of vectors (m, d_pad): one frame a vector, tuser on the batch's last beat."""
@@ -387,25 +388,9 @@ class CompiledEngine:
         report: dict = {"runs": [], "mismatches": 0, "first_mismatch": None}
         for i, run in enumerate(runs):
             got, now = self.receive(run["n"], run["m"])
-            expect = np.asarray(expected[i], np.int64)
-            bad = np.argwhere(got != expect)
-            report["mismatches"] += len(bad)
-            if len(bad) and report["first_mismatch"] is None:
-                v, r = (int(k) for k in bad[0])
-                report["first_mismatch"] = {
-                    "run": i,
-                    "layer": run.get("name", ""),
-                    "vector": v,
-                    "row": r,
-                    "got": int(got[v, r]),
-                    "expected": int(expect[v, r]),
-                }
-            report["runs"].append(
-                {"name": run.get("name", ""), "cycles": now - last, "done_at": now - t0, "mismatches": len(bad)}
-            )
+            check_run(report, i, run, got, np.asarray(expected[i], np.int64), now - last, now - t0)
             last = now
-        names = ("CYCLES", "ISSUED", "WAIT_W", "WAIT_X", "WAIT_Y", "ERRORS", "STATUS")
-        counters = {name: self.read(getattr(Reg, name)) for name in names}
+        counters = {name: self.read(getattr(Reg, name)) for name in COUNTERS}
         return EngineResult(
             passed=report["mismatches"] == 0 and counters["ERRORS"] == 0,
             mismatches=report["mismatches"],

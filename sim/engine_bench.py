@@ -32,7 +32,8 @@ from cocotbext.axi import (
 )
 
 from ptqtp.formats.wire import recv_exact
-from ptqtp.hdl.contract import CTRL, ERRORS, STATUS, BenchEnv, Reg
+from ptqtp.hdl.contract import CTRL, ERRORS, STATUS, BenchEnv, Reg, descriptor_writes
+from ptqtp.sim.runner import COUNTERS, check_run
 
 SEP = {"bus_separator": "__"}  # Amaranth names a port member <port>__<member>
 
@@ -90,16 +91,8 @@ class Bench:
         return await self.host.read_dword(4 * addr)
 
     async def queue(self, run):
-        for addr, value in (
-            (Reg.N, run["n"]),
-            (Reg.CHUNKS, run["chunks"]),
-            (Reg.M, run["m"]),
-            (Reg.ADDR_LO, run["addr"] & 0xFFFFFFFF),
-            (Reg.ADDR_HI, run["addr"] >> 32),
-            (Reg.BEATS, run["beats"]),
-        ):
+        for addr, value in descriptor_writes(run):
             await self.host.write_dword(4 * addr, value)
-        await self.host.write_dword(4 * Reg.CTRL, CTRL.pack(start=1))
 
     async def send_batch(self, x_q):
         mask = (1 << self.act_bits) - 1
@@ -159,27 +152,9 @@ async def run_job(dut):
         expect = job[f"acc{i}"]
         report["outputs"] += got.size
         report["expected_outputs"] += expect.size
-        bad = np.argwhere(got != expect)
-        if len(bad):
-            report["mismatches"] += len(bad)
-            if report["first_mismatch"] is None:
-                v, r = (int(k) for k in bad[0])
-                report["first_mismatch"] = {
-                    "run": i,
-                    "layer": run.get("name", ""),
-                    "vector": v,
-                    "row": r,
-                    "got": int(got[v, r]),
-                    "expected": int(expect[v, r]),
-                }
-        report["runs"].append(
-            {"name": run.get("name", ""), "cycles": now - last, "done_at": now - t0, "mismatches": len(bad)}
-        )
+        check_run(report, i, run, got, expect, now - last, now - t0)
         last = now
-    counters = {
-        name: await bench.reg(getattr(Reg, name))
-        for name in ("CYCLES", "ISSUED", "WAIT_W", "WAIT_X", "WAIT_Y", "ERRORS", "STATUS")
-    }
+    counters = {name: await bench.reg(getattr(Reg, name)) for name in COUNTERS}
     report.update(counters=counters, sim_cycles=_cycle() - t0, sim_wall_s=time.perf_counter() - wall0)
     with open(os.environ[BenchEnv.REPORT], "w") as f:
         json.dump(report, f)

@@ -40,6 +40,8 @@ __all__ = [
     "engine_config",
     "image_runs",
     "ENGINE_TOP",
+    "COUNTERS",
+    "check_run",
 ]
 
 ENGINE_TOP = "trit_engine"
@@ -208,6 +210,28 @@ def serve_in_thread(build_dir: Path, test_dir: Path, env: dict[str, str], timeou
         listener.close()
     conn.settimeout(timeout)
     return conn, thread
+
+
+#: The engine registers a bench reads back after a job, in report order.
+COUNTERS = ("CYCLES", "ISSUED", "WAIT_W", "WAIT_X", "WAIT_Y", "ERRORS", "STATUS")
+
+
+def check_run(report: dict, i: int, run: dict, got: np.ndarray, expect: np.ndarray, cycles: int, done_at: int):
+    """Compare run ``i``'s accumulators with the golden model's and add it to ``report``
+    (``runs``, ``mismatches``, ``first_mismatch``): the one bookkeeping of both benches."""
+    bad = np.argwhere(got != expect)
+    report["mismatches"] += len(bad)
+    if len(bad) and report["first_mismatch"] is None:
+        v, r = (int(k) for k in bad[0])
+        report["first_mismatch"] = {
+            "run": i,
+            "layer": run.get("name", ""),
+            "vector": v,
+            "row": r,
+            "got": int(got[v, r]),
+            "expected": int(expect[v, r]),
+        }
+    report["runs"].append({"name": run.get("name", ""), "cycles": cycles, "done_at": done_at, "mismatches": len(bad)})
 
 
 @dataclass

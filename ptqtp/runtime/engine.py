@@ -80,19 +80,22 @@ class EngineBackend(Backend):
         if self.bench == "compiled":
             engine, runs = self._sim
             acc, cycles = engine.run_layer(runs[layer_id], x, self.params.vectors)
-            self.cycles[layer_id] = self.cycles.get(layer_id, 0) + cycles
-            self.vectors[layer_id] = self.vectors.get(layer_id, 0) + len(x)
-            return acc
-        conn, _, index = self._sim
+        else:
+            acc, cycles = self._request(self._sim, layer_id, layer, x)
+        self.cycles[layer_id] = self.cycles.get(layer_id, 0) + cycles
+        self.vectors[layer_id] = self.vectors.get(layer_id, 0) + len(x)
+        return acc
+
+    def _request(self, sim, layer_id: int, layer: GoldenLayer, x: np.ndarray) -> tuple[np.ndarray, int]:
+        """One request to the cocotb bench's serve_host over its socket: (accumulators, cycles)."""
+        conn, _, index = sim
         conn.sendall(struct.pack("<II", index[layer_id], len(x)) + x.tobytes())
         try:
             (cycles,) = struct.unpack("<Q", recv_exact(conn, 8))
             body = recv_exact(conn, len(x) * layer.n * 8)
         except ConnectionError:
             raise ConnectionError(f"the engine simulator exited mid-request; see {self._folder / 'sim.log'}") from None
-        self.cycles[layer_id] = self.cycles.get(layer_id, 0) + cycles
-        self.vectors[layer_id] = self.vectors.get(layer_id, 0) + len(x)
-        return np.frombuffer(body, "<i8").reshape(len(x), layer.n).astype(np.int64)
+        return np.frombuffer(body, "<i8").reshape(len(x), layer.n).astype(np.int64), cycles
 
     @property
     def _folder(self) -> Path:
