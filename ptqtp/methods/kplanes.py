@@ -1,4 +1,5 @@
-"""PTQTP with K = 1, 3 or 4 trit planes (K = 2 is ``ptqtp.quantize_ptqtp``'s own path).
+"""PTQTP with K = 1, 3 or 4 trit planes: the steps and the group segment that
+``ptqtp.quantize_ptqtp``'s driver runs when ``config.planes`` is not 2 (K = 2 has its own).
 
 Each group row w (G input columns) becomes w ~ sum_k a_k t_k, t_k in {-1, 0, 1}^G. The same
 alternation as two planes: a ridge least-squares solve of the K scales with adaptive lambda
@@ -18,13 +19,10 @@ the residual r left by planes 1..k-1 at their mean-absolute scales.
 from __future__ import annotations
 
 import math
-import time
 
 import torch
 
-from ._common import TritPlaneResult, raise_nonfinite
-
-__all__ = ["combinations", "solve_scales_k", "level_tables_k", "search_stats_k", "search_codes_k", "quantize_k_planes"]
+__all__ = ["combinations", "solve_scales_k", "level_tables_k", "search_stats_k", "search_codes_k"]
 
 MAX_PLANES = 4
 
@@ -101,7 +99,8 @@ def _error(gram, b, a, wsq):
 
 
 class _SegmentK:
-    """Groups of one width (the full groups, or the tail group per row), as ``ptqtp._Segment``."""
+    """Groups of one width (the full groups, or the tail group per row), as ``ptqtp._Segment``,
+    with K planes."""
 
     def __init__(self, blocks: torch.Tensor, config, search_dtype: torch.dtype, planes: int):
         n, self.per_row, self.width = blocks.shape
@@ -159,52 +158,3 @@ class _SegmentK:
             mids, combo = level_tables_k(self.a[part], self.combos, self.search_dtype)
             out[:, part] = search_codes_k(self.flat[part], mids, combo, self.combos)
         return out
-
-
-def quantize_k_planes(weight: torch.Tensor, config, name: str = "weight", progress=None) -> TritPlaneResult:
-    """PTQTP with ``config.planes`` planes (1..4) on one (n, d) weight; see the module doc."""
-    planes = config.planes
-    t0 = time.perf_counter()
-    search_dtype = torch.float64 if config.search_dtype == "float64" else torch.float32
-    n, d = weight.shape
-    G = config.group_size
-    ng, full = -(-d // G), d // G
-    segments = []
-    with torch.inference_mode():
-        if full:
-            segments.append((0, _SegmentK(weight[:, : full * G].reshape(n, full, G), config, search_dtype, planes)))
-        if d % G:
-            segments.append((full * G, _SegmentK(weight[:, full * G :].unsqueeze(1), config, search_dtype, planes)))
-        if not all(seg.finite for _, seg in segments):
-            raise_nonfinite(weight, name)
-        history, iterations = [], 0
-        for it in range(1, config.max_iters + 1):
-            delta = max(seg.step(config) for _, seg in segments)
-            iterations = it
-            history.append(float(sum(seg.err.sum() for _, seg in segments)))
-            if progress is not None:
-                progress(it, delta, int(sum(seg.active.sum() for _, seg in segments)))
-            if delta < config.eps:
-                break
-        codes = torch.zeros(planes, n, ng * G, dtype=torch.int8, device=weight.device)
-        scales = torch.empty(planes, n, ng, dtype=torch.float64, device=weight.device)
-        for col0, seg in segments:
-            cols = slice(col0, col0 + seg.per_row * seg.width)
-            groups = slice(col0 // G, col0 // G + seg.per_row)
-            codes[:, :, cols] = seg.codes().reshape(planes, n, -1)
-            scales[:, :, groups] = seg.a.view(n, seg.per_row, planes).permute(2, 0, 1)
-        lam = torch.cat([seg.lam for _, seg in segments])
-        wsq = float(sum(seg.wsq.sum() for _, seg in segments))
-        rel = math.sqrt(history[-1] / wsq) if wsq > 0 else 0.0
-    return TritPlaneResult(
-        codes=codes,
-        scales=scales,
-        in_features=d,
-        group_size=G,
-        method=config.method,
-        iterations=iterations,
-        rel_error=rel,
-        lambda_stats={"min": float(lam.min()), "max": float(lam.max()), "mean": float(lam.mean())},
-        error_history=history,
-        seconds=time.perf_counter() - t0,
-    )

@@ -246,14 +246,13 @@ class _Segment:
         self.err[ids] = squared_error(stats, a, self.wsq[ids])
         return delta
 
-    def codes(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Final trit planes (t1, t2) int8 [groups, width] from a last search with the final scales."""
-        t1 = torch.empty(self.flat.shape, dtype=torch.int8, device=self.flat.device)
-        t2 = torch.empty_like(t1)
+    def codes(self) -> torch.Tensor:
+        """Final trit planes int8 [2, groups, width] from a last search with the final scales."""
+        out = torch.empty(2, *self.flat.shape, dtype=torch.int8, device=self.flat.device)
         for g0 in range(0, self.flat.shape[0], self.chunk):
             part = slice(g0, g0 + self.chunk)
-            t1[part], t2[part] = search_codes(self.flat[part], *level_tables(self.a[part], self.search_dtype))
-        return t1, t2
+            out[0, part], out[1, part] = search_codes(self.flat[part], *level_tables(self.a[part], self.search_dtype))
+        return out
 
 
 def quantize_ptqtp(
@@ -275,10 +274,15 @@ def quantize_ptqtp(
     """
     config = config or PTQTPConfig()
     check_weight(weight, name, finite=False)  # finiteness is checked in the first pass
-    if config.planes != 2:
-        from .kplanes import quantize_k_planes
+    planes = config.planes
 
-        return quantize_k_planes(weight, config, name, progress)
+    def segment(blocks, config, search_dtype):
+        if planes == 2:
+            return _Segment(blocks, config, search_dtype)
+        from .kplanes import _SegmentK
+
+        return _SegmentK(blocks, config, search_dtype, planes)
+
     t0 = time.perf_counter()
     search_dtype = torch.float64 if config.search_dtype == "float64" else torch.float32
     n, d = weight.shape
@@ -288,9 +292,9 @@ def quantize_ptqtp(
     segments = []
     with torch.inference_mode():
         if full:
-            segments.append((0, _Segment(weight[:, : full * G].reshape(n, full, G), config, search_dtype)))
+            segments.append((0, segment(weight[:, : full * G].reshape(n, full, G), config, search_dtype)))
         if d % G:
-            segments.append((full * G, _Segment(weight[:, full * G :].unsqueeze(1), config, search_dtype)))
+            segments.append((full * G, segment(weight[:, full * G :].unsqueeze(1), config, search_dtype)))
         if not all(seg.finite for _, seg in segments):
             raise_nonfinite(weight, name)
         history = []
@@ -303,14 +307,13 @@ def quantize_ptqtp(
                 progress(it, delta, int(sum(seg.active.sum() for _, seg in segments)))
             if delta < config.eps:
                 break
-        codes = torch.zeros(2, n, ng * G, dtype=torch.int8, device=weight.device)
-        scales = torch.empty(2, n, ng, dtype=torch.float64, device=weight.device)
+        codes = torch.zeros(planes, n, ng * G, dtype=torch.int8, device=weight.device)
+        scales = torch.empty(planes, n, ng, dtype=torch.float64, device=weight.device)
         for col0, seg in segments:
             cols = slice(col0, col0 + seg.per_row * seg.width)
             groups = slice(col0 // G, col0 // G + seg.per_row)
-            for k, t in enumerate(seg.codes()):
-                codes[k, :, cols] = t.view(n, -1)
-            scales[:, :, groups] = seg.a.view(n, seg.per_row, 2).permute(2, 0, 1)
+            codes[:, :, cols] = seg.codes().reshape(planes, n, -1)
+            scales[:, :, groups] = seg.a.view(n, seg.per_row, planes).permute(2, 0, 1)
         lam = torch.cat([seg.lam for _, seg in segments])
         wsq = float(sum(seg.wsq.sum() for _, seg in segments))
         rel = math.sqrt(history[-1] / wsq) if wsq > 0 else 0.0
@@ -319,7 +322,7 @@ def quantize_ptqtp(
         scales=scales,
         in_features=d,
         group_size=G,
-        method="ptqtp",
+        method=config.method,
         iterations=iterations,
         rel_error=rel,
         lambda_stats={"min": float(lam.min()), "max": float(lam.max()), "mean": float(lam.mean())},
