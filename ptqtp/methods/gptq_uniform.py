@@ -20,7 +20,7 @@ import torch
 from ._common import check_weight, relative_error
 from ._config import MethodConfig
 from .linalg import upper_inverse_cholesky
-from .rtn import RTNResult
+from .rtn import RTNResult, minmax_grid
 
 __all__ = ["GPTQConfig", "GPTQResult", "gptq_uniform"]
 
@@ -54,14 +54,6 @@ class GPTQResult(RTNResult):
         return f"gptq{self.bits}"
 
 
-def _grid(block: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(scale, zero) [n] of each row's asymmetric min/max grid, as ``quantize_rtn``."""
-    lo, hi = block.amin(1), block.amax(1)
-    scale = (hi - lo) / (2**bits - 1)
-    scale = torch.where(scale > 0, scale, torch.where(lo != 0, lo.abs(), torch.ones_like(lo)))
-    return scale, torch.round(-lo / scale)
-
-
 def gptq_uniform(
     weight: torch.Tensor, H: torch.Tensor, config: GPTQConfig | None = None, name: str = "weight"
 ) -> GPTQResult:
@@ -83,7 +75,7 @@ def gptq_uniform(
     for g in range(ng):
         c0, c1 = g * G, min(d, (g + 1) * G)
         blk = W[:, c0:c1].clone()
-        s, z = _grid(blk, config.bits)
+        s, z = minmax_grid(blk.amin(1), blk.amax(1), config.bits)  # as rtn's grid
         scale[:, g], zero[:, g] = s, z
         q[:, g, c1 - c0 :] = z.unsqueeze(1).to(torch.uint8)  # padding holds the level of 0.0, as rtn's
         err = torch.empty_like(blk)

@@ -14,7 +14,7 @@ from ._common import check_weight, relative_error
 from ._config import MethodConfig
 from .ternary import grouped, valid_columns
 
-__all__ = ["RTNConfig", "RTNResult", "quantize_rtn", "RTN_BITS"]
+__all__ = ["RTNConfig", "RTNResult", "quantize_rtn", "minmax_grid", "RTN_BITS"]
 
 RTN_BITS = (2, 3, 4, 8)
 
@@ -64,6 +64,14 @@ class RTNResult:
         return w.reshape(self.q.shape[0], -1)[:, : self.in_features].to(dtype)
 
 
+def minmax_grid(lo: torch.Tensor, hi: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scale, zero point) of the asymmetric ``bits``-bit grid spanning [lo, hi]."""
+    scale = (hi - lo) / (2**bits - 1)
+    # A constant group c gets scale |c| (or 1), so it dequantizes to c exactly.
+    scale = torch.where(scale > 0, scale, torch.where(lo != 0, lo.abs(), torch.ones_like(lo)))
+    return scale, torch.round(-lo / scale)
+
+
 def quantize_rtn(weight: torch.Tensor, bits: int, group_size: int = 128, name: str = "weight") -> RTNResult:
     """Asymmetric round-to-nearest with ``bits`` bits per weight per group (min/max grid)."""
     RTNConfig(group_size, bits)  # validates
@@ -75,10 +83,7 @@ def quantize_rtn(weight: torch.Tensor, bits: int, group_size: int = 128, name: s
         lo = torch.where(valid, w, math.inf).amin(-1)
         hi = torch.where(valid, w, -math.inf).amax(-1)
         qmax = 2**bits - 1
-        scale = (hi - lo) / qmax
-        # A constant group c gets scale |c| (or 1), so it dequantizes to c exactly.
-        scale = torch.where(scale > 0, scale, torch.where(lo != 0, lo.abs(), torch.ones_like(lo)))
-        zero = torch.round(-lo / scale)
+        scale, zero = minmax_grid(lo, hi, bits)
         q = (torch.round(w / scale.unsqueeze(-1)) + zero.unsqueeze(-1)).clamp(0, qmax).to(torch.uint8)
         result = RTNResult(q=q, scale=scale, zero=zero, in_features=weight.shape[1], group_size=group_size, bits=bits)
         result.rel_error = relative_error(weight, result.dequantize(torch.float64))
