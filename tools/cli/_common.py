@@ -239,16 +239,16 @@ def backend_kwargs(args) -> dict:
     return kw
 
 
-def join_ranks():
-    """(rank, world, barrier, leave) of this process of a torchrun launch, on gloo (no GPU
-    needed): ``hil --distributed`` and ``dse --distributed`` share work out round robin."""
+def join_ranks(backend: str = "gloo"):
+    """(rank, world, barrier, leave) of this process of a torchrun launch: every
+    ``--distributed`` command (quantize, hil, dse) joins this way; gloo needs no GPU."""
     import os
 
     import torch.distributed as dist
 
     if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
         raise ValueError("--distributed expects to be launched by torchrun (RANK and WORLD_SIZE are not set)")
-    dist.init_process_group("gloo")
+    dist.init_process_group(backend)
     return dist.get_rank(), dist.get_world_size(), dist.barrier, dist.destroy_process_group
 
 

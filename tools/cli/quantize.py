@@ -22,7 +22,7 @@ from ptqtp.models.evaluate import compare_methods, perplexity
 from ptqtp.models.hf import load_quantized, quantize_model, save_quantized
 from ptqtp.workflows.report import markdown_table
 
-from ._common import config_args, config_from_args, json_arg, method_config, positive, write_json
+from ._common import config_args, config_from_args, join_ranks, json_arg, method_config, positive, write_json
 
 _PACKABLE = tuple(m.name for m in REGISTRY.values() if m.packable)
 _CALIBRATED = tuple(m.name for m in REGISTRY.values() if m.calibrated)
@@ -240,16 +240,10 @@ def cmd_quantize(args) -> int:
 
 def _distributed(args, target, config, to_folder):
     """This process's rank of a torchrun launch: quantize its share, rank 0 assembles."""
-    import os
-
     import torch
-    import torch.distributed as dist
 
-    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
-        raise ValueError("--distributed expects to be launched by torchrun (RANK and WORLD_SIZE are not set)")
-    dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    rank, world, barrier, leave = join_ranks("nccl" if torch.cuda.is_available() else "gloo")
     try:
-        rank, world = dist.get_rank(), dist.get_world_size()
         path = stream_quantize(
             args.input,
             target,
@@ -259,13 +253,13 @@ def _distributed(args, target, config, to_folder):
             guards=to_folder,
             rank=rank,
             world=world,
-            barrier=dist.barrier,
+            barrier=barrier,
             progress=rank == 0,
             packing=args.packing,
         )
         return path, rank
     finally:
-        dist.destroy_process_group()
+        leave()
 
 
 def _model_folder(args, tokenizer) -> None:
