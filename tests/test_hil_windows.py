@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-import transformers as tf
+from test_own_model import write_model_folder
 
 import ptqtp.runtime.hil as hil
 from ptqtp.runtime.backends import GoldenBackend
@@ -20,26 +20,10 @@ TORCHRUN = Path(sys.executable).parent / "torchrun"
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
-    """A small random Llama quantized with G = 128, its folder (tokenizer, artifact) and a text."""
-    from ptqtp.models.data import default_tokenizer
+    """test_own_model's small random Llama folder (tokenizer, eval.txt), quantized with G = 128."""
     from ptqtp.tools.cli import main
 
-    root = tmp_path_factory.mktemp("hilw")
-    torch.manual_seed(0)
-    config = tf.LlamaConfig(
-        vocab_size=49152,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-    )
-    tf.LlamaForCausalLM(config).eval().save_pretrained(root / "model")
-    default_tokenizer().save_pretrained(root / "model")
-    from pydoc_data.topics import topics
-
-    (root / "eval.txt").write_text(" ".join(topics[k] for k in sorted(topics)[40:60]))
+    root = write_model_folder(tmp_path_factory.mktemp("hilw"))
     assert main(["quantize", str(root / "model"), "-o", str(root / "q.safetensors")]) == 0
     return root
 

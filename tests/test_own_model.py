@@ -10,11 +10,11 @@ import transformers as tf
 from ptqtp.tools.cli import main
 
 
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory):
+def write_model_folder(root):
+    """A small random Llama with the shipped tokenizer in ``root/model``, a calibration JSONL
+    and an evaluation text beside it (other tests reuse it)."""
     from ptqtp.models.data import default_tokenizer
 
-    root = tmp_path_factory.mktemp("own")
     torch.manual_seed(0)
     config = tf.LlamaConfig(
         vocab_size=49152,
@@ -35,6 +35,11 @@ def folder(tmp_path_factory):
     )
     (root / "eval.txt").write_text(" ".join(topics[k] for k in sorted(topics)[40:60]))
     return root
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return write_model_folder(tmp_path_factory.mktemp("own"))
 
 
 def test_calibrated_quantization_of_a_model_folder_with_a_calib_file(folder, capsys):
