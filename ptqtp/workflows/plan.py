@@ -16,7 +16,17 @@ from importlib import resources
 
 from ptqtp.hdl.engine_model import EngineParams
 
-__all__ = ["Board", "load_boards", "LayerShape", "plan", "HOST_SIDE"]
+__all__ = [
+    "Board",
+    "load_boards",
+    "LayerShape",
+    "plan",
+    "HOST_SIDE",
+    "DecoderUnit",
+    "token_parts",
+    "whole_token_plan",
+    "ZTACHIP",
+]
 
 HOST_SIDE = (
     "attention (scores, softmax, KV cache), RMSNorm/LayerNorm, rotary embeddings, the embedding table and an "
@@ -127,4 +137,99 @@ def plan(layers: list[LayerShape], params: EngineParams, board: Board) -> dict:
         "bandwidth_used": min(1.0, total["bytes"] * decode_tps / (board.bandwidth_gbs * 1e9)),
         "compute_bound_tokens_per_s": hz / total["issue"],
         "host_side": HOST_SIDE,
+    }
+
+
+# -- whole tokens (issue 27): the decoder's bytes and cycles besides the linears -------------
+
+#: the reference point the README compares with: ztachip runs every op of SmolLM2-135M on an
+#: Arty A7 (Q4 weights, FP16 KV cache) at 8 tok/s with 1.2 GB/s (its README, 2025)
+ZTACHIP = {"tokens_per_s": 8.0, "bandwidth_gbs": 1.2, "source": "github.com/ztachip/ztachip (SmolLM2-135M on Arty A7)"}
+
+#: bytes of one KV-cache entry's scale: a 16-bit mantissa and an 8-bit exponent, padded to 4
+KV_SCALE_BYTES = 4
+
+
+@dataclass(frozen=True)
+class DecoderUnit:
+    """The planned decoder units beside the engine: ``lanes`` element operations a cycle in the
+    vector/attention unit (norms, RoPE, softmax, q.k and p.v products, SiLU); ``lm_macs``
+    int8 multiply-accumulates a cycle on the lm_head path."""
+
+    lanes: int = 16
+    lm_macs: int = 64
+
+
+def token_parts(arch, fmt, context: int, unit: DecoderUnit, bytes_per_cycle: float) -> dict[str, dict]:
+    """Bytes and cycles per decoded token of everything but the block linears, at ``context``
+    tokens in the KV cache. ``arch``: a :class:`ptqtp.golden_decoder.DecoderArch`; ``fmt``: its
+    :class:`DecoderFormat`. Each part takes max(memory, compute) cycles; parts run one after
+    another (no overlap is assumed)."""
+    L, hd = arch.layers, arch.head_dim
+    kv_entry = hd * fmt.kv_bits // 8 + KV_SCALE_BYTES
+    lm_bytes = arch.vocab * (arch.hidden * fmt.lm_bits // 8 + 2)
+    parts = {
+        "lm_head": (lm_bytes, arch.vocab * arch.hidden / unit.lm_macs),
+        "embedding row": (arch.hidden * fmt.lm_bits // 8 + 2, arch.hidden / unit.lanes),
+        "KV cache": (
+            L * arch.kv_heads * 2 * (context + 1) * kv_entry,
+            # q.k and p.v products, the softmax's exp and sums
+            L * arch.heads * context * (2 * hd + 3) / unit.lanes,
+        ),
+        "norms, RoPE, SiLU, quantizers": (
+            (2 * L + 1) * arch.hidden * 2,  # 16-bit norm weights
+            (
+                L
+                * (
+                    4 * arch.hidden  # two norms: sum of squares, scale
+                    + 2 * (arch.heads + arch.kv_heads) * hd  # RoPE
+                    + 3 * arch.intermediate  # SiLU x up
+                    + 2 * (arch.hidden + arch.heads * hd + arch.intermediate)  # quantizers: max, scale
+                    + 2 * arch.hidden  # residual adds
+                )
+                + 3 * arch.hidden
+            )
+            / unit.lanes,
+        ),
+    }
+    return {
+        k: {
+            "bytes": int(b),
+            "cycles": max(b / bytes_per_cycle, c),
+            "bound": "memory" if b / bytes_per_cycle >= c else "compute",
+        }
+        for k, (b, c) in parts.items()
+    }
+
+
+def whole_token_plan(
+    layers: list[LayerShape],
+    params: EngineParams,
+    board: Board,
+    arch,
+    fmt,
+    context: int,
+    unit: DecoderUnit | None = None,
+) -> dict:
+    """The linears' :func:`plan` plus every other byte and cycle of a decoded token
+    (:func:`token_parts`): decode tokens/s and tokens/s per GB/s of the board's bandwidth."""
+    unit = unit or DecoderUnit()
+    base = plan(layers, params, board)
+    bpc = min(board.bytes_per_cycle, params.data_width / 8)
+    parts = token_parts(arch, fmt, context, unit, bpc)
+    parts = {
+        "linears": {"bytes": base["bytes_per_token"], "cycles": base["decode_cycles_per_token"], "bound": "engine"}
+    } | parts
+    cycles = sum(p["cycles"] for p in parts.values())
+    total = sum(p["bytes"] for p in parts.values())
+    tps = board.fmax_mhz * 1e6 / cycles
+    return base | {
+        "context": context,
+        "parts": parts,
+        "token_bytes": total,
+        "token_cycles": cycles,
+        "token_tokens_per_s": tps,
+        "tokens_per_s_per_gbs": tps / board.bandwidth_gbs,
+        "decoder_unit": {"lanes": unit.lanes, "lm_macs": unit.lm_macs},
+        "formats": {"kv_bits": fmt.kv_bits, "lm_bits": fmt.lm_bits, "act_bits": fmt.act_bits},
     }

@@ -28,6 +28,7 @@ COMMANDS = {
     "sim": ("hardware", "run layers on the engine in Verilator (cocotb + cocotbext-axi) against the golden model"),
     "compare": ("runtime", "one layer through every backend: bit-exact agreement and float errors"),
     "hil": ("runtime", "perplexity with chosen layers on a backend (hardware in the loop)"),
+    "generate": ("decoder", "greedy text with every op of a token on the golden integer decoder; planned tok/s"),
     "report": ("report", "a Markdown report with figures: layer errors, the A x S error budget, the DSE sweep"),
     "serve": ("runtime", "answer the ptqtp TCP protocol (docs/PROTOCOL.md) from a local backend"),
 }

@@ -115,6 +115,16 @@ def register(sub) -> None:
     pl.add_argument("--board", action="append", help="board key (repeatable; default: every board)")
     pl.add_argument("--bandwidth", type=positive_rate, help="memory bandwidth in GB/s instead of a board (with --fmax)")
     pl.add_argument("--fmax", type=positive_rate, help="engine clock in MHz (with --bandwidth)")
+    pl.add_argument(
+        "--context",
+        type=positive,
+        nargs="+",
+        default=[128, 512, 1024],
+        help="KV-cache lengths for the whole-token figures (default 128 512 1024)",
+    )
+    pl.add_argument(
+        "--decoder-lanes", type=positive, default=16, help="element operations a cycle of the decoder's vector unit (default 16)"
+    )
     json_arg(pl, "the plans")
     engine_args(pl, both_packings=True)
     pl.set_defaults(func=cmd_plan)
@@ -197,7 +207,7 @@ def cmd_plan(args) -> int:
         p["fit_checked"] = False
     print(
         f"{args.artifact.name}: {len(layers)} linears on the engine P={params.lanes} R={params.rows} "
-        f"M={params.vectors} DW={params.data_width}; on the host: {HOST_SIDE}"
+        f"M={params.vectors} DW={params.data_width}; the linears alone (on the host today: {HOST_SIDE}):"
     )
     print(
         markdown_table(
@@ -250,8 +260,75 @@ def cmd_plan(args) -> int:
         "Clocks are assumptions or given, not synthesised here, and the fit of this configuration on each board's "
         "FPGA is not checked: `ptqtp hdl` synthesises one configuration, `ptqtp dse` sweeps and checks fit."
     )
+    _whole_token_plans(args, layers, params, chosen, packings, plans)
     write_json(args.json, plans)
     return 0
+
+
+def _whole_token_plans(args, layers, params, chosen, packings, plans) -> bool:
+    """Print every byte and cycle of a decoded token (the integer decoder's formats) per board
+    and context, and add them to ``plans`` as ``whole_token``; False (and a note) for a model
+    the decoder does not support."""
+    import json
+    from dataclasses import replace
+
+    from ptqtp.formats.artifact import artifact_metadata
+    from ptqtp.golden_decoder import DecoderArch, DecoderFormat
+    from ptqtp.workflows.plan import ZTACHIP, DecoderUnit, whole_token_plan
+
+    raw = artifact_metadata(args.artifact).get("ptqtp.hf_config")
+    try:
+        arch = DecoderArch.from_hf(json.loads(raw)) if raw else None
+    except ValueError as e:
+        print(f"whole token: not planned ({e})")
+        return False
+    if arch is None:
+        print("whole token: not planned (the artifact records no model config)")
+        return False
+    fmt, unit = DecoderFormat(act_bits=params.act_bits), DecoderUnit(lanes=args.decoder_lanes)
+    rows = []
+    for p, (b, pk) in zip(plans, [(b, pk) for b in chosen for pk in packings]):
+        p["whole_token"] = {
+            str(c): whole_token_plan(layers, replace(params, packing=pk), b, arch, fmt, c, unit) for c in args.context
+        }
+        w = p["whole_token"]
+        rows.append(
+            [b.key, pk]
+            + [round(w[str(c)]["token_tokens_per_s"], 2) for c in args.context]
+            + [round(w[str(c)]["tokens_per_s_per_gbs"], 2) for c in args.context[-1:]]
+            + [round(w[str(c)]["token_bytes"] / 1e6, 1) for c in args.context[-1:]]
+        )
+    last = args.context[-1]
+    print(
+        f"whole token on the engine and the decoder units (lm_head int{fmt.lm_bits} per row, KV cache "
+        f"int{fmt.kv_bits}, vector unit {unit.lanes} lanes, lm_head {unit.lm_macs} MACs/cycle):"
+    )
+    print(
+        markdown_table(
+            ["board", "packing"]
+            + [f"tok/s @ {c}" for c in args.context]
+            + [f"tok/s per GB/s @ {last}", f"MB/token @ {last}"],
+            rows,
+        )
+    )
+    ref = ZTACHIP["tokens_per_s"] / ZTACHIP["bandwidth_gbs"]
+    print(
+        f"reference: ztachip {ZTACHIP['tokens_per_s']:g} tok/s at {ZTACHIP['bandwidth_gbs']:g} GB/s = {ref:.1f} tok/s "
+        f"per GB/s, whole tokens ({ZTACHIP['source']})"
+    )
+    if len(plans) == len(packings):  # one board: where the bytes and cycles go
+        print(
+            markdown_table(
+                ["part", "packing", "context", "MB/token", "kcycles/token", "bound"],
+                [
+                    [k, p["engine"]["packing"], c, round(v["bytes"] / 1e6, 3), round(v["cycles"] / 1e3, 1), v["bound"]]
+                    for p in plans
+                    for c in args.context[-1:]
+                    for k, v in p["whole_token"][str(c)]["parts"].items()
+                ],
+            )
+        )
+    return True
 
 
 def cmd_dse(args) -> int:

@@ -146,6 +146,15 @@ def register(sub) -> None:
         help="fuse a random orthogonal residual-stream rotation (seed SEED) into the model before every method "
         "(QuaRot-style, offline; norms folded; the float model is unchanged)",
     )
+    ev.add_argument(
+        "--decoder",
+        choices=("golden-int",),
+        help="with --artifact: also run every op of each token on the golden integer decoder (docs/SPEC.md "
+        "section 7) over the same windows, and compare",
+    )
+    ev.add_argument(
+        "--decoder-act-bits", type=int, default=None, help="the decoder's activation bits A (default: its format's)"
+    )
     json_arg(ev, "the rows")
     config_args(ev)
     ev.set_defaults(func=cmd_eval)
@@ -301,7 +310,14 @@ def cmd_eval(args) -> int:
         model = load_quantized(args.artifact)
         tok = load_tokenizer(args.tokenizer, args.artifact, model.config.to_dict())
         rows = [{"method": str(args.artifact), "perplexity": perplexity(model, tok, text, args.context, args.tokens)}]
+        if args.decoder:
+            rows.append(_decoder_row(args, tok, text, rows[0]["perplexity"]))
         print(markdown_table(["artifact", f"{label} perplexity"], [[r["method"], r["perplexity"]] for r in rows]))
+        if args.decoder:
+            print(
+                f"{args.decoder} / float model with the same planes: {rows[1]['vs_float']:.4f} "
+                f"({args.tokens} tokens, context {args.context})"
+            )
     else:
         methods = [m.strip() for m in args.methods.split(",") if m.strip()]
         unknown = set(methods) - {"fp", *METHODS}
@@ -334,6 +350,26 @@ def cmd_eval(args) -> int:
         )
     write_json(args.json, rows)
     return 0
+
+
+def _decoder_row(args, tok, text: str, float_ppl: float) -> dict:
+    from dataclasses import replace
+
+    from ptqtp.formats.decoder_weights import decoder_weights
+    from ptqtp.golden_decoder import DecoderFormat, GoldenDecoder
+    from ptqtp.workflows.generate import decoder_perplexity, window_ids
+
+    if args.decoder_act_bits is not None and args.decoder_act_bits < 2:
+        raise ValueError(f"--decoder-act-bits must be at least 2, not {args.decoder_act_bits}")
+    fmt = DecoderFormat() if args.decoder_act_bits is None else replace(DecoderFormat(), act_bits=args.decoder_act_bits)
+    dec = GoldenDecoder(decoder_weights(args.artifact, fmt), fmt, capacity=args.context)
+    r = decoder_perplexity(dec, window_ids(tok, text, args.context, args.tokens), progress=True)
+    return {
+        "method": f"{args.artifact} on {args.decoder} (A={fmt.act_bits}, KV int{fmt.kv_bits}, lm_head int{fmt.lm_bits})",
+        "perplexity": r["perplexity"],
+        "vs_float": r["perplexity"] / float_ppl,
+        "format": fmt.__dict__,
+    }
 
 
 def cmd_inspect(args) -> int:
