@@ -144,10 +144,12 @@ def is_permutation(perm, d: int) -> bool:
 
 
 def _int_matmul(a: np.ndarray, b: np.ndarray, bound: int) -> np.ndarray:
-    """Exact integer a @ b; float64 BLAS when every partial sum is below 2^53 (|sum| <= bound)."""
-    if bound < _EXACT_F64:
-        return (a.astype(np.float64) @ b.astype(np.float64)).astype(np.int64)
-    return a.astype(np.int64) @ b.astype(np.int64)
+    """Exact integer a @ b (batched); float BLAS when every partial sum is exact there
+    (|sum| <= bound: float32 below 2^24, float64 below 2^53)."""
+    for dtype, limit in ((np.float32, 2**24), (np.float64, _EXACT_F64)):
+        if bound < limit:
+            return np.matmul(a.astype(dtype), b.astype(dtype)).astype(np.int64)
+    return np.matmul(a.astype(np.int64), b.astype(np.int64))
 
 
 def group_partial_sums(trits: np.ndarray, x_q: np.ndarray, group_size: int) -> np.ndarray:
@@ -156,10 +158,11 @@ def group_partial_sums(trits: np.ndarray, x_q: np.ndarray, group_size: int) -> n
     m = x_q.shape[0]
     ng = d_pad // group_size
     q = int(np.abs(x_q).max()) if x_q.size else 0
-    t = trits.reshape(planes, n, ng, group_size).transpose(2, 3, 1, 0).reshape(ng, group_size, n * planes)
-    xg = x_q.reshape(m, ng, group_size).transpose(1, 0, 2)  # [ng, m, G]
-    p = _int_matmul(xg, t, group_size * q)  # [ng, m, n * planes]
-    return p.reshape(ng, m, n, planes).transpose(1, 2, 0, 3)
+    # strided views (no copy of the planes): a batch of ng products [planes * n, G] @ [G, m]
+    t = trits.reshape(planes * n, ng, group_size).transpose(1, 0, 2)
+    xg = x_q.reshape(m, ng, group_size).transpose(1, 2, 0)
+    p = _int_matmul(t, xg, group_size * q)  # [ng, planes * n, m]
+    return p.reshape(ng, planes, n, m).transpose(3, 2, 0, 1)
 
 
 def group_sums(x_q: np.ndarray, group_size: int) -> np.ndarray:

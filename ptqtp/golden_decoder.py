@@ -84,8 +84,9 @@ def imatmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     inner = a.shape[-1]
     amax = int(np.abs(a).max(initial=0))
     bmax = int(np.abs(b).max(initial=0))
-    if amax * bmax * inner < 2**53:
-        return (a.astype(np.float64) @ b.astype(np.float64)).astype(np.int64)
+    for dtype, limit in ((np.float32, 2**24), (np.float64, 2**53)):
+        if amax * bmax * inner < limit:
+            return (a.astype(dtype) @ b.astype(dtype)).astype(np.int64)
     if amax.bit_length() + bmax.bit_length() + inner.bit_length() > 62:
         raise OverflowError("imatmul: sums may exceed int64")
     return a.astype(np.int64) @ b.astype(np.int64)
@@ -175,7 +176,12 @@ class DecoderFormat:
     score_frac: int = 10  # FT: fractional bits of scores in log2 units
     sigmoid_step_bits: int = 5  # sigmoid table step 2^-5, over [-16, 16), linear interpolation
     rope_frac: int = 14  # cos/sin in Q1.14
-    lm_bits: int = 8  # lm_head / embedding row bits
+    lm_bits: int = 8  # lm_head / embedding table bits
+    lm_group: int = 0  # their scale groups along a row (0: one per row)
+
+    def describe(self) -> str:
+        lm = f"groups of {self.lm_group}" if self.lm_group else "per row"
+        return f"A={self.act_bits}, KV cache int{self.kv_bits}, lm_head/embedding int{self.lm_bits} {lm}"
 
     def __post_init__(self) -> None:
         for name in ("act_bits", "kv_bits", "q_bits", "lm_bits"):
@@ -208,27 +214,53 @@ def sigmoid_table(step_bits: int) -> np.ndarray:
 
 @dataclass
 class IntRows:
-    """An int8 (``bits``) row table with fixed-point row scales: row r = q[r] a_q[r] 2^-F."""
+    """A row table of ``bits``-bit integers with fixed-point scales per row and group of
+    ``group`` columns (the last group may be shorter): entry (r, j) = q[r, j] a_q[r, j // group] 2^-F."""
 
     q: np.ndarray  # int8 [rows, cols]
-    a_q: np.ndarray  # int64 [rows]
+    a_q: np.ndarray  # int64 [rows, ng]
     F: int
+    bits: int = 8
+    group: int = 0  # 0: one group per row
 
     @classmethod
-    def quantize(cls, w: np.ndarray, bits: int = 8, scale_bits: int = 16) -> IntRows:
-        """Per-row symmetric round-to-nearest (scale max|row| / Q, float64), scales to S bits."""
+    def quantize(cls, w: np.ndarray, bits: int = 8, scale_bits: int = 16, group: int = 0) -> IntRows:
+        """Symmetric round-to-nearest per row and group (scale max|w| / Q in float64), scales to S bits."""
         w = np.asarray(w, dtype=np.float64)
+        rows, cols = w.shape
+        g = group or cols
+        ng = -(-cols // g)
         Q = 2 ** (bits - 1) - 1
-        s = np.abs(w).max(axis=1) / Q
+        pad = np.zeros((rows, ng * g))
+        pad[:, :cols] = w
+        s = np.abs(pad.reshape(rows, ng, g)).max(axis=2) / Q
         s = np.where(s > 0, s, 1.0)
-        q = np.clip(np.rint(w / s[:, None]), -Q, Q).astype(np.int8 if bits <= 8 else np.int16)
+        q = np.clip(np.rint(pad.reshape(rows, ng, g) / s[:, :, None]), -Q, Q).reshape(rows, ng * g)[:, :cols]
         a_q, F = quantize_scales(s, scale_bits)
-        return cls(q, a_q, F)
+        return cls(q.astype(np.int8 if bits <= 8 else np.int16), a_q, F, bits, group)
+
+    @property
+    def columns_per_group(self) -> int:
+        return self.group or self.q.shape[1]
+
+    def expanded_scales(self, rows=slice(None)) -> np.ndarray:
+        """a_q per entry [rows, cols]."""
+        return np.repeat(self.a_q[rows], self.columns_per_group, axis=-1)[..., : self.q.shape[1]]
+
+    def logits(self, x_q: np.ndarray) -> np.ndarray:
+        """int64 [m, rows] = sum over groups of a_q[r, g] (sum over j in g of q[r, j] x_q[m, j])."""
+        g, cols = self.columns_per_group, self.q.shape[1]
+        out = np.zeros((x_q.shape[0], self.q.shape[0]), dtype=np.int64)
+        for k in range(self.a_q.shape[1]):
+            part = imatmul(x_q[:, k * g : min(cols, (k + 1) * g)], self.q[:, k * g : min(cols, (k + 1) * g)].T)
+            _check(bitlen(np.abs(part)).max(initial=0) + bitlen(np.abs(self.a_q[:, k])).max(initial=0) + 4, "rows")
+            out += part * self.a_q[None, :, k]
+        return out
 
     @property
     def nbytes(self) -> int:
-        """Stored bytes: ``bits``-wide entries packed, a 16-bit scale per row."""
-        return self.q.size * self.q.dtype.itemsize + 2 * self.a_q.size
+        """Stored bytes: ``bits``-wide entries packed, a 16-bit scale per row and group."""
+        return self.q.size * self.bits // 8 + 2 * self.a_q.size
 
 
 @dataclass(frozen=True)
@@ -354,7 +386,7 @@ class GoldenDecoder:
             raise ValueError(f"token id {int(ids[bad][0])} is out of range 0..{self.arch.vocab - 1}")
         e = self.w.embed
         rows = e.q[ids].astype(np.int64)
-        return saturate(shift_round(rows * e.a_q[ids][:, None], e.F - FV))
+        return saturate(shift_round(rows * e.expanded_scales(ids), e.F - FV))
 
     def rmsnorm(self, h: np.ndarray, norm: Norm) -> np.ndarray:
         """V -> V: h w / rms(h), on h normalized to 24 bits (h = hn 2^sh)."""
@@ -482,9 +514,7 @@ class GoldenDecoder:
         x = self.rmsnorm(h, self.w.final_norm)
         lm = self.w.lm_head
         x_q, s = self.quantize(x)
-        acc = imatmul(x_q, lm.q.T)
-        _check(bitlen(np.abs(acc)).max(initial=0) + bitlen(np.abs(lm.a_q)).max(initial=0), "lm_head")
-        logits = acc * lm.a_q[None, :]
+        logits = lm.logits(x_q)
         return logits, np.ldexp(s.value(), -lm.F)
 
     def logits(self, ids) -> np.ndarray:

@@ -241,3 +241,20 @@ def test_pt2_layers_with_column_orders_and_offsets(tmp_path):
     got = GoldenDecoder(decoder_weights(path)).logits(ids.numpy())
     rel = np.linalg.norm(got - ref) / np.linalg.norm(ref - ref.mean(axis=1, keepdims=True))
     assert rel < 0.03, rel
+
+
+@pytest.mark.parametrize("group", [0, 24, 32])
+def test_int_rows_logits_and_rows_against_float(group):
+    """Grouped row tables (a short last group when the width is not a multiple): the integer
+    logits and embedding rows equal float64 products of the same integers."""
+    from ptqtp.golden_decoder import IntRows
+
+    rng = np.random.default_rng(3)
+    w = rng.normal(0, 1, (50, 80))
+    t = IntRows.quantize(w, 4, 16, group)
+    assert t.a_q.shape == (50, 1 if not group else -(-80 // group)) and np.abs(t.q).max() == 7
+    deq = t.q * t.expanded_scales() * 2.0**-t.F
+    assert np.abs(deq - w).max() <= np.abs(w).max() / 7 * 0.5 + 1e-3
+    x_q = rng.integers(-511, 512, (3, 80))
+    want = x_q.astype(np.float64) @ (t.q * t.expanded_scales()).T.astype(np.float64)
+    assert np.array_equal(t.logits(x_q), want.astype(np.int64))

@@ -80,11 +80,11 @@ def decoder_weights(source: str | os.PathLike | Artifact, fmt: DecoderFormat | N
                 norm(pre + "self_attn.k_norm.weight") if arch.qk_norm else None,
             )
         )
-    embed = IntRows.quantize(tensor("model.embed_tokens.weight"), fmt.lm_bits, fmt.scale_bits)
+    embed = IntRows.quantize(tensor("model.embed_tokens.weight"), fmt.lm_bits, fmt.scale_bits, fmt.lm_group)
     if "lm_head" in art.layers:
         raise ArtifactError(f"{path}: lm_head is stored as trit planes; the integer decoder takes an int8 lm_head")
     tied = cfg.get("tie_word_embeddings", False) or "lm_head.weight" not in art.tensors
-    lm_head = embed if tied else IntRows.quantize(tensor("lm_head.weight"), fmt.lm_bits, fmt.scale_bits)
+    lm_head = embed if tied else IntRows.quantize(tensor("lm_head.weight"), fmt.lm_bits, fmt.scale_bits, fmt.lm_group)
     if embed.q.shape != (arch.vocab, arch.hidden):
         raise ArtifactError(
             f"{path}: model.embed_tokens.weight is {embed.q.shape}, the config says {(arch.vocab, arch.hidden)}"

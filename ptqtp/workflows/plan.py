@@ -167,10 +167,12 @@ def token_parts(arch, fmt, context: int, unit: DecoderUnit, bytes_per_cycle: flo
     another (no overlap is assumed)."""
     L, hd = arch.layers, arch.head_dim
     kv_entry = hd * fmt.kv_bits // 8 + KV_SCALE_BYTES
-    lm_bytes = arch.vocab * (arch.hidden * fmt.lm_bits // 8 + 2)
+    lm_groups = -(-arch.hidden // fmt.lm_group) if fmt.lm_group else 1
+    row_bytes = -(-arch.hidden * fmt.lm_bits // 8) + 2 * lm_groups  # packed entries, 16-bit scales
+    lm_bytes = arch.vocab * row_bytes
     parts = {
         "lm_head": (lm_bytes, arch.vocab * arch.hidden / unit.lm_macs),
-        "embedding row": (arch.hidden * fmt.lm_bits // 8 + 2, arch.hidden / unit.lanes),
+        "embedding row": (row_bytes, arch.hidden / unit.lanes),
         "KV cache": (
             L * arch.kv_heads * 2 * (context + 1) * kv_entry,
             # q.k and p.v products, the softmax's exp and sums
@@ -231,5 +233,5 @@ def whole_token_plan(
         "token_tokens_per_s": tps,
         "tokens_per_s_per_gbs": tps / board.bandwidth_gbs,
         "decoder_unit": {"lanes": unit.lanes, "lm_macs": unit.lm_macs},
-        "formats": {"kv_bits": fmt.kv_bits, "lm_bits": fmt.lm_bits, "act_bits": fmt.act_bits},
+        "formats": {"kv_bits": fmt.kv_bits, "lm_bits": fmt.lm_bits, "lm_group": fmt.lm_group, "act_bits": fmt.act_bits},
     }

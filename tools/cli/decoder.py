@@ -31,6 +31,10 @@ def register(sub) -> None:
     g.add_argument("--board", default="arty-a7-100t", help="board for the projected tok/s (default arty-a7-100t)")
     g.add_argument("--tokenizer", type=Path, help="tokenizer folder (default: the artifact's, or the shipped model's)")
     engine_args(g)
+    g.set_defaults(act_bits=None)  # the decoder's own default A (docs/DECODER.md), not the engine's
+    for action in g._actions:
+        if action.dest == "act_bits":
+            action.help = "activation bits A into the engine (default: the decoder format's, 10)"
     json_arg(g, "the generation")
     g.set_defaults(func=cmd_generate)
 
@@ -54,6 +58,8 @@ def cmd_generate(args) -> int:
     prompt = tok(args.prompt).input_ids
     if not prompt:
         raise ValueError("the prompt has no tokens")
+    if args.act_bits is None:
+        args.act_bits = DecoderFormat().act_bits
     fmt = DecoderFormat(act_bits=args.act_bits, scale_bits=args.scale_bits, kv_bits=args.kv_bits)
     weights = decoder_weights(art, fmt)
     capacity = args.capacity or min(weights.arch.max_positions, 4096)
@@ -81,7 +87,10 @@ def cmd_generate(args) -> int:
         rec["agree_prefix"] = same
         print(f"golden-int and torch agree on the first {same} of {min(len(a), len(b))} tokens")
     rec["runs"] = runs
-    params = engine_params(args)
+    from dataclasses import replace
+
+    group = next(iter(art.layers.values())).group_size
+    params = replace(engine_params(args), group_size=group)  # the engine built for this model's G
     layers = [LayerShape(n, l.out_features, l.d_pad, l.planes, l.offsets is not None) for n, l in art.layers.items()]
     context = len(prompt) + args.max_new_tokens
     p = whole_token_plan(layers, params, boards[args.board], weights.arch, fmt, context)

@@ -195,6 +195,9 @@ def cmd_plan(args) -> int:
     packings = ("2bit", "base3") if args.packing is None else (args.packing,)
     params = engine_params(argparse.Namespace(**{**vars(args), "packing": packings[0]}))
     layers = _layer_shapes(args.artifact)
+    groups = {l.group_size for l in _load_artifact(args.artifact).layers.values()}
+    if len(groups) == 1:  # the engine is built for the model's G
+        params = replace(params, group_size=groups.pop())
     if (args.bandwidth is None) != (args.fmax is None):
         raise ValueError("--bandwidth and --fmax go together")
     if args.bandwidth is not None:
@@ -300,8 +303,8 @@ def _whole_token_plans(args, layers, params, chosen, packings, plans) -> bool:
         )
     last = args.context[-1]
     print(
-        f"whole token on the engine and the decoder units (lm_head int{fmt.lm_bits} per row, KV cache "
-        f"int{fmt.kv_bits}, vector unit {unit.lanes} lanes, lm_head {unit.lm_macs} MACs/cycle):"
+        f"whole token on the engine and the decoder units ({fmt.describe()}; vector unit {unit.lanes} lanes, "
+        f"lm_head {unit.lm_macs} MACs/cycle):"
     )
     print(
         markdown_table(

@@ -365,7 +365,7 @@ def _decoder_row(args, tok, text: str, float_ppl: float) -> dict:
     dec = GoldenDecoder(decoder_weights(args.artifact, fmt), fmt, capacity=args.context)
     r = decoder_perplexity(dec, window_ids(tok, text, args.context, args.tokens), progress=True)
     return {
-        "method": f"{args.artifact} on {args.decoder} (A={fmt.act_bits}, KV int{fmt.kv_bits}, lm_head int{fmt.lm_bits})",
+        "method": f"{args.artifact} on {args.decoder} ({fmt.describe()})",
         "perplexity": r["perplexity"],
         "vs_float": r["perplexity"] / float_ppl,
         "format": fmt.__dict__,
