@@ -4,12 +4,11 @@ import json
 
 import pytest
 import torch
+from test_own_model import write_model_folder
 
 from ptqtp.golden_decoder import DecoderArch, DecoderFormat
 from ptqtp.tools.cli import main
 from ptqtp.workflows.plan import KV_SCALE_BYTES, DecoderUnit, LayerShape, load_boards, plan, whole_token_plan
-
-from test_own_model import write_model_folder
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +46,10 @@ def test_eval_decoder_golden_int(quantized, tmp_path, capsys):
     root, art = quantized
     rec = tmp_path / "e.json"
     args = ["eval", "--artifact", str(art), "--tokenizer", str(root / "model"), "--decoder", "golden-int"]
-    assert main(args + ["--text-file", str(root / "eval.txt"), "--tokens", "96", "--context", "48", "--json", str(rec)]) == 0
+    assert (
+        main(args + ["--text-file", str(root / "eval.txt"), "--tokens", "96", "--context", "48", "--json", str(rec)])
+        == 0
+    )
     rows = json.loads(rec.read_text())
     assert len(rows) == 2 and "golden-int" in rows[1]["method"]
     assert rows[1]["vs_float"] == pytest.approx(rows[1]["perplexity"] / rows[0]["perplexity"])

@@ -55,7 +55,7 @@ def machine() -> dict:
 def _takes_json(cmd: list[str]) -> bool:
     return bool(cmd) and (
         Path(cmd[0]).name in {Path(c).name for c in _PTQTP}
-        or (len(cmd) >= 3 and cmd[1] == "-m" and cmd[2] in ("ptqtp.tools.cli", "ptqtp.tools.bench_sim"))
+        or (len(cmd) >= 3 and cmd[1] == "-m" and cmd[2] in ("ptqtp.tools.cli", "ptqtp.tools.bench_sim", "ptqtp.tools.bench_decoder_formats"))
     )
 
 
@@ -200,7 +200,9 @@ def headline(entry: dict) -> str:
         return "; ".join(parts)
     if isinstance(rec, list) and rec and isinstance(rec[0], dict) and "perplexity" in rec[0]:  # ptqtp eval
         return "; ".join(
-            f"{r['method']} {r['perplexity']:.4g}" + (f" ({r['bits']:.3g} b/w)" if r.get("bits", 32) < 32 else "")
+            f"{r.get('method') or r['what'] + ' ' + r['format']} {r['perplexity']:.4g}"
+            + (f" ({r['bits']:.3g} b/w)" if r.get("bits", 32) < 32 else "")
+            + (f" = {r['vs_float']:.4f} x float" if "vs_float" in r else "")
             for r in rec
         )
     last = entry["tail"][-1] if entry.get("tail") else ""

@@ -50,6 +50,20 @@ def _capture_inputs(model, layer_name: str, ids: torch.Tensor) -> np.ndarray:
     return seen[0].reshape(-1, seen[0].shape[-1]).double().numpy()
 
 
+def _whole_tokens(artifact: Path, torch_model, tok, n: int) -> dict:
+    """Greedy tokens on the golden integer decoder and on the float model with the same planes."""
+    from ptqtp.formats.decoder_weights import decoder_weights
+    from ptqtp.golden_decoder import GoldenDecoder
+    from ptqtp.workflows.generate import generate_int, generate_torch
+
+    prompt = tok("The BBC reported on Monday that").input_ids
+    dec = GoldenDecoder(decoder_weights(artifact), capacity=len(prompt) + n)
+    a = generate_int(dec, prompt, n)["ids"]
+    b = generate_torch(torch_model, prompt, n)["ids"]
+    agree = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+    return {"tokens": len(a), "text": tok.decode(a), "agree_with_float_model": f"{agree}/{len(a)}"}
+
+
 def run_pipeline(
     out: Path,
     layer: str = "model.layers.0.self_attn.q_proj",
@@ -59,6 +73,7 @@ def run_pipeline(
     samples: int = 8,
     fmax: bool = False,
     engine_tokens: int = 4,
+    decoder_tokens: int = 8,
 ) -> dict:
     """Run every stage; returns the report dict (also written to ``out/report.json`` and ``.md``)."""
     from concurrent.futures import ThreadPoolExecutor
@@ -167,6 +182,15 @@ def run_pipeline(
         logits_bit_exact=engine_exact,
         cycles_per_token=round(cycles["total"]),
         sim_cycles_per_s=round(cycles["total"] * engine_ids.shape[1] / (time.perf_counter() - t0)),
+    )
+
+    t0 = time.perf_counter()
+    gen = _whole_tokens(artifact, torch_model, tok, decoder_tokens)
+    _step(
+        log,
+        "whole tokens on the golden integer decoder (every op in integers; no RTL decoder yet) vs the float model",
+        t0,
+        **gen,
     )
 
     t0 = time.perf_counter()

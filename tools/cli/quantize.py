@@ -155,6 +155,16 @@ def register(sub) -> None:
     ev.add_argument(
         "--decoder-act-bits", type=int, default=None, help="the decoder's activation bits A (default: its format's)"
     )
+    ev.add_argument("--decoder-kv-bits", type=int, default=None, help="the decoder's KV-cache bits (default: its format's)")
+    ev.add_argument(
+        "--decoder-lm-bits", type=int, default=None, help="the decoder's lm_head/embedding bits (default: its format's)"
+    )
+    ev.add_argument(
+        "--decoder-lm-group",
+        type=int,
+        default=None,
+        help="the lm_head/embedding scale group along a row (0: one scale per row; default: its format's)",
+    )
     json_arg(ev, "the rows")
     config_args(ev)
     ev.set_defaults(func=cmd_eval)
@@ -359,9 +369,14 @@ def _decoder_row(args, tok, text: str, float_ppl: float) -> dict:
     from ptqtp.golden_decoder import DecoderFormat, GoldenDecoder
     from ptqtp.workflows.generate import decoder_perplexity, window_ids
 
-    if args.decoder_act_bits is not None and args.decoder_act_bits < 2:
-        raise ValueError(f"--decoder-act-bits must be at least 2, not {args.decoder_act_bits}")
-    fmt = DecoderFormat() if args.decoder_act_bits is None else replace(DecoderFormat(), act_bits=args.decoder_act_bits)
+    given = {
+        k: getattr(args, f"decoder_{k}")
+        for k in ("act_bits", "kv_bits", "lm_bits", "lm_group")
+        if getattr(args, f"decoder_{k}") is not None
+    }
+    if given.get("lm_group", 0) < 0:
+        raise ValueError(f"--decoder-lm-group must be 0 or positive, not {given['lm_group']}")
+    fmt = replace(DecoderFormat(), **given)  # DecoderFormat checks the bit widths
     dec = GoldenDecoder(decoder_weights(args.artifact, fmt), fmt, capacity=args.context)
     r = decoder_perplexity(dec, window_ids(tok, text, args.context, args.tokens), progress=True)
     return {

@@ -1,0 +1,105 @@
+"""The decoder's RTL units, bit for bit with the golden decoder (amaranth.sim)."""
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ptqtp.golden_decoder import FV, quantize_vector
+from ptqtp.hdl.vquant import SeqDivider, VectorQuantizer
+
+
+def run_quantizer(rows, bits, stall_seed=None, width=48):
+    """Feed ``rows`` through a VectorQuantizer; (q rows, (m, e) per row). ``stall_seed``:
+    random gaps on the input and random back-pressure on both outputs."""
+    dut = VectorQuantizer(bits=bits, width=width, frac=FV, depth=64)
+    rng = np.random.default_rng(stall_seed)
+    busy = (lambda: rng.random() < 0.3) if stall_seed is not None else (lambda: False)
+    got_q, got_s = [], []
+
+    async def source(ctx):
+        for row in rows:
+            for j, v in enumerate(row):
+                while busy():
+                    ctx.set(dut.i.valid, 0)
+                    await ctx.tick()
+                ctx.set(dut.i.payload.value, int(v))
+                ctx.set(dut.i.payload.last, j == len(row) - 1)
+                ctx.set(dut.i.valid, 1)
+                await ctx.tick().until(dut.i.ready)
+            ctx.set(dut.i.valid, 0)
+
+    async def sink(ctx):
+        row = []
+        while len(got_q) < len(rows):
+            so, ss = not busy(), not busy()
+            ctx.set(dut.o.ready, so)
+            ctx.set(dut.scale.ready, ss)
+            await ctx.delay(1e-9)
+            if ss and ctx.get(dut.scale.valid):
+                got_s.append((ctx.get(dut.scale.payload.m), ctx.get(dut.scale.payload.e)))
+            if so and ctx.get(dut.o.valid):
+                row.append(ctx.get(dut.o.payload.q))
+                if ctx.get(dut.o.payload.last):
+                    got_q.append(row)
+                    row = []
+            await ctx.tick()
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(source, background=True)
+    sim.add_testbench(sink)
+    sim.run()
+    return got_q, got_s
+
+
+def golden(rows, bits):
+    out = [quantize_vector(np.array([r], dtype=np.int64), bits, FV) for r in rows]
+    return [list(q[0]) for q, _ in out], [(int(s.m[0]), int(s.e[0])) for _, s in out]
+
+
+@settings(max_examples=6, deadline=None)
+@given(
+    st.lists(
+        st.lists(st.integers(-(2**47), 2**47 - 1) | st.integers(-300, 300) | st.just(0), min_size=1, max_size=12),
+        min_size=1,
+        max_size=3,
+    ),
+    st.sampled_from([4, 8, 10]),
+)
+def test_vector_quantizer_matches_golden(rows, bits):
+    assert run_quantizer(rows, bits) == golden(rows, bits)
+
+
+def test_vector_quantizer_edge_rows_with_stalls():
+    rows = [
+        [0, 0, 0],  # a zero row: q = 0, scale (0, 0)
+        [-(2**47), 2**47 - 1, 5],  # the extremes
+        [(3 << 23) + 1, -(3 << 23) - 1],  # ties when normalized (round half up on both signs)
+        [1],  # one element, shifted left to 24 bits
+        list(range(-20, 21)),
+    ]
+    for seed in (1, 2):
+        assert run_quantizer(rows, 10, stall_seed=seed) == golden(rows, 10)
+
+
+@pytest.mark.parametrize("num,den", [(0, 1), (1, 1), (2**49 - 1, 3), (12345678901, 2**25 - 1), (511 << 40, 1 << 23)])
+def test_sequential_divider(num, den):
+    dut = SeqDivider(50, 26)
+    out = []
+
+    async def bench(ctx):
+        ctx.set(dut.start, 1)
+        ctx.set(dut.num, num)
+        ctx.set(dut.den, den)
+        await ctx.tick()
+        ctx.set(dut.start, 0)
+        await ctx.tick().until(dut.done)
+        out.append(ctx.get(dut.quo))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    assert out == [num // den]
