@@ -164,7 +164,7 @@ def test_silu_mul_against_float():
     to_v = lambda x: np.floor(x * 2**FV + 0.5).astype(np.int64)  # noqa: E731
     got = dec.silu_mul(to_v(g)[None], to_v(u)[None])[0] * 2.0**-FV
     want = g / (1 + np.exp(-g)) * u
-    assert np.abs(got - want).max() < 3e-4 * 20 * 3 + 2**-FV * 4
+    assert np.abs(got - want).max() < 1e-3  # measured 1.4e-4 per unit of |u|; |u| <= 3 here
 
 
 # -- whole models ---------------------------------------------------------------------------

@@ -55,7 +55,7 @@ def machine() -> dict:
 def _takes_json(cmd: list[str]) -> bool:
     return bool(cmd) and (
         Path(cmd[0]).name in {Path(c).name for c in _PTQTP}
-        or (len(cmd) >= 3 and cmd[1] == "-m" and cmd[2] in ("ptqtp.tools.cli", "ptqtp.tools.bench_sim", "ptqtp.tools.bench_decoder_formats"))
+        or (len(cmd) >= 3 and cmd[1] == "-m" and cmd[2] in ("ptqtp.tools.cli", "ptqtp.tools.bench_sim", "ptqtp.tools.bench_decoder_formats", "ptqtp.tools.bench_decoder_hdl"))
     )
 
 
@@ -198,6 +198,22 @@ def headline(entry: dict) -> str:
         if "ranks" in rec:
             parts.append(f"2 ranks {rec['ranks']['speedup']}x")
         return "; ".join(parts)
+    if isinstance(rec, list) and rec and isinstance(rec[0], dict) and "whole_token" in rec[0]:  # ptqtp plan
+        parts = []
+        for p in rec:
+            ctx = "512" if "512" in p["whole_token"] else next(iter(p["whole_token"]))
+            w = p["whole_token"][ctx]
+            parts.append(
+                f"{p['board']} {p['engine']['packing']}: {w['token_tokens_per_s']:.1f} tok/s "
+                f"({w['tokens_per_s_per_gbs']:.1f} per GB/s) at context {ctx}"
+            )
+        return "; ".join(parts) + "; ztachip (whole tokens): 8 tok/s at 1.2 GB/s = 6.7 per GB/s"
+    if isinstance(rec, list) and rec and isinstance(rec[0], dict) and "fmax_min" in rec[0]:  # bench_decoder_hdl
+        return "; ".join(
+            f"{r['unit']}: LUT {r['LUT']}, DSP {r['DSP']}, BRAM {r['BRAM']}, Fmax >= {r['fmax_min']:.1f} MHz "
+            f"over {len(r['fmax_by_seed'])} seeds"
+            for r in rec
+        )
     if isinstance(rec, list) and rec and isinstance(rec[0], dict) and "perplexity" in rec[0]:  # ptqtp eval
         return "; ".join(
             f"{r.get('method') or r['what'] + ' ' + r['format']} {r['perplexity']:.4g}"

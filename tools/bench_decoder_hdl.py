@@ -1,0 +1,59 @@
+"""Benchmark: ECP5 resources and Fmax (nextpnr seeds 1-5) of the decoder's RTL units.
+
+    .venv/bin/python -m ptqtp.tools.bench_decoder_hdl [--seeds 1 2 3 4 5] [--json F]
+
+Units: the vector quantizer at A = 10 (the engine's inputs) and at 8 bits (the KV cache and
+the query), rows up to 1536. Synthesis is cached by the Verilog's hash (``ptqtp hdl``'s cache).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from ptqtp.hdl.synth import cached_synth_report, to_verilog
+from ptqtp.hdl.vquant import VectorQuantizer
+from ptqtp.workflows.report import markdown_table
+
+UNITS = {
+    "vector quantizer A=10 (engine input)": lambda: VectorQuantizer(bits=10, depth=1536),
+    "vector quantizer 8 bits (KV cache, query)": lambda: VectorQuantizer(bits=8, depth=1536),
+}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
+    ap.add_argument("--json", help="write the rows here")
+    args = ap.parse_args(argv)
+    rows = []
+    for name, make in UNITS.items():
+        r = cached_synth_report(to_verilog(make(), name="unit"), top="unit", fmax=True, seeds=args.seeds)
+        by_seed = {int(k): v for k, v in r["fmax_by_seed"].items()}
+        rows.append({"unit": name, **r["ecp5"], "fmax_by_seed": by_seed, "fmax_min": min(by_seed.values())})
+        print(f"{name}: {r['ecp5']}, Fmax {by_seed}", flush=True)
+    print(
+        markdown_table(
+            ["unit", "LUT", "FF", "DSP", "BRAM", "Fmax MHz (seeds " + " ".join(map(str, args.seeds)) + ")", "min"],
+            [
+                [
+                    r["unit"],
+                    r["LUT"],
+                    r["FF"],
+                    r["DSP"],
+                    r["BRAM"],
+                    " / ".join(f"{f:.1f}" for f in r["fmax_by_seed"].values()),
+                    round(r["fmax_min"], 1),
+                ]
+                for r in rows
+            ],
+        )
+    )
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
