@@ -141,15 +141,19 @@ def quantize_vector(v: np.ndarray, bits: int, frac: int) -> tuple[np.ndarray, Sc
     return q, s
 
 
-def normalize_rows(h: np.ndarray, bits: int = 24) -> tuple[np.ndarray, np.ndarray]:
-    """(hn, sh): h = hn 2^sh per row, max |hn| of ``bits`` bits (rounded; shifted left if smaller)."""
+def normalize_rows(h: np.ndarray, bits: int = 24, up: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """(hn, sh): h = hn 2^sh per row, max |hn| of ``bits`` bits (rounded; shifted left if
+    smaller, unless ``up`` is False: then sh >= 0 and small rows stay as they are)."""
     amax = np.abs(h).max(axis=1)
     sh = np.where(amax > 0, bitlen(amax) - bits, 0)
+    if not up:
+        sh = np.maximum(sh, 0)
     return shift_round(h, sh[:, None]), sh
 
 
 def rsqrt_scalar(hn: np.ndarray, sh: np.ndarray, eps: float) -> Scalar:
-    """1 / sqrt(mean(h^2) + eps) per row of V vectors h = hn 2^sh [rows, d] (hn of 24 bits):
+    """1 / sqrt(mean(h^2) + eps) per row of V vectors h = hn 2^sh [rows, d] (hn of at most
+    24 bits, sh >= 0: ``normalize_rows(h, up=False)``, so the eps term stays within 2^(28 + log2 d)):
     v = sum hn^2 + round(eps d 2^(2 FV - 2 sh)), r = isqrt(floor(d 2^80 / v)), value
     r 2^(FV - sh - 40)."""
     rows, d = hn.shape
@@ -389,8 +393,8 @@ class GoldenDecoder:
         return saturate(shift_round(rows * e.expanded_scales(ids), e.F - FV))
 
     def rmsnorm(self, h: np.ndarray, norm: Norm) -> np.ndarray:
-        """V -> V: h w / rms(h), on h normalized to 24 bits (h = hn 2^sh)."""
-        hn, sh = normalize_rows(h)
+        """V -> V: h w / rms(h), on h rounded to at most 24 bits (h = hn 2^sh, sh >= 0)."""
+        hn, sh = normalize_rows(h, up=False)
         r = rsqrt_scalar(hn, sh, self.arch.eps)
         _check(24 + bitlen(np.abs(norm.w_q)).max(initial=0), "rmsnorm")
         return r.shifted(sh - norm.F).apply(hn * norm.w_q[None, :], 0)

@@ -103,3 +103,72 @@ def test_sequential_divider(num, den):
     sim.add_testbench(bench)
     sim.run()
     assert out == [num // den]
+
+
+def run_rsqrt(requests, d, eps):
+    from ptqtp.hdl.rsqrt import RsqrtUnit
+
+    dut = RsqrtUnit(d, eps)
+    got = []
+
+    async def bench(ctx):
+        for sumsq, sh in requests:
+            ctx.set(dut.i.payload.sumsq, sumsq)
+            ctx.set(dut.i.payload.sh, sh)
+            ctx.set(dut.i.valid, 1)
+            await ctx.tick().until(dut.i.ready)
+            ctx.set(dut.i.valid, 0)
+            while not ctx.get(dut.o.valid):
+                await ctx.tick()
+            got.append((ctx.get(dut.o.payload.m), ctx.get(dut.o.payload.e)))
+            ctx.set(dut.o.ready, 1)
+            await ctx.tick()
+            ctx.set(dut.o.ready, 0)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    return got
+
+
+@pytest.mark.parametrize("eps", [9.999999747378752e-06, 1e-6])
+def test_rsqrt_unit_matches_golden(eps):
+    """Rows of every magnitude (one LSB to int32's range, so sh from 0 to 7): the unit's
+    (m, e) equals the golden rsqrt_scalar's, one simulation for all rows."""
+    from ptqtp.golden_decoder import normalize_rows, rsqrt_scalar
+
+    rng = np.random.default_rng(7)
+    rows = [rng.integers(-(2**k), 2**k, 8) for k in (1, 4, 12, 20, 24, 25, 28, 31)]
+    rows += [np.array([0] * 7 + [1]), np.array([-(2**31) + 1] * 8), np.array([(3 << 23) + 1] + [0] * 7)]
+    h = np.stack(rows).astype(np.int64)
+    hn, sh = normalize_rows(h, up=False)
+    want = rsqrt_scalar(hn, sh, eps)
+    reqs = [(int((hn[i] * hn[i]).sum()), int(sh[i])) for i in range(len(rows))]
+    assert sorted(set(sh.tolist())) == [0, 1, 4, 7]
+    assert run_rsqrt(reqs, 8, eps) == [(int(want.m[i]), int(want.e[i])) for i in range(len(rows))]
+
+
+def test_int_sqrt():
+    from ptqtp.hdl.rsqrt import IntSqrt
+
+    values = [0, 1, 2, 3, 4, 15, 16, 17, 2**40 - 1, 2**40, (2**44 + 3) ** 2 - 1, 2**90 - 1]
+    dut = IntSqrt(90)
+    got = []
+
+    async def bench(ctx):
+        for n in values:
+            ctx.set(dut.start, 1)
+            ctx.set(dut.n, n)
+            await ctx.tick()
+            ctx.set(dut.start, 0)
+            await ctx.tick().until(dut.done)
+            got.append(ctx.get(dut.root))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    import math
+
+    assert got == [math.isqrt(n) for n in values]
