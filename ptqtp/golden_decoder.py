@@ -36,6 +36,10 @@ __all__ = [
     "KVCache",
     "GoldenDecoder",
     "quantize_vector",
+    "normalize_rows",
+    "rsqrt_scalar",
+    "shift_round",
+    "Scalar",
     "rope_table",
     "exp2_table",
     "sigmoid_table",
@@ -82,8 +86,8 @@ def saturate(v: np.ndarray) -> np.ndarray:
 def imatmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Exact int64 a @ b; through float64 BLAS when every partial sum is below 2^53."""
     inner = a.shape[-1]
-    amax = int(np.abs(a).max(initial=0))
-    bmax = int(np.abs(b).max(initial=0))
+    amax = int(np.abs(a, dtype=np.int64).max(initial=0))  # int64: |-128| in an int8 array
+    bmax = int(np.abs(b, dtype=np.int64).max(initial=0))
     for dtype, limit in ((np.float32, 2**24), (np.float64, 2**53)):
         if amax * bmax * inner < limit:
             return (a.astype(dtype) @ b.astype(dtype)).astype(np.int64)
@@ -352,10 +356,10 @@ class DecoderWeights:
 class KVCache:
     """Per block: K and V int8 [kv_heads, capacity, head_dim] with S scales per (head, token)."""
 
-    def __init__(self, arch: DecoderArch, capacity: int):
+    def __init__(self, arch: DecoderArch, capacity: int, bits: int = 8):
         self.capacity, self.length = capacity, 0
         shape = (arch.layers, arch.kv_heads, capacity)
-        self.k = np.zeros((*shape, arch.head_dim), dtype=np.int64)
+        self.k = np.zeros((*shape, arch.head_dim), dtype=np.int8 if bits <= 8 else np.int16)
         self.v = np.zeros_like(self.k)
         self.k_m, self.k_e = np.zeros(shape, np.int64), np.zeros(shape, np.int64)
         self.v_m, self.v_e = np.zeros_like(self.k_m), np.zeros_like(self.k_e)
@@ -380,7 +384,7 @@ class GoldenDecoder:
         self.reset()
 
     def reset(self) -> None:
-        self.cache = KVCache(self.arch, self.capacity)
+        self.cache = KVCache(self.arch, self.capacity, self.fmt.kv_bits)
 
     # -- ops ------------------------------------------------------------------------------
     def embed(self, ids: np.ndarray) -> np.ndarray:
