@@ -172,3 +172,57 @@ def test_int_sqrt():
     import math
 
     assert got == [math.isqrt(n) for n in values]
+
+
+def test_rmsnorm_unit_matches_golden():
+    """Whole rows through RMSNormUnit against GoldenDecoder.rmsnorm: magnitudes from one LSB
+    to int32's range, negative and tiny norm weights, with output back-pressure."""
+    from test_golden_decoder import _weights_stub
+
+    from ptqtp.golden_decoder import DecoderArch, GoldenDecoder, Norm
+    from ptqtp.hdl.rmsnorm import RMSNormUnit
+
+    d, eps = 32, 9.999999747378752e-06
+    arch = DecoderArch(d, 1, 2, 1, 4, 16, 16, 1e4, eps)
+    dec = GoldenDecoder(_weights_stub(arch))
+    rng = np.random.default_rng(11)
+    # large rows (sh up to 7) make the rounding of hn visible in some outputs
+    rows = [rng.integers(-(2**k), 2**k, d) for k in (1, 9, 20, 24, 26, 28, 29, 30, 31, 31, 31, 31)]
+    rows.append(np.zeros(d, dtype=np.int64))
+    norms = [Norm.quantize(rng.normal(0, s, d)) for s in (0.05, 1.0, 3.0)]
+    cases = [(r, norms[i % len(norms)]) for i, r in enumerate(rows)]
+    want = [list(dec.rmsnorm(r[None].astype(np.int64), n)[0]) for r, n in cases]
+    dut = RMSNormUnit(d, eps)
+    got = []
+
+    async def source(ctx):
+        for r, n in cases:
+            for j in range(d):
+                ctx.set(dut.i.payload.h, int(r[j]))
+                ctx.set(dut.i.payload.w, int(n.w_q[j]))
+                ctx.set(dut.i.payload.F, n.F)
+                ctx.set(dut.i.payload.last, j == d - 1)
+                ctx.set(dut.i.valid, 1)
+                await ctx.tick().until(dut.i.ready)
+            ctx.set(dut.i.valid, 0)
+
+    async def sink(ctx):
+        rng2 = np.random.default_rng(3)
+        row = []
+        while len(got) < len(cases):
+            ready = rng2.random() < 0.6
+            ctx.set(dut.o.ready, ready)
+            await ctx.delay(1e-9)
+            if ready and ctx.get(dut.o.valid):
+                row.append(ctx.get(dut.o.payload.y))
+                if ctx.get(dut.o.payload.last):
+                    got.append(row)
+                    row = []
+            await ctx.tick()
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(source, background=True)
+    sim.add_testbench(sink)
+    sim.run()
+    assert got == want
