@@ -42,6 +42,7 @@ __all__ = [
     "Scalar",
     "rope_table",
     "exp2_table",
+    "softmax2",
     "sigmoid_table",
 ]
 
@@ -218,6 +219,18 @@ def sigmoid_table(step_bits: int) -> np.ndarray:
     """round(2^16 sigmoid(x)) at x = -16 + i 2^-step_bits, i = 0 .. 32 2^step_bits (inclusive)."""
     x = -16 + np.arange(32 * 2**step_bits + 1, dtype=np.float64) / 2**step_bits
     return np.floor(2**16 / (1 + np.exp(-x)) + 0.5).astype(np.int64)
+
+
+def softmax2(t: np.ndarray, mask: np.ndarray, table: np.ndarray, frac: int) -> np.ndarray:
+    """Base-2 softmax of scores t [rows, keys] (log2 units, ``frac`` fractional bits) over the
+    keys where ``mask``: d = max t - t; p = rnd(T[d mod 2^frac] / 2^(d >> frac)) (0 from a
+    shift of 17); R = floor(2^32 / sum p); pn = rnd(p R / 2^16), U0.16 (0 outside the mask)."""
+    t = np.where(mask, t, np.iinfo(np.int64).min // 2)
+    d = t.max(axis=1, keepdims=True) - t  # >= 0
+    n, f = d >> frac, d & ((1 << frac) - 1)
+    p = np.where(mask & (n < 17), shift_round(table[f], np.minimum(n, 17)), 0)
+    recip = (np.int64(1) << 32) // p.sum(axis=1)  # <= 2^16: the largest term is 2^16
+    return shift_round(p * recip[:, None], 16)
 
 
 @dataclass
@@ -469,14 +482,7 @@ class GoldenDecoder:
             mant = Scalar.normalize(qc.m[:, None] * km[None, :], qc.e[:, None] + ke[None, :])
             _check(bitlen(np.abs(dots)).max(initial=0) + MANT, "scores")
             t = shift_round(dots * mant.m, -(mant.e + fmt.score_frac))
-            t = np.where(causal, np.clip(t, -(2**40), 2**40), np.iinfo(np.int64).min // 2)
-            d = t.max(axis=1, keepdims=True) - t  # >= 0
-            n, f = d >> fmt.score_frac, d & ((1 << fmt.score_frac) - 1)
-            p = np.where(n < 17, shift_round(self.exp2[f], np.minimum(n, 17)), 0)
-            p = np.where(causal, p, 0)
-            total = p.sum(axis=1)
-            recip = (np.int64(1) << 32) // total  # <= 2^16: the max term is 2^16
-            pn = shift_round(p * recip[:, None], 16)  # U0.16, sums to ~2^16
+            pn = softmax2(np.clip(t, -(2**40), 2**40), causal, self.exp2, fmt.score_frac)
             vm, ve = c.v_m[block, kv, :end], c.v_e[block, kv, :end]
             E = np.where(causal, ve[None, :], np.iinfo(np.int64).min // 4).max(axis=1)  # per row
             w = shift_round(pn * vm[None, :], np.clip(E[:, None] - ve[None, :], 0, 62))

@@ -226,3 +226,54 @@ def test_rmsnorm_unit_matches_golden():
     sim.add_testbench(sink)
     sim.run()
     assert got == want
+
+
+def test_softmax_unit_matches_golden():
+    """Rows of scores (one key; ties; spreads past the 17-shift cut-off; the clip bounds)
+    through SoftmaxUnit against softmax2, with output back-pressure."""
+    from ptqtp.golden_decoder import exp2_table, softmax2
+    from ptqtp.hdl.softmax import SoftmaxUnit
+
+    rng = np.random.default_rng(5)
+    rows = [
+        np.array([123]),
+        np.array([5, 5, 5, 5]),
+        rng.integers(-3000, 3000, 17),
+        rng.integers(-(2**14), 2**14, 40),  # many keys beyond 17 octaves below the maximum
+        np.array([2**40, -(2**40), 2**40 - 1, 0]),
+        rng.integers(-50, 50, 33),
+        np.array([0, -17 * 1024, -16 * 1024, -17 * 1024 + 1, -16 * 1024 - 1]),  # at the cut-off
+    ]
+    want = [list(softmax2(r[None], np.ones((1, len(r)), bool), exp2_table(10), 10)[0]) for r in rows]
+    dut = SoftmaxUnit(frac=10, depth=64)
+    got = []
+
+    async def source(ctx):
+        for r in rows:
+            for j, t in enumerate(r):
+                ctx.set(dut.i.payload.t, int(t))
+                ctx.set(dut.i.payload.last, j == len(r) - 1)
+                ctx.set(dut.i.valid, 1)
+                await ctx.tick().until(dut.i.ready)
+            ctx.set(dut.i.valid, 0)
+
+    async def sink(ctx):
+        rng2 = np.random.default_rng(4)
+        row = []
+        while len(got) < len(rows):
+            ready = rng2.random() < 0.6
+            ctx.set(dut.o.ready, ready)
+            await ctx.delay(1e-9)
+            if ready and ctx.get(dut.o.valid):
+                row.append(ctx.get(dut.o.payload.p))
+                if ctx.get(dut.o.payload.last):
+                    got.append(row)
+                    row = []
+            await ctx.tick()
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(source, background=True)
+    sim.add_testbench(sink)
+    sim.run()
+    assert got == want
