@@ -277,3 +277,86 @@ def test_softmax_unit_matches_golden():
     sim.add_testbench(sink)
     sim.run()
     assert got == want
+
+
+def test_silu_mul_unit_matches_golden():
+    """g across and beyond the table's [-16, 16), u of either sign and large enough to
+    saturate: SiluMulUnit against GoldenDecoder.silu_mul."""
+    from test_golden_decoder import _weights_stub
+
+    from ptqtp.golden_decoder import DecoderArch, GoldenDecoder
+    from ptqtp.hdl.swiglu import SiluMulUnit
+
+    dec = GoldenDecoder(_weights_stub(DecoderArch(64, 1, 2, 1, 32, 64, 16, 1e4, 1e-5)))
+    rng = np.random.default_rng(9)
+    g = np.concatenate(
+        [rng.integers(-(20 << FV), 20 << FV, 60), [-(16 << FV), (16 << FV) - 1, 0, 2**31 - 1, -(2**31) + 1]]
+    )
+    u = np.concatenate([rng.integers(-(4 << FV), 4 << FV, 60), [5 << FV, -(3 << FV), 7, 2**31 - 1, 2**31 - 1]])
+    want = list(dec.silu_mul(g[None], u[None])[0])
+    dut = SiluMulUnit()
+    got = []
+
+    async def bench(ctx):
+        for j in range(len(g)):
+            ctx.set(dut.i.payload.g, int(g[j]))
+            ctx.set(dut.i.payload.u, int(u[j]))
+            ctx.set(dut.i.payload.last, j == len(g) - 1)
+            ctx.set(dut.i.valid, 1)
+            await ctx.tick().until(dut.i.ready)
+            ctx.set(dut.i.valid, 0)
+            while not ctx.get(dut.o.valid):
+                await ctx.tick()
+            got.append(ctx.get(dut.o.payload.y))
+            ctx.set(dut.o.ready, 1)
+            await ctx.tick()
+            ctx.set(dut.o.ready, 0)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    assert got == want
+
+
+def test_rope_unit_matches_golden():
+    """Every pair of a head at positions 0, 1, 777 and 8191 (SmolLM2's theta), values up to
+    int32's range (saturating): RopeUnit against GoldenDecoder.rope."""
+    from test_golden_decoder import _weights_stub
+
+    from ptqtp.golden_decoder import DecoderArch, GoldenDecoder, rope_table
+    from ptqtp.hdl.rope import RopeUnit
+
+    hd, theta = 16, 1e5
+    dec = GoldenDecoder(_weights_stub(DecoderArch(64, 1, 2, 1, hd, 64, 16, theta, 1e-5)))
+    rng = np.random.default_rng(2)
+    positions = np.array([0, 1, 777, 8191])
+    x = rng.integers(-(2**31) + 1, 2**31, (len(positions), 1, hd))
+    x[1] = rng.integers(-(3 << 14), 3 << 14, hd)
+    cos, sin = rope_table(positions, hd, theta)
+    want = dec.rope(x, cos, sin)[:, 0]
+    dut = RopeUnit()
+    got = []
+
+    async def bench(ctx):
+        for r in range(len(positions)):
+            for i in range(hd // 2):
+                p = dut.i.payload
+                for sig, v in ((p.a, x[r, 0, i]), (p.b, x[r, 0, i + hd // 2]), (p.c, cos[r, i]), (p.s, sin[r, i])):
+                    ctx.set(sig, int(v))
+                ctx.set(dut.i.valid, 1)
+                await ctx.tick().until(dut.i.ready)
+                ctx.set(dut.i.valid, 0)
+                while not ctx.get(dut.o.valid):
+                    await ctx.tick()
+                got.append((ctx.get(dut.o.payload.a), ctx.get(dut.o.payload.b)))
+                ctx.set(dut.o.ready, 1)
+                await ctx.tick()
+                ctx.set(dut.o.ready, 0)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    half = hd // 2
+    assert got == [(int(want[r, i]), int(want[r, i + half])) for r in range(len(positions)) for i in range(half)]
