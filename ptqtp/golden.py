@@ -162,7 +162,9 @@ def group_partial_sums(trits: np.ndarray, x_q: np.ndarray, group_size: int) -> n
     t = trits.reshape(planes * n, ng, group_size).transpose(1, 0, 2)
     xg = x_q.reshape(m, ng, group_size).transpose(1, 2, 0)
     p = _int_matmul(t, xg, group_size * q)  # [ng, planes * n, m]
-    return p.reshape(ng, planes, n, m).transpose(3, 2, 0, 1)
+    # C order, as callers expect: a transposed view here made einsum's acc column-major, and a
+    # torch tensor over it took another (last-bit different) attention kernel downstream
+    return np.ascontiguousarray(p.reshape(ng, planes, n, m).transpose(3, 2, 0, 1))
 
 
 def group_sums(x_q: np.ndarray, group_size: int) -> np.ndarray:

@@ -180,3 +180,12 @@ def test_bias_added_on_host():
     with_bias = GoldenLayer(trits, scales, 64, 32, bias=bias).forward(x)
     without = GoldenLayer(trits, scales, 64, 32).forward(x)
     np.testing.assert_array_equal(with_bias, without + bias)
+
+
+def test_accumulators_are_c_ordered():
+    """Callers wrap acc in torch tensors; a column-major acc sent torch down another attention
+    kernel (last-bit differences) once, so its layout is part of the contract."""
+    rng = np.random.default_rng(0)
+    g = GoldenLayer(rng.integers(-1, 2, (2, 64, 256)), rng.random((2, 64, 2)), 256, 128)
+    for m in (1, 5):
+        assert g.acc(rng.integers(-127, 128, (m, 256))).flags.c_contiguous
