@@ -43,6 +43,8 @@ __all__ = [
     "rope_table",
     "exp2_table",
     "softmax2",
+    "score_scale",
+    "scores_log2",
     "sigmoid_table",
 ]
 
@@ -221,6 +223,25 @@ def sigmoid_table(step_bits: int) -> np.ndarray:
     return np.floor(2**16 / (1 + np.exp(-x)) + 0.5).astype(np.int64)
 
 
+def score_scale(head_dim: int) -> Scalar:
+    """log2(e) / sqrt(head_dim) as an S scalar (scores in log2 units): m = floor(c 2^(16 - k)
+    + 1/2) with k = frexp(c)'s exponent, normalized."""
+    c = math.log2(math.e) / math.sqrt(head_dim)
+    cm = math.floor(math.ldexp(c, MANT - math.frexp(c)[1]) + 0.5)
+    return Scalar.normalize(np.array([cm]), np.array([math.frexp(c)[1] - MANT]))
+
+
+def scores_log2(qq: np.ndarray, qs: Scalar, kq: np.ndarray, ks: Scalar, c: Scalar, frac: int) -> np.ndarray:
+    """Scores [rows, keys] in log2 units with ``frac`` fractional bits: dot = q_q . k_q;
+    mu = (s_q c) s_k (S products); t = clip(rnd(dot mu_m 2^(mu_e + frac)), -2^40, 2^40)."""
+    dots = imatmul(qq, kq.T)
+    rows = qq.shape[0]
+    qc = qs * Scalar(np.repeat(c.m, rows), np.repeat(c.e, rows))
+    mu = Scalar.normalize(qc.m[:, None] * ks.m[None, :], qc.e[:, None] + ks.e[None, :])
+    _check(bitlen(np.abs(dots)).max(initial=0) + MANT, "scores")
+    return np.clip(shift_round(dots * mu.m, -(mu.e + frac)), -(2**40), 2**40)
+
+
 def softmax2(t: np.ndarray, mask: np.ndarray, table: np.ndarray, frac: int) -> np.ndarray:
     """Base-2 softmax of scores t [rows, keys] (log2 units, ``frac`` fractional bits) over the
     keys where ``mask``: d = max t - t; p = rnd(T[d mod 2^frac] / 2^(d >> frac)) (0 from a
@@ -390,10 +411,7 @@ class GoldenDecoder:
         self.capacity = capacity or self.arch.max_positions
         self.exp2 = exp2_table(self.fmt.score_frac)
         self.sig = sigmoid_table(self.fmt.sigmoid_step_bits)
-        # log2(e) / sqrt(head_dim) as an S scalar: scores in log2 units
-        c = math.log2(math.e) / math.sqrt(self.arch.head_dim)
-        cm = math.floor(math.ldexp(c, MANT - math.frexp(c)[1]) + 0.5)
-        self.score_c = Scalar.normalize(np.array([cm]), np.array([math.frexp(c)[1] - MANT]))
+        self.score_c = score_scale(self.arch.head_dim)
         self.reset()
 
     def reset(self) -> None:
@@ -475,14 +493,9 @@ class GoldenDecoder:
         for h in range(arch.heads):
             kv = h // group
             qq, qs = quantize_vector(q[:, h], fmt.q_bits, FV)
-            dots = imatmul(qq, c.k[block, kv, :end].T)  # [rows, end]
-            km, ke = c.k_m[block, kv, :end], c.k_e[block, kv, :end]
-            # score in log2 units with FT fractional bits: dots * s_q s_k log2(e)/sqrt(hd)
-            qc = qs * Scalar(np.repeat(self.score_c.m, rows), np.repeat(self.score_c.e, rows))
-            mant = Scalar.normalize(qc.m[:, None] * km[None, :], qc.e[:, None] + ke[None, :])
-            _check(bitlen(np.abs(dots)).max(initial=0) + MANT, "scores")
-            t = shift_round(dots * mant.m, -(mant.e + fmt.score_frac))
-            pn = softmax2(np.clip(t, -(2**40), 2**40), causal, self.exp2, fmt.score_frac)
+            k_s = Scalar(c.k_m[block, kv, :end], c.k_e[block, kv, :end])
+            t = scores_log2(qq, qs, c.k[block, kv, :end], k_s, self.score_c, fmt.score_frac)
+            pn = softmax2(t, causal, self.exp2, fmt.score_frac)
             vm, ve = c.v_m[block, kv, :end], c.v_e[block, kv, :end]
             E = np.where(causal, ve[None, :], np.iinfo(np.int64).min // 4).max(axis=1)  # per row
             w = shift_round(pn * vm[None, :], np.clip(E[:, None] - ve[None, :], 0, 62))

@@ -360,3 +360,48 @@ def test_rope_unit_matches_golden():
     sim.run()
     half = hd // 2
     assert got == [(int(want[r, i]), int(want[r, i + half])) for r in range(len(positions)) for i in range(half)]
+
+
+def test_score_unit_matches_golden():
+    """One query against keys of every scale (a zero key, int8 extremes): ScoreUnit's t
+    against the golden scores_log2."""
+    from ptqtp.golden_decoder import quantize_vector, score_scale, scores_log2
+    from ptqtp.hdl.scores import ScoreUnit
+
+    hd = 16
+    rng = np.random.default_rng(8)
+    q = rng.integers(-(5 << FV), 5 << FV, (1, hd))
+    k = rng.integers(-(3 << FV), 3 << FV, (6, hd))
+    k[1] = 0
+    k[2] = rng.integers(-50, 50, hd)  # tiny: a large scale exponent
+    k[3, :] = 1 << 30  # huge
+    qq, qs = quantize_vector(q, 8, FV)
+    kq, ks = quantize_vector(k, 8, FV)
+    want = list(scores_log2(qq, qs, kq, ks, score_scale(hd), 10)[0])
+    dut = ScoreUnit(hd)
+    got = []
+
+    async def bench(ctx):
+        for j in range(len(k)):
+            p = dut.i.payload
+            for i in range(hd):
+                ctx.set(p.q, int(qq[0, i]))
+                ctx.set(p.k, int(kq[j, i]))
+                ctx.set(p.last, i == hd - 1)
+                for sig, v in ((p.q_m, qs.m[0]), (p.q_e, qs.e[0]), (p.k_m, ks.m[j]), (p.k_e, ks.e[j])):
+                    ctx.set(sig, int(v))
+                ctx.set(dut.i.valid, 1)
+                await ctx.tick().until(dut.i.ready)
+            ctx.set(dut.i.valid, 0)
+            while not ctx.get(dut.o.valid):
+                await ctx.tick()
+            got.append(ctx.get(dut.o.payload.t))
+            ctx.set(dut.o.ready, 1)
+            await ctx.tick()
+            ctx.set(dut.o.ready, 0)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    assert got == want
