@@ -45,6 +45,7 @@ __all__ = [
     "softmax2",
     "score_scale",
     "scores_log2",
+    "weighted_values",
     "sigmoid_table",
 ]
 
@@ -240,6 +241,15 @@ def scores_log2(qq: np.ndarray, qs: Scalar, kq: np.ndarray, ks: Scalar, c: Scala
     mu = Scalar.normalize(qc.m[:, None] * ks.m[None, :], qc.e[:, None] + ks.e[None, :])
     _check(bitlen(np.abs(dots)).max(initial=0) + MANT, "scores")
     return np.clip(shift_round(dots * mu.m, -(mu.e + frac)), -(2**40), 2**40)
+
+
+def weighted_values(pn: np.ndarray, vq: np.ndarray, vs: Scalar, mask: np.ndarray) -> np.ndarray:
+    """V [rows, hd] = sum over the masked keys of pn v: E = the largest value exponent e_v;
+    w = rnd(pn m_v / 2^(E - e_v)); o = sum w v_q; out = saturate(rnd(o / 2^(16 - 14 - E)))."""
+    E = np.where(mask, vs.e[None, :], np.iinfo(np.int64).min // 4).max(axis=1)  # per row
+    w = shift_round(pn * vs.m[None, :], np.clip(E[:, None] - vs.e[None, :], 0, 62))
+    o = imatmul(w, vq)
+    return saturate(shift_round(o, -(E[:, None] - 16 + FV)))
 
 
 def softmax2(t: np.ndarray, mask: np.ndarray, table: np.ndarray, frac: int) -> np.ndarray:
@@ -496,11 +506,8 @@ class GoldenDecoder:
             k_s = Scalar(c.k_m[block, kv, :end], c.k_e[block, kv, :end])
             t = scores_log2(qq, qs, c.k[block, kv, :end], k_s, self.score_c, fmt.score_frac)
             pn = softmax2(t, causal, self.exp2, fmt.score_frac)
-            vm, ve = c.v_m[block, kv, :end], c.v_e[block, kv, :end]
-            E = np.where(causal, ve[None, :], np.iinfo(np.int64).min // 4).max(axis=1)  # per row
-            w = shift_round(pn * vm[None, :], np.clip(E[:, None] - ve[None, :], 0, 62))
-            o = imatmul(w, c.v[block, kv, :end])  # [rows, hd]
-            out[:, h] = saturate(shift_round(o, -(E[:, None] - 16 + FV)))
+            v_s = Scalar(c.v_m[block, kv, :end], c.v_e[block, kv, :end])
+            out[:, h] = weighted_values(pn, c.v[block, kv, :end], v_s, causal)
         return out.reshape(rows, arch.heads * hd)
 
     # -- a block and the model -------------------------------------------------------------

@@ -405,3 +405,66 @@ def test_score_unit_matches_golden():
     sim.add_testbench(bench)
     sim.run()
     assert got == want
+
+
+def test_pv_unit_matches_golden():
+    """Rows of keys with values of very different scales (exponent gaps past 62 included)
+    and probabilities from the golden softmax: PVUnit against weighted_values."""
+    from ptqtp.golden_decoder import Scalar, exp2_table, quantize_vector, softmax2, weighted_values
+    from ptqtp.hdl.pv import PVUnit
+
+    hd = 8
+    rng = np.random.default_rng(6)
+    cases = []
+    for keys, spread in ((1, 1), (5, 4), (9, 40)):
+        v = rng.integers(-(4 << FV), 4 << FV, (keys, hd)) >> rng.integers(0, spread, (keys, 1))
+        vq, vs = quantize_vector(v, 8, FV)
+        t = rng.integers(-3000, 3000, (1, keys))
+        pn = softmax2(t, np.ones((1, keys), bool), exp2_table(10), 10)
+        cases.append((pn[0], vq, vs))
+    cases.append(
+        (
+            np.array([40000, 30000]),
+            np.array([[127] * hd, [-127] * hd]),
+            Scalar(np.array([40000, 33000]), np.array([-10, -90])),
+        )
+    )
+    want = [list(weighted_values(pn[None], vq, vs, np.ones((1, len(pn)), bool))[0]) for pn, vq, vs in cases]
+    dut = PVUnit(hd)
+    got = []
+
+    async def source(ctx):
+        for pn, vq, vs in cases:
+            E = int(vs.e.max())
+            for j in range(len(pn)):
+                for i in range(hd):
+                    p = dut.i.payload
+                    values = ((p.v, vq[j, i]), (p.pn, pn[j]), (p.m, vs.m[j]), (p.e, vs.e[j]), (p.E, E))
+                    for sig, val in values:
+                        ctx.set(sig, int(val))
+                    ctx.set(p.key_last, i == hd - 1)
+                    ctx.set(p.row_last, j == len(pn) - 1)
+                    ctx.set(dut.i.valid, 1)
+                    await ctx.tick().until(dut.i.ready)
+            ctx.set(dut.i.valid, 0)
+
+    async def sink(ctx):
+        rng2 = np.random.default_rng(1)
+        row = []
+        while len(got) < len(cases):
+            ready = rng2.random() < 0.7
+            ctx.set(dut.o.ready, ready)
+            await ctx.delay(1e-9)
+            if ready and ctx.get(dut.o.valid):
+                row.append(ctx.get(dut.o.payload.y))
+                if ctx.get(dut.o.payload.last):
+                    got.append(row)
+                    row = []
+            await ctx.tick()
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(source, background=True)
+    sim.add_testbench(sink)
+    sim.run()
+    assert got == want

@@ -4,7 +4,7 @@
 
 Units: the vector quantizer at A = 10 (the engine's inputs) and at 8 bits (the KV cache and
 the query), rows up to 1536; the norm's 1/rms scalar unit and the whole RMSNorm at SmolLM2's d and eps;
-attention's q.k scores and softmax over up to 2048 keys; SwiGLU's silu(g) u; a RoPE pair. Synthesis is cached by the Verilog's hash (``ptqtp hdl``'s cache).
+attention's q.k scores, softmax over up to 2048 keys and p.v; SwiGLU's silu(g) u; a RoPE pair. Synthesis is cached by the Verilog's hash (``ptqtp hdl``'s cache).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import json
 from ptqtp.hdl.synth import cached_synth_report, to_verilog
 from ptqtp.hdl.rmsnorm import RMSNormUnit
 from ptqtp.hdl.rsqrt import RsqrtUnit
+from ptqtp.hdl.pv import PVUnit
 from ptqtp.hdl.rope import RopeUnit
 from ptqtp.hdl.scores import ScoreUnit
 from ptqtp.hdl.softmax import SoftmaxUnit
@@ -29,6 +30,7 @@ UNITS = {
     "RMSNorm, V to V, with its 1/rms unit (d = 576)": lambda: RMSNormUnit(576, 9.999999747378752e-06),
     "attention score q.k in log2 units (head_dim 64)": lambda: ScoreUnit(64),
     "softmax (base 2, rows up to 2048 keys)": lambda: SoftmaxUnit(10, 2048),
+    "attention p.v (head_dim 64)": lambda: PVUnit(64),
     "SwiGLU silu(g) u": lambda: SiluMulUnit(),
     "RoPE pair": lambda: RopeUnit(),
 }
