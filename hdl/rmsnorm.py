@@ -57,7 +57,6 @@ class RMSNormUnit(wiring.Component):
         sh = Signal(8)
         half = Signal(V_BITS)
         h_r, w_r = Signal(signed(V_BITS)), Signal(signed(16))
-        h_a = Signal(signed(V_BITS + 1))
         hn = Signal(signed(NORM_BITS + 2))
         sq = Signal(2 * NORM_BITS + 2)
         sumsq = Signal(64)

@@ -54,7 +54,6 @@ class SoftmaxUnit(wiring.Component):
         dist = Signal(T_BITS + 1)
         n = Signal(T_BITS + 1 - FT)
         big = Signal()
-        T = Signal(17)
         p = Signal(17)
         p_a = Signal(18)
         total = Signal(total_w)

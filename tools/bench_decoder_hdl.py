@@ -2,9 +2,11 @@
 
     .venv/bin/python -m ptqtp.tools.bench_decoder_hdl [--seeds 1 2 3 4 5] [--json F]
 
-Units: the vector quantizer at A = 10 (the engine's inputs) and at 8 bits (the KV cache and
-the query), rows up to 1536; the norm's 1/rms scalar unit and the whole RMSNorm at SmolLM2's d and eps;
-attention's q.k scores, softmax over up to 2048 keys and p.v; SwiGLU's silu(g) u; a RoPE pair. Synthesis is cached by the Verilog's hash (``ptqtp hdl``'s cache).
+Units: the vector quantizer at A = 10 (the engine's inputs) and at 8 bits (the KV cache
+and the query), rows up to 1536; the norm's 1/rms scalar unit and the whole RMSNorm at
+SmolLM2's d and eps; attention's q.k scores, softmax over up to 2048 keys and p.v;
+SwiGLU's silu(g) u; a RoPE pair. Synthesis is cached by the Verilog's hash (``ptqtp hdl``'s
+cache).
 """
 
 from __future__ import annotations
@@ -12,14 +14,14 @@ from __future__ import annotations
 import argparse
 import json
 
-from ptqtp.hdl.synth import cached_synth_report, to_verilog
-from ptqtp.hdl.rmsnorm import RMSNormUnit
-from ptqtp.hdl.rsqrt import RsqrtUnit
 from ptqtp.hdl.pv import PVUnit
+from ptqtp.hdl.rmsnorm import RMSNormUnit
 from ptqtp.hdl.rope import RopeUnit
+from ptqtp.hdl.rsqrt import RsqrtUnit
 from ptqtp.hdl.scores import ScoreUnit
 from ptqtp.hdl.softmax import SoftmaxUnit
 from ptqtp.hdl.swiglu import SiluMulUnit
+from ptqtp.hdl.synth import cached_synth_report, to_verilog
 from ptqtp.hdl.vquant import VectorQuantizer
 from ptqtp.workflows.report import markdown_table
 

@@ -55,7 +55,17 @@ def machine() -> dict:
 def _takes_json(cmd: list[str]) -> bool:
     return bool(cmd) and (
         Path(cmd[0]).name in {Path(c).name for c in _PTQTP}
-        or (len(cmd) >= 3 and cmd[1] == "-m" and cmd[2] in ("ptqtp.tools.cli", "ptqtp.tools.bench_sim", "ptqtp.tools.bench_decoder_formats", "ptqtp.tools.bench_decoder_hdl"))
+        or (
+            len(cmd) >= 3
+            and cmd[1] == "-m"
+            and cmd[2]
+            in (
+                "ptqtp.tools.cli",
+                "ptqtp.tools.bench_sim",
+                "ptqtp.tools.bench_decoder_formats",
+                "ptqtp.tools.bench_decoder_hdl",
+            )
+        )
     )
 
 

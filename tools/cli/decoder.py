@@ -27,7 +27,9 @@ def register(sub) -> None:
     )
     g.add_argument("--top-k", type=int, default=0, help="record the top-k integer logits of each step")
     g.add_argument("--kv-bits", type=positive, default=8, help="KV-cache bits (default 8)")
-    g.add_argument("--capacity", type=positive, help="KV-cache capacity in tokens (default: the model's maximum, at most 4096)")
+    g.add_argument(
+        "--capacity", type=positive, help="KV-cache capacity in tokens (default: the model's maximum, at most 4096)"
+    )
     g.add_argument("--board", default="arty-a7-100t", help="board for the projected tok/s (default arty-a7-100t)")
     g.add_argument("--tokenizer", type=Path, help="tokenizer folder (default: the artifact's, or the shipped model's)")
     engine_args(g)
@@ -72,7 +74,9 @@ def cmd_generate(args) -> int:
     rec: dict = {"artifact": str(args.artifact), "prompt": args.prompt, "prompt_tokens": len(prompt)}
     runs = {}
     if args.backend == "golden-int":
-        runs["golden-int"] = generate_int(GoldenDecoder(weights, fmt, capacity), prompt, args.max_new_tokens, eos, args.top_k)
+        runs["golden-int"] = generate_int(
+            GoldenDecoder(weights, fmt, capacity), prompt, args.max_new_tokens, eos, args.top_k
+        )
     if args.backend == "torch" or args.compare_torch:
         from ptqtp.models.hf import load_quantized
 
@@ -98,7 +102,8 @@ def cmd_generate(args) -> int:
     print(
         f"planned per token at context {context} on {args.board} ({p['bandwidth_gbs']:g} GB/s, {p['fmax_mhz']:g} MHz, "
         f"engine P={params.lanes} R={params.rows} {params.packing}): {p['token_cycles']:,.0f} cycles, "
-        f"{p['token_bytes'] / 1e6:.1f} MB, {p['token_tokens_per_s']:.1f} tok/s (no RTL decoder yet: planned, not simulated)"
+        f"{p['token_bytes'] / 1e6:.1f} MB, {p['token_tokens_per_s']:.1f} tok/s "
+        "(no RTL decoder yet: planned, not simulated)"
     )
     write_json(args.json, rec)
     return 0

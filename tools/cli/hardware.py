@@ -123,7 +123,10 @@ def register(sub) -> None:
         help="KV-cache lengths for the whole-token figures (default 128 512 1024)",
     )
     pl.add_argument(
-        "--decoder-lanes", type=positive, default=16, help="element operations a cycle of the decoder's vector unit (default 16)"
+        "--decoder-lanes",
+        type=positive,
+        default=16,
+        help="element operations a cycle of the decoder's vector unit (default 16)",
     )
     json_arg(pl, "the plans")
     engine_args(pl, both_packings=True)
@@ -315,8 +318,8 @@ def _whole_token_plans(args, layers, params, chosen, packings, plans) -> bool:
     )
     per_gbs = ZTACHIP["tokens_per_s"] / ZTACHIP["bandwidth_gbs"]
     print(
-        f"reference: ztachip {ZTACHIP['tokens_per_s']:g} tok/s at {ZTACHIP['bandwidth_gbs']:g} GB/s = {per_gbs:.1f} tok/s "
-        f"per GB/s, whole tokens ({ZTACHIP['source']})"
+        f"reference: ztachip {ZTACHIP['tokens_per_s']:g} tok/s at {ZTACHIP['bandwidth_gbs']:g} GB/s = "
+        f"{per_gbs:.1f} tok/s per GB/s, whole tokens ({ZTACHIP['source']})"
     )
     if len(plans) == len(packings):  # one board: where the bytes and cycles go
         print(

@@ -155,7 +155,9 @@ def register(sub) -> None:
     ev.add_argument(
         "--decoder-act-bits", type=int, default=None, help="the decoder's activation bits A (default: its format's)"
     )
-    ev.add_argument("--decoder-kv-bits", type=int, default=None, help="the decoder's KV-cache bits (default: its format's)")
+    ev.add_argument(
+        "--decoder-kv-bits", type=int, default=None, help="the decoder's KV-cache bits (default: its format's)"
+    )
     ev.add_argument(
         "--decoder-lm-bits", type=int, default=None, help="the decoder's lm_head/embedding bits (default: its format's)"
     )
