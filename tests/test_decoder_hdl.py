@@ -54,6 +54,70 @@ def run_quantizer(rows, bits, stall_seed=None, width=48):
     return got_q, got_s
 
 
+def stream_rows(dut, rows, out: str, seed: int, ready_p: float):
+    """Feed ``rows`` (each a list of ``dut.i`` payload dicts, flags included) through ``dut``;
+    collect ``dut.o.payload.<out>`` into rows ended by ``o.last``, with ``o.ready`` high at
+    random (probability ``ready_p``, seeded)."""
+    got = []
+
+    async def source(ctx):
+        for row in rows:
+            for fields in row:
+                for name, value in fields.items():
+                    ctx.set(getattr(dut.i.payload, name), int(value))
+                ctx.set(dut.i.valid, 1)
+                await ctx.tick().until(dut.i.ready)
+            ctx.set(dut.i.valid, 0)
+
+    async def sink(ctx):
+        rng = np.random.default_rng(seed)
+        row = []
+        while len(got) < len(rows):
+            ready = rng.random() < ready_p
+            ctx.set(dut.o.ready, ready)
+            await ctx.delay(1e-9)
+            if ready and ctx.get(dut.o.valid):
+                row.append(ctx.get(getattr(dut.o.payload, out)))
+                if ctx.get(dut.o.payload.last):
+                    got.append(row)
+                    row = []
+            await ctx.tick()
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(source, background=True)
+    sim.add_testbench(sink)
+    sim.run()
+    return got
+
+
+def one_at_a_time(dut, requests, outs: tuple[str, ...]):
+    """Each request (a list of ``dut.i`` payload dicts) in, then wait for its one result:
+    the ``dut.o.payload`` fields ``outs`` of each, in order."""
+    got = []
+
+    async def bench(ctx):
+        for request in requests:
+            for fields in request:
+                for name, value in fields.items():
+                    ctx.set(getattr(dut.i.payload, name), int(value))
+                ctx.set(dut.i.valid, 1)
+                await ctx.tick().until(dut.i.ready)
+            ctx.set(dut.i.valid, 0)
+            while not ctx.get(dut.o.valid):
+                await ctx.tick()
+            got.append(tuple(ctx.get(getattr(dut.o.payload, f)) for f in outs))
+            ctx.set(dut.o.ready, 1)
+            await ctx.tick()
+            ctx.set(dut.o.ready, 0)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    return got
+
+
 def golden(rows, bits):
     out = [quantize_vector(np.array([r], dtype=np.int64), bits, FV) for r in rows]
     return [list(q[0]) for q, _ in out], [(int(s.m[0]), int(s.e[0])) for _, s in out]
@@ -108,28 +172,8 @@ def test_sequential_divider(num, den):
 def run_rsqrt(requests, d, eps):
     from ptqtp.hdl.rsqrt import RsqrtUnit
 
-    dut = RsqrtUnit(d, eps)
-    got = []
-
-    async def bench(ctx):
-        for sumsq, sh in requests:
-            ctx.set(dut.i.payload.sumsq, sumsq)
-            ctx.set(dut.i.payload.sh, sh)
-            ctx.set(dut.i.valid, 1)
-            await ctx.tick().until(dut.i.ready)
-            ctx.set(dut.i.valid, 0)
-            while not ctx.get(dut.o.valid):
-                await ctx.tick()
-            got.append((ctx.get(dut.o.payload.m), ctx.get(dut.o.payload.e)))
-            ctx.set(dut.o.ready, 1)
-            await ctx.tick()
-            ctx.set(dut.o.ready, 0)
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(bench)
-    sim.run()
-    return got
+    requests = [[{"sumsq": sumsq, "sh": sh}] for sumsq, sh in requests]
+    return one_at_a_time(RsqrtUnit(d, eps), requests, ("m", "e"))
 
 
 @pytest.mark.parametrize("eps", [9.999999747378752e-06, 1e-6])
@@ -192,40 +236,8 @@ def test_rmsnorm_unit_matches_golden():
     norms = [Norm.quantize(rng.normal(0, s, d)) for s in (0.05, 1.0, 3.0)]
     cases = [(r, norms[i % len(norms)]) for i, r in enumerate(rows)]
     want = [list(dec.rmsnorm(r[None].astype(np.int64), n)[0]) for r, n in cases]
-    dut = RMSNormUnit(d, eps)
-    got = []
-
-    async def source(ctx):
-        for r, n in cases:
-            for j in range(d):
-                ctx.set(dut.i.payload.h, int(r[j]))
-                ctx.set(dut.i.payload.w, int(n.w_q[j]))
-                ctx.set(dut.i.payload.F, n.F)
-                ctx.set(dut.i.payload.last, j == d - 1)
-                ctx.set(dut.i.valid, 1)
-                await ctx.tick().until(dut.i.ready)
-            ctx.set(dut.i.valid, 0)
-
-    async def sink(ctx):
-        rng2 = np.random.default_rng(3)
-        row = []
-        while len(got) < len(cases):
-            ready = rng2.random() < 0.6
-            ctx.set(dut.o.ready, ready)
-            await ctx.delay(1e-9)
-            if ready and ctx.get(dut.o.valid):
-                row.append(ctx.get(dut.o.payload.y))
-                if ctx.get(dut.o.payload.last):
-                    got.append(row)
-                    row = []
-            await ctx.tick()
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(source, background=True)
-    sim.add_testbench(sink)
-    sim.run()
-    assert got == want
+    rows_in = [[{"h": r[j], "w": n.w_q[j], "F": n.F, "last": j == d - 1} for j in range(d)] for r, n in cases]
+    assert stream_rows(RMSNormUnit(d, eps), rows_in, "y", seed=3, ready_p=0.6) == want
 
 
 def test_softmax_unit_matches_golden():
@@ -245,38 +257,8 @@ def test_softmax_unit_matches_golden():
         np.array([0, -17 * 1024, -16 * 1024, -17 * 1024 + 1, -16 * 1024 - 1]),  # at the cut-off
     ]
     want = [list(softmax2(r[None], np.ones((1, len(r)), bool), exp2_table(10), 10)[0]) for r in rows]
-    dut = SoftmaxUnit(frac=10, depth=64)
-    got = []
-
-    async def source(ctx):
-        for r in rows:
-            for j, t in enumerate(r):
-                ctx.set(dut.i.payload.t, int(t))
-                ctx.set(dut.i.payload.last, j == len(r) - 1)
-                ctx.set(dut.i.valid, 1)
-                await ctx.tick().until(dut.i.ready)
-            ctx.set(dut.i.valid, 0)
-
-    async def sink(ctx):
-        rng2 = np.random.default_rng(4)
-        row = []
-        while len(got) < len(rows):
-            ready = rng2.random() < 0.6
-            ctx.set(dut.o.ready, ready)
-            await ctx.delay(1e-9)
-            if ready and ctx.get(dut.o.valid):
-                row.append(ctx.get(dut.o.payload.p))
-                if ctx.get(dut.o.payload.last):
-                    got.append(row)
-                    row = []
-            await ctx.tick()
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(source, background=True)
-    sim.add_testbench(sink)
-    sim.run()
-    assert got == want
+    rows_in = [[{"t": t, "last": j == len(r) - 1} for j, t in enumerate(r)] for r in rows]
+    assert stream_rows(SoftmaxUnit(frac=10, depth=64), rows_in, "p", seed=4, ready_p=0.6) == want
 
 
 def test_silu_mul_unit_matches_golden():
@@ -294,29 +276,8 @@ def test_silu_mul_unit_matches_golden():
     )
     u = np.concatenate([rng.integers(-(4 << FV), 4 << FV, 60), [5 << FV, -(3 << FV), 7, 2**31 - 1, 2**31 - 1]])
     want = list(dec.silu_mul(g[None], u[None])[0])
-    dut = SiluMulUnit()
-    got = []
-
-    async def bench(ctx):
-        for j in range(len(g)):
-            ctx.set(dut.i.payload.g, int(g[j]))
-            ctx.set(dut.i.payload.u, int(u[j]))
-            ctx.set(dut.i.payload.last, j == len(g) - 1)
-            ctx.set(dut.i.valid, 1)
-            await ctx.tick().until(dut.i.ready)
-            ctx.set(dut.i.valid, 0)
-            while not ctx.get(dut.o.valid):
-                await ctx.tick()
-            got.append(ctx.get(dut.o.payload.y))
-            ctx.set(dut.o.ready, 1)
-            await ctx.tick()
-            ctx.set(dut.o.ready, 0)
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(bench)
-    sim.run()
-    assert got == want
+    requests = [[{"g": g[j], "u": u[j], "last": j == len(g) - 1}] for j in range(len(g))]
+    assert [y for (y,) in one_at_a_time(SiluMulUnit(), requests, ("y",))] == want
 
 
 def test_rope_unit_matches_golden():
@@ -335,30 +296,13 @@ def test_rope_unit_matches_golden():
     x[1] = rng.integers(-(3 << 14), 3 << 14, hd)
     cos, sin = rope_table(positions, hd, theta)
     want = dec.rope(x, cos, sin)[:, 0]
-    dut = RopeUnit()
-    got = []
-
-    async def bench(ctx):
-        for r in range(len(positions)):
-            for i in range(hd // 2):
-                p = dut.i.payload
-                for sig, v in ((p.a, x[r, 0, i]), (p.b, x[r, 0, i + hd // 2]), (p.c, cos[r, i]), (p.s, sin[r, i])):
-                    ctx.set(sig, int(v))
-                ctx.set(dut.i.valid, 1)
-                await ctx.tick().until(dut.i.ready)
-                ctx.set(dut.i.valid, 0)
-                while not ctx.get(dut.o.valid):
-                    await ctx.tick()
-                got.append((ctx.get(dut.o.payload.a), ctx.get(dut.o.payload.b)))
-                ctx.set(dut.o.ready, 1)
-                await ctx.tick()
-                ctx.set(dut.o.ready, 0)
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(bench)
-    sim.run()
     half = hd // 2
+    requests = [
+        [{"a": x[r, 0, i], "b": x[r, 0, i + half], "c": cos[r, i], "s": sin[r, i]}]
+        for r in range(len(positions))
+        for i in range(half)
+    ]
+    got = one_at_a_time(RopeUnit(), requests, ("a", "b"))
     assert got == [(int(want[r, i]), int(want[r, i + half])) for r in range(len(positions)) for i in range(half)]
 
 
@@ -378,33 +322,11 @@ def test_score_unit_matches_golden():
     qq, qs = quantize_vector(q, 8, FV)
     kq, ks = quantize_vector(k, 8, FV)
     want = list(scores_log2(qq, qs, kq, ks, score_scale(hd), 10)[0])
-    dut = ScoreUnit(hd)
-    got = []
-
-    async def bench(ctx):
-        for j in range(len(k)):
-            p = dut.i.payload
-            for i in range(hd):
-                ctx.set(p.q, int(qq[0, i]))
-                ctx.set(p.k, int(kq[j, i]))
-                ctx.set(p.last, i == hd - 1)
-                for sig, v in ((p.q_m, qs.m[0]), (p.q_e, qs.e[0]), (p.k_m, ks.m[j]), (p.k_e, ks.e[j])):
-                    ctx.set(sig, int(v))
-                ctx.set(dut.i.valid, 1)
-                await ctx.tick().until(dut.i.ready)
-            ctx.set(dut.i.valid, 0)
-            while not ctx.get(dut.o.valid):
-                await ctx.tick()
-            got.append(ctx.get(dut.o.payload.t))
-            ctx.set(dut.o.ready, 1)
-            await ctx.tick()
-            ctx.set(dut.o.ready, 0)
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(bench)
-    sim.run()
-    assert got == want
+    scales = [{"q_m": qs.m[0], "q_e": qs.e[0], "k_m": ks.m[j], "k_e": ks.e[j]} for j in range(len(k))]
+    requests = [
+        [{"q": qq[0, i], "k": kq[j, i], "last": i == hd - 1} | scales[j] for i in range(hd)] for j in range(len(k))
+    ]
+    assert [t for (t,) in one_at_a_time(ScoreUnit(hd), requests, ("t",))] == want
 
 
 def test_pv_unit_matches_golden():
@@ -430,41 +352,13 @@ def test_pv_unit_matches_golden():
         )
     )
     want = [list(weighted_values(pn[None], vq, vs, np.ones((1, len(pn)), bool))[0]) for pn, vq, vs in cases]
-    dut = PVUnit(hd)
-    got = []
-
-    async def source(ctx):
-        for pn, vq, vs in cases:
-            E = int(vs.e.max())
-            for j in range(len(pn)):
-                for i in range(hd):
-                    p = dut.i.payload
-                    values = ((p.v, vq[j, i]), (p.pn, pn[j]), (p.m, vs.m[j]), (p.e, vs.e[j]), (p.E, E))
-                    for sig, val in values:
-                        ctx.set(sig, int(val))
-                    ctx.set(p.key_last, i == hd - 1)
-                    ctx.set(p.row_last, j == len(pn) - 1)
-                    ctx.set(dut.i.valid, 1)
-                    await ctx.tick().until(dut.i.ready)
-            ctx.set(dut.i.valid, 0)
-
-    async def sink(ctx):
-        rng2 = np.random.default_rng(1)
+    rows_in = []
+    for pn, vq, vs in cases:
+        E = int(vs.e.max())
         row = []
-        while len(got) < len(cases):
-            ready = rng2.random() < 0.7
-            ctx.set(dut.o.ready, ready)
-            await ctx.delay(1e-9)
-            if ready and ctx.get(dut.o.valid):
-                row.append(ctx.get(dut.o.payload.y))
-                if ctx.get(dut.o.payload.last):
-                    got.append(row)
-                    row = []
-            await ctx.tick()
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(source, background=True)
-    sim.add_testbench(sink)
-    sim.run()
-    assert got == want
+        for j in range(len(pn)):
+            for i in range(hd):
+                fields = {"v": vq[j, i], "pn": pn[j], "m": vs.m[j], "e": vs.e[j], "E": E}
+                row.append(fields | {"key_last": i == hd - 1, "row_last": j == len(pn) - 1})
+        rows_in.append(row)
+    assert stream_rows(PVUnit(hd), rows_in, "y", seed=1, ready_p=0.7) == want
