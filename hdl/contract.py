@@ -50,6 +50,7 @@ class Reg(enum.IntEnum):
     WAIT_Y = 0x0E
     ERRORS = 0x0F
     LAYOUT = 0x10
+    PASSES = 0x11
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,7 @@ LAYOUT = BitFields(
     Field("planes", 0, 2, "planes"),
     Field("offset", 2, 1, "offset"),
     Field("base3", 3, 1, "base-3 packing"),
+    Field("max_planes", 4, 3, "most planes a layer may have (in passes of `planes`)"),
     Field("scale_bits", 8, 8, "S"),
     Field("group_size", 16, 16, "G"),
 )
@@ -132,7 +134,7 @@ ERRORS = BitFields(
         "refused",
         3,
         1,
-        "descriptor refused (queue full, n >= 2^24, m, chunks or beats out of "
+        "descriptor refused (queue full, n >= 2^24, m, chunks, passes or beats out of "
         "range, or an address not aligned to a burst)",
     ),
 )
@@ -156,6 +158,7 @@ REGISTERS: dict[Reg, tuple[str, str]] = {
     Reg.WAIT_Y: ("R", "cycles a run waited for room in the output buffer"),
     Reg.ERRORS: ("R", ERRORS.describe() + "; sticky until CTRL clear"),
     Reg.LAYOUT: ("R", LAYOUT.describe() + ": with PARAMS, what a host checks before pairing a model image"),
+    Reg.PASSES: ("RW", "passes of the layer, ceil(K / planes) for K planes: 1..ceil(max_planes / planes); reset 1"),
 }
 
 #: Registers a host may write; writes elsewhere are ignored.
@@ -172,9 +175,10 @@ class BenchEnv:
 
 
 def descriptor_writes(run: dict) -> list[tuple[Reg, int]]:
-    """The register writes, in order, that queue one run {n, chunks, m, addr, beats} and
-    start it: what every host driver and bench sends."""
+    """The register writes, in order, that queue one run {n, chunks, m, addr, beats[,
+    passes]} and start it: what every host driver and bench sends."""
     return [
+        (Reg.PASSES, run.get("passes", 1)),
         (Reg.N, run["n"]),
         (Reg.CHUNKS, run["chunks"]),
         (Reg.M, run["m"]),

@@ -26,8 +26,16 @@ ROW_BITS = 24  # n < 2^24 rows
 
 
 def descriptor_layout(p: EngineParams) -> data.StructLayout:
-    """A run as the core and the output side see it: rows, chunks (d_pad / P), vectors."""
-    return data.StructLayout({"n": ROW_BITS, "chunks": range(p.max_d_pad // p.lanes + 1), "m": range(p.vectors + 1)})
+    """A run as the core and the output side see it: rows, chunks (d_pad / P), vectors, and
+    passes (a layer of more planes than the datapath's)."""
+    return data.StructLayout(
+        {
+            "n": ROW_BITS,
+            "chunks": range(p.max_d_pad // p.lanes + 1),
+            "m": range(p.vectors + 1),
+            "passes": range(p.max_passes + 1),
+        }
+    )
 
 
 def events_layout() -> data.StructLayout:
@@ -76,7 +84,9 @@ class EngineControl(wiring.Component):
         m.submodules.regs = regs = AxiLiteRegs(8)
         wiring.connect(m, wiring.flipped(self.bus), regs.bus)
         wr = regs.write
-        held = {r: Signal(32, name=r.name.lower()) for r in sorted(WRITABLE) if r != Reg.CTRL}
+        held = {
+            r: Signal(32, name=r.name.lower(), init=int(r == Reg.PASSES)) for r in sorted(WRITABLE) if r != Reg.CTRL
+        }
         for reg, value in held.items():
             with m.If(wr.valid & (wr.addr == reg)):
                 m.d.sync += value.eq(wr.data)
@@ -86,6 +96,7 @@ class EngineControl(wiring.Component):
 
         # ---- descriptor checks and the consumers' queues
         n, chunks, vectors, beats = held[Reg.N], held[Reg.CHUNKS], held[Reg.M], held[Reg.BEATS]
+        passes = held[Reg.PASSES]
         addr = Cat(held[Reg.ADDR_LO], held[Reg.ADDR_HI])
         queues = {
             name: SyncFIFOBuffered(width=width, depth=2)
@@ -109,10 +120,12 @@ class EngineControl(wiring.Component):
             | (chunks[: (cpg - 1).bit_length()] != 0)
             | (beats == 0)
             | (addr[:align_bits] != 0)
+            | (passes == 0)
+            | (passes > p.max_passes)
         )
         push = start & ~queue_full & ~bad_desc
         entry = Signal(descriptor_layout(p))
-        m.d.comb += [entry.n.eq(n), entry.chunks.eq(chunks), entry.m.eq(vectors)]
+        m.d.comb += [entry.n.eq(n), entry.chunks.eq(chunks), entry.m.eq(vectors), entry.passes.eq(passes)]
         for fifo, out, payload in zip(
             queues.values(),
             (self.dma_cmd, self.core_desc, self.out_desc),
@@ -121,7 +134,7 @@ class EngineControl(wiring.Component):
             m.d.comb += [fifo.w_data.eq(payload), fifo.w_en.eq(push)]
             wiring.connect(m, fifo.r_stream, wiring.flipped(out))
         if "steps" in self.signature.members:
-            # The decoder's copy: the layer's step count ceil(n / R) * ng, two stages after the
+            # The decoder's copy: the layer's step count ceil(n / R) * ng * passes, two stages after the
             # push (operands, then product). It pops when it starts the layer's words and the
             # core finishes a layer only after that, so at most q_core's two entries, the
             # running layer and the pipeline are ever held: depth 4 never refuses.
@@ -132,7 +145,7 @@ class EngineControl(wiring.Component):
             with m.If(push):
                 m.d.sync += [
                     blocks_s.eq((n[:ROW_BITS] + (R - 1)) >> (R - 1).bit_length()),
-                    ng_s.eq(chunks >> (cpg - 1).bit_length()),
+                    ng_s.eq((chunks >> (cpg - 1).bit_length()) * passes[:3]),
                 ]
             m.d.comb += [q_steps.w_data.eq(steps_s), q_steps.w_en.eq(valid_s[1])]
             wiring.connect(m, q_steps.r_stream, wiring.flipped(self.steps))

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ptqtp.formats.stream_layout import StreamLayout
+from ptqtp.formats.stream_layout import MAX_PLANES, StreamLayout
 from ptqtp.golden import IntConfig, acc_width
 
 from .contract import ENGINE_ID, LAYOUT, PARAMS, Reg
@@ -41,6 +41,10 @@ class EngineParams:
     rows: R, row units (power of two).
     planes: trit planes the datapath carries (1 or 2); a one-plane layer runs on a two-plane
         engine with a zero second plane.
+    max_planes: the most planes a layer may have (1..4); a layer of K > planes planes runs in
+        ceil(K / planes) passes over the same activations (``StreamLayout``'s wide layer), so
+        cycles and bytes scale with K and the datapath stays the same; the accumulators are
+        sized for max_planes.
     offset: whether the datapath has PT^2-LLM's offset term.
     act_bits, scale_bits: A and S.
     group_size: G.
@@ -57,6 +61,7 @@ class EngineParams:
     rows: int = 4
     planes: int = 2
     offset: bool = False
+    max_planes: int = 4
     act_bits: int = 8
     scale_bits: int = 16
     group_size: int = 128
@@ -75,6 +80,8 @@ class EngineParams:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, not {v!r}")
+        if not isinstance(self.max_planes, int) or not self.planes <= self.max_planes <= MAX_PLANES:
+            raise ValueError(f"max_planes must be in {self.planes}..{MAX_PLANES}, not {self.max_planes!r}")
         if self.vectors & (self.vectors - 1):
             raise ValueError(f"vectors M must be a power of two, not {self.vectors!r}")
         if not 16 <= self.addr_width <= 64:
@@ -100,12 +107,19 @@ class EngineParams:
         return self.planes + self.offset
 
     @property
+    def max_passes(self) -> int:
+        """Passes of a max_planes layer: ceil(max_planes / planes)."""
+        return self.layout.passes(self.max_planes)
+
+    @property
     def max_d_pad(self) -> int:
         return -(-self.max_d // self.group_size) * self.group_size
 
     @property
     def acc_bits(self) -> int:
-        return acc_width(self.max_d_pad // self.group_size, self.group_size, self.act_bits, self.scale_bits, self.terms)
+        # a layer of max_passes passes sums max_passes * planes planes' terms (offsets once)
+        terms = self.max_passes * self.planes + self.offset
+        return acc_width(self.max_d_pad // self.group_size, self.group_size, self.act_bits, self.scale_bits, terms)
 
     @property
     def chunk_stride(self) -> int:
@@ -137,6 +151,7 @@ class EngineParams:
             planes=self.planes,
             offset=self.offset,
             base3=self.packing == "base3",
+            max_planes=self.max_planes,
             scale_bits=self.scale_bits,
             group_size=self.group_size,
         )
@@ -144,6 +159,11 @@ class EngineParams:
     def check_layer(self, n: int, d_pad: int, planes: int, offset: bool, m: int = 1) -> None:
         """``ValueError`` unless the layer (and batch of ``m`` vectors) runs on this engine."""
         self.layout.check_layer(planes, offset)
+        if planes > self.max_planes:
+            raise ValueError(
+                f"a layer with {planes} planes does not run on an engine with max_planes {self.max_planes}"
+                f" ({self.planes} a pass)"
+            )
         if d_pad % self.group_size or not 0 < d_pad <= self.max_d_pad or n < 1:
             raise ValueError(
                 f"layer n={n}, d_pad={d_pad} does not fit the engine (G={self.group_size}, max d_pad {self.max_d_pad})"
@@ -153,8 +173,8 @@ class EngineParams:
 
     # ------------------------------------------------------------------ cycle model
 
-    def run(self, n: int, d_pad: int, m: int = 1) -> LayerRun:
-        return LayerRun(self, n, d_pad, m)
+    def run(self, n: int, d_pad: int, m: int = 1, planes: int | None = None) -> LayerRun:
+        return LayerRun(self, n, d_pad, m, planes or self.planes)
 
 
 @dataclass(frozen=True)
@@ -165,10 +185,16 @@ class LayerRun:
     n: int
     d_pad: int
     m: int = 1
+    planes: int = 2  # the layer's; more than the engine's take passes
+
+    @property
+    def passes(self) -> int:
+        return self.params.layout.passes(self.planes)
 
     @property
     def groups(self) -> int:
-        return self.params.layout.blocks(self.n) * (self.d_pad // self.params.group_size)
+        """Steps the core takes: blocks x groups x passes."""
+        return self.params.layout.blocks(self.n) * (self.d_pad // self.params.group_size) * self.passes
 
     @property
     def issue_cycles(self) -> int:
@@ -178,7 +204,7 @@ class LayerRun:
     @property
     def stream_cycles(self) -> int:
         """Cycles the DMA needs at one word per cycle."""
-        return self.params.layout.layer_beats(self.n, self.d_pad)
+        return self.params.layout.layer_beats(self.n, self.d_pad, self.planes)
 
     @property
     def beats(self) -> int:
@@ -186,7 +212,7 @@ class LayerRun:
 
     @property
     def layer_bytes(self) -> int:
-        return self.params.layout.layer_bytes(self.n, self.d_pad)
+        return self.params.layout.layer_bytes(self.n, self.d_pad, self.planes)
 
     def bound(self, bytes_per_cycle: float | None = None) -> str:
         """ "compute" or "bandwidth": which side sets the layer's time at that bandwidth."""

@@ -313,7 +313,11 @@ class ControlProperties(_Harness):
         m.d.comb += Assume(~ResetSignal())
         write = b.awvalid & b.awready
         word = b.awaddr[2:]
-        shadow = {r: Signal(32, name=f"shadow_{r.name.lower()}") for r in sorted(WRITABLE) if r != Reg.CTRL}
+        shadow = {
+            r: Signal(32, name=f"shadow_{r.name.lower()}", init=int(r == Reg.PASSES))
+            for r in sorted(WRITABLE)
+            if r != Reg.CTRL
+        }
         for reg, sig in shadow.items():
             with m.If(write & (word == reg)):
                 m.d.sync += sig.eq(b.wdata)
@@ -329,6 +333,8 @@ class ControlProperties(_Harness):
             & (chunks % cpg == 0)
             & (beats != 0)
             & (shadow[Reg.ADDR_LO] % p.burst_bytes == 0)
+            & (shadow[Reg.PASSES] >= 1)
+            & (shadow[Reg.PASSES] <= p.max_passes)
         )
         start = write & (word == Reg.CTRL) & b.wdata[0]
         clear = write & (word == Reg.CTRL) & b.wdata[1]
@@ -338,9 +344,9 @@ class ControlProperties(_Harness):
         push = start & good & ~full
         # what the queues must hold: the front two entries (core's view: n, chunks, m; DMA's: addr, beats)
         core = dut.core_desc.payload
-        wc, wm = len(core.chunks), len(core.m)
-        entry = Cat(n[:24], chunks[:wc], vectors[:wm], shadow[Reg.ADDR_LO][:16], beats[:16])
-        cut = 24 + wc + wm
+        wc, wm, wp = len(core.chunks), len(core.m), len(core.passes)
+        entry = Cat(n[:24], chunks[:wc], vectors[:wm], shadow[Reg.PASSES][:wp], shadow[Reg.ADDR_LO][:16], beats[:16])
+        cut = 24 + wc + wm + wp
         slots = [[Signal(len(entry), name=f"q{i}_{k}") for k in range(2)] for i in range(3)]
         for i, (lv, q) in enumerate(zip(levels, queues)):
             pop = q.valid & q.ready
@@ -365,7 +371,7 @@ class ControlProperties(_Harness):
                 if q is dut.dma_cmd:
                     m.d.comb += Assert(Cat(q.payload.addr[:16], q.payload.beats[:16]) == front[cut:])
                 else:
-                    m.d.comb += Assert(Cat(q.payload.n, q.payload.chunks, q.payload.m) == front[:cut])
+                    m.d.comb += Assert(Cat(q.payload.n, q.payload.chunks, q.payload.m, q.payload.passes) == front[:cut])
         # a refused start is flagged: read back ERRORS (the only register this harness reads)
         refused_seen = Signal()
         with m.If(clear):

@@ -15,8 +15,10 @@ __all__ = ["IssueSequencer"]
 
 
 class IssueSequencer(wiring.Component):
-    """Per run (``desc``): for each block of R rows, group, chunk and resident vector v, one
-    chunk-cycle. A cycle issues when the run holds its activations (``have_x``), the
+    """Per run (``desc``): for each block of R rows, pass, group, chunk and resident vector v,
+    one chunk-cycle. A layer of several passes is its wide layer (``StreamLayout``): the
+    group counter runs over ng * passes groups, one accumulation, while the activation
+    chunk wraps to 0 at the end of each pass. A cycle issues when the run holds its activations (``have_x``), the
     weight record (and on a group's first chunk the scale record) is there, and the
     output buffer will have room for the block's results.
 
@@ -58,7 +60,7 @@ class IssueSequencer(wiring.Component):
         running = self.running
         chunk = Signal(range(p.chunk_stride + 1))
         in_group = Signal(range(cpg))
-        group = Signal(range(p.chunk_stride + 1))
+        group = Signal(range(p.chunk_stride * p.max_passes + 1))
         v = Signal(range(M))
         # registered end-of-loop flags: no wide add or compare on the issue path
         chunks_m1, ng_m1, m_m1 = Signal.like(chunk), Signal.like(group), Signal(range(M))
@@ -88,7 +90,7 @@ class IssueSequencer(wiring.Component):
                 group.eq(0),
                 v.eq(0),
                 chunks_m1.eq(nxt.chunks - 1),
-                ng_m1.eq((nxt.chunks >> (cpg.bit_length() - 1)) - 1),
+                ng_m1.eq((nxt.chunks >> (cpg.bit_length() - 1)) * nxt.passes - 1),
                 m_m1.eq(nxt.m - 1),
                 blocks_left.eq(blocks),
                 last_block.eq(blocks == 1),
@@ -107,16 +109,17 @@ class IssueSequencer(wiring.Component):
                 m.d.sync += [chunk.eq(chunk + 1), in_group.eq(in_group + 1)]
                 with m.If(in_group == cpg - 1):
                     m.d.sync += [in_group.eq(0), group.eq(group + 1)]
-                with m.If(last_chunk):
-                    m.d.sync += [
-                        chunk.eq(0),
-                        group.eq(0),
-                        blocks_left.eq(blocks_left - 1),
-                        last_block.eq(blocks_left == 2),
-                    ]
-                    with m.If(last_block):
-                        m.d.sync += running.eq(0)
-                        m.d.comb += self.release.eq(1)
+                with m.If(last_chunk):  # the end of a pass: the activations start again
+                    m.d.sync += chunk.eq(0)
+                    with m.If(group == ng_m1):  # the end of the block's last pass
+                        m.d.sync += [
+                            group.eq(0),
+                            blocks_left.eq(blocks_left - 1),
+                            last_block.eq(blocks_left == 2),
+                        ]
+                        with m.If(last_block):
+                            m.d.sync += running.eq(0)
+                            m.d.comb += self.release.eq(1)
         m.d.sync += promised.eq(promised + (issue & final_op) - self.y_pop)
 
         t = self.tags

@@ -281,6 +281,8 @@ def image_runs(image, batches: list[tuple[str, np.ndarray]]):
                 "name": name,
                 "n": g.n,
                 "chunks": g.d_pad // image.layout.lanes,
+                "passes": image.layout.passes(g.planes),
+                "planes": g.planes,
                 "m": int(len(x_q)),
                 "addr": e["byte_offset"],
                 "beats": e["beats"],

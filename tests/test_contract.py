@@ -23,11 +23,16 @@ def test_every_register_is_described_and_addresses_are_dense():
 
 
 def test_words_as_the_spec_derives_them():
-    """LAYOUT: planes | offset << 2 | base-3 << 3 | S << 8 | G << 16; PARAMS: P | R << 8 | M << 16 | DW/8 << 24."""
+    """LAYOUT: planes | offset << 2 | base-3 << 3 | max_planes << 4 | S << 8 | G << 16;
+    PARAMS: P | R << 8 | M << 16 | DW/8 << 24."""
     assert (
-        EngineParams(planes=2, offset=True, packing="base3").layout_word() == 2 | 1 << 2 | 1 << 3 | 16 << 8 | 128 << 16
+        EngineParams(planes=2, offset=True, packing="base3").layout_word()
+        == 2 | 1 << 2 | 1 << 3 | 4 << 4 | 16 << 8 | 128 << 16
     )
-    assert EngineParams(planes=1, scale_bits=12, group_size=64).layout_word() == 1 | 12 << 8 | 64 << 16
+    assert (
+        EngineParams(planes=1, max_planes=1, scale_bits=12, group_size=64).layout_word()
+        == 1 | 1 << 4 | 12 << 8 | 64 << 16
+    )
     assert (
         EngineParams(lanes=64, rows=4, vectors=8, data_width=128, burst=16).params_word()
         == 64 | 4 << 8 | 8 << 16 | 16 << 24

@@ -94,6 +94,9 @@ def test_stream_layout_base3_bytes_by_hand():
         (16, 4, 2, True, 512, 1, True),
         (4, 1, 1, True, 64, 1, True),
         (64, 4, 2, False, 256, 2, False),
+        (16, 4, 2, True, 128, 3, True),  # K = 3, 4: passes (the wide layer)
+        (8, 2, 2, False, 64, 4, False),
+        (4, 1, 1, True, 64, 3, False),
     ],
 )
 def test_stream_layout_round_trip(P, R, planes, offset, DW, lp, loff, packing):
@@ -101,7 +104,8 @@ def test_stream_layout_round_trip(P, R, planes, offset, DW, lp, loff, packing):
     L = StreamLayout(P, R, planes, offset, 128, 16, DW, packing)
     g = golden_layer(rng, 7, 300, lp, loff)
     data = L.encode(g.trits, g.a_q, g.m_q)
-    assert len(data) == L.layer_bytes(7, 384) and len(data) % L.word_bytes == 0
+    assert len(data) == L.layer_bytes(7, 384, lp) and len(data) % L.word_bytes == 0
+    assert L.layer_bytes(7, 384, lp) == L.layer_bytes(7, 384 * L.passes(lp))
     t, a, m = L.decode(data, 7, 384, lp, loff)
     assert np.array_equal(t, g.trits) and np.array_equal(a, g.a_q)
     assert (m is None) == (g.m_q is None) and (m is None or np.array_equal(m, g.m_q))
@@ -109,9 +113,15 @@ def test_stream_layout_round_trip(P, R, planes, offset, DW, lp, loff, packing):
 
 def test_stream_layout_rejects():
     L = StreamLayout(8, 2, 1, False, 128, 16, 64)
-    g = golden_layer(np.random.default_rng(0), 4, 128, planes=2)
+    g = golden_layer(np.random.default_rng(0), 4, 128, planes=2, offset=True)
     with pytest.raises(ValueError, match="does not run on an engine with 1 plane"):
-        L.encode(g.trits, g.a_q)
+        L.encode(g.trits, g.a_q, g.m_q)
+    with pytest.raises(ValueError, match="1 to 4 planes, not 5"):
+        L.encode(np.zeros((5, 4, 128), np.int8), np.zeros((5, 4, 1), np.int64))
+    four = golden_layer(np.random.default_rng(1), 4, 128, planes=4)
+    data4 = StreamLayout(8, 2, 2, False, 128, 16, 64).encode(four.trits, four.a_q)
+    with pytest.raises(ValueError, match="nonzero padding"):  # plane 4 is the 3-plane layer's zero padding
+        StreamLayout(8, 2, 2, False, 128, 16, 64).decode(data4, 4, 128, 3, False)
     one = golden_layer(np.random.default_rng(0), 3, 128, planes=1)
     data = bytearray(L.encode(one.trits, one.a_q))
     bad = bytearray(data)
@@ -278,9 +288,9 @@ ENGINES = [(8, 2, 2, True, 64, 2), (16, 4, 2, False, 128, 4), (4, 1, 1, True, 64
 )
 @pytest.mark.rtl
 def test_engine_runs_layers_back_to_back(tmp_path, P, R, planes, offset, DW, M, packing):
-    """Several shapes on one build (d not a multiple of P*R, n not a multiple of R, one- and
-    two-plane layers, offsets, a permutation), m = 1..M, every output bit-exact; the ISSUED
-    counter equals the cycle model's compute cycles."""
+    """Several shapes on one build (d not a multiple of P*R, n not a multiple of R, one- to
+    four-plane layers, offsets, a permutation), m = 1..M, every output bit-exact; the ISSUED
+    counter equals the cycle model's compute cycles (passes included)."""
     from ptqtp.hdl.engine_model import EngineParams
 
     params = EngineParams(
@@ -300,11 +310,13 @@ def test_engine_runs_layers_back_to_back(tmp_path, P, R, planes, offset, DW, M, 
         (R + 1, 128, 1, offset, offset),
         (3, 384, planes, False, False),
         (2 * R, 200, 1, False, False),
+        (R + 3, 256, 3, offset, False),  # K = 3 and 4: passes over the same activations
+        (5, 140, 4, False, offset),
     ]
     img, batches = engine_case(tmp_path, params, shapes, seed=P)
     res, runs = run(params, img, batches)
     check(res)
-    model = [params.run(g.n, g.d_pad, len(x)) for g, (_, x) in zip(img.layers.values(), batches)]
+    model = [params.run(g.n, g.d_pad, len(x), g.planes) for g, (_, x) in zip(img.layers.values(), batches)]
     assert res.counters["ISSUED"] == sum(r.issue_cycles for r in model)
     assert res.counters["CYCLES"] <= sum(r.cycles() + r.slack() for r in model)
     assert res.counters["ERRORS"] == 0 and res.counters["STATUS"] >> 8 == len(runs)  # runs finished

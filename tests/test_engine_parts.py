@@ -250,20 +250,28 @@ def test_activation_banks_double_buffer_and_overflow():
 # ------------------------------------------------------------------ issue sequencer
 
 
-@pytest.mark.parametrize("n,d_pad,m", [(5, 256, 2), (2, 128, 1)])
-def test_sequencer_issue_order_and_pops(n, d_pad, m):
-    """Order: block, group, chunk, vector; a weight record is popped after its last vector, a
-    scale record on each group's first chunk; exactly the cycle model's issue count."""
+@pytest.mark.parametrize("n,d_pad,m,passes", [(5, 256, 2, 1), (2, 128, 1, 1), (3, 256, 2, 2)])
+def test_sequencer_issue_order_and_pops(n, d_pad, m, passes):
+    """Order: block, pass, group, chunk, vector; a weight record is popped after its last
+    vector, a scale record on each group's first chunk; the activation chunk starts again each
+    pass and the row accumulates over every pass; exactly the cycle model's issue count."""
     p = SMALL
     dut = IssueSequencer(p)
     L = p.layout
-    run = p.run(n, d_pad, m)
+    run = p.run(n, d_pad, m, passes * p.planes)
     cpg, ng, blocks = L.chunks_per_group, d_pad // p.group_size, L.blocks(n)
-    expect = [(b, g, c, v) for b in range(blocks) for g in range(ng) for c in range(cpg) for v in range(m)]
+    expect = [
+        (b, q * ng + g, c, v)
+        for b in range(blocks)
+        for q in range(passes)
+        for g in range(ng)
+        for c in range(cpg)
+        for v in range(m)
+    ]
     rng = np.random.default_rng(n)
 
     async def bench(ctx):
-        ctx.set(dut.desc.payload, {"n": n, "chunks": d_pad // p.lanes, "m": m})
+        ctx.set(dut.desc.payload, {"n": n, "chunks": d_pad // p.lanes, "m": m, "passes": passes})
         ctx.set(dut.desc.valid, 1)
         await ctx.tick()
         ctx.set(dut.desc.valid, 0)
@@ -280,18 +288,18 @@ def test_sequencer_issue_order_and_pops(n, d_pad, m):
             await ctx.delay(1e-9)
             t = ctx.get(dut.tags)
             if t.valid:
-                b, g, c, v = expect[len(issued)]
+                b, g, c, v = expect[len(issued)]  # g: the group of the wide layer (pass * ng + group)
                 issued.append((b, g, c, v))
                 assert (t.vec, t.group_first, t.group_last, t.row_first, t.row_last) == (
                     v,
                     c == 0,
                     c == cpg - 1,
                     g == 0,
-                    g == ng - 1,
+                    g == passes * ng - 1,
                 )
-                assert ctx.get(dut.record) == (b * ng + g) * cpg + c  # the record popped for this chunk
-                assert ctx.get(dut.scales) == b * ng + g
-                assert (ctx.get(dut.rd_addr.chunk), ctx.get(dut.rd_addr.vec)) == (c + g * cpg, v)
+                assert ctx.get(dut.record) == (b * passes * ng + g) * cpg + c  # the record popped for this chunk
+                assert ctx.get(dut.scales) == b * passes * ng + g
+                assert (ctx.get(dut.rd_addr.chunk), ctx.get(dut.rd_addr.vec)) == (c + (g % ng) * cpg, v)
                 assert not ctx.get(dut.events.mismatch)
             if ctx.get(dut.weights.ready):
                 w_idx += 1
@@ -299,7 +307,8 @@ def test_sequencer_issue_order_and_pops(n, d_pad, m):
                 s_idx += 1
             releases += ctx.get(dut.release)
             await ctx.tick()
-        assert len(issued) == run.issue_cycles and w_idx == blocks * ng * cpg and s_idx == blocks * ng
+        steps = blocks * passes * ng
+        assert len(issued) == run.issue_cycles and w_idx == steps * cpg and s_idx == steps
         assert releases == 1 and not ctx.get(dut.running)
 
     simulate(dut, bench)

@@ -89,8 +89,15 @@ def test_k_planes_through_artifact_golden_and_triton(tmp_path, K, packing):
     np.testing.assert_array_equal(golden.acc(x_q), direct)
 
 
-def test_the_engine_refuses_a_three_plane_layer_by_name():
+def test_the_engine_takes_k_planes_in_passes_up_to_its_max_planes():
     from ptqtp.hdl.engine_model import EngineParams
 
-    with pytest.raises(ValueError, match="a layer with 3 plane"):
-        EngineParams().check_layer(64, 256, 3, False)
+    p = EngineParams()
+    p.check_layer(64, 256, 4, False)
+    assert [p.run(64, 256, 1, k).issue_cycles for k in (1, 2, 3, 4)] == [
+        p.run(64, 256).issue_cycles * s for s in (1, 1, 2, 2)
+    ]
+    with pytest.raises(ValueError, match="max_planes 2"):
+        EngineParams(max_planes=2).check_layer(64, 256, 3, False)
+    with pytest.raises(ValueError, match="1 to 4 planes, not 5"):
+        p.check_layer(64, 256, 5, False)

@@ -78,7 +78,7 @@ def shapes_table(params: EngineParams, throttles: list[float], work: Path) -> st
             write_model_image(work / name, {name: _random_layer(rng, n, d, params)}, params.layout)
         )
         runs, inputs, expected = image_runs(image, _batches(image, 1))
-        model = params.run(n, image.layers[name].d_pad, 1)
+        model = params.run(n, image.layers[name].d_pad, 1, image.layers[name].planes)
         for f in [None, *throttles]:
             throttle = {} if f is None else {"mem_busy": 1 - f, "mem_period": 20}
             t0 = time.perf_counter()

@@ -217,7 +217,7 @@ def read_model_image(folder: str | os.PathLike, verify: bool = True) -> ModelIma
             if (
                 not isinstance(offset, bool)
                 or G != layout.group_size
-                or size != layout.layer_bytes(n, d_pad)
+                or size != layout.layer_bytes(n, d_pad, planes)
                 or start % layout.word_bytes
                 or start + size > len(blob)
                 or int(e["beats"]) * layout.word_bytes != size

@@ -30,6 +30,12 @@ has no padding.
 
 - A layer with fewer planes than the engine (PT^2-LLM on a two-plane engine) stores zero
   trits and zero scales in the missing plane; a layer without offsets stores m_q = 0.
+- A layer with more planes K than the engine runs in ``passes = ceil(K / planes)`` passes
+  (issue 29): it is stored as the *wide layer* of ``passes * d_pad`` columns whose pass p
+  columns p * d_pad .. (p + 1) * d_pad - 1 hold planes p * planes .. (p + 1) * planes - 1
+  (zero planes past K) with their scales; m_q sits in pass 0 and is 0 in the others. The
+  engine reads the activations of column j at j mod d_pad, so the wide layer's sum is the
+  K-plane layer's exact accumulator.
 - A word's bit j is bit j % 8 of byte j // 8 (little-endian, as AXI puts bytes on the bus).
 
 :class:`StreamLayout` is the one definition; the engine's record unpacker and base-3
@@ -45,10 +51,12 @@ import numpy as np
 
 from .packing import check_packing, pack_trits, packed_width, unpack_trits
 
-__all__ = ["StreamLayout", "FRAME"]
+__all__ = ["StreamLayout", "FRAME", "MAX_PLANES"]
 
 #: steps per base-3 frame: 5 steps of planes * R * G trits fill planes * R * G bytes exactly
 FRAME = 5
+#: most planes a layer has (``ptqtp.methods.kplanes.MAX_PLANES``)
+MAX_PLANES = 4
 
 
 @dataclass(frozen=True)
@@ -160,23 +168,32 @@ class StreamLayout:
     def steps(self, n: int, d_pad: int) -> int:
         return self.blocks(n) * (d_pad // self.group_size)
 
-    def layer_beats(self, n: int, d_pad: int) -> int:
-        """Words of one layer's region."""
+    def layer_beats(self, n: int, d_pad: int, planes: int | None = None) -> int:
+        """Words of one layer's region (a layer of ``planes`` planes, default the engine's;
+        more planes take passes)."""
+        d_pad *= self.passes(planes or self.planes)
         steps = self.steps(n, d_pad)
         if self.packing == "2bit":
             return steps * self.group_beats
         full, rest = divmod(steps, FRAME)
         return full * self.frame_beats(FRAME) + (self.frame_beats(rest) if rest else 0)
 
-    def layer_bytes(self, n: int, d_pad: int) -> int:
-        return self.layer_beats(n, d_pad) * self.word_bytes
+    def layer_bytes(self, n: int, d_pad: int, planes: int | None = None) -> int:
+        return self.layer_beats(n, d_pad, planes) * self.word_bytes
+
+    def passes(self, planes: int) -> int:
+        """Passes of a layer with ``planes`` planes over the engine's: ceil(planes / self.planes)."""
+        return -(-planes // self.planes)
 
     def check_layer(self, planes: int, offset: bool) -> None:
-        """``ValueError`` unless a layer with ``planes`` planes (and offsets) runs on this engine."""
-        if planes > self.planes or (offset and not self.offset):
+        """``ValueError`` unless a layer with ``planes`` planes (1..4, in passes; and offsets) is
+        stored for this engine."""
+        if not 1 <= planes <= MAX_PLANES:
+            raise ValueError(f"a layer has 1 to {MAX_PLANES} planes, not {planes}")
+        if offset and not self.offset:
             raise ValueError(
-                f"a layer with {planes} plane(s){' and offsets' if offset else ''} does not run on an "
-                f"engine with {self.planes} plane(s){' and offsets' if self.offset else ''}"
+                f"a layer with {planes} plane(s) and offsets does not run on an engine with {self.planes} "
+                "plane(s) and no offsets"
             )
 
     # ------------------------------------------------------------------ encode / decode
@@ -188,6 +205,9 @@ class StreamLayout:
         if d_pad % G or a_q.shape != (lp, n, d_pad // G):
             raise ValueError(f"trits {trits.shape} and a_q {a_q.shape} do not match G={G}")
         self.check_layer(lp, m_q is not None)
+        if lp > self.planes:
+            trits, a_q, m_q = self._wide(trits, a_q, m_q)
+            lp, d_pad = self.planes, trits.shape[2]
         blocks, ng, cpg = self.blocks(n), d_pad // G, self.chunks_per_group
         rows = np.zeros((self.planes, blocks * R, d_pad), np.int8)
         rows[:lp, :n] = trits
@@ -214,14 +234,35 @@ class StreamLayout:
             out += [records, self._words(packed, self.frame_trit_beats(k))]
         return np.concatenate(out).tobytes()
 
+    def _wide(self, trits, a_q, m_q):
+        """A K-plane layer (K > planes) as its wide layer (module doc)."""
+        K, n, d_pad = trits.shape
+        passes, ng = self.passes(K), a_q.shape[2]
+        t = np.zeros((passes * self.planes, n, d_pad), np.int8)
+        a = np.zeros((passes * self.planes, n, ng), np.int64)
+        t[:K], a[:K] = trits, a_q
+        t = t.reshape(passes, self.planes, n, d_pad).transpose(1, 2, 0, 3).reshape(self.planes, n, passes * d_pad)
+        a = a.reshape(passes, self.planes, n, ng).transpose(1, 2, 0, 3).reshape(self.planes, n, passes * ng)
+        if m_q is not None:
+            m_q = np.concatenate([m_q, np.zeros((n, (passes - 1) * ng), np.int64)], axis=1)
+        return t, a, m_q
+
     def decode(self, data: bytes, n: int, d_pad: int, planes: int, offset: bool):
         """Inverse of :meth:`encode` for a layer with ``planes`` planes (and offsets):
         (trits [planes, n, d_pad], a_q [planes, n, ng], m_q [n, ng] or None). ``ValueError``
         on a wrong size, an invalid code or byte, or nonzero data where the layer has none."""
         R, P, G, wb = self.rows, self.lanes, self.group_size, self.word_bytes
         self.check_layer(planes, offset)
+        if planes > self.planes:
+            passes, ng = self.passes(planes), d_pad // G
+            t, a, mq = self.decode(data, n, passes * d_pad, self.planes, offset)
+            t = t.reshape(self.planes, n, passes, d_pad).transpose(2, 0, 1, 3).reshape(-1, n, d_pad)
+            a = a.reshape(self.planes, n, passes, ng).transpose(2, 0, 1, 3).reshape(-1, n, ng)
+            if np.any(t[planes:]) or np.any(a[planes:]) or (mq is not None and np.any(mq[:, ng:])):
+                raise ValueError("nonzero padding, or data in a plane, row or offset the layer does not have")
+            return np.ascontiguousarray(t[:planes]), a[:planes].copy(), None if mq is None else mq[:, :ng].copy()
         blocks, ng, cpg = self.blocks(n), d_pad // G, self.chunks_per_group
-        expect = self.layer_bytes(n, d_pad)
+        expect = self.layer_bytes(n, d_pad)  # planes <= self.planes here: one pass
         if len(data) != expect:
             raise ValueError(f"region holds {len(data)} bytes, the layer needs {expect}")
         raw = np.frombuffer(data, np.uint8)

@@ -145,6 +145,18 @@ for _k in (1, 3, 4):  # PTQTP with K planes (ptqtp.methods.kplanes)
 register_method(
     Method("ptqtp-gptq", PTQTPGPTQConfig, _gptq, calibrated=True, calibration={"segments": 16, "length": 512})
 )
+for _k in (1, 3, 4):  # ptqtp-gptq with K planes
+    register_method(
+        Method(
+            f"ptqtp-gptq-k{_k}",
+            PTQTPGPTQConfig,
+            _gptq,
+            calibrated=True,
+            planes=_k,
+            calibration={"segments": 16, "length": 512},
+            default_config=lambda group_size=128, k=_k: PTQTPGPTQConfig(group_size=group_size, planes=k),
+        )
+    )
 register_method(
     Method(
         "pt2", PT2Config, _pt2, calibrated=True, planes=1, offsets=True, calibration={"segments": 128, "length": 128}

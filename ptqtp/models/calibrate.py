@@ -11,6 +11,8 @@ block's inputs (GPTQ's ``opt.py`` driver, apart from its ``gptq.py``).
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 import time
 from dataclasses import asdict
@@ -20,10 +22,21 @@ from tqdm import tqdm
 
 from ptqtp.formats.artifact import pack_layer
 from ptqtp.formats.checkpoint import BLOCK_PATTERN
-from ptqtp.methods import REGISTRY, MethodConfig, PT2Config, PTQTPGPTQConfig, method_of, quantize, resolve_config
+from ptqtp.methods import (
+    REGISTRY,
+    MethodConfig,
+    PT2Config,
+    PTQTPGPTQConfig,
+    dequantize_planes,
+    method_of,
+    quantize,
+    relative_error,
+    resolve_config,
+)
+from ptqtp.methods.linalg import refit_to_float_path
 
 from .data import BBC_CALIB_TEXT, calibration_ids
-from .hf import QuantReport, is_conv1d, set_module, trit_module, weight_of
+from .hf import QuantReport, is_conv1d, layer_config, set_module, trit_module, weight_of
 
 __all__ = ["calibrate_model", "calibrated_quantize", "decoder_blocks"]
 
@@ -39,10 +52,12 @@ def calibrated_quantize(
     progress: bool = True,
     text: str | None = None,
     text_name: str | None = None,
+    planes: dict[str, int] | None = None,
 ):
     """Run :func:`calibrate_model` with the method's calibration set (``Method.calibration``,
     overridable) from ``text`` (named ``text_name`` in the record; default the BBC
-    calibration split). ``method``/``config`` as in ``quantize``.
+    calibration split). ``method``/``config`` as in ``quantize``; ``planes`` as in
+    :func:`calibrate_model`.
     Returns ``(report, metadata)``, the metadata being the ``ptqtp.calibration`` header entry
     that records how it was calibrated."""
     config = resolve_config(method, config)
@@ -53,7 +68,7 @@ def calibrated_quantize(
     segments = segments or spec.calibration["segments"]
     length = length or spec.calibration["length"]
     ids = calibration_ids(tokenizer, segments, length, seed, text)
-    report = calibrate_model(model, ids, config, progress=progress)
+    report = calibrate_model(model, ids, config, progress=progress, planes=planes)
     record = {
         "method": spec.name,
         "text": BBC_CALIB_TEXT if text is None else (text_name or "user text"),
@@ -77,6 +92,25 @@ def _block_linears(block: torch.nn.Module):
         return [[n] for n in names]
     rest = [n for n in names if not any(n in g for g in groups)]
     return [g for g in groups if g] + [[n] for n in rest]
+
+
+def _linear_inputs(block, names, h, rest, kw) -> dict:
+    """The inputs (float32, [tokens, d]) of the linears ``names`` of ``block`` on one segment."""
+    got: dict = {}
+
+    def grab(name):
+        def fn(module, args, out):
+            got[name] = args[0].reshape(-1, args[0].shape[-1]).to(torch.float32)
+
+        return fn
+
+    hooks = [block.get_submodule(n).register_forward_hook(grab(n)) for n in names]
+    try:
+        block(h, *rest, **kw)
+    finally:
+        for hk in hooks:
+            hk.remove()
+    return got
 
 
 def decoder_blocks(model: torch.nn.Module) -> tuple[str, torch.nn.ModuleList]:
@@ -130,14 +164,21 @@ def _capture_block_inputs(model, blocks, input_ids: torch.Tensor):
 
 
 @torch.inference_mode()
-def calibrate_model(model, input_ids: torch.Tensor, config: MethodConfig | None = None, progress: bool = True):
+def calibrate_model(
+    model,
+    input_ids: torch.Tensor,
+    config: MethodConfig | None = None,
+    progress: bool = True,
+    planes: dict[str, int] | None = None,
+):
     """Quantize every decoder-block linear with a calibrated method (``config``'s, default
     ``PTQTPGPTQConfig()``), block by block, each linear's Hessian accumulated from calibration
     activations on the quantized path. Every block is replayed with the arguments the model
     really passes it (captured once, :func:`_capture_block_inputs`). Returns a
     :class:`ptqtp.models.hf.QuantReport`; the model's linears become ``TritPlaneLinear`` (a
     uniform-grid baseline such as ``gptq4`` leaves them as linears with the dequantized weights).
-    ``input_ids``: [segments, length] tokens."""
+    ``input_ids``: [segments, length] tokens. ``planes``: a plane count per layer name
+    (mixed precision, ``ptqtp.models.allocate``) overriding the config's."""
     config = config or PTQTPGPTQConfig()
     method = method_of(config)
     if not method.calibrated:
@@ -147,33 +188,42 @@ def calibrate_model(model, input_ids: torch.Tensor, config: MethodConfig | None 
     t0 = time.perf_counter()
     states, inputs = _capture_block_inputs(model, blocks, input_ids)
     bar = tqdm(range(len(blocks)), desc=f"calibrated quantization ({method.name})", unit="block", disable=not progress)
+    refit = bool(getattr(config, "block_refit", False))
+    fp_states = list(states) if refit else None
     for b in bar:
         block = blocks[b]
+        fp_block = copy.deepcopy(block) if refit else None  # the float block, before its linears change
         for group in _block_linears(block):
-            H = {}
-
-            def hook(name):
-                def fn(module, args, out):
+            H: dict = {}
+            C: dict = {}
+            for i, (h, (rest, kw)) in enumerate(zip(states, inputs[b])):
+                xq = _linear_inputs(block, group, h, rest, kw)
+                for n, x in xq.items():
                     # float32 products per segment (4x faster than float64 here), summed in float64
-                    x = args[0].reshape(-1, args[0].shape[-1]).to(torch.float32)
-                    H[name] = H.get(name, 0) + (x.t() @ x).to(torch.float64)
-
-                return fn
-
-            hooks = [block.get_submodule(n).register_forward_hook(hook(n)) for n in group]
-            for h, (rest, kw) in zip(states, inputs[b]):
-                block(h, *rest, **kw)
-            for hk in hooks:
-                hk.remove()
+                    H[n] = H.get(n, 0) + (x.t() @ x).to(torch.float64)
+                if refit:
+                    xf = _linear_inputs(fp_block, group, fp_states[i], rest, kw)
+                    for n, x in xq.items():
+                        C[n] = C.get(n, 0) + (x.t() @ xf[n]).to(torch.float64)
             for n in group:
                 lin = block.get_submodule(n)
                 full = f"{prefix}.{b}.{n}"
-                r = quantize(weight_of(lin), config, name=full, hessian=H[n])
+                r = quantize(weight_of(lin), layer_config(config, planes, full), name=full, hessian=H[n])
+                if refit:
+                    w = weight_of(fp_block.get_submodule(n)).detach()
+                    scales = refit_to_float_path(r.codes, r.in_features, r.group_size, H[n], C[n], w)
+                    r = dataclasses.replace(r, scales=scales)
+                    r = dataclasses.replace(
+                        r, rel_error=relative_error(w, dequantize_planes(r.codes, scales, r.group_size, r.in_features))
+                    )
                 w_hat = r.dequantize(lin.weight.dtype)
                 lin.weight.copy_(w_hat.t() if is_conv1d(lin) else w_hat)
                 report.layers[full] = r
         outs = [block(h, *rest, **kw) for h, (rest, kw) in zip(states, inputs[b])]
         states = [o[0] if isinstance(o, tuple) else o for o in outs]
+        if refit:
+            outs = [fp_block(h, *rest, **kw) for h, (rest, kw) in zip(fp_states, inputs[b])]
+            fp_states = [o[0] if isinstance(o, tuple) else o for o in outs]
     for name, r in report.layers.items():
         if not method.packable:  # a uniform-grid baseline: the linears keep the dequantized weights
             break

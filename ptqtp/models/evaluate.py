@@ -65,12 +65,17 @@ def compare_methods(
     context: int = 1024,
     max_tokens: int = 8192,
     progress: bool = True,
-    rotate: int | None = None,
+    rotate: int | str | None = None,
+    mixed: dict | None = None,
 ) -> list[dict]:
     """One row per method: perplexity, bits/weight, quantization time, mean layer error.
     ``config`` sets the group size of every method (its own parameters where it is that
-    method's config). ``rotate``: the seed of a residual rotation fused into every model
-    first (``ptqtp.models.rotate``; the FP row then shows that it keeps the function)."""
+    method's config). ``rotate``: a residual rotation (``ptqtp.models.rotate.rotation``'s
+    spec; an int is a random one's seed) fused into every model first (the FP row then
+    shows that it keeps the function). ``mixed``: ``ptqtp.models.allocate.mixed_planes``'s
+    keyword arguments (``bits_per_weight``, ``packing``, ``choices``, ``fisher``); the
+    trit-plane methods then take a plane count per layer, and their row's bits are the
+    allocation's."""
     config = config or PTQTPConfig()
     rows = []
     for method in methods:
@@ -84,13 +89,24 @@ def compare_methods(
             row.update(bits=32.0, bound=32.0, seconds=0.0, layer_error=0.0, weights=0)
         else:
             spec = get_method(method)
+            planes, alloc = None, None
+            cfg = resolve_config(method, config)
+            if mixed and hasattr(cfg, "planes"):
+                from .allocate import mixed_planes
+
+                fit = cfg.ptqtp_config() if hasattr(cfg, "ptqtp_config") else cfg
+                alloc, _ = mixed_planes(m, tokenizer, fit, progress=progress, **mixed)
+                planes = alloc.planes
             if spec.calibrated:
-                rep, _ = calibrated_quantize(m, tokenizer, method, config, progress=progress)
+                rep, _ = calibrated_quantize(m, tokenizer, method, config, progress=progress, planes=planes)
             elif spec.packable:
-                rep = quantize_model(m, method, config, progress=progress)
+                rep = quantize_model(m, method, config, progress=progress, planes=planes)
             else:
                 rep = fake_quantize_model(m, method, config)
             bits, bound = spec.bits_per_weight(config.group_size)
+            if alloc is not None:
+                bits = bound = alloc.bits_per_weight
+                row["planes"] = alloc.planes
             row.update(bits=bits, bound=bound, seconds=rep.seconds, layer_error=rep.mean_rel_error, weights=rep.weights)
         row["perplexity"] = perplexity(m, tokenizer, text, context, max_tokens)
         rows.append(row)

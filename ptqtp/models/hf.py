@@ -8,6 +8,7 @@ precision unless asked. The artifact stores the model's config in its header
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import time
@@ -35,6 +36,7 @@ from ._tensors import artifact_tensors
 __all__ = [
     "quantizable_linears",
     "quantize_model",
+    "layer_config",
     "save_quantized",
     "load_quantized",
     "QuantReport",
@@ -110,6 +112,15 @@ def trit_module(packed: dict, in_features, group_size, bias, device, packing: st
     ).to(device)
 
 
+def layer_config(config: MethodConfig, planes: dict[str, int] | None, name: str) -> MethodConfig:
+    """``config`` with the plane count ``planes`` gives layer ``name`` (if any)."""
+    if not planes or name not in planes:
+        return config
+    if not hasattr(config, "planes"):
+        raise ValueError(f"{config.method} has no plane count to set per layer ({name})")
+    return dataclasses.replace(config, planes=planes[name])
+
+
 def quantize_model(
     model: torch.nn.Module,
     method: str | MethodConfig = "ptqtp",
@@ -118,6 +129,7 @@ def quantize_model(
     exclude: str | None = None,
     progress: bool = True,
     packing: str = "2bit",
+    planes: dict[str, int] | None = None,
 ) -> QuantReport:
     """Replace the model's block linears by ``TritPlaneLinear`` modules, in place.
 
@@ -125,6 +137,8 @@ def quantize_model(
     saved and reloaded model computes the same logits bit for bit. ``method``: a config or a
     name (as in ``quantize``) of a data-free trit-plane method (calibrated methods:
     ``ptqtp.models.calibrate.calibrate_model``). ``packing``: the modules' code packing.
+    ``planes``: a plane count per layer name (mixed precision, ``ptqtp.models.allocate``)
+    overriding the config's.
     """
     config = resolve_config(method, config or PTQTPConfig())
     spec = method_of(config)
@@ -141,7 +155,7 @@ def quantize_model(
     bar = tqdm(targets, desc=f"quantize ({spec.name})", unit="layer", disable=not progress)
     for name, module in bar:
         w = weight_of(module).detach()
-        r = quantize(w, config, name=name)
+        r = quantize(w, layer_config(config, planes, name), name=name)
         new = trit_module(pack_layer(r, name, packing), w.shape[1], config.group_size, module.bias, w.device, packing)
         set_module(model, name, new)
         report.layers[name] = r

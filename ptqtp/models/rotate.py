@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["random_orthogonal", "fold_norms", "rotate_residual"]
+__all__ = ["random_orthogonal", "hadamard", "random_hadamard", "rotation", "fold_norms", "rotate_residual"]
 
 
 def random_orthogonal(dim: int, seed: int = 0) -> torch.Tensor:
@@ -27,6 +27,79 @@ def random_orthogonal(dim: int, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     q, r = torch.linalg.qr(torch.randn(dim, dim, generator=g, dtype=torch.float64))
     return q * torch.sign(torch.diagonal(r)).unsqueeze(0)
+
+
+def _is_prime(q: int) -> bool:
+    return q > 1 and all(q % f for f in range(2, int(q**0.5) + 1))
+
+
+def _paley(order: int) -> torch.Tensor | None:
+    """A Hadamard matrix of ``order`` by Paley's constructions over a prime field: I for
+    order = q + 1 with q = 3 mod 4, II for order = 2 (q + 1) with q = 1 mod 4; else None."""
+    for q, kind in ((order - 1, 1), (order // 2 - 1, 2)):
+        if kind == 2 and order % 2:
+            continue
+        if not _is_prime(q) or q % 4 != (3 if kind == 1 else 1):
+            continue
+        squares = {(i * i) % q for i in range(1, q)}
+        chi = torch.tensor([0] + [1 if i in squares else -1 for i in range(1, q)], dtype=torch.float64)
+        Qm = torch.stack([torch.roll(chi, j) for j in range(q)])  # Q[i, j] = chi(j - i)
+        if kind == 1:  # S = [[0, 1^T], [-1, Q]] is skew; H = I + S
+            S = torch.zeros(q + 1, q + 1, dtype=torch.float64)
+            S[0, 1:], S[1:, 0], S[1:, 1:] = 1, -1, Qm
+            return S + torch.eye(q + 1, dtype=torch.float64)
+        C = torch.zeros(q + 1, q + 1, dtype=torch.float64)  # symmetric conference matrix
+        C[0, 1:], C[1:, 0], C[1:, 1:] = 1, 1, Qm
+        plus = torch.tensor([[1.0, -1.0], [-1.0, -1.0]], dtype=torch.float64)
+        minus = torch.tensor([[1.0, 1.0], [1.0, -1.0]], dtype=torch.float64)
+        eye = torch.eye(q + 1, dtype=torch.float64)
+        return torch.kron(C, plus) + torch.kron(eye, minus)
+    return None
+
+
+def hadamard(order: int) -> torch.Tensor:
+    """A ±1 float64 Hadamard matrix H (H H^T = order I): Sylvester doubling times a Paley core.
+    Every power of two and, e.g., 576 = 36 x 16 and 1536 = 12 x 128 are covered; an order
+    with no such factorisation is a ``ValueError`` naming it."""
+    if not isinstance(order, int) or order < 1:
+        raise ValueError(f"a Hadamard order must be a positive integer, not {order!r}")
+    core, two = order, 1
+    while core % 2 == 0 and _paley(core) is None and core > 2:
+        core, two = core // 2, two * 2
+    if core == 1 or core == 2:
+        base = (
+            torch.tensor([[1.0, 1.0], [1.0, -1.0]], dtype=torch.float64)
+            if core == 2
+            else torch.ones(1, 1, dtype=torch.float64)
+        )
+    else:
+        base = _paley(core)
+        if base is None:
+            raise ValueError(f"no Hadamard matrix of order {order} from Sylvester and Paley (core {core})")
+    h2 = torch.tensor([[1.0, 1.0], [1.0, -1.0]], dtype=torch.float64)
+    while two > 1:
+        base, two = torch.kron(base, h2), two // 2
+    return base
+
+
+def random_hadamard(dim: int, seed: int = 0) -> torch.Tensor:
+    """An orthogonal float64 [dim, dim]: diag(random signs) H / sqrt(dim) (QuaRot's randomised
+    Hadamard); entries are ±1/sqrt(dim), so every weight column mixes all input columns evenly."""
+    g = torch.Generator().manual_seed(seed)
+    signs = torch.randint(0, 2, (dim,), generator=g).to(torch.float64) * 2 - 1
+    return signs.unsqueeze(1) * hadamard(dim) / dim**0.5
+
+
+def rotation(spec: str, dim: int) -> torch.Tensor:
+    """The rotation a command line names: ``random:SEED`` (or a bare SEED), ``hadamard:SEED``
+    (or ``hadamard``, seed 0)."""
+    kind, _, seed = str(spec).partition(":")
+    if kind.isdigit() and not seed:
+        kind, seed = "random", kind
+    seed = seed or "0"
+    if kind not in ("random", "hadamard") or not seed.isdigit():
+        raise ValueError(f"a rotation is random:SEED or hadamard[:SEED], not {spec!r}")
+    return (random_orthogonal if kind == "random" else random_hadamard)(dim, int(seed))
 
 
 def _layers(model):
@@ -83,13 +156,14 @@ def _rotate_out(linear: torch.nn.Linear, Q: torch.Tensor) -> None:
 
 
 @torch.no_grad()
-def rotate_residual(model, seed: int = 0, Q: torch.Tensor | None = None) -> torch.Tensor:
-    """Fold the norms, then rotate the residual stream by ``Q`` (default: a seeded random
-    orthogonal matrix); in place; returns Q. The model's outputs stay the same."""
+def rotate_residual(model, seed: int | str = 0, Q: torch.Tensor | None = None) -> torch.Tensor:
+    """Fold the norms, then rotate the residual stream by ``Q`` (default: :func:`rotation`
+    of ``seed``, a seeded random orthogonal matrix for an int); in place; returns Q. The
+    model's outputs stay the same."""
     inner = _layers(model)
     fold_norms(model)
     hidden = inner.embed_tokens.weight.shape[1]
-    Q = random_orthogonal(hidden, seed) if Q is None else Q.to(torch.float64)
+    Q = rotation(str(seed), hidden) if Q is None else Q.to(torch.float64)
     if Q.shape != (hidden, hidden):
         raise ValueError(f"Q must be [{hidden}, {hidden}], not {tuple(Q.shape)}")
     emb = inner.embed_tokens.weight

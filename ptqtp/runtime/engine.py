@@ -115,6 +115,7 @@ class EngineBackend(Backend):
                 "name": f"layer{i}",
                 "n": self.layers[i].n,
                 "chunks": self.layers[i].d_pad // self.params.lanes,
+                "passes": self.params.layout.passes(self.layers[i].planes),
                 "addr": entries[f"layer{i}"]["byte_offset"],
                 "beats": entries[f"layer{i}"]["beats"],
             }

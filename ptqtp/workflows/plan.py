@@ -94,7 +94,8 @@ def plan(layers: list[LayerShape], params: EngineParams, board: Board) -> dict:
     total = {"decode_cycles": 0.0, "prefill_cycles": 0.0, "bytes": 0, "issue": 0, "layers": 0}
     for layer in layers:
         params.check_layer(layer.n, layer.d_pad, layer.planes, layer.offset)
-        one, batch = params.run(layer.n, layer.d_pad, 1), params.run(layer.n, layer.d_pad, params.vectors)
+        one = params.run(layer.n, layer.d_pad, 1, layer.planes)
+        batch = params.run(layer.n, layer.d_pad, params.vectors, layer.planes)
         row = kinds.setdefault(
             _kind(layer.name), {"layers": 0, "decode_cycles": 0.0, "prefill_cycles": 0.0, "bytes": 0, "bound": set()}
         )

@@ -107,7 +107,7 @@ def simulate_layers(
             res = run_engine(verilog, image.blob_bytes(), runs, x_qs, expected, cfg, waves=waves)
     rows = []
     for run, got in zip(runs, res.runs):
-        model = params.run(run["n"], run["chunks"] * params.lanes, run["m"])
+        model = params.run(run["n"], run["chunks"] * params.lanes, run["m"], run.get("planes"))
         rows.append(
             {
                 "layer": run["name"],

@@ -305,6 +305,13 @@ def engine_args(p: argparse.ArgumentParser, both_packings: bool = False) -> None
         default=e.planes,
         help=f"trit planes the datapath carries (default {e.planes})",
     )
+    g.add_argument(
+        "--max-planes",
+        type=positive,
+        choices=(1, 2, 3, 4),
+        default=e.max_planes,
+        help=f"most planes a layer may have; more than --planes run in passes (default {e.max_planes})",
+    )
     g.add_argument("--offset", action="store_true", help="include PT^2-LLM's offset term")
     g.add_argument("--max-d", type=positive, default=e.max_d, help=f"widest layer input d (default {e.max_d})")
     g.add_argument("--burst", type=positive, default=e.burst, help=f"DMA beats per burst (default {e.burst})")
@@ -316,6 +323,7 @@ def engine_params(args) -> EngineParams:
         lanes=args.lanes,
         rows=args.rows,
         planes=args.planes,
+        max_planes=max(args.max_planes, args.planes),
         offset=args.offset,
         act_bits=args.act_bits,
         scale_bits=args.scale_bits,

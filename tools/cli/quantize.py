@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -99,6 +100,7 @@ def register(sub) -> None:
         default="2bit",
         help="trit codes: 2bit (4 a byte, the default) or base3 (5 a byte, 20%% fewer bytes; docs/SPEC.md section 2)",
     )
+    _mixed_args(q)
     q.add_argument(
         "--distributed",
         action="store_true",
@@ -141,10 +143,17 @@ def register(sub) -> None:
     ev.add_argument("--context", type=positive, default=1024, help="window length in tokens (default 1024)")
     ev.add_argument(
         "--rotate",
-        type=int,
-        metavar="SEED",
-        help="fuse a random orthogonal residual-stream rotation (seed SEED) into the model before every method "
-        "(QuaRot-style, offline; norms folded; the float model is unchanged)",
+        metavar="ROTATION",
+        help="fuse a residual-stream rotation into the model before every method: random:SEED (or SEED), a "
+        "random orthogonal matrix; hadamard[:SEED], a randomised Hadamard (QuaRot-style, offline; norms folded; "
+        "the float model is unchanged)",
+    )
+    _mixed_args(ev)
+    ev.add_argument(
+        "--packing",
+        choices=("2bit", "base3"),
+        default="base3",
+        help="the packing --bits-per-weight counts (default base3)",
     )
     ev.add_argument(
         "--decoder",
@@ -177,6 +186,68 @@ def register(sub) -> None:
     i.set_defaults(func=cmd_inspect)
 
 
+def _mixed_args(p) -> None:
+    g = p.add_argument_group("mixed precision (docs/QUANTIZATION.md, 'Mixed precision')")
+    g.add_argument(
+        "--bits-per-weight",
+        type=float,
+        default=None,
+        metavar="B",
+        help="choose each block linear's plane count K from a measured sensitivity (Fisher-weighted output "
+        "error on the BBC calibration split) so the packed bytes (trits in --packing, float16 scales, "
+        "unpadded) average at most B bits per weight; recorded in the artifact (ptqtp.allocation)",
+    )
+    g.add_argument(
+        "--plane-choices",
+        default="1,2,3",
+        help="the plane counts --bits-per-weight chooses from (comma-separated, 1-4; default 1,2,3)",
+    )
+    g.add_argument(
+        "--sensitivity",
+        choices=("fisher", "output"),
+        default="fisher",
+        help="fisher: output error weighted by the loss's output Fisher (default); output: plain output error",
+    )
+
+
+def plane_choices(text: str) -> tuple[int, ...]:
+    try:
+        ks = tuple(sorted({int(k) for k in text.split(",")}))
+    except ValueError:
+        raise ValueError(f"--plane-choices must be comma-separated integers 1-4, not {text!r}") from None
+    if not ks or not set(ks) <= {1, 2, 3, 4}:
+        raise ValueError(f"--plane-choices must be comma-separated integers 1-4, not {text!r}")
+    return ks
+
+
+def mixed_allocation(args, model, tok, config, packing: str):
+    """(planes per layer, header entries) of --bits-per-weight, or (None, {}) without it."""
+    if args.bits_per_weight is None:
+        return None, {}
+    from ptqtp.methods import PTQTPConfig, PTQTPGPTQConfig
+    from ptqtp.models.allocate import mixed_planes
+
+    if not isinstance(config, (PTQTPConfig, PTQTPGPTQConfig)):
+        raise ValueError(f"--bits-per-weight chooses trit-plane counts: use ptqtp or ptqtp-gptq, not {config.method}")
+    fit = config if isinstance(config, PTQTPConfig) else config.ptqtp_config()
+    alloc, record = mixed_planes(
+        model,
+        tok,
+        fit,
+        args.bits_per_weight,
+        packing,
+        plane_choices(args.plane_choices),
+        fisher=args.sensitivity == "fisher",
+    )
+    counts = {k: sum(1 for v in alloc.planes.values() if v == k) for k in sorted(set(alloc.planes.values()))}
+    print(
+        f"mixed precision: {alloc.bits_per_weight:.3f} bits/weight ({packing}, unpadded; "
+        f"{8 * record['bytes_padded'] / alloc.weights:.3f} with G padding) of {args.bits_per_weight}; layers per K "
+        + ", ".join(f"K={k}: {c}" for k, c in counts.items())
+    )
+    return alloc.planes, {"ptqtp.allocation": json.dumps(record)}
+
+
 def cmd_quantize(args) -> int:
     if args.default_model == (args.input is not None):
         raise ValueError("give a checkpoint or --default-model (one of them)")
@@ -190,12 +261,17 @@ def cmd_quantize(args) -> int:
     if to_folder and args.output.exists() and not args.output.is_dir():
         raise ValueError(f"{args.output}: exists and is not a folder (name the artifact file *.safetensors)")
     tok = None
-    if args.distributed and (args.default_model or method.calibrated):
+    if args.bits_per_weight is not None and not (args.default_model or method.calibrated or args.input.is_dir()):
+        raise ValueError(
+            f"{args.input}: --bits-per-weight runs the model on calibration text to measure each layer's "
+            "sensitivity; give the model's folder (config.json, weights, tokenizer) or --default-model"
+        )
+    if args.distributed and (args.default_model or method.calibrated or args.bits_per_weight is not None):
         raise ValueError(
             "--distributed shares a checkpoint's tensors out for the data-free methods; the calibrated "
             "methods and --default-model run in one process"
         )
-    if args.default_model or method.calibrated:
+    if args.default_model or method.calibrated or args.bits_per_weight is not None:
         # the whole model in memory: the shipped one, or a transformers checkpoint folder
         if args.default_model:
             model, tok = default_model()
@@ -206,10 +282,10 @@ def cmd_quantize(args) -> int:
                 f"{args.input}: {method.name} runs the model on calibration text; give the model's "
                 f"folder (config.json, weights, tokenizer) or --default-model"
             )
-        meta = {}
+        planes, meta = mixed_allocation(args, model, tok, config, args.packing)
         if method.calibrated:
             text = None if args.calib_file is None else read_text_file(args.calib_file)
-            report, meta = calibrated_quantize(
+            report, calib = calibrated_quantize(
                 model,
                 tok,
                 config,
@@ -217,9 +293,11 @@ def cmd_quantize(args) -> int:
                 length=args.calib_length,
                 text=text,
                 text_name=None if args.calib_file is None else args.calib_file.name,
+                planes=planes,
             )
+            meta.update(calib)
         else:
-            report = quantize_model(model, config, exclude=args.exclude)
+            report = quantize_model(model, config, exclude=args.exclude, planes=planes)
         path = save_quantized(model, target, report, config, meta, guards=to_folder, packing=args.packing)
         verify_artifact(path)  # re-open what was written before reporting success
         print(
@@ -336,13 +414,34 @@ def cmd_eval(args) -> int:
         if unknown:
             raise ValueError(f"unknown methods {sorted(unknown)}")
         model, tok = default_model()
+        mixed = None
+        if args.bits_per_weight is not None:
+            mixed = {
+                "bits_per_weight": args.bits_per_weight,
+                "packing": args.packing,
+                "choices": plane_choices(args.plane_choices),
+                "fisher": args.sensitivity == "fisher",
+            }
         rows = compare_methods(
-            model, tok, text, methods, config_from_args(args), args.context, args.tokens, rotate=args.rotate
+            model,
+            tok,
+            text,
+            methods,
+            config_from_args(args),
+            args.context,
+            args.tokens,
+            rotate=args.rotate,
+            mixed=mixed,
         )
         print(
             f"SmolLM2-135M-Instruct (FP = the dequantized Q4_1 GGUF, float32), text {label}, "
             f"{args.tokens} tokens, context {args.context}"
-            + (f", residual stream rotated (seed {args.rotate})" if args.rotate is not None else "")
+            + (f", residual stream rotated ({args.rotate})" if args.rotate is not None else "")
+            + (
+                f", trit-plane methods mixed to {args.bits_per_weight} bits/weight ({args.packing}, {args.sensitivity})"
+                if mixed
+                else ""
+            )
         )
         print(
             markdown_table(
