@@ -232,3 +232,131 @@ def test_block_refit_brings_the_calibrated_model_closer_to_the_float_one():
             b = ref(ids, output_hidden_states=True).hidden_states[-1]
         errs.append(float((a - b).norm() / b.norm()))
     assert errs[1] < 0.85 * errs[0], errs
+
+
+# ------------------------------------------------------------------ command line
+
+
+def test_quantize_with_a_budget_and_a_rotation_records_both(tmp_path, capsys):
+    """`ptqtp quantize FOLDER --bits-per-weight B --rotate hadamard`: every layer's K as the
+    recorded allocation chose it, the packed bytes within the budget, the rotation recorded,
+    and the artifact loads into a model that computes."""
+    import json
+
+    from ptqtp import load_artifact
+    from ptqtp.models.allocate import layer_bytes
+    from ptqtp.models.data import default_tokenizer
+    from ptqtp.models.hf import load_quantized
+    from ptqtp.tools.cli import main
+
+    torch.manual_seed(0)
+    model = tf.LlamaForCausalLM(tf.LlamaConfig(**(SMALL | {"vocab_size": 49152}))).eval()
+    model.save_pretrained(tmp_path / "hf")
+    default_tokenizer().save_pretrained(tmp_path / "hf")
+    out = tmp_path / "mixed.safetensors"
+    argv = ["quantize", str(tmp_path / "hf"), "-o", str(out), "--group-size", "32", "--packing", "base3"]
+    assert main(argv + ["--bits-per-weight", "3", "--rotate", "hadamard"]) == 0
+    art = load_artifact(out)
+    alloc = json.loads(art.metadata["ptqtp.allocation"])
+    assert json.loads(art.metadata["ptqtp.rotation"])["rotation"] == "hadamard"
+    planes = {n: layer.planes for n, layer in art.layers.items()}
+    assert planes == alloc["planes"] and len(set(planes.values())) > 1  # really mixed
+    used = sum(layer_bytes(l.out_features, l.in_features, l.planes, 32, "base3") for l in art.layers.values())
+    weights = sum(l.out_features * l.in_features for l in art.layers.values())
+    assert used == alloc["bytes"] and 8 * used / weights <= 3
+    ids = torch.randint(0, 49152, (1, 8), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.isfinite(load_quantized(out)(ids).logits).all()
+    capsys.readouterr()
+    assert main(argv + ["--bits-per-weight", "1"]) != 0
+    # by hand: per block 512 rows x (ceil(64 / 5) + 2 x 2) bytes + 64 x (ceil(160 / 5) + 5 x 2), over 43008 weights
+    assert "1.0 bits/weight is below the smallest allocation, 2.119 bits/weight" in capsys.readouterr().err
+    assert main(argv + ["--bits-per-weight", "3", "--method", "pt2-itf"]) != 0
+    assert "ptqtp or ptqtp-gptq, not pt2-itf" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ quality against speed
+
+
+def _quality_case():
+    from ptqtp.golden_decoder import DecoderArch, DecoderFormat
+    from ptqtp.hdl.engine_model import EngineParams
+    from ptqtp.workflows.plan import LayerShape, load_boards
+
+    cfg = SMALL | {"model_type": "llama", "hidden_size": 128, "intermediate_size": 256, "vocab_size": 512}
+    arch = DecoderArch.from_hf(cfg)
+    layers = [
+        LayerShape(f"model.layers.0.{k}", n, d) for k, n, d in (("q", 128, 128), ("up", 256, 128), ("down", 128, 256))
+    ]
+    mixed = {"model.layers.0.q": 1, "model.layers.0.up": 3, "model.layers.0.down": 2}
+    rows = [
+        {"method": "ptqtp", "perplexity": 40.0, "bits": 4.25},
+        {"method": "ptqtp-k3", "perplexity": 25.0, "bits": 6.375},
+        {"method": "ptqtp@3.5", "perplexity": 30.0, "bits": 3.5, "planes": mixed},
+        {"method": "rtn4", "perplexity": 28.0, "bits": 4.16},
+        {"method": "fp", "perplexity": 20.0},
+    ]
+    boards = [load_boards()["arty-a7-100t"], load_boards()["alveo-u50"]]
+    return rows, layers, EngineParams(), boards, arch, DecoderFormat()
+
+
+def test_quality_points_front_and_choice():
+    from ptqtp.workflows.quality import best_under_target, quality_front, quality_points
+
+    rows, layers, params, boards, arch, fmt = _quality_case()
+    points, refs = quality_points(rows, layers, params, boards, arch, fmt, context=64)
+    assert refs == [{"method": "rtn4", "perplexity": 28.0, "bits": 4.16}]
+    assert len(points) == 3 * 2 * 2 * 2  # runnable rows x boards x packings x datapaths
+    by = {(p["board"], p["method"], p["packing"], p["engine_planes"]): p for p in points}
+    for b in ("arty-a7-100t", "alveo-u50"):
+        for pk in ("2bit", "base3"):
+            for dp in (1, 2):  # the mixed q 1, up 3, down 2 lies between all-2 and all-3 on either datapath
+                lin = {m: by[(b, m, pk, dp)]["linear_bytes"] for m in ("ptqtp", "ptqtp-k3", "ptqtp@3.5")}
+                assert lin["ptqtp"] < lin["ptqtp@3.5"] < lin["ptqtp-k3"]
+        front = quality_front(points, b)
+        mine = [p for p in points if p["board"] == b]
+        for p in mine:  # on the front exactly when no point is as good on both and better on one
+            beaten = any(
+                q["perplexity"] <= p["perplexity"]
+                and q["tokens_per_s"] >= p["tokens_per_s"]
+                and (q["perplexity"], q["tokens_per_s"]) != (p["perplexity"], p["tokens_per_s"])
+                for q in mine
+            )
+            assert (p in front) == (not beaten)
+        for target in (0.0, sorted(p["tokens_per_s"] for p in mine)[len(mine) // 2], 1e9):
+            best = best_under_target(points, b, target)
+            fast = [p for p in mine if p["tokens_per_s"] >= target]
+            assert (best is None) == (not fast)
+            if fast:
+                assert best["perplexity"] == min(p["perplexity"] for p in fast)
+
+
+def test_dse_quality_command_and_its_errors(tmp_path, capsys):
+    import json
+
+    from ptqtp.tools.cli import main
+
+    rows, *_ = _quality_case()
+    model = llama()
+    from ptqtp.models.hf import quantize_model, save_quantized
+
+    report = quantize_model(model, PTQTPConfig(group_size=32), progress=False)
+    art = save_quantized(model, tmp_path / "a.safetensors", report, PTQTPConfig(group_size=32))
+    names = list(report.layers)
+    rows[2]["planes"] = {n: 1 + i % 3 for i, n in enumerate(names)}
+    (tmp_path / "rows.json").write_text(json.dumps(rows))
+    out = tmp_path / "q"
+    argv = ["dse", str(art), "--quality", str(tmp_path / "rows.json"), "--board", "arty-a7-100t", "-o", str(out)]
+    assert main(argv + ["--target-tps", "1"]) == 0
+    text = capsys.readouterr().out
+    assert "At 1 tok/s or more: **ptqtp-k3**" in text  # the lowest perplexity, and every point is fast enough
+    assert (out / "quality_front.png").stat().st_size > 0 and json.loads((out / "quality.json").read_text())["points"]
+    (tmp_path / "bad.json").write_text(json.dumps([{"method": "ptqtp"}]))
+    assert main(["dse", str(art), "--quality", str(tmp_path / "bad.json"), "-o", str(out)]) != 0
+    assert "bad.json: not `ptqtp eval --json` rows (row 'ptqtp' has no perplexity)" in capsys.readouterr().err
+    rows[2]["planes"] = {names[0]: 2}
+    (tmp_path / "rows.json").write_text(json.dumps(rows))
+    assert main(argv) != 0
+    assert f"row 'ptqtp@3.5': no plane count for {sorted(names[1:])[0]} (and 12 more)" in capsys.readouterr().err
+    assert main(argv + ["--lanes", "16", "32"]) != 0
+    assert "one value of --lanes" in capsys.readouterr().err

@@ -37,7 +37,7 @@ from ptqtp.methods import MethodConfig, dequantize_planes, quantize
 
 from .hf import quantizable_linears, weight_of
 
-__all__ = ["layer_bytes", "layer_statistics", "sensitivities", "allocate", "Allocation"]
+__all__ = ["layer_bytes", "layer_statistics", "sensitivities", "allocate", "Allocation", "Sensitivity", "mixed_planes"]
 
 PLANE_CHOICES = (1, 2, 3)
 
@@ -205,6 +205,70 @@ def allocate(
     return Allocation(choice, used, budget, weights, predicted)
 
 
+@dataclasses.dataclass
+class Sensitivity:
+    """Every block linear's shape and predicted loss increase per plane count, and how they
+    were measured: what an allocation at any budget needs."""
+
+    costs: dict[str, dict[int, float]]
+    shapes: dict[str, tuple[int, int]]
+    group_size: int
+    fisher: bool
+    calibration: dict
+
+    @classmethod
+    def measure(
+        cls,
+        model,
+        tokenizer,
+        config: MethodConfig,
+        choices=PLANE_CHOICES,
+        fisher: bool = True,
+        segments: int = 16,
+        length: int = 512,
+        seed: int = 0,
+        progress: bool = True,
+    ) -> Sensitivity:
+        """From ``segments`` x ``length`` tokens of the BBC calibration split; ``config``: the
+        data-free fit each candidate K uses."""
+        from .data import calibration_ids
+
+        ids = calibration_ids(tokenizer, segments, length, seed)
+        stats = layer_statistics(model, ids, progress=progress)
+        costs = sensitivities(model, stats, config, choices, fisher, progress)
+        layers = dict(quantizable_linears(model))
+        shapes = {n: tuple(weight_of(layers[n]).shape) for n in costs}
+        return cls(costs, shapes, config.group_size, fisher, {"segments": segments, "length": length, "seed": seed})  # type: ignore[arg-type]
+
+    @property
+    def weights(self) -> int:
+        return sum(n * d for n, d in self.shapes.values())
+
+    def allocate(self, bits_per_weight: float, packing: str = "base3") -> tuple[Allocation, dict]:
+        """The allocation at ``bits_per_weight`` (bytes as ``layer_bytes`` counts them for
+        ``packing``, unpadded) and its record (the ``ptqtp.allocation`` header entry)."""
+        if not 0 < bits_per_weight < 64:
+            raise ValueError(f"bits per weight must be in (0, 64), not {bits_per_weight!r}")
+        G, shapes = self.group_size, self.shapes
+        sizes = {n: {k: layer_bytes(*shapes[n], k, G, packing) for k in c} for n, c in self.costs.items()}
+        alloc = allocate(self.costs, sizes, int(bits_per_weight * self.weights / 8), self.weights)
+        padded = sum(layer_bytes(*shapes[n], alloc.planes[n], G, packing, padded=True) for n in self.costs)
+        record = {
+            "bits_per_weight": bits_per_weight,
+            "packing": packing,
+            "choices": sorted({k for c in self.costs.values() for k in c}),
+            "sensitivity": "fisher-weighted output error" if self.fisher else "output error",
+            "calibration": self.calibration,
+            "bytes": alloc.bytes,
+            "bytes_padded": padded,
+            "achieved_bits_per_weight": alloc.bits_per_weight,
+            "predicted_loss_increase": alloc.predicted,
+            "planes": alloc.planes,
+            "costs": {n: {str(k): v for k, v in c.items()} for n, c in self.costs.items()},
+        }
+        return alloc, record
+
+
 def mixed_planes(
     model,
     tokenizer,
@@ -213,40 +277,19 @@ def mixed_planes(
     packing: str = "base3",
     choices=PLANE_CHOICES,
     fisher: bool = True,
-    segments: int = 16,
-    length: int = 512,
-    seed: int = 0,
     progress: bool = True,
 ) -> tuple[Allocation, dict]:
-    """The allocation of plane counts for ``model``'s block linears at ``bits_per_weight``
-    (bytes as ``layer_bytes`` counts them for ``packing``, unpadded), with its sensitivities
-    from ``segments`` x ``length`` tokens of the BBC calibration split. Returns the
-    allocation and its record (the ``ptqtp.allocation`` header entry's content)."""
-    from .data import calibration_ids
-
+    """:meth:`Sensitivity.measure` then :meth:`Sensitivity.allocate` at one budget (a budget
+    below every layer's smallest choice is refused before anything is measured)."""
     if not 0 < bits_per_weight < 64:
         raise ValueError(f"bits per weight must be in (0, 64), not {bits_per_weight!r}")
-    ids = calibration_ids(tokenizer, segments, length, seed)
-    stats = layer_statistics(model, ids, progress=progress)
-    costs = sensitivities(model, stats, config, choices, fisher, progress)
-    layers = dict(quantizable_linears(model))
-    shapes = {n: tuple(weight_of(layers[n]).shape) for n in costs}
-    G = config.group_size
-    sizes = {n: {k: layer_bytes(*shapes[n], k, G, packing) for k in costs[n]} for n in costs}
-    weights = sum(n_ * d_ for n_, d_ in shapes.values())
-    alloc = allocate(costs, sizes, int(bits_per_weight * weights / 8), weights)
-    padded = sum(layer_bytes(*shapes[n], alloc.planes[n], G, packing, padded=True) for n in costs)
-    record = {
-        "bits_per_weight": bits_per_weight,
-        "packing": packing,
-        "choices": list(choices),
-        "sensitivity": "fisher-weighted output error" if fisher else "output error",
-        "calibration": {"segments": segments, "length": length, "seed": seed},
-        "bytes": alloc.bytes,
-        "bytes_padded": padded,
-        "achieved_bits_per_weight": alloc.bits_per_weight,
-        "predicted_loss_increase": alloc.predicted,
-        "planes": alloc.planes,
-        "costs": {n: {str(k): v for k, v in c.items()} for n, c in costs.items()},
-    }
-    return alloc, record
+    shapes = [tuple(weight_of(m).shape) for _, m in quantizable_linears(model)]
+    weights = sum(n * d for n, d in shapes)
+    floor = sum(layer_bytes(n, d, min(choices), config.group_size, packing) for n, d in shapes)
+    if floor > bits_per_weight * weights / 8:
+        raise ValueError(
+            f"a budget of {bits_per_weight} bits/weight is below the smallest allocation, "
+            f"{8 * floor / weights:.3f} bits/weight (every layer at {min(choices)} plane(s), {packing})"
+        )
+    sens = Sensitivity.measure(model, tokenizer, config, choices, fisher, progress=progress)
+    return sens.allocate(bits_per_weight, packing)

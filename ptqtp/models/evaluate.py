@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import time
 
@@ -67,6 +68,7 @@ def compare_methods(
     progress: bool = True,
     rotate: int | str | None = None,
     mixed: dict | None = None,
+    overrides: dict | None = None,
 ) -> list[dict]:
     """One row per method: perplexity, bits/weight, quantization time, mean layer error.
     ``config`` sets the group size of every method (its own parameters where it is that
@@ -75,42 +77,75 @@ def compare_methods(
     shows that it keeps the function). ``mixed``: ``ptqtp.models.allocate.mixed_planes``'s
     keyword arguments (``bits_per_weight``, ``packing``, ``choices``, ``fisher``); the
     trit-plane methods then take a plane count per layer, and their row's bits are the
-    allocation's."""
+    allocation's. ``overrides``: config fields set on every method whose config has them
+    (e.g. ``{"block_refit": True}``)."""
     config = config or PTQTPConfig()
+    rotated = copy.deepcopy(model)
+    if rotate is not None:
+        from .rotate import rotate_residual
+
+        rotate_residual(rotated, seed=rotate)
+    budgets = mixed.get("bits_per_weight") if mixed else None
+    budgets = [budgets] if isinstance(budgets, (int, float)) else budgets
     rows = []
-    for method in methods:
-        m = copy.deepcopy(model)
-        if rotate is not None:
-            from .rotate import rotate_residual
 
-            rotate_residual(m, seed=rotate)
-        row = {"method": method, "rotate": rotate}
-        if method == "fp":
-            row.update(bits=32.0, bound=32.0, seconds=0.0, layer_error=0.0, weights=0)
-        else:
-            spec = get_method(method)
-            planes, alloc = None, None
-            cfg = resolve_config(method, config)
-            if mixed and hasattr(cfg, "planes"):
-                from .allocate import mixed_planes
-
-                fit = cfg.ptqtp_config() if hasattr(cfg, "ptqtp_config") else cfg
-                alloc, _ = mixed_planes(m, tokenizer, fit, progress=progress, **mixed)
-                planes = alloc.planes
-            if spec.calibrated:
-                rep, _ = calibrated_quantize(m, tokenizer, method, config, progress=progress, planes=planes)
-            elif spec.packable:
-                rep = quantize_model(m, method, config, progress=progress, planes=planes)
-            else:
-                rep = fake_quantize_model(m, method, config)
-            bits, bound = spec.bits_per_weight(config.group_size)
-            if alloc is not None:
-                bits = bound = alloc.bits_per_weight
-                row["planes"] = alloc.planes
-            row.update(bits=bits, bound=bound, seconds=rep.seconds, layer_error=rep.mean_rel_error, weights=rep.weights)
+    def finish(m, row):
         row["perplexity"] = perplexity(m, tokenizer, text, context, max_tokens)
         rows.append(row)
         if progress:
-            print(f"[eval] {method}: ppl {row['perplexity']:.2f}", flush=True)
-        del m
+            print(f"[eval] {row['method']}: ppl {row['perplexity']:.2f}", flush=True)
+
+    for method in methods:
+        if method == "fp":
+            finish(
+                copy.deepcopy(rotated),
+                {
+                    "method": method,
+                    "rotate": rotate,
+                    "bits": 32.0,
+                    "bound": 32.0,
+                    "seconds": 0.0,
+                    "layer_error": 0.0,
+                    "weights": 0,
+                },
+            )
+            continue
+        spec = get_method(method)
+        cfg = resolve_config(method, config)
+        fields = {f.name for f in dataclasses.fields(cfg)}
+        cfg = dataclasses.replace(cfg, **{k: v for k, v in (overrides or {}).items() if k in fields})
+        runs: list = [(method, None, 0.0)]
+        if budgets and hasattr(cfg, "planes"):
+            from .allocate import Sensitivity
+
+            t0 = time.perf_counter()
+            fit = cfg.ptqtp_config() if hasattr(cfg, "ptqtp_config") else cfg
+            sens = Sensitivity.measure(
+                rotated, tokenizer, fit, mixed.get("choices", (1, 2, 3)), mixed.get("fisher", True), progress=progress
+            )
+            measured = time.perf_counter() - t0
+            runs = [(f"{method}@{b:g}", sens.allocate(b, mixed.get("packing", "base3"))[0], measured) for b in budgets]
+        for name, alloc, extra_s in runs:
+            m = copy.deepcopy(rotated)
+            planes = None if alloc is None else alloc.planes
+            if spec.calibrated:
+                rep, _ = calibrated_quantize(m, tokenizer, cfg, progress=progress, planes=planes)
+            elif spec.packable:
+                rep = quantize_model(m, cfg, progress=progress, planes=planes)
+            else:
+                rep = fake_quantize_model(m, cfg)
+            bits, bound = spec.bits_per_weight(config.group_size)
+            row = {"method": name, "rotate": rotate}
+            if alloc is not None:
+                bits = bound = alloc.bits_per_weight
+                row.update(planes=alloc.planes, predicted_loss_increase=alloc.predicted)
+            row.update(
+                bits=bits,
+                bound=bound,
+                seconds=rep.seconds + extra_s,
+                layer_error=rep.mean_rel_error,
+                weights=rep.weights,
+            )
+            finish(m, row)
+            del m
     return rows

@@ -159,6 +159,12 @@ def config_args(p: argparse.ArgumentParser) -> None:
         default=_PTQTP.search_dtype,
         help="dtype of the per-element trit search; float64 reproduces the reference exactly",
     )
+    g.add_argument(
+        "--block-refit",
+        action="store_true",
+        help="ptqtp-gptq: after each linear, refit all its scales to the float model's outputs from the "
+        "quantized path's inputs (block reconstruction; docs/QUANTIZATION.md)",
+    )
 
 
 def config_from_args(args):
@@ -175,9 +181,14 @@ def method_config(args, method: str):
     from ptqtp.methods import get_method
 
     default = get_method(method).config(args.group_size)
-    given = {"max_iters": args.max_iters, "eps": args.eps, "search_dtype": args.search_dtype}
+    given = {"max_iters": args.max_iters, "eps": args.eps, "search_dtype": args.search_dtype, **method_overrides(args)}
     names = {f.name for f in dataclasses.fields(default)}
     return dataclasses.replace(default, **{k: v for k, v in given.items() if k in names})
+
+
+def method_overrides(args) -> dict:
+    """Options of the command line that only some methods' configs have (applied where they exist)."""
+    return {"block_refit": True} if getattr(args, "block_refit", False) else {}
 
 
 def int_args(p: argparse.ArgumentParser) -> None:

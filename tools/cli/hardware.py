@@ -139,10 +139,28 @@ def register(sub) -> None:
         "dse.json, roofline.png and pareto.png to --out.",
     )
     ds.add_argument("artifact", type=Path, help="packed artifact (.safetensors)")
-    ds.add_argument("--lanes", type=positive, nargs="+", default=[16, 32, 64], help="P values (default 16 32 64)")
-    ds.add_argument("--rows", type=positive, nargs="+", default=[1, 2, 4], help="R values (default 1 2 4)")
-    ds.add_argument("--vectors", type=positive, nargs="+", default=[4], help="M values (default 4)")
-    ds.add_argument("--data-width", type=positive, nargs="+", default=[128, 512], help="DW values (default 128 512)")
+    ds.add_argument("--lanes", type=positive, nargs="+", help="P values (default 16 32 64)")
+    ds.add_argument("--rows", type=positive, nargs="+", help="R values (default 1 2 4)")
+    ds.add_argument("--vectors", type=positive, nargs="+", help="M values (default 4)")
+    ds.add_argument("--data-width", type=positive, nargs="+", help="DW values (default 128 512)")
+    ds.add_argument(
+        "--quality",
+        type=Path,
+        metavar="ROWS.json",
+        help="instead of the synthesis sweep: the perplexity of each allocation in ROWS.json (`ptqtp eval --json`, "
+        "methods and --bits-per-weight budgets) against whole-token tokens/s per board and packing, on one engine "
+        "(--lanes/--rows/--vectors/--data-width, one value each; default the engine's defaults, whose fit dse "
+        "measured) at each board's clock; writes quality.md, quality.json and quality_front.png",
+    )
+    ds.add_argument(
+        "--target-tps",
+        type=float,
+        default=None,
+        help="with --quality: per board, the allocation with the lowest perplexity at this many tokens/s or more",
+    )
+    ds.add_argument(
+        "--context", type=positive, default=512, help="with --quality: the context tokens are planned at (default 512)"
+    )
     ds.add_argument("--board", action="append", help="board key (repeatable; default: every board)")
     ds.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default 1)")
     ds.add_argument(
@@ -341,6 +359,12 @@ def cmd_dse(args) -> int:
 
     from ptqtp.workflows import dse
 
+    if args.quality is not None:
+        return _quality_dse(args)
+    if args.target_tps is not None:
+        raise ValueError("--target-tps chooses among --quality's allocations; give --quality ROWS.json")
+    args.lanes, args.rows = args.lanes or [16, 32, 64], args.rows or [1, 2, 4]
+    args.vectors, args.data_width = args.vectors or [4], args.data_width or [128, 512]
     layers = _layer_shapes(args.artifact)
     boards = _boards(args.board)
     points = [
@@ -565,3 +589,109 @@ def cmd_sim(args) -> int:
         print(f"waveform: {args.waves}")
     write_json(args.json, rep)
     return 0 if rep["bit_exact"] else 1
+
+
+def _quality_dse(args) -> int:
+    import json
+
+    from ptqtp.formats.artifact import artifact_metadata
+    from ptqtp.golden_decoder import DecoderArch, DecoderFormat
+    from ptqtp.hdl.engine_model import EngineParams
+    from ptqtp.workflows import quality
+
+    given = {"lanes": args.lanes, "rows": args.rows, "vectors": args.vectors, "data_width": args.data_width}
+    many = sorted(k for k, v in given.items() if v and len(v) > 1)
+    if many:
+        raise ValueError(f"--quality plans one engine: give one value of --{many[0].replace('_', '-')}")
+    groups = {layer.group_size for layer in _load_artifact(args.artifact).layers.values()}
+    if len(groups) != 1:
+        raise ValueError(f"{args.artifact}: layers of group sizes {sorted(groups)}; the engine has one G")
+    params = EngineParams(**{k: v[0] for k, v in given.items() if v}, group_size=groups.pop())
+    try:
+        rows = json.loads(args.quality.read_text())
+        if not isinstance(rows, list) or not all(isinstance(r, dict) and "method" in r for r in rows):
+            raise ValueError("not a list of rows with a method each")
+        for r in rows:
+            if not isinstance(r.get("perplexity"), (int, float)):
+                raise ValueError(f"row {r['method']!r} has no perplexity")
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{args.quality}: not `ptqtp eval --json` rows ({e})") from None
+    layers = _layer_shapes(args.artifact)
+    raw = artifact_metadata(args.artifact).get("ptqtp.hf_config")
+    if not raw:
+        raise ValueError(f"{args.artifact}: no model config in the header; the whole token needs the model's shape")
+    arch = DecoderArch.from_hf(json.loads(raw))
+    boards = _boards(args.board)
+    fmt = DecoderFormat(act_bits=params.act_bits)
+    points, refs = quality.quality_points(rows, layers, params, boards, arch, fmt, args.context)
+    if not points:
+        raise ValueError(f"{args.quality}: no row the engine runs (trit-plane methods, or budgets with their planes)")
+    args.output.mkdir(parents=True, exist_ok=True)
+    engine = f"P{params.lanes} R{params.rows} M{params.vectors} DW{params.data_width}"
+    lines = [
+        f"Perplexity against whole-token decode tokens/s at context {args.context}: engine {engine} with a one- "
+        f"or two-plane datapath (K planes in passes) at each board's clock (boards.json; fit measured by "
+        f"`ptqtp dse`), integer decoder {fmt.describe()}.",
+        "",
+    ]
+    chosen = {}
+    for b in boards:
+        front = quality.quality_front(points, b.key)
+        lines += [
+            f"### {b.key} ({b.bandwidth_gbs:g} GB/s, {b.fmax_mhz:g} MHz): the front",
+            "",
+            markdown_table(
+                [
+                    "allocation",
+                    "packing",
+                    "engine planes",
+                    "bits/weight",
+                    "perplexity",
+                    "tok/s",
+                    "tok/s per GB/s",
+                    "MB/token",
+                ],
+                [
+                    [
+                        p["method"],
+                        p["packing"],
+                        p["engine_planes"],
+                        round(p["bits"], 3) if p["bits"] else "-",
+                        round(p["perplexity"], 2),
+                        round(p["tokens_per_s"], 2),
+                        round(p["tokens_per_s_per_gbs"], 2),
+                        f"{p['token_bytes'] / 1e6:.1f} ({p['linear_bytes'] / 1e6:.1f})",
+                    ]
+                    for p in front
+                ],
+            ),
+            "",
+        ]
+        if args.target_tps is not None:
+            best = chosen[b.key] = quality.best_under_target(points, b.key, args.target_tps)
+            lines.append(
+                f"At {args.target_tps:g} tok/s or more: "
+                + (
+                    f"**{best['method']}** ({best['packing']}, {best['engine_planes']}-plane engine), perplexity "
+                    f"{best['perplexity']:.2f} at "
+                    f"{best['tokens_per_s']:.2f} tok/s"
+                    if best
+                    else "no allocation is fast enough"
+                )
+            )
+            lines.append("")
+    if refs:
+        lines.append(
+            "References (not on the engine): " + ", ".join(f"{r['method']} {r['perplexity']:.2f}" for r in refs)
+        )
+    text = "\n".join(lines)
+    print(text)
+    (args.output / "quality.md").write_text(text + "\n")
+    figure = quality.plot_quality_front(
+        args.output / "quality_front.png", points, refs, [b.key for b in boards], args.context
+    )
+    result = {"engine": vars(params), "context": args.context, "points": points, "references": refs, "chosen": chosen}
+    (args.output / "quality.json").write_text(json.dumps(result, indent=1))
+    print(f"wrote {args.output / 'quality.md'}, {figure}")
+    write_json(args.json, result)
+    return 0

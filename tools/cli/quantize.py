@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -23,7 +24,16 @@ from ptqtp.models.evaluate import compare_methods, perplexity
 from ptqtp.models.hf import load_quantized, quantize_model, save_quantized
 from ptqtp.workflows.report import markdown_table
 
-from ._common import config_args, config_from_args, join_ranks, json_arg, method_config, positive, write_json
+from ._common import (
+    config_args,
+    config_from_args,
+    join_ranks,
+    json_arg,
+    method_config,
+    method_overrides,
+    positive,
+    write_json,
+)
 
 _PACKABLE = tuple(m.name for m in REGISTRY.values() if m.packable)
 _CALIBRATED = tuple(m.name for m in REGISTRY.values() if m.calibrated)
@@ -102,6 +112,12 @@ def register(sub) -> None:
     )
     _mixed_args(q)
     q.add_argument(
+        "--rotate",
+        metavar="ROTATION",
+        help="fuse a residual-stream rotation into the model first (hadamard[:SEED] or random:SEED; QuaRot-style, "
+        "offline: norms folded, the float model unchanged, no hardware change); recorded as ptqtp.rotation",
+    )
+    q.add_argument(
         "--distributed",
         action="store_true",
         help="run as one rank of torch.distributed (launch with torchrun --nproc_per_node N [--nnodes "
@@ -148,7 +164,7 @@ def register(sub) -> None:
         "random orthogonal matrix; hadamard[:SEED], a randomised Hadamard (QuaRot-style, offline; norms folded; "
         "the float model is unchanged)",
     )
-    _mixed_args(ev)
+    _mixed_args(ev, many=True)
     ev.add_argument(
         "--packing",
         choices=("2bit", "base3"),
@@ -186,16 +202,31 @@ def register(sub) -> None:
     i.set_defaults(func=cmd_inspect)
 
 
-def _mixed_args(p) -> None:
+def _budgets(text: str) -> list[float]:
+    try:
+        values = [float(b) for b in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bits per weight must be numbers separated by commas, not {text!r}") from None
+    if not values or not all(0 < b < 64 for b in values):
+        raise argparse.ArgumentTypeError(f"bits per weight must be in (0, 64), not {text!r}")
+    return values
+
+
+def _mixed_args(p, many: bool = False) -> None:
     g = p.add_argument_group("mixed precision (docs/QUANTIZATION.md, 'Mixed precision')")
     g.add_argument(
         "--bits-per-weight",
-        type=float,
+        type=_budgets if many else float,
         default=None,
-        metavar="B",
+        metavar="B[,B...]" if many else "B",
         help="choose each block linear's plane count K from a measured sensitivity (Fisher-weighted output "
         "error on the BBC calibration split) so the packed bytes (trits in --packing, float16 scales, "
-        "unpadded) average at most B bits per weight; recorded in the artifact (ptqtp.allocation)",
+        "unpadded) average at most B bits per weight"
+        + (
+            "; several budgets: every trit-plane method at each (rows METHOD@B), the sensitivity measured once"
+            if many
+            else "; recorded in the artifact (ptqtp.allocation)"
+        ),
     )
     g.add_argument(
         "--plane-choices",
@@ -271,7 +302,13 @@ def cmd_quantize(args) -> int:
             "--distributed shares a checkpoint's tensors out for the data-free methods; the calibrated "
             "methods and --default-model run in one process"
         )
-    if args.default_model or method.calibrated or args.bits_per_weight is not None:
+    whole = args.default_model or method.calibrated or args.bits_per_weight is not None or args.rotate is not None
+    if args.rotate is not None and not (args.default_model or args.input.is_dir()):
+        raise ValueError(
+            f"{args.input}: --rotate rewrites the whole model (norms folded, embedding and every linear rotated); "
+            "give the model's folder (config.json, weights, tokenizer) or --default-model"
+        )
+    if whole:
         # the whole model in memory: the shipped one, or a transformers checkpoint folder
         if args.default_model:
             model, tok = default_model()
@@ -282,7 +319,14 @@ def cmd_quantize(args) -> int:
                 f"{args.input}: {method.name} runs the model on calibration text; give the model's "
                 f"folder (config.json, weights, tokenizer) or --default-model"
             )
+        rotation = {}
+        if args.rotate is not None:
+            from ptqtp.models.rotate import rotate_residual
+
+            rotate_residual(model, args.rotate)
+            rotation = {"ptqtp.rotation": json.dumps({"rotation": str(args.rotate), "norms_folded": True})}
         planes, meta = mixed_allocation(args, model, tok, config, args.packing)
+        meta.update(rotation)
         if method.calibrated:
             text = None if args.calib_file is None else read_text_file(args.calib_file)
             report, calib = calibrated_quantize(
@@ -432,13 +476,16 @@ def cmd_eval(args) -> int:
             args.tokens,
             rotate=args.rotate,
             mixed=mixed,
+            overrides=method_overrides(args),
         )
         print(
             f"SmolLM2-135M-Instruct (FP = the dequantized Q4_1 GGUF, float32), text {label}, "
             f"{args.tokens} tokens, context {args.context}"
             + (f", residual stream rotated ({args.rotate})" if args.rotate is not None else "")
+            + (", block refit" if args.block_refit else "")
             + (
-                f", trit-plane methods mixed to {args.bits_per_weight} bits/weight ({args.packing}, {args.sensitivity})"
+                f", trit-plane methods mixed to {','.join(f'{b:g}' for b in args.bits_per_weight)} bits/weight "
+                f"({args.packing}, {args.sensitivity})"
                 if mixed
                 else ""
             )
