@@ -57,7 +57,7 @@ def test_shared_options_mean_the_same_everywhere():
         for opt in SHARED:
             if opt not in opts or (name == "dse" and opt in ("--lanes", "--rows", "--vectors", "--data-width")):
                 continue
-            if name == "quantize" and opt == "--packing":  # the artifact's packing, not the engine's stream
+            if name in ("quantize", "eval") and opt == "--packing":  # the artifact's packing, not the engine's stream
                 continue
             a = opts[opt]
             # the number of random inputs suits each command (budget's statistics need more than

@@ -237,6 +237,7 @@ def test_block_refit_brings_the_calibrated_model_closer_to_the_float_one():
 # ------------------------------------------------------------------ command line
 
 
+@pytest.mark.model  # the shipped tokenizer and the BBC calibration split
 def test_quantize_with_a_budget_and_a_rotation_records_both(tmp_path, capsys):
     """`ptqtp quantize FOLDER --bits-per-weight B --rotate hadamard`: every layer's K as the
     recorded allocation chose it, the packed bytes within the budget, the rotation recorded,
@@ -360,3 +361,22 @@ def test_dse_quality_command_and_its_errors(tmp_path, capsys):
     assert f"row 'ptqtp@3.5': no plane count for {sorted(names[1:])[0]} (and 12 more)" in capsys.readouterr().err
     assert main(argv + ["--lanes", "16", "32"]) != 0
     assert "one value of --lanes" in capsys.readouterr().err
+
+
+def test_online_hadamard_keeps_the_model():
+    from ptqtp.models.rotate import online_hadamard
+
+    model, ref = llama(), llama()
+    from ptqtp.models.hf import quantizable_linears, quantize_model
+
+    assert online_hadamard(model, seed=1) == 2
+    w = model.model.layers[0].mlp.down_proj.linear.weight
+    assert not torch.allclose(w, ref.model.layers[0].mlp.down_proj.weight)
+    ids = torch.randint(0, 128, (1, 20), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids).logits, ref(ids).logits, rtol=1e-4, atol=1e-4)
+    # the quantizers see the rotated weight and keep the transform in front of it
+    assert "model.layers.1.mlp.down_proj.linear" in dict(quantizable_linears(model))
+    quantize_model(model, PTQTPConfig(group_size=32, planes=4), progress=False)
+    with torch.no_grad():
+        assert float((model(ids).logits - ref(ids).logits).abs().max()) < 0.2 * float(ref(ids).logits.abs().max())

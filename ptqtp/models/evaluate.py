@@ -69,6 +69,7 @@ def compare_methods(
     rotate: int | str | None = None,
     mixed: dict | None = None,
     overrides: dict | None = None,
+    online: bool = False,
 ) -> list[dict]:
     """One row per method: perplexity, bits/weight, quantization time, mean layer error.
     ``config`` sets the group size of every method (its own parameters where it is that
@@ -78,13 +79,18 @@ def compare_methods(
     keyword arguments (``bits_per_weight``, ``packing``, ``choices``, ``fisher``); the
     trit-plane methods then take a plane count per layer, and their row's bits are the
     allocation's. ``overrides``: config fields set on every method whose config has them
-    (e.g. ``{"block_refit": True}``)."""
+    (e.g. ``{"block_refit": True}``). ``online``: an online Hadamard rotation of every
+    down_proj's input (``ptqtp.models.rotate.online_hadamard``)."""
     config = config or PTQTPConfig()
     rotated = copy.deepcopy(model)
     if rotate is not None:
         from .rotate import rotate_residual
 
         rotate_residual(rotated, seed=rotate)
+    if online:
+        from .rotate import online_hadamard
+
+        online_hadamard(rotated)
     budgets = mixed.get("bits_per_weight") if mixed else None
     budgets = [budgets] if isinstance(budgets, (int, float)) else budgets
     rows = []

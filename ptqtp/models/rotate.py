@@ -18,7 +18,16 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["random_orthogonal", "hadamard", "random_hadamard", "rotation", "fold_norms", "rotate_residual"]
+__all__ = [
+    "random_orthogonal",
+    "hadamard",
+    "random_hadamard",
+    "rotation",
+    "fold_norms",
+    "rotate_residual",
+    "online_hadamard",
+    "RotatedInput",
+]
 
 
 def random_orthogonal(dim: int, seed: int = 0) -> torch.Tensor:
@@ -179,3 +188,33 @@ def rotate_residual(model, seed: int | str = 0, Q: torch.Tensor | None = None) -
     if not tied:
         _rotate_in(model.lm_head, Q)
     return Q
+
+
+class RotatedInput(torch.nn.Module):
+    """``linear`` applied to x Q: the online transform in front of a linear whose weight holds
+    W Q. The linear stays a child (``.linear``), so quantizers find and replace it."""
+
+    def __init__(self, Q: torch.Tensor, linear: torch.nn.Module):
+        super().__init__()
+        self.register_buffer("Q", Q)
+        self.linear = linear
+
+    def forward(self, x):
+        return self.linear(x @ self.Q.to(x.dtype))
+
+
+@torch.no_grad()
+def online_hadamard(model, seed: int = 0) -> int:
+    """QuaRot's online rotation of each down_proj's input: W <- W Q and x <- x Q with Q a
+    randomised Hadamard matrix of the intermediate size (the same function in exact
+    arithmetic; ``mlp.down_proj`` becomes a :class:`RotatedInput`). On hardware this is a fast
+    Walsh-Hadamard transform, additions and subtractions only, before down_proj; here it
+    measures whether the quantized model gains enough to pay for it. Returns the number of
+    layers rotated."""
+    inner = _layers(model)
+    for layer in inner.layers:
+        lin = layer.mlp.down_proj
+        Q = random_hadamard(lin.weight.shape[1], seed)
+        lin.weight.data = (lin.weight.data.double() @ Q).to(lin.weight.dtype)
+        layer.mlp.down_proj = RotatedInput(Q.to(lin.weight.dtype), lin)
+    return len(inner.layers)

@@ -166,10 +166,17 @@ def register(sub) -> None:
     )
     _mixed_args(ev, many=True)
     ev.add_argument(
+        "--online-hadamard",
+        action="store_true",
+        help="measure QuaRot's online rotation of every down_proj's input (a randomised Hadamard; on hardware a "
+        "fast Walsh-Hadamard transform, additions only) fused with the weights (evaluation only)",
+    )
+    ev.add_argument(
         "--packing",
-        choices=("2bit", "base3"),
-        default="base3",
-        help="the packing --bits-per-weight counts (default base3)",
+        choices=PACKINGS,
+        default="2bit",
+        help="trit codes: 2bit (4 a byte, the default) or base3 (5 a byte, 20%% fewer bytes; docs/SPEC.md section 2): "
+        "the bytes --bits-per-weight counts, as quantize --packing",
     )
     ev.add_argument(
         "--decoder",
@@ -477,12 +484,14 @@ def cmd_eval(args) -> int:
             rotate=args.rotate,
             mixed=mixed,
             overrides=method_overrides(args),
+            online=args.online_hadamard,
         )
         print(
             f"SmolLM2-135M-Instruct (FP = the dequantized Q4_1 GGUF, float32), text {label}, "
             f"{args.tokens} tokens, context {args.context}"
             + (f", residual stream rotated ({args.rotate})" if args.rotate is not None else "")
             + (", block refit" if args.block_refit else "")
+            + (", online Hadamard before every down_proj" if args.online_hadamard else "")
             + (
                 f", trit-plane methods mixed to {','.join(f'{b:g}' for b in args.bits_per_weight)} bits/weight "
                 f"({args.packing}, {args.sensitivity})"
