@@ -45,7 +45,7 @@ def same(cocotb, compiled):
     assert compiled.sim_cycles == cocotb.sim_cycles
 
 
-SHAPES = [(7, 300, 2, True, False), (5, 128, 1, True, True), (3, 384, 2, False, False)]
+SHAPES = [(7, 300, 2, True, False), (5, 128, 1, True, True), (3, 384, 2, False, False), (6, 256, 3, True, False)]
 
 
 @pytest.mark.parametrize(
