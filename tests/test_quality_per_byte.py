@@ -352,6 +352,9 @@ def test_dse_quality_command_and_its_errors(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "At 1 tok/s or more: **ptqtp-k3**" in text  # the lowest perplexity, and every point is fast enough
     assert (out / "quality_front.png").stat().st_size > 0 and json.loads((out / "quality.json").read_text())["points"]
+    assert main(["report", str(art), "--quality", str(out), "-o", str(tmp_path / "report")]) == 0
+    assert "![quality front](quality_front.png)" in (tmp_path / "report" / "report.md").read_text()
+    assert (tmp_path / "report" / "quality_front.png").stat().st_size > 0
     (tmp_path / "bad.json").write_text(json.dumps([{"method": "ptqtp"}]))
     assert main(["dse", str(art), "--quality", str(tmp_path / "bad.json"), "-o", str(out)]) != 0
     assert "bad.json: not `ptqtp eval --json` rows (row 'ptqtp' has no perplexity)" in capsys.readouterr().err

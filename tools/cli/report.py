@@ -16,12 +16,14 @@ def register(sub) -> None:
         "report",
         description="Write OUT/report.md with PNG figures: the per-layer weight error as a "
         "histogram and by block index, one layer's A x S error budget as a heat "
-        "map, and with --dse DIR (from `ptqtp dse`) the resource/Fmax sweep.",
+        "map, with --dse DIR (from `ptqtp dse`) the resource/Fmax sweep, and with --quality DIR (from "
+        "`ptqtp dse --quality`) the perplexity against tokens/s front.",
     )
     r.add_argument("artifact", type=Path, help="packed artifact (.safetensors)")
     r.add_argument("--layer", help="layer name (default: the first)")
     samples_arg(r, 64, "for the error budget")
     r.add_argument("--dse", type=Path, help="a `ptqtp dse` output folder (its dse.json) to include")
+    r.add_argument("--quality", type=Path, help="a `ptqtp dse --quality` output folder (its quality.json) to include")
     r.add_argument("-o", "--output", type=Path, default=Path("out/report"), help="output folder (default out/report)")
     json_arg(r, "the report's figures and numbers")
     r.set_defaults(func=cmd_report)
@@ -37,6 +39,11 @@ def cmd_report(args) -> int:
     if args.dse is not None and not (args.dse / "dse.json").is_file():  # before anything is written
         raise FileNotFoundError(
             f"{args.dse / 'dse.json'}: no DSE results there; run `ptqtp dse ARTIFACT --output {args.dse}` first"
+        )
+    if args.quality is not None and not (args.quality / "quality.json").is_file():
+        raise FileNotFoundError(
+            f"{args.quality / 'quality.json'}: no quality front there; run "
+            f"`ptqtp dse ARTIFACT --quality ROWS.json --output {args.quality}` first"
         )
     art = load_artifact(args.artifact)
     records = [layer.info for layer in art.layers.values()]
@@ -81,6 +88,18 @@ def cmd_report(args) -> int:
             synth = {dse.DesignPoint(**e["point"]): e for e in record["sweep"]}
             figs["resources and Fmax"] = dse.plot_pareto(work / "pareto.png", synth)
             parts += ["## Engine resources and Fmax (`ptqtp dse`)", "![pareto](pareto.png)"]
+        if args.quality is not None:
+            from ptqtp.workflows import quality
+
+            record = json.loads((args.quality / "quality.json").read_text())
+            boards = list(dict.fromkeys(p["board"] for p in record["points"]))
+            figs["quality front"] = quality.plot_quality_front(
+                work / "quality_front.png", record["points"], record["references"], boards, record["context"]
+            )
+            parts += [
+                "## Perplexity against whole-token tokens/s (`ptqtp dse --quality`)",
+                "![quality front](quality_front.png)",
+            ]
         (work / "report.md").write_text("\n\n".join(parts) + "\n")
         args.output.mkdir(exist_ok=True)
         for f in sorted(work.iterdir(), key=lambda f: f.name == "report.md"):  # report.md last
