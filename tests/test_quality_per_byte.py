@@ -175,6 +175,15 @@ def test_hadamard_matrices(order):
     assert torch.equal(H @ H.t(), order * torch.eye(order, dtype=torch.float64))
 
 
+def test_fast_hadamard_is_a_small_core_and_butterflies():
+    """fast=True: the smallest Paley core times Sylvester doubling (1536 = 12 x 128), the form an
+    online transform computes with log2(128) butterfly stages; the default takes the largest."""
+    assert torch.equal(hadamard(1536, fast=True), torch.kron(hadamard(12), hadamard(128)))
+    assert torch.equal(hadamard(576, fast=True), torch.kron(hadamard(36), hadamard(16)))
+    assert torch.equal(hadamard(576), torch.kron(hadamard(72), hadamard(8)))
+    assert torch.equal(hadamard(128, fast=True), hadamard(128))
+
+
 def test_no_hadamard_of_an_impossible_order():
     with pytest.raises(ValueError, match="order 6"):
         hadamard(6)  # a Hadamard order above 2 is a multiple of 4

@@ -66,16 +66,27 @@ def _paley(order: int) -> torch.Tensor | None:
     return None
 
 
-def hadamard(order: int) -> torch.Tensor:
+def hadamard(order: int, fast: bool = False) -> torch.Tensor:
     """A ±1 float64 Hadamard matrix H (H H^T = order I): Sylvester doubling times a Paley core.
-    Every power of two and, e.g., 576 = 36 x 16 and 1536 = 12 x 128 are covered; an order
-    with no such factorisation is a ``ValueError`` naming it."""
+    Every power of two and, e.g., 576 = 72 x 8 and 1536 = 384 x 4 are covered; an order with no
+    such factorisation is a ``ValueError`` naming it. The core is the largest Paley order
+    dividing ``order`` by a power of two; ``fast``: the smallest (576 = 36 x 16, 1536 = 12 x
+    128), so x H is a small dense transform and log2 of the rest in butterflies, the form an
+    online transform in hardware takes."""
     if not isinstance(order, int) or order < 1:
         raise ValueError(f"a Hadamard order must be a positive integer, not {order!r}")
+    cores = []
     core, two = order, 1
-    while core % 2 == 0 and _paley(core) is None and core > 2:
+    while True:
+        if core <= 2 or _paley(core) is not None:
+            cores.append((core, two))
+        if core % 2 or core <= 2:
+            break
         core, two = core // 2, two * 2
-    if core == 1 or core == 2:
+    if not cores:
+        raise ValueError(f"no Hadamard matrix of order {order} from Sylvester and Paley (core {core})")
+    core, two = cores[-1] if fast else cores[0]
+    if core <= 2:
         base = (
             torch.tensor([[1.0, 1.0], [1.0, -1.0]], dtype=torch.float64)
             if core == 2
@@ -83,20 +94,18 @@ def hadamard(order: int) -> torch.Tensor:
         )
     else:
         base = _paley(core)
-        if base is None:
-            raise ValueError(f"no Hadamard matrix of order {order} from Sylvester and Paley (core {core})")
     h2 = torch.tensor([[1.0, 1.0], [1.0, -1.0]], dtype=torch.float64)
     while two > 1:
         base, two = torch.kron(base, h2), two // 2
     return base
 
 
-def random_hadamard(dim: int, seed: int = 0) -> torch.Tensor:
+def random_hadamard(dim: int, seed: int = 0, fast: bool = False) -> torch.Tensor:
     """An orthogonal float64 [dim, dim]: diag(random signs) H / sqrt(dim) (QuaRot's randomised
     Hadamard); entries are ±1/sqrt(dim), so every weight column mixes all input columns evenly."""
     g = torch.Generator().manual_seed(seed)
     signs = torch.randint(0, 2, (dim,), generator=g).to(torch.float64) * 2 - 1
-    return signs.unsqueeze(1) * hadamard(dim) / dim**0.5
+    return signs.unsqueeze(1) * hadamard(dim, fast) / dim**0.5
 
 
 def rotation(spec: str, dim: int) -> torch.Tensor:
@@ -214,7 +223,7 @@ def online_hadamard(model, seed: int = 0) -> int:
     inner = _layers(model)
     for layer in inner.layers:
         lin = layer.mlp.down_proj
-        Q = random_hadamard(lin.weight.shape[1], seed)
+        Q = random_hadamard(lin.weight.shape[1], seed, fast=True)  # the form a butterfly network computes
         lin.weight.data = (lin.weight.data.double() @ Q).to(lin.weight.dtype)
         layer.mlp.down_proj = RotatedInput(Q.to(lin.weight.dtype), lin)
     return len(inner.layers)
