@@ -178,10 +178,14 @@ def test_hadamard_matrices(order):
 def test_fast_hadamard_is_a_small_core_and_butterflies():
     """fast=True: the smallest Paley core times Sylvester doubling (1536 = 12 x 128), the form an
     online transform computes with log2(128) butterfly stages; the default takes the largest."""
-    assert torch.equal(hadamard(1536, fast=True), torch.kron(hadamard(12), hadamard(128)))
-    assert torch.equal(hadamard(576, fast=True), torch.kron(hadamard(36), hadamard(16)))
-    assert torch.equal(hadamard(576), torch.kron(hadamard(72), hadamard(8)))
-    assert torch.equal(hadamard(128, fast=True), hadamard(128))
+    h2 = torch.tensor([[1.0, 1.0], [1.0, -1.0]], dtype=torch.float64)
+    sylvester = {1: torch.ones(1, 1, dtype=torch.float64)}
+    for k in range(1, 8):
+        sylvester[2**k] = torch.kron(sylvester[2 ** (k - 1)], h2)
+    assert torch.equal(hadamard(128, fast=True), sylvester[128])
+    assert torch.equal(hadamard(1536, fast=True), torch.kron(hadamard(12), sylvester[128]))
+    assert torch.equal(hadamard(576, fast=True), torch.kron(hadamard(36), sylvester[16]))
+    assert torch.equal(hadamard(576), torch.kron(hadamard(72), sylvester[8]))  # the residual rotation's
 
 
 def test_no_hadamard_of_an_impossible_order():
