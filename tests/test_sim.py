@@ -31,21 +31,26 @@ def extreme_layer(n, d, planes=2, offset=False, S=16):
     )
 
 
-@pytest.mark.parametrize("planes,offset", [(2, False), (1, True)])
-def test_maximum_magnitudes_fit_the_engine_accumulator(tmp_path, planes, offset):
-    """At the engine's widest input the worst-case sum needs exactly its ACC bits, and the RTL
-    gives it (and its negation) bit for bit."""
+@pytest.mark.parametrize("planes,offset,K", [(2, False, 2), (1, True, 1), (2, False, 4), (1, True, 3)])
+def test_maximum_magnitudes_fit_the_engine_accumulator(tmp_path, planes, offset, K):
+    """At the engine's widest input the worst-case sum of a layer of its max_planes = K planes
+    (in passes when K > planes) needs exactly its ACC bits, and the RTL gives it (and its
+    negation) bit for bit."""
     from test_engine import check, run
 
-    params = EngineParams(lanes=16, rows=2, planes=planes, offset=offset, max_d=256, vectors=2, data_width=128, burst=8)
-    g = extreme_layer(3, 256, planes, offset)
+    params = EngineParams(
+        lanes=16, rows=2, planes=planes, max_planes=K, offset=offset, max_d=256, vectors=2, data_width=128, burst=8
+    )
+    g = extreme_layer(3, 256, K, offset)
     img = read_model_image(write_model_image(tmp_path / "img", {"x": g}, params.layout))
     Q = g.config.q_max
     x = np.stack([np.full(256, Q), np.full(256, -Q)])
     res, _ = run(params, img, [("x", x)])
     check(res)
-    worst = 2 * 2 * 128 * Q * (2**15 - 1)  # groups * terms * G * Q * max scale
-    assert g.acc(x)[0].max() == worst and worst.bit_length() + 1 == params.acc_bits
+    passes = -(-K // planes)
+    worst = 2 * (K + offset) * 128 * Q * (2**15 - 1)  # groups * terms * G * Q * max scale
+    assert g.acc(x)[0].max() == worst
+    assert (2 * (passes * planes + offset) * 128 * Q * (2**15 - 1)).bit_length() + 1 == params.acc_bits
 
 
 def test_real_quantized_layer_with_cycles_near_the_model(tmp_path):
