@@ -645,11 +645,11 @@ def _quality_dse(args) -> int:
                     "allocation",
                     "packing",
                     "engine planes",
-                    "bits/weight",
+                    "bits/weight (eval row)",
                     "perplexity",
                     "tok/s",
                     "tok/s per GB/s",
-                    "MB/token",
+                    "MB/token (linears)",
                 ],
                 [
                     [
