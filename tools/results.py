@@ -190,6 +190,17 @@ def headline(entry: dict) -> str:
         return f"LUT {e['LUT']}, FF {e['FF']}, BRAM {e['BRAM']}, DSP {e['DSP']}" + (
             f"; Fmax {fmax} MHz (seeds {', '.join(map(str, seeds))})" if seeds else ""
         )
+    if isinstance(rec, dict) and "points" in rec and "chosen" in rec:  # ptqtp dse --quality
+        parts = []
+        for board in dict.fromkeys(p["board"] for p in rec["points"]):
+            best = rec["chosen"].get(board)
+            parts.append(
+                f"{board}: {best['method']} ({best['packing']}, {best['engine_planes']}-plane engine), "
+                f"perplexity {best['perplexity']:.2f} at {best['tokens_per_s']:.2f} tok/s"
+                if best
+                else f"{board}: no allocation fast enough"
+            )
+        return "; ".join(parts)
     if isinstance(rec, dict) and "cycles_per_s" in rec:
         return f"{rec['cycles_per_s']:,.0f} simulated cycles/s; bit-exact: {rec['bit_exact']}"
     if isinstance(rec, dict) and "engines" in rec:  # tools/bench_sim.py
