@@ -54,6 +54,16 @@ def run_quantizer(rows, bits, stall_seed=None, width=48):
     return got_q, got_s
 
 
+async def send(ctx, dut, beats) -> None:
+    """Offer each beat (a ``dut.i`` payload dict) until taken, then drop ``i.valid``."""
+    for fields in beats:
+        for name, value in fields.items():
+            ctx.set(getattr(dut.i.payload, name), int(value))
+        ctx.set(dut.i.valid, 1)
+        await ctx.tick().until(dut.i.ready)
+    ctx.set(dut.i.valid, 0)
+
+
 def stream_rows(dut, rows, out: str, seed: int, ready_p: float):
     """Feed ``rows`` (each a list of ``dut.i`` payload dicts, flags included) through ``dut``;
     collect ``dut.o.payload.<out>`` into rows ended by ``o.last``, with ``o.ready`` high at
@@ -62,12 +72,7 @@ def stream_rows(dut, rows, out: str, seed: int, ready_p: float):
 
     async def source(ctx):
         for row in rows:
-            for fields in row:
-                for name, value in fields.items():
-                    ctx.set(getattr(dut.i.payload, name), int(value))
-                ctx.set(dut.i.valid, 1)
-                await ctx.tick().until(dut.i.ready)
-            ctx.set(dut.i.valid, 0)
+            await send(ctx, dut, row)
 
     async def sink(ctx):
         rng = np.random.default_rng(seed)
@@ -98,12 +103,7 @@ def one_at_a_time(dut, requests, outs: tuple[str, ...]):
 
     async def bench(ctx):
         for request in requests:
-            for fields in request:
-                for name, value in fields.items():
-                    ctx.set(getattr(dut.i.payload, name), int(value))
-                ctx.set(dut.i.valid, 1)
-                await ctx.tick().until(dut.i.ready)
-            ctx.set(dut.i.valid, 0)
+            await send(ctx, dut, request)
             while not ctx.get(dut.o.valid):
                 await ctx.tick()
             got.append(tuple(ctx.get(getattr(dut.o.payload, f)) for f in outs))

@@ -7,6 +7,8 @@ import itertools
 import pytest
 import torch
 import transformers as tf
+from test_calibrated import correlated, out_err
+from test_model import SMALL
 
 from ptqtp.methods import PTQTPConfig, PTQTPGPTQConfig, dequantize_planes, quantize
 from ptqtp.methods.kplanes import combinations
@@ -14,31 +16,10 @@ from ptqtp.methods.linalg import refit_to_float_path
 from ptqtp.models.allocate import allocate, layer_bytes, layer_statistics, sensitivities
 from ptqtp.models.rotate import hadamard, random_hadamard, rotate_residual, rotation
 
-SMALL = dict(
-    vocab_size=128,
-    hidden_size=64,
-    intermediate_size=160,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    max_position_embeddings=64,
-)
-
 
 def llama(seed=0, layers=2):
     torch.manual_seed(seed)
     return tf.LlamaForCausalLM(tf.LlamaConfig(**(SMALL | {"num_hidden_layers": layers}))).eval()
-
-
-def correlated(n=32, d=192, N=2048, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    W = torch.randn(n, d, generator=g, dtype=torch.float64)
-    X = torch.randn(N, d, generator=g, dtype=torch.float64) @ torch.randn(d, d, generator=g, dtype=torch.float64)
-    return W, X
-
-
-def out_err(W, X, W_hat):
-    return float(((W - W_hat) @ X.t()).norm() / (W @ X.t()).norm())
 
 
 # ------------------------------------------------------------------ calibrated K planes
@@ -59,7 +40,7 @@ def test_calibrated_k_planes_lie_on_each_rows_levels(K):
 
 
 def test_calibrated_output_error_falls_with_every_plane():
-    W, X = correlated()
+    W, X = correlated(n=32, d=192, N=2048)
     errs = [
         out_err(W, X, quantize(W.float(), PTQTPGPTQConfig(planes=k), hessian=X.t() @ X).dequantize(torch.float64))
         for k in (1, 2, 3, 4)

@@ -33,23 +33,48 @@ import math
 import torch
 from tqdm import tqdm
 
+from ptqtp.formats.packing import TRITS_PER_BYTE, check_packing
 from ptqtp.methods import MethodConfig, dequantize_planes, quantize
 
 from .hf import quantizable_linears, weight_of
 
-__all__ = ["layer_bytes", "layer_statistics", "sensitivities", "allocate", "Allocation", "Sensitivity", "mixed_planes"]
+__all__ = [
+    "layer_bytes",
+    "layer_statistics",
+    "sensitivities",
+    "allocate",
+    "Allocation",
+    "Sensitivity",
+    "mixed_planes",
+    "data_free_fit",
+]
 
 PLANE_CHOICES = (1, 2, 3)
 
 
 def layer_bytes(n: int, d: int, planes: int, group_size: int, packing: str = "base3", padded: bool = False) -> int:
     """Bytes of one K-plane linear: packed trits plus float16 scales (module doc)."""
-    if packing not in ("2bit", "base3"):
-        raise ValueError(f"packing must be '2bit' or 'base3', not {packing!r}")
     groups = -(-d // group_size)
     cols = groups * group_size if padded else d
-    row = -(-cols // 4) if packing == "2bit" else -(-cols // 5)
+    row = -(-cols // TRITS_PER_BYTE[check_packing(packing)])  # unpadded: not packed_width's multiple of 4
     return planes * n * (row + 2 * groups)
+
+
+def _check_budget(bits_per_weight: float) -> None:
+    if not 0 < bits_per_weight < 64:
+        raise ValueError(f"bits per weight must be in (0, 64), not {bits_per_weight!r}")
+
+
+def data_free_fit(config: MethodConfig) -> MethodConfig:
+    """The data-free PTQTP fit whose K-plane errors rank a method's layers: the config itself
+    for ``ptqtp``, the per-group fit of ``ptqtp-gptq``; ``ValueError`` for a method without a
+    plane count."""
+    fit = config.ptqtp_config() if hasattr(config, "ptqtp_config") else config
+    if not hasattr(fit, "planes"):
+        raise ValueError(
+            f"a plane count per layer is for the trit-plane methods: use ptqtp or ptqtp-gptq, not {config.method}"
+        )
+    return fit
 
 
 @torch.no_grad()
@@ -230,9 +255,10 @@ class Sensitivity:
         progress: bool = True,
     ) -> Sensitivity:
         """From ``segments`` x ``length`` tokens of the BBC calibration split; ``config``: the
-        data-free fit each candidate K uses."""
+        method's, whose :func:`data_free_fit` each candidate K uses."""
         from .data import calibration_ids
 
+        config = data_free_fit(config)
         ids = calibration_ids(tokenizer, segments, length, seed)
         stats = layer_statistics(model, ids, progress=progress)
         costs = sensitivities(model, stats, config, choices, fisher, progress)
@@ -247,8 +273,7 @@ class Sensitivity:
     def allocate(self, bits_per_weight: float, packing: str = "base3") -> tuple[Allocation, dict]:
         """The allocation at ``bits_per_weight`` (bytes as ``layer_bytes`` counts them for
         ``packing``, unpadded) and its record (the ``ptqtp.allocation`` header entry)."""
-        if not 0 < bits_per_weight < 64:
-            raise ValueError(f"bits per weight must be in (0, 64), not {bits_per_weight!r}")
+        _check_budget(bits_per_weight)
         G, shapes = self.group_size, self.shapes
         sizes = {n: {k: layer_bytes(*shapes[n], k, G, packing) for k in c} for n, c in self.costs.items()}
         alloc = allocate(self.costs, sizes, int(bits_per_weight * self.weights / 8), self.weights)
@@ -281,8 +306,8 @@ def mixed_planes(
 ) -> tuple[Allocation, dict]:
     """:meth:`Sensitivity.measure` then :meth:`Sensitivity.allocate` at one budget (a budget
     below every layer's smallest choice is refused before anything is measured)."""
-    if not 0 < bits_per_weight < 64:
-        raise ValueError(f"bits per weight must be in (0, 64), not {bits_per_weight!r}")
+    _check_budget(bits_per_weight)
+    data_free_fit(config)  # a method without a plane count is refused before anything runs
     shapes = [tuple(weight_of(m).shape) for _, m in quantizable_linears(model)]
     weights = sum(n * d for n, d in shapes)
     floor = sum(layer_bytes(n, d, min(choices), config.group_size, packing) for n, d in shapes)

@@ -212,10 +212,8 @@ def calibrate_model(
                 if refit:
                     w = weight_of(fp_block.get_submodule(n)).detach()
                     scales = refit_to_float_path(r.codes, r.in_features, r.group_size, H[n], C[n], w)
-                    r = dataclasses.replace(r, scales=scales)
-                    r = dataclasses.replace(
-                        r, rel_error=relative_error(w, dequantize_planes(r.codes, scales, r.group_size, r.in_features))
-                    )
+                    w_refit = dequantize_planes(r.codes, scales, r.group_size, r.in_features)
+                    r = dataclasses.replace(r, scales=scales, rel_error=relative_error(w, w_refit))
                 w_hat = r.dequantize(lin.weight.dtype)
                 lin.weight.copy_(w_hat.t() if is_conv1d(lin) else w_hat)
                 report.layers[full] = r

@@ -75,10 +75,11 @@ def compare_methods(
     ``config`` sets the group size of every method (its own parameters where it is that
     method's config). ``rotate``: a residual rotation (``ptqtp.models.rotate.rotation``'s
     spec; an int is a random one's seed) fused into every model first (the FP row then
-    shows that it keeps the function). ``mixed``: ``ptqtp.models.allocate.mixed_planes``'s
-    keyword arguments (``bits_per_weight``, ``packing``, ``choices``, ``fisher``); the
-    trit-plane methods then take a plane count per layer, and their row's bits are the
-    allocation's. ``overrides``: config fields set on every method whose config has them
+    shows that it keeps the function). ``mixed``: ``{"bits_per_weight": B or [B, ...],
+    "packing", "choices", "fisher"}``: each trit-plane method's sensitivities are measured
+    once (``ptqtp.models.allocate.Sensitivity``), then it runs at every budget (rows
+    ``METHOD@B``) with a plane count per layer; the row's bits are the allocation's and its
+    time includes the measurement. ``overrides``: config fields set on every method whose config has them
     (e.g. ``{"block_refit": True}``). ``online``: an online Hadamard rotation of every
     down_proj's input (``ptqtp.models.rotate.online_hadamard``)."""
     config = config or PTQTPConfig()
@@ -122,12 +123,16 @@ def compare_methods(
         cfg = dataclasses.replace(cfg, **{k: v for k, v in (overrides or {}).items() if k in fields})
         runs: list = [(method, None, 0.0)]
         if budgets and hasattr(cfg, "planes"):
-            from .allocate import Sensitivity
+            from .allocate import PLANE_CHOICES, Sensitivity
 
             t0 = time.perf_counter()
-            fit = cfg.ptqtp_config() if hasattr(cfg, "ptqtp_config") else cfg
             sens = Sensitivity.measure(
-                rotated, tokenizer, fit, mixed.get("choices", (1, 2, 3)), mixed.get("fisher", True), progress=progress
+                rotated,
+                tokenizer,
+                cfg,
+                mixed.get("choices", PLANE_CHOICES),
+                mixed.get("fisher", True),
+                progress=progress,
             )
             measured = time.perf_counter() - t0
             runs = [(f"{method}@{b:g}", sens.allocate(b, mixed.get("packing", "base3"))[0], measured) for b in budgets]

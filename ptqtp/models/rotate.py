@@ -75,25 +75,20 @@ def hadamard(order: int, fast: bool = False) -> torch.Tensor:
     online transform in hardware takes."""
     if not isinstance(order, int) or order < 1:
         raise ValueError(f"a Hadamard order must be a positive integer, not {order!r}")
-    cores = []
+    cores = []  # (core matrix, doublings left): 1 stands for pure Sylvester
     core, two = order, 1
     while True:
-        if core <= 2 or _paley(core) is not None:
-            cores.append((core, two))
-        if core % 2 or core <= 2:
+        base = torch.ones(1, 1, dtype=torch.float64) if core == 1 else _paley(core)
+        if base is not None:
+            cores.append((base, two))
+            if not fast:  # the largest core: the first found
+                break
+        if core % 2:
             break
         core, two = core // 2, two * 2
     if not cores:
         raise ValueError(f"no Hadamard matrix of order {order} from Sylvester and Paley (core {core})")
-    core, two = cores[-1] if fast else cores[0]
-    if core <= 2:
-        base = (
-            torch.tensor([[1.0, 1.0], [1.0, -1.0]], dtype=torch.float64)
-            if core == 2
-            else torch.ones(1, 1, dtype=torch.float64)
-        )
-    else:
-        base = _paley(core)
+    base, two = cores[-1]
     h2 = torch.tensor([[1.0, 1.0], [1.0, -1.0]], dtype=torch.float64)
     while two > 1:
         base, two = torch.kron(base, h2), two // 2

@@ -195,11 +195,29 @@ def cmd_export(args) -> int:
     return 0
 
 
+def _artifact_shapes(artifact: Path) -> tuple[list[LayerShape], set[int]]:
+    """The artifact's linears as the plan sees them, and their group sizes (one load)."""
+    layers = _load_artifact(artifact).layers
+    shapes = [LayerShape(name, l.out_features, l.d_pad, l.planes, l.offsets is not None) for name, l in layers.items()]
+    return shapes, {l.group_size for l in layers.values()}
+
+
 def _layer_shapes(artifact: Path) -> list[LayerShape]:
-    return [
-        LayerShape(name, l.out_features, l.d_pad, l.planes, l.offsets is not None)
-        for name, l in _load_artifact(artifact).layers.items()
-    ]
+    return _artifact_shapes(artifact)[0]
+
+
+def _decoder_arch(artifact: Path):
+    """The integer decoder's view of the artifact's model (``ptqtp.hf_config``); ``ValueError``
+    saying why there is none (no model config, or a model the decoder does not support)."""
+    import json
+
+    from ptqtp.formats.artifact import artifact_metadata
+    from ptqtp.golden_decoder import DecoderArch
+
+    raw = artifact_metadata(artifact).get("ptqtp.hf_config")
+    if not raw:
+        raise ValueError("the artifact records no model config")
+    return DecoderArch.from_hf(json.loads(raw))
 
 
 def _boards(keys: list[str] | None) -> list[Board]:
@@ -215,8 +233,7 @@ def cmd_plan(args) -> int:
 
     packings = ("2bit", "base3") if args.packing is None else (args.packing,)
     params = engine_params(argparse.Namespace(**{**vars(args), "packing": packings[0]}))
-    layers = _layer_shapes(args.artifact)
-    groups = {l.group_size for l in _load_artifact(args.artifact).layers.values()}
+    layers, groups = _artifact_shapes(args.artifact)
     if len(groups) == 1:  # the engine is built for the model's G
         params = replace(params, group_size=groups.pop())
     if (args.bandwidth is None) != (args.fmax is None):
@@ -293,21 +310,15 @@ def _whole_token_plans(args, layers, params, chosen, packings, plans) -> bool:
     """Print every byte and cycle of a decoded token (the integer decoder's formats) per board
     and context, and add them to ``plans`` as ``whole_token``; False (and a note) for a model
     the decoder does not support."""
-    import json
     from dataclasses import replace
 
-    from ptqtp.formats.artifact import artifact_metadata
-    from ptqtp.golden_decoder import DecoderArch, DecoderFormat
+    from ptqtp.golden_decoder import DecoderFormat
     from ptqtp.workflows.plan import ZTACHIP, DecoderUnit, whole_token_plan
 
-    raw = artifact_metadata(args.artifact).get("ptqtp.hf_config")
     try:
-        arch = DecoderArch.from_hf(json.loads(raw)) if raw else None
+        arch = _decoder_arch(args.artifact)
     except ValueError as e:
         print(f"whole token: not planned ({e})")
-        return False
-    if arch is None:
-        print("whole token: not planned (the artifact records no model config)")
         return False
     fmt, unit = DecoderFormat(act_bits=params.act_bits), DecoderUnit(lanes=args.decoder_lanes)
     ref = 512 if 512 in args.context else args.context[-1]  # the context issue 27's target is set at
@@ -594,8 +605,7 @@ def cmd_sim(args) -> int:
 def _quality_dse(args) -> int:
     import json
 
-    from ptqtp.formats.artifact import artifact_metadata
-    from ptqtp.golden_decoder import DecoderArch, DecoderFormat
+    from ptqtp.golden_decoder import DecoderFormat
     from ptqtp.hdl.engine_model import EngineParams
     from ptqtp.workflows import quality
 
@@ -603,7 +613,7 @@ def _quality_dse(args) -> int:
     many = sorted(k for k, v in given.items() if v and len(v) > 1)
     if many:
         raise ValueError(f"--quality plans one engine: give one value of --{many[0].replace('_', '-')}")
-    groups = {layer.group_size for layer in _load_artifact(args.artifact).layers.values()}
+    layers, groups = _artifact_shapes(args.artifact)
     if len(groups) != 1:
         raise ValueError(f"{args.artifact}: layers of group sizes {sorted(groups)}; the engine has one G")
     params = EngineParams(**{k: v[0] for k, v in given.items() if v}, group_size=groups.pop())
@@ -616,11 +626,10 @@ def _quality_dse(args) -> int:
                 raise ValueError(f"row {r['method']!r} has no perplexity")
     except (OSError, ValueError) as e:
         raise ValueError(f"{args.quality}: not `ptqtp eval --json` rows ({e})") from None
-    layers = _layer_shapes(args.artifact)
-    raw = artifact_metadata(args.artifact).get("ptqtp.hf_config")
-    if not raw:
-        raise ValueError(f"{args.artifact}: no model config in the header; the whole token needs the model's shape")
-    arch = DecoderArch.from_hf(json.loads(raw))
+    try:
+        arch = _decoder_arch(args.artifact)
+    except ValueError as e:
+        raise ValueError(f"{args.artifact}: no whole token to plan ({e})") from None
     boards = _boards(args.board)
     fmt = DecoderFormat(act_bits=params.act_bits)
     points, refs = quality.quality_points(rows, layers, params, boards, arch, fmt, args.context)
@@ -686,12 +695,12 @@ def _quality_dse(args) -> int:
         )
     text = "\n".join(lines)
     print(text)
-    (args.output / "quality.md").write_text(text + "\n")
     figure = quality.plot_quality_front(
         args.output / "quality_front.png", points, refs, [b.key for b in boards], args.context
     )
+    atomic_write(args.output / "quality.md", lambda t: t.write_text(text + "\n"))
     result = {"engine": vars(params), "context": args.context, "points": points, "references": refs, "chosen": chosen}
-    (args.output / "quality.json").write_text(json.dumps(result, indent=1))
+    write_json(args.output / "quality.json", result)
     print(f"wrote {args.output / 'quality.md'}, {figure}")
     write_json(args.json, result)
     return 0

@@ -104,12 +104,7 @@ def register(sub) -> None:
         help="regex a weight's name must match (default: inside decoder blocks)",
     )
     q.add_argument("--exclude", default=None, help="regex of names left unquantized (default: none)")
-    q.add_argument(
-        "--packing",
-        choices=PACKINGS,
-        default="2bit",
-        help="trit codes: 2bit (4 a byte, the default) or base3 (5 a byte, 20%% fewer bytes; docs/SPEC.md section 2)",
-    )
+    _packing_arg(q)
     _mixed_args(q)
     q.add_argument(
         "--rotate",
@@ -171,13 +166,7 @@ def register(sub) -> None:
         help="measure QuaRot's online rotation of every down_proj's input (a randomised Hadamard; on hardware a "
         "fast Walsh-Hadamard transform, additions only) fused with the weights (evaluation only)",
     )
-    ev.add_argument(
-        "--packing",
-        choices=PACKINGS,
-        default="2bit",
-        help="trit codes: 2bit (4 a byte, the default) or base3 (5 a byte, 20%% fewer bytes; docs/SPEC.md section 2): "
-        "the bytes --bits-per-weight counts, as quantize --packing",
-    )
+    _packing_arg(ev, ": the bytes --bits-per-weight counts, as quantize --packing")
     ev.add_argument(
         "--decoder",
         choices=("golden-int",),
@@ -207,6 +196,17 @@ def register(sub) -> None:
     i.add_argument("artifact", type=Path, help="packed artifact (.safetensors)")
     json_arg(i, "the layer records")
     i.set_defaults(func=cmd_inspect)
+
+
+def _packing_arg(p, note: str = "") -> None:
+    """The artifact's trit packing (``quantize`` writes it, ``eval``'s budgets count it)."""
+    p.add_argument(
+        "--packing",
+        choices=PACKINGS,
+        default="2bit",
+        help="trit codes: 2bit (4 a byte, the default) or base3 (5 a byte, 20%% fewer bytes; docs/SPEC.md section 2)"
+        + note,
+    )
 
 
 def _budgets(text: str) -> list[float]:
@@ -262,16 +262,12 @@ def mixed_allocation(args, model, tok, config, packing: str):
     """(planes per layer, header entries) of --bits-per-weight, or (None, {}) without it."""
     if args.bits_per_weight is None:
         return None, {}
-    from ptqtp.methods import PTQTPConfig, PTQTPGPTQConfig
     from ptqtp.models.allocate import mixed_planes
 
-    if not isinstance(config, (PTQTPConfig, PTQTPGPTQConfig)):
-        raise ValueError(f"--bits-per-weight chooses trit-plane counts: use ptqtp or ptqtp-gptq, not {config.method}")
-    fit = config if isinstance(config, PTQTPConfig) else config.ptqtp_config()
     alloc, record = mixed_planes(
         model,
         tok,
-        fit,
+        config,
         args.bits_per_weight,
         packing,
         plane_choices(args.plane_choices),
