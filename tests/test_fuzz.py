@@ -221,13 +221,13 @@ def test_fuzz_artifact_header_fields(artifact_bytes, tmp_path_factory, pytestcon
 # ------------------------------------------------------------------ hardware images
 
 
-def _golden(pt2: bool) -> GoldenLayer:
+def _golden(pt2: bool, planes: int = 2) -> GoldenLayer:
     g = torch.Generator().manual_seed(4)
     w = torch.randn(6, 80, generator=g) * 0.02
     if pt2:
         r = quantize(w, PT2Config(group_size=32), hessian=torch.eye(80) + 0.1)
     else:
-        r = quantize(w, config=PTQTPConfig(group_size=32))
+        r = quantize(w, config=PTQTPConfig(group_size=32, planes=planes))
     from ptqtp.formats.artifact import PackedLayer, pack_layer
 
     packed = pack_layer(r, "l")
@@ -254,7 +254,7 @@ def _fresh_copy(original: Path, folder: Path) -> Path:
 
 def test_fuzz_model_image(tmp_path_factory, pytestconfig):
     base = tmp_path_factory.mktemp("fuzz-model-image")
-    layers = {"a": _golden(False), "b": _golden(True)}
+    layers = {"a": _golden(False), "b": _golden(True), "c": _golden(False, planes=3)}  # c: two passes
     original = write_model_image(base / "orig", layers, StreamLayout(16, 2, 2, True, 32, 16, 64), "cd" * 32, align=64)
 
     def state(img):
@@ -297,7 +297,7 @@ def test_fuzz_model_image_manifest_fields(tmp_path_factory, pytestconfig):
     base = tmp_path_factory.mktemp("fuzz-model-image-json")
     original = write_model_image(
         base / "orig",
-        {"a": _golden(False), "b": _golden(True)},
+        {"a": _golden(False), "b": _golden(True), "c": _golden(False, planes=3)},  # c: two passes
         StreamLayout(16, 2, 2, True, 32, 16, 64),
         "cd" * 32,
         align=64,
