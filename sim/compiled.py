@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ptqtp.formats.stream_layout import pack_activations
 from ptqtp.hdl.contract import ERRORS, PARAMS, STATUS, Reg, descriptor_writes
 from ptqtp.hdl.synth import step
 
@@ -303,14 +304,9 @@ class CompiledEngine:
 
     def push(self, x_q: np.ndarray) -> None:
         """Queue a batch of vectors (m, d_pad): one frame a vector, tuser on the batch's last beat."""
-        x = np.asarray(x_q, np.int64)
-        m, d_pad = x.shape
-        beats = m * (d_pad // self.lanes)
-        bits = (x.reshape(beats, self.lanes, 1) >> np.arange(self.act_bits)) & 1
-        packed = np.packbits(bits.reshape(beats, -1).astype(np.uint8), axis=1, bitorder="little")
-        words = np.zeros((beats, 4 * self.ports.x_words), np.uint8)
-        words[:, : packed.shape[1]] = packed
-        words = np.ascontiguousarray(words).view("<u4")
+        d_pad = np.shape(x_q)[1]
+        words = pack_activations(x_q, self.lanes, self.act_bits)
+        beats = len(words)
         flags = np.zeros(beats, np.uint8)
         flags[d_pad // self.lanes - 1 :: d_pad // self.lanes] = 1  # tlast ends each vector
         flags[-1] |= 2  # tuser ends the batch

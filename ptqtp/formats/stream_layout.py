@@ -51,7 +51,7 @@ import numpy as np
 
 from .packing import check_packing, pack_trits, packed_width, unpack_trits
 
-__all__ = ["StreamLayout", "FRAME", "MAX_PLANES"]
+__all__ = ["StreamLayout", "FRAME", "MAX_PLANES", "pack_activations"]
 
 #: steps per base-3 frame: 5 steps of planes * R * G trits fill planes * R * G bytes exactly
 FRAME = 5
@@ -321,3 +321,19 @@ class StreamLayout:
         bitarr = bitarr.reshape(*data.shape[:-1], count, bits).astype(np.int64)
         u = (bitarr << np.arange(bits)).sum(-1)
         return u - ((u >> (bits - 1)) & 1) * (1 << bits)
+
+
+def pack_activations(x_q: np.ndarray, lanes: int, act_bits: int) -> np.ndarray:
+    """The activation stream's beats (docs/SPEC.md 6.4) as 32-bit words: x_q (m, d_pad) ->
+    uint32 (m * d_pad / P, ceil(P * A / 32)); lane i of a beat at bits i*A.., two's
+    complement, the rest of the last word zero."""
+    x = np.asarray(x_q, np.int64)
+    m, d_pad = x.shape
+    if d_pad % lanes:
+        raise ValueError(f"d_pad {d_pad} is not a multiple of the engine's {lanes} lanes")
+    beats = m * (d_pad // lanes)
+    bits = (x.reshape(beats, lanes, 1) >> np.arange(act_bits)) & 1
+    packed = np.packbits(bits.reshape(beats, -1).astype(np.uint8), axis=1, bitorder="little")
+    words = np.zeros((beats, 4 * (-(-lanes * act_bits // 32))), np.uint8)
+    words[:, : packed.shape[1]] = packed
+    return np.ascontiguousarray(words).view("<u4").astype(np.uint32)

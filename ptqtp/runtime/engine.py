@@ -28,7 +28,27 @@ from ptqtp.sim.runner import ENGINE_TOP, build, engine_config, serve_in_thread
 
 from .backends import Backend, check_int_input
 
-__all__ = ["EngineBackend"]
+__all__ = ["EngineBackend", "image_runs"]
+
+
+def image_runs(layers: dict[int, GoldenLayer], params: EngineParams, folder: Path):
+    """Write ``layers`` into a model image laid out for ``params`` in ``folder``; the image
+    and each layer id's run descriptor {name, n, chunks, passes, addr, beats}."""
+    ids = sorted(layers)
+    image = read_model_image(write_model_image(folder, {f"layer{i}": layers[i] for i in ids}, params.layout))
+    entries = {e["name"]: e for e in image.entries}
+    runs = {
+        i: {
+            "name": f"layer{i}",
+            "n": layers[i].n,
+            "chunks": layers[i].d_pad // params.lanes,
+            "passes": params.layout.passes(layers[i].planes),
+            "addr": entries[f"layer{i}"]["byte_offset"],
+            "beats": entries[f"layer{i}"]["beats"],
+        }
+        for i in ids
+    }
+    return image, runs
 
 
 class EngineBackend(Backend):
@@ -106,21 +126,8 @@ class EngineBackend(Backend):
         from ptqtp.hdl.synth import to_verilog
 
         ids = sorted(self.layers)
-        image = read_model_image(
-            write_model_image(self._folder / "image", {f"layer{i}": self.layers[i] for i in ids}, self.params.layout)
-        )
-        entries = {e["name"]: e for e in image.entries}
-        runs = [
-            {
-                "name": f"layer{i}",
-                "n": self.layers[i].n,
-                "chunks": self.layers[i].d_pad // self.params.lanes,
-                "passes": self.params.layout.passes(self.layers[i].planes),
-                "addr": entries[f"layer{i}"]["byte_offset"],
-                "beats": entries[f"layer{i}"]["beats"],
-            }
-            for i in ids
-        ]
+        image, runs = image_runs(self.layers, self.params, self._folder / "image")
+        runs = [runs[i] for i in ids]
         verilog = to_verilog(TritEngine(self.params), name=ENGINE_TOP)
         if self.bench == "compiled":
             from ptqtp.sim.compiled import CompiledEngine

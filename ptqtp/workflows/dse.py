@@ -88,7 +88,8 @@ def fits(board: Board, ecp5: dict) -> tuple[bool, str]:
 def _clock(board: Board, synth: dict) -> float | None:
     if board.family == "ecp5":
         f = synth.get("fmax_mhz")
-        return math.floor(f) if f else None  # no timing result: not a usable design on ECP5
+        # no timing result: not a usable design; above the SoC's system clock, no faster
+        return min(math.floor(f), board.fmax_mhz) if f else None
     return board.fmax_mhz
 
 

@@ -46,10 +46,19 @@ class Board:
     ffs: int = 0
     bram_blocks: int = 0
     dsps: int = 0
+    #: the share of the peak a weight stream sustains on this board's memory (measured where
+    #: ``efficiency_source`` names a measurement; 1.0 is the peak, an assumption)
+    dram_efficiency: float = 1.0
+    efficiency_source: str = "not measured: 100% of the peak assumed"
+
+    @property
+    def sustained_gbs(self) -> float:
+        return self.bandwidth_gbs * self.dram_efficiency
 
     @property
     def bytes_per_cycle(self) -> float:
-        return self.bandwidth_gbs * 1e9 / (self.fmax_mhz * 1e6)
+        """What the memory delivers per engine clock: the peak times the measured efficiency."""
+        return self.sustained_gbs * 1e9 / (self.fmax_mhz * 1e6)
 
 
 def load_boards() -> dict[str, Board]:
@@ -67,6 +76,8 @@ def load_boards() -> dict[str, Board]:
             int(v.get("ffs", 0)),
             int(v.get("bram_blocks", 0)),
             int(v.get("dsps", 0)),
+            float(v.get("dram_efficiency", 1.0)),
+            v.get("efficiency_source", "not measured: 100% of the peak assumed"),
         )
         for k, v in raw.items()
         if not k.startswith("_")
@@ -118,6 +129,8 @@ def plan(layers: list[LayerShape], params: EngineParams, board: Board) -> dict:
         "board": board.key,
         "board_name": board.name,
         "bandwidth_gbs": board.bandwidth_gbs,
+        "dram_efficiency": board.dram_efficiency,
+        "efficiency_source": board.efficiency_source,
         "fmax_mhz": board.fmax_mhz,
         "engine": {
             "lanes": params.lanes,
@@ -135,7 +148,7 @@ def plan(layers: list[LayerShape], params: EngineParams, board: Board) -> dict:
         "prefill_cycles_per_token": total["prefill_cycles"],
         "decode_tokens_per_s": decode_tps,
         "prefill_tokens_per_s": hz / total["prefill_cycles"],
-        "bandwidth_used": min(1.0, total["bytes"] * decode_tps / (board.bandwidth_gbs * 1e9)),
+        "bandwidth_used": min(1.0, total["bytes"] * decode_tps / (board.sustained_gbs * 1e9)),
         "compute_bound_tokens_per_s": hz / total["issue"],
         "host_side": HOST_SIDE,
     }

@@ -1,6 +1,6 @@
 """The ``ptqtp`` command line: thin argparse wrappers over library functions, one module
 per command group (``demo``; ``quantize``: quantize/eval/inspect; ``hardware``:
-export/plan/dse/budget/hdl/sim; ``runtime``: compare/hil/serve; ``report``). Only the group of the
+export/plan/dse/budget/hdl/sim; ``runtime``: compare/hil/serve; ``soc``; ``report``). Only the group of the
 command that runs is imported, so ``--help``, ``--version``, ``hdl`` and ``sim`` start
 without torch."""
 
@@ -31,6 +31,7 @@ COMMANDS = {
     "generate": ("decoder", "greedy text with every op of a token on the golden integer decoder; planned tok/s"),
     "report": ("report", "a Markdown report with figures: layer errors, the A x S error budget, the DSE sweep"),
     "serve": ("runtime", "answer the ptqtp TCP protocol (docs/PROTOCOL.md) from a local backend"),
+    "soc": ("soc", "LiteX system-on-chip: Verilog, ECP5 bitstreams, whole-SoC simulation with LiteDRAM"),
 }
 
 

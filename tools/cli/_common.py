@@ -26,6 +26,7 @@ __all__ = [
     "pick_layer",
     "choose_layer",
     "backend_kwargs",
+    "soc_args",
     "positive",
     "non_negative",
     "port",
@@ -243,7 +244,13 @@ def backend_kwargs(args) -> dict:
     engine = {"params": engine_params(args)}
     if getattr(args, "bench", None):
         engine["bench"] = args.bench
-    kw = {"rtl": engine, "engine": engine}
+    kw = {
+        "rtl": engine,
+        "engine": engine,
+        "soc-sim": {"board": getattr(args, "soc_board", None) or "sim-sdr", "params": engine["params"]},
+    }
+    if getattr(args, "url", None) or getattr(args, "soc_config", None):
+        kw["board"] = {"url": args.url, "config": args.soc_config}
     if getattr(args, "remote", None):
         host, port = args.remote
         kw["remote"] = {"host": host, "port": port, "token": getattr(args, "token", None)}
@@ -261,6 +268,16 @@ def join_ranks(backend: str = "gloo"):
         raise ValueError("--distributed expects to be launched by torchrun (RANK and WORLD_SIZE are not set)")
     dist.init_process_group(backend)
     return dist.get_rank(), dist.get_world_size(), dist.barrier, dist.destroy_process_group
+
+
+def soc_args(p: argparse.ArgumentParser) -> None:
+    """``--soc-board`` (soc-sim), ``--url`` and ``--soc-config`` (board): the SoC backends."""
+    g = p.add_argument_group("SoC backends (docs/SOC.md)")
+    g.add_argument("--soc-board", choices=("sim-sdr", "sim-ddr3"), help="soc-sim's simulated board (default sim-sdr)")
+    g.add_argument("--url", help="board: the host link, udp://IP[:PORT] (Etherbone) or a serial port (UARTBone)")
+    g.add_argument(
+        "--soc-config", type=Path, help="board: the soc.json that `ptqtp soc build` wrote with its bitstream"
+    )
 
 
 def bench_arg(p: argparse.ArgumentParser) -> None:

@@ -255,7 +255,7 @@ def cmd_plan(args) -> int:
             [
                 "board",
                 "packing",
-                "GB/s",
+                "GB/s peak x DRAM efficiency",
                 "MHz",
                 "decode tok/s",
                 "prefill tok/s",
@@ -267,7 +267,7 @@ def cmd_plan(args) -> int:
                 [
                     p["board"],
                     p["engine"]["packing"],
-                    p["bandwidth_gbs"],
+                    f"{p['bandwidth_gbs']:g} x {p['dram_efficiency']:.0%}",
                     f"{p['fmax_mhz']:g} ({p['fmax_source'].split(' ')[0]})",
                     round(p["decode_tokens_per_s"], 1),
                     round(p["prefill_tokens_per_s"], 1),
@@ -279,6 +279,8 @@ def cmd_plan(args) -> int:
             ],
         )
     )
+    for b in chosen:
+        print(f"DRAM efficiency of {b.key}: {b.dram_efficiency:.0%}, {b.efficiency_source}")
     if len(chosen) == 1:
         print(
             markdown_table(

@@ -30,6 +30,7 @@ from ._common import (
     port,
     positive,
     regex,
+    soc_args,
     token_arg,
     write_json,
 )
@@ -58,6 +59,7 @@ def register(sub) -> None:
     token_arg(c, "the remote server's shared secret")
     engine_args(c)
     bench_arg(c)
+    soc_args(c)
     json_arg(c, "the rows")
     hl = sub.add_parser(
         "hil",
@@ -110,6 +112,7 @@ def register(sub) -> None:
     )
     engine_args(hl)
     bench_arg(hl)
+    soc_args(hl)
     json_arg(hl, "the report")
     sv = sub.add_parser("serve")
     sv.add_argument("--backend", default="golden", choices=_LOCAL, help="(default golden)")
@@ -118,6 +121,7 @@ def register(sub) -> None:
     token_arg(sv, "shared secret clients must send first; required to listen beyond loopback")
     engine_args(sv)
     bench_arg(sv)
+    soc_args(sv)
     json_arg(sv, "where it listens (host, port, backend) once it does")
     c.set_defaults(func=cmd_compare)
     hl.set_defaults(func=cmd_hil)

@@ -1,0 +1,222 @@
+"""LiteX systems-on-chip around the engine: one per board, and two for simulation.
+
+No soft CPU: the host drives everything over a bridge (UARTBone on a serial link, Etherbone
+on Ethernet), and initialises DRAM itself with LiteDRAM's own init sequence
+(``ptqtp.soc.host``). A CPU would add a RAM, a ROM and a firmware build for work the host
+does in a few hundred register writes.
+
+    board     FPGA          memory                      host link        sys clock
+    ecpix5    LFE5UM5G-85F  DDR3 MT41K256M16, ECP5 1:2   Etherbone (UDP)  75 MHz
+    ulx3s     LFE5U-85F     SDR MT48LC16M16, 1:1         UARTBone (USB)   50 MHz
+    sim-sdr   Verilator     SDRAMPHYModel, SDR           UARTBone (TCP)   50 MHz
+    sim-ddr3  Verilator     SDRAMPHYModel, DDR3 1:4      UARTBone (TCP)   100 MHz
+
+The engine's weight port is a LiteDRAM crossbar port of the engine's data width (LiteDRAM
+converts from the controller's native width where they differ: SDR's 16 bits); the SoC bus
+reaches DRAM without a cache, so bytes the host writes are the bytes the engine reads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+from ptqtp.hdl.engine_model import EngineParams
+
+from .memory_map import CONTROL, ENGINE_REGS, MAIN_RAM, REGION_SIZE, X_WINDOW, Y_WINDOW
+
+__all__ = ["Board", "BOARDS", "board", "make_soc", "engine_verilog", "soc_config"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Board:
+    name: str
+    description: str
+    memory: str  # "SDR" or "DDR3"
+    module: str  # the LiteDRAM module class
+    link: str  # "uartbone" or "etherbone"
+    sys_clk_hz: float
+    #: bytes the DRAM can move per system clock at most (data bus width x transfers per clock)
+    peak_bytes_per_cycle: int
+    #: engine data width (bits): the controller's native width where the engine takes it, and
+    #: at least the DRAM's peak per cycle. Measured on sim-ddr3, block 0: DW = native (128)
+    #: streamed 89% of peak, DW = 256 through LiteDRAM's port up-converter 63%.
+    data_width: int
+    simulated: bool = False
+
+    @property
+    def peak_bytes_per_s(self) -> float:
+        return self.peak_bytes_per_cycle * self.sys_clk_hz
+
+
+BOARDS = {
+    b.name: b
+    for b in (
+        # DDR3 x16 at 2 x 75 MHz, two transfers a clock: 16 bits x 4 per system clock
+        Board("ecpix5", "LambdaConcept ECPIX-5 (LFE5UM5G-85F)", "DDR3", "MT41K256M16", "etherbone", 75e6, 8, 128),
+        Board("ulx3s", "Radiona ULX3S 85F (LFE5U-85F)", "SDR", "MT48LC16M16", "uartbone", 50e6, 2, 128),
+        Board(
+            "sim-sdr", "Verilator, LiteDRAM SDRAMPHYModel (SDR)", "SDR", "MT48LC16M16", "uartbone", 50e6, 2, 128, True
+        ),
+        Board(
+            "sim-ddr3",
+            "Verilator, LiteDRAM SDRAMPHYModel (DDR3, 1:4)",
+            "DDR3",
+            "MT41K128M16",
+            "uartbone",
+            100e6,
+            16,
+            128,
+            True,
+        ),
+    )
+}
+
+
+def board(name: str) -> Board:
+    try:
+        return BOARDS[name]
+    except KeyError:
+        raise ValueError(f"board must be one of {', '.join(BOARDS)}, not {name!r}") from None
+
+
+def soc_params(b: Board, params: EngineParams | None = None) -> EngineParams:
+    """The engine a board's SoC carries: ``params`` (default: EngineParams' defaults) at the
+    board's data width and a burst of 256 bytes."""
+    p = params or EngineParams()
+    if params is None or p.data_width != b.data_width:
+        p = dataclasses.replace(p, data_width=b.data_width, burst=max(1, 2048 // b.data_width))
+    return p
+
+
+def engine_verilog(params: EngineParams) -> str:
+    from ptqtp.hdl.engine import TritEngine
+    from ptqtp.hdl.synth import to_verilog
+
+    from .gateware import ENGINE_MODULE
+
+    return to_verilog(TritEngine(params), name=ENGINE_MODULE)
+
+
+def _add_engine(soc, params: EngineParams, dram_port_width: int | None = None):
+    from litedram.frontend.axi import LiteDRAMAXI2Native
+    from litex.soc.integration.soc import SoCRegion
+
+    from .gateware import EngineInSoC
+
+    soc.ptqtp = eng = EngineInSoC(params)
+    bases = {"engine": ENGINE_REGS, "control": CONTROL, "x": X_WINDOW, "y": Y_WINDOW}
+    for name, bus in eng.buses.items():
+        soc.bus.add_slave(f"ptqtp_{name}", bus, SoCRegion(origin=bases[name], size=REGION_SIZE, cached=False))
+    port = soc.sdram.crossbar.get_port(data_width=params.data_width)
+    soc.submodules.ptqtp_dram = LiteDRAMAXI2Native(eng.axi, port, base_address=0)
+
+
+_SOC_KW = dict(
+    cpu_type=None,
+    integrated_sram_size=0,
+    integrated_rom_size=0,
+    with_uart=False,
+    with_timer=False,
+    with_ctrl=True,
+)
+
+
+def _sim_soc(b: Board, params: EngineParams):
+    from litedram import modules as dram_modules
+    from litedram.phy.model import SDRAMPHYModel, get_sdram_phy_settings
+    from litex.build.generic_platform import Pins, Subsignal
+    from litex.build.sim import SimPlatform
+    from litex.soc.cores.uart import RS232PHYModel, UARTBone
+    from litex.soc.integration.soc_core import SoCCore
+    from migen import ClockDomain
+    from migen.genlib.io import CRG
+
+    io = [
+        ("sys_clk", 0, Pins(1)),
+        ("sys_rst", 0, Pins(1)),
+        (
+            "serial",
+            0,
+            Subsignal("source_valid", Pins(1)),
+            Subsignal("source_ready", Pins(1)),
+            Subsignal("source_data", Pins(8)),
+            Subsignal("sink_valid", Pins(1)),
+            Subsignal("sink_ready", Pins(1)),
+            Subsignal("sink_data", Pins(8)),
+        ),
+    ]
+    platform = SimPlatform("SIM", io)
+    soc = SoCCore(platform, b.sys_clk_hz, ident=f"ptqtp {b.name}", **_SOC_KW)
+    soc.crg = CRG(platform.request("sys_clk"), platform.request("sys_rst"))
+    _ = ClockDomain
+    width = 16
+    module = getattr(dram_modules, b.module)(b.sys_clk_hz, "1:1" if b.memory == "SDR" else "1:4")
+    settings = get_sdram_phy_settings(memtype=module.memtype, data_width=width, clk_freq=b.sys_clk_hz)
+    soc.sdrphy = SDRAMPHYModel(module, settings, clk_freq=b.sys_clk_hz)
+    soc.add_sdram("sdram", phy=soc.sdrphy, module=module, origin=MAIN_RAM, l2_cache_size=0)
+    soc.uartbone_phy = phy = RS232PHYModel(platform.request("serial"))
+    soc.uartbone = bone = UARTBone(phy=phy, clk_freq=b.sys_clk_hz)
+    soc.bus.add_master(name="uartbone", master=bone.wishbone)
+    _add_engine(soc, params)
+    return soc
+
+
+def _board_soc(b: Board, params: EngineParams):
+    if b.name == "ecpix5":
+        from litex_boards.targets.lambdaconcept_ecpix5 import BaseSoC
+
+        soc = BaseSoC(
+            device="85F",
+            sys_clk_freq=b.sys_clk_hz,
+            with_etherbone=True,
+            with_led_chaser=False,
+            l2_size=0,
+            **_SOC_KW,
+        )
+    else:
+        from litex_boards.targets.radiona_ulx3s import BaseSoC
+
+        soc = BaseSoC(
+            device="LFE5U-85F",
+            sys_clk_freq=b.sys_clk_hz,
+            sdram_module_cls=b.module,
+            with_led_chaser=False,
+            l2_size=0,
+            **_SOC_KW,
+        )
+        soc.add_uartbone(name="uartbone", uart_name="serial", baudrate=3_000_000)
+    _add_engine(soc, params)
+    return soc
+
+
+def make_soc(board_name: str, params: EngineParams | None = None):
+    """The LiteX SoC for a board (``BOARDS``) with the engine ``params`` (default: the
+    board's, :func:`soc_params`)."""
+    b = board(board_name)
+    p = soc_params(b, params)
+    return (_sim_soc if b.simulated else _board_soc)(b, p)
+
+
+def soc_config(board_name: str, params: EngineParams, csr_json: dict) -> dict:
+    """What a host needs besides the bridge: the board, the engine's parameters, the DRAM's
+    size and peak rate, and the LiteX CSR map (for DRAM initialisation)."""
+    b = board(board_name)
+    return {
+        "board": b.name,
+        "memory": b.memory,
+        "module": b.module,
+        "link": b.link,
+        "sys_clk_hz": b.sys_clk_hz,
+        "peak_bytes_per_cycle": b.peak_bytes_per_cycle,
+        "engine": dataclasses.asdict(params),
+        "csr": {name: v["addr"] for name, v in csr_json.get("csr_registers", {}).items()},
+        "main_ram_size": csr_json.get("memories", {}).get("main_ram", {}).get("size"),
+    }
+
+
+def write_config(path: Path, config: dict) -> None:
+    from ptqtp.formats.atomic import atomic_write
+
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(config, indent=1) + "\n"))
