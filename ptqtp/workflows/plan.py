@@ -50,6 +50,8 @@ class Board:
     #: ``efficiency_source`` names a measurement; 1.0 is the peak, an assumption)
     dram_efficiency: float = 1.0
     efficiency_source: str = "not measured: 100% of the peak assumed"
+    #: external memory (MiB); 0: unknown
+    memory_mb: int = 0
 
     @property
     def sustained_gbs(self) -> float:
@@ -78,6 +80,7 @@ def load_boards() -> dict[str, Board]:
             int(v.get("dsps", 0)),
             float(v.get("dram_efficiency", 1.0)),
             v.get("efficiency_source", "not measured: 100% of the peak assumed"),
+            int(v.get("memory_mb", 0)),
         )
         for k, v in raw.items()
         if not k.startswith("_")
@@ -150,6 +153,8 @@ def plan(layers: list[LayerShape], params: EngineParams, board: Board) -> dict:
         "prefill_tokens_per_s": hz / total["prefill_cycles"],
         "bandwidth_used": min(1.0, total["bytes"] * decode_tps / (board.sustained_gbs * 1e9)),
         "compute_bound_tokens_per_s": hz / total["issue"],
+        "memory_mb": board.memory_mb,
+        "fits_memory": not board.memory_mb or total["bytes"] <= board.memory_mb * 2**20,
         "host_side": HOST_SIDE,
     }
 

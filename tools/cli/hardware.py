@@ -281,6 +281,13 @@ def cmd_plan(args) -> int:
     )
     for b in chosen:
         print(f"DRAM efficiency of {b.key}: {b.dram_efficiency:.0%}, {b.efficiency_source}")
+    for p in plans:
+        if not p["fits_memory"]:
+            print(
+                f"NOTE: {p['board']} ({p['engine']['packing']}): the linears' "
+                f"{p['bytes_per_token'] / 2**20:.1f} MiB do not fit its {p['memory_mb']} MiB of memory; "
+                "its tok/s is what the engine would do, not what the board can"
+            )
     if len(chosen) == 1:
         print(
             markdown_table(
