@@ -282,3 +282,63 @@ def test_smollm2_block0_through_litedram_is_bit_exact(tmp_path):
     assert [r["layer"] for r in rep["runs"]] == names
     assert rep["bit_exact"] and all(r["bit_exact"] for r in rep["runs"])
     assert 0.7 < rep["total"]["of_peak"] <= 1.0
+
+
+def test_spec_memory_map_is_the_module():
+    from pathlib import Path
+
+    spec = (Path(__file__).resolve().parents[1] / "docs" / "SPEC.md").read_text()
+    assert mm.memory_map_table() in spec, "docs/SPEC.md section 10 differs from ptqtp.soc.memory_map"
+    for c in mm.Ctl:
+        assert f"| {int(c)} | {c.name} |" in spec, c.name
+
+
+class _LevelingBus(_FakeBus):
+    """DRAM behind an ECP5 PHY whose byte lanes read correctly only at some (bitslip, delay)."""
+
+    def __init__(self, csr, good):
+        super().__init__({})
+        self.csr, self.good, self.mem = csr, good, {}
+        self.state = {lane: [0, 0] for lane in good}
+        self.sel = 0
+
+    def write(self, addr, words):
+        names = {v: k for k, v in self.csr.items()}
+        for i, w in enumerate(np.asarray(words).tolist()):
+            name = names.get(addr + 4 * i)
+            lanes = [lane for lane in self.good if self.sel >> lane & 1]
+            if name == "ddrphy_dly_sel":
+                self.sel = w
+            elif name in ("ddrphy_rdly_dq_rst", "ddrphy_rdly_dq_bitslip_rst"):
+                for lane in lanes:
+                    self.state[lane][0 if name.endswith("bitslip_rst") else 1] = 0
+            elif name == "ddrphy_rdly_dq_bitslip":
+                for lane in lanes:
+                    self.state[lane][0] += 1
+            elif name == "ddrphy_rdly_dq_inc":
+                for lane in lanes:
+                    self.state[lane][1] += 1
+            elif name is None:
+                self.mem[addr + 4 * i] = w
+
+    def read(self, addr, count, step=True):
+        out = []
+        for i in range(count):
+            w = self.mem.get(addr + 4 * i, 0)
+            for lane, ok in self.good.items():
+                if tuple(self.state[lane]) not in ok:
+                    w ^= 0x5A << (8 * lane)  # a wrong byte in that lane
+            out.append(w)
+        return np.array(out, np.uint32)
+
+
+def test_read_leveling_centres_each_lane_in_its_clean_window():
+    csr = {n: 0xF000 + 4 * i for i, n in enumerate(["ddrphy_dly_sel", "ddrphy_rdly_dq_rst", "ddrphy_rdly_dq_inc",
+                                                   "ddrphy_rdly_dq_bitslip_rst", "ddrphy_rdly_dq_bitslip"])}  # fmt: skip
+    good = {0: {(1, d) for d in range(2, 7)} | {(2, 0)}, 1: {(3, d) for d in range(0, 3)}}
+    bus = _LevelingBus(csr, good)
+    driver = SocDriver(bus, {**_config(EngineParams()), "csr": csr})
+    assert driver.level_reads() == {0: (1, 4), 1: (3, 1)}
+    assert bus.state == {0: [1, 4], 1: [3, 1]}  # and left there
+    with pytest.raises(SocError, match="byte lane 1"):
+        SocDriver(_LevelingBus(csr, {0: good[0], 1: set()}), {**_config(EngineParams()), "csr": csr}).level_reads()

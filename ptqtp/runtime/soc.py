@@ -79,6 +79,7 @@ class SocBackend(Backend):
         self._sim = None
         self._driver = None
         self._runs: dict[int, dict] = {}
+        self.sim_cycles: int | None = None  # cycles the simulator ran, once it has exited
 
     def device_info(self) -> dict:
         return {
@@ -114,6 +115,7 @@ class SocBackend(Backend):
             self._driver.check()
             if self.init_dram:
                 self._driver.init_dram()
+                self._driver.level_reads()
         return self._driver
 
     def run(self, layer_id: int, x_q: np.ndarray) -> np.ndarray:
@@ -142,5 +144,6 @@ class SocBackend(Backend):
             self._driver = None
         if self._sim is not None:
             self._sim.close()
+            self.sim_cycles = self._sim.cycles
             self._sim = None
         self._tmp.cleanup()

@@ -195,6 +195,47 @@ class SocDriver:
                 time.sleep(delay * 1e-6)
         w("sdram_dfii_control", 0x01)  # hardware control
 
+    def level_reads(self, lanes: int = 2, delays: int = 8, bitslips: int = 4, words: int = 64) -> dict:
+        """Read leveling of LiteDRAM's ECP5 DDR3 PHY, from the host: write a pseudo-random
+        pattern through the controller, then for every bitslip and read delay read it back
+        and, per byte lane, keep the bitslip with the longest run of clean reads and the
+        delay at its middle (what LiteX's BIOS does from its CPU). {lane: (bitslip, delay)}.
+        A byte lane of a 32-bit word w is byte (lane + k lanes) for k = 0.. (x16 DDR3: bytes
+        0 and 2 are lane 0)."""
+        if "ddrphy_rdly_dq_rst" not in self.csr:
+            return {}  # a PHY without read delays (SDR, the simulated models)
+        rng = np.random.default_rng(0x5EED)
+        pattern = rng.integers(0, 1 << 32, words, dtype=np.uint64).astype(np.uint32)
+        self.bus.write(MAIN_RAM, pattern)
+        masks = [sum(0xFF << 8 * b for b in range(lane, 4, lanes)) for lane in range(lanes)]
+        clean = np.zeros((lanes, bitslips, delays), bool)
+        for slip in range(bitslips):
+            for delay in range(delays):
+                self._read_delay((1 << lanes) - 1, slip, delay)
+                diff = self.bus.read(MAIN_RAM, words) ^ pattern
+                for lane, mask in enumerate(masks):
+                    clean[lane, slip, delay] = not np.any(diff & np.uint32(mask))
+        chosen = {}
+        for lane in range(lanes):
+            runs = [(_longest_run(clean[lane, slip]), slip) for slip in range(bitslips)]
+            (length, start), slip = max(runs)
+            if length == 0:
+                raise SocError(f"read leveling: no bitslip and read delay reads byte lane {lane} back correctly")
+            chosen[lane] = (slip, start + (length - 1) // 2)
+            self._read_delay(1 << lane, *chosen[lane])
+        return chosen
+
+    def _read_delay(self, lanes_mask: int, bitslip: int, delay: int) -> None:
+        w = lambda name, v: self.bus.write(self.csr[name], [v])  # noqa: E731
+        w("ddrphy_dly_sel", lanes_mask)
+        w("ddrphy_rdly_dq_rst", 1)
+        w("ddrphy_rdly_dq_bitslip_rst", 1)
+        for _ in range(bitslip):
+            w("ddrphy_rdly_dq_bitslip", 1)
+        for _ in range(delay):
+            w("ddrphy_rdly_dq_inc", 1)
+        w("ddrphy_dly_sel", 0)
+
     def load(self, blob: bytes, offset: int = 0, verify: bool = True) -> None:
         """Write ``blob`` to DRAM at byte ``offset`` (the engine's address ``offset``)."""
         size = self.config.get("main_ram_size")
@@ -270,6 +311,18 @@ class SocDriver:
             self.set_ctl(Ctl.STATUS, 1)
             raise SocError("a read of the y window found it empty (the bridge read more than Y_LEVEL)")
         return np.concatenate(got)
+
+
+def _longest_run(flags) -> tuple[int, int]:
+    """(length, start) of the longest run of True in ``flags`` (the first of equal ones)."""
+    best, start = (0, 0), None
+    for i, f in enumerate([*flags, False]):
+        if f and start is None:
+            start = i
+        elif not f and start is not None:
+            best = max(best, (i - start, -start))
+            start = None
+    return best[0], -best[1]
 
 
 def _decode_y(entries: np.ndarray, out_bits: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -156,7 +156,11 @@ def cmd_sim(args) -> int:
     )
     print(
         f"weight stream: {t['bytes_per_cycle']:.3f} of {rep['peak_bytes_per_cycle']} bytes/cycle = "
-        f"{t['of_peak']:.1%} of peak; {rep['wall_s']:.1f} s"
+        f"{t['of_peak']:.1%} of peak"
+    )
+    print(
+        f"simulation: {rep['sim_cycles'] or 0:,} cycles (DRAM loaded over the bridge, the runs, the host's polling) "
+        f"in {rep['wall_s']:.1f} s = {rep['sim_cycles_per_s']:,.0f} cycles/s"
     )
     write_json(args.json, rep)
     return 0 if rep["bit_exact"] else 1
