@@ -333,8 +333,8 @@ class _LevelingBus(_FakeBus):
 
 
 def test_read_leveling_centres_each_lane_in_its_clean_window():
-    csr = {n: 0xF000 + 4 * i for i, n in enumerate(["ddrphy_dly_sel", "ddrphy_rdly_dq_rst", "ddrphy_rdly_dq_inc",
-                                                   "ddrphy_rdly_dq_bitslip_rst", "ddrphy_rdly_dq_bitslip"])}  # fmt: skip
+    names = ["dly_sel", "rdly_dq_rst", "rdly_dq_inc", "rdly_dq_bitslip_rst", "rdly_dq_bitslip"]
+    csr = {f"ddrphy_{n}": 0xF000 + 4 * i for i, n in enumerate(names)}
     good = {0: {(1, d) for d in range(2, 7)} | {(2, 0)}, 1: {(3, d) for d in range(0, 3)}}
     bus = _LevelingBus(csr, good)
     driver = SocDriver(bus, {**_config(EngineParams()), "csr": csr})
