@@ -219,7 +219,7 @@ def test_ddr3_model_with_base3_weights_is_bit_exact():
 
     params = EngineParams(packing="base3")
     with SocBackend("sim-ddr3", params=params) as be:
-        assert be.params.data_width == 256 and be.params.packing == "base3"
+        assert be.params.data_width == 128 and be.params.packing == "base3"
         layer = _layer(128, 640, 5)
         be.load(0, layer)
         x = _inputs(layer, 4, seed=5)

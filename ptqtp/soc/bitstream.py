@@ -122,7 +122,8 @@ def build_bitstream(
     engine_v.write_text(engine_verilog(p))
     soc = make_soc(b.name, p)
     soc.platform.add_source(str(engine_v))
-    soc.platform.toolchain._pnr_opts += " --report nextpnr_report.json"
+    # router2: router1 did not converge on the ECPIX-5 in 45 minutes; router2 routed it in 71 s
+    soc.platform.toolchain._pnr_opts += " --report nextpnr_report.json --router router2"
     name = f"ptqtp_{b.name}"
     with contextlib.redirect_stdout(sys.stderr):
         Builder(soc, output_dir=str(build), compile_software=False, csr_json=str(out / "csr.json")).build(

@@ -245,13 +245,20 @@ class SocDriver:
             )
         data = np.frombuffer(bytes(blob) + b"\0" * (-len(blob) % 4), dtype="<u4")
         self.bus.write(MAIN_RAM + offset, data)
-        if verify and len(data):
-            for i in sorted({0, len(data) // 2, len(data) - 1}):
-                got = int(self.bus.read(MAIN_RAM + offset + 4 * i, 1)[0])
-                if got != int(data[i]):
-                    raise SocError(
-                        f"DRAM word {i} at {offset + 4 * i:#x} reads {got:#010x} after writing {int(data[i]):#010x}"
-                    )
+        if verify:
+            self.check_loaded(blob, offset)
+
+    def check_loaded(self, blob: bytes, offset: int = 0, samples: int = 64) -> None:
+        """Words of ``blob`` spread over its length read back from DRAM as written."""
+        data = np.frombuffer(bytes(blob) + b"\0" * (-len(blob) % 4), dtype="<u4")
+        if not len(data):
+            return
+        for i in sorted({0, len(data) - 1, *np.linspace(0, len(data) - 1, samples).astype(int).tolist()}):
+            got = int(self.bus.read(MAIN_RAM + offset + 4 * i, 1)[0])
+            if got != int(data[i]):
+                raise SocError(
+                    f"DRAM word {i} at {offset + 4 * i:#x} reads {got:#010x}, the image has {int(data[i]):#010x}"
+                )
 
     # ------------------------------------------------------------ runs
 

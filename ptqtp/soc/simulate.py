@@ -13,6 +13,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -21,11 +22,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from ptqtp.hdl.engine_model import EngineParams
 from ptqtp.hdl.synth import step
 from ptqtp.sim.runner import cache_dir, verilator_env
 
-from .system import board, engine_verilog, make_soc, soc_config, soc_params, write_config
+from .system import bank_memories, board, engine_verilog, make_soc, sim_dram, soc_config, soc_params, write_config
 
 __all__ = ["SOC_TOP", "SocBuild", "generate", "build_sim", "SocSimulator"]
 
@@ -73,6 +76,9 @@ def generate(board_name: str, out: Path, params: EngineParams | None = None) -> 
             verilog = soc.platform.get_verilog(fragment, name=SOC_TOP)
             with contextlib.chdir(out):  # memory init files land beside the Verilog
                 verilog.write(f"{SOC_TOP}.v")
+            banks = [verilog.ns.get_name(m) for m in bank_memories(soc.sdrphy)]
+            text = (out / f"{SOC_TOP}.v").read_text()
+            (out / f"{SOC_TOP}.v").write_text(_backdoor(text, banks))
         else:
             builder.build(build_name=SOC_TOP, run=False)
             for f in (out / "litex" / "gateware").iterdir():
@@ -80,8 +86,38 @@ def generate(board_name: str, out: Path, params: EngineParams | None = None) -> 
                     shutil.copy(f, out / f.name)
     (out / "ptqtp_engine.v").write_text(engine_verilog(p))
     config = soc_config(b.name, p, json.loads((out / "csr.json").read_text()))
+    if b.simulated:
+        config["dram_backdoor"] = BACKDOOR
     write_config(out / "soc.json", config)
     return config
+
+
+#: the files the simulated DRAM's banks load at start ($readmemh), bank i from BACKDOOR.format(i)
+BACKDOOR = "dram_bank{}.hex"
+
+
+def _backdoor(verilog: str, banks: list[str]) -> str:
+    """The SoC's Verilog with each DRAM bank loading ``BACKDOOR`` at simulation start: the
+    sim-only backdoor that preloads a model image (an empty file leaves the bank zero)."""
+    for i, name in enumerate(banks):
+        m = re.search(rf"^reg \[\d+:0\] {re.escape(name)}\[0:\d+\];$", verilog, re.M)
+        if m is None:
+            raise RuntimeError(f"the SoC's Verilog declares no DRAM bank memory {name!r}")
+        load = f'\ninitial $readmemh("{BACKDOOR.format(i)}", {name});  // sim-only backdoor (ptqtp.soc.simulate)'
+        verilog = verilog[: m.end()] + load + verilog[m.end() :]
+    return verilog
+
+
+def backdoor_files(board_name: str, blob: bytes, folder: Path) -> None:
+    """Write ``blob`` (DRAM from byte 0) as the banks' ``BACKDOOR`` files in ``folder``, laid
+    out by LiteDRAM's own model (its ``init=``), so the controller reads each byte where the
+    host would have written it."""
+    words = np.frombuffer(bytes(blob) + b"\0" * (-len(blob) % 4), "<u4").tolist()
+    phy = sim_dram(board(board_name), init=words or [0])
+    for i, mem in enumerate(bank_memories(phy)):
+        digits = -(-mem.width // 4)
+        text = "\n".join(f"{v:0{digits}x}" for v in mem.init)
+        (folder / BACKDOOR.format(i)).write_text(text + "\n" if text else "")
 
 
 def _key(folder: Path) -> str:
@@ -167,15 +203,23 @@ def _boards():
 class SocSimulator:
     """A running SoC simulation serving one client on a loopback port (``url``)."""
 
-    def __init__(self, build: SocBuild, timeout: float = 60.0):
+    def __init__(self, build: SocBuild, timeout: float = 60.0, preload: bytes | None = None):
         self.build = build
         self._tmp = tempfile.TemporaryDirectory(prefix="ptqtp-socsim-")
-        port_file = Path(self._tmp.name) / "port"
-        self.log = Path(self._tmp.name) / "sim.log"
+        run = Path(self._tmp.name)
+        port_file = run / "port"
+        self.log = run / "sim.log"
+        # the run's own folder: the build's memory init files, and the DRAM banks' backdoor files
+        for f in build.folder.glob("*.init"):
+            (run / f.name).symlink_to(f)
+        if preload:
+            backdoor_files(build.config["board"], preload, run)
+        else:
+            for i in range(len(bank_memories(sim_dram(board(build.config["board"]))))):
+                (run / BACKDOOR.format(i)).write_text("")
         self._log = open(self.log, "w")
-        # cwd: the build folder, where $readmemh finds the memory init files
         self.proc = subprocess.Popen(
-            [str(build.binary), str(port_file)], cwd=build.folder, stdout=self._log, stderr=subprocess.STDOUT
+            [str(build.binary), str(port_file)], cwd=run, stdout=self._log, stderr=subprocess.STDOUT
         )
         deadline = time.monotonic() + timeout
         while not port_file.exists():

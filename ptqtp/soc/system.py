@@ -26,7 +26,7 @@ from ptqtp.hdl.engine_model import EngineParams
 
 from .memory_map import CONTROL, ENGINE_REGS, MAIN_RAM, REGION_SIZE, X_WINDOW, Y_WINDOW
 
-__all__ = ["Board", "BOARDS", "board", "make_soc", "engine_verilog", "soc_config"]
+__all__ = ["Board", "BOARDS", "board", "make_soc", "engine_verilog", "soc_config", "sim_dram", "bank_memories"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,7 +100,7 @@ def engine_verilog(params: EngineParams) -> str:
 
 
 def _add_engine(soc, params: EngineParams, dram_port_width: int | None = None):
-    from litedram.frontend.axi import LiteDRAMAXI2Native
+    from litedram.frontend.axi import LiteDRAMAXI2NativeR
     from litex.soc.integration.soc import SoCRegion
 
     from .gateware import EngineInSoC
@@ -109,8 +109,11 @@ def _add_engine(soc, params: EngineParams, dram_port_width: int | None = None):
     bases = {"engine": ENGINE_REGS, "control": CONTROL, "x": X_WINDOW, "y": Y_WINDOW}
     for name, bus in eng.buses.items():
         soc.bus.add_slave(f"ptqtp_{name}", bus, SoCRegion(origin=bases[name], size=REGION_SIZE, cached=False))
-    port = soc.sdram.crossbar.get_port(data_width=params.data_width)
-    soc.submodules.ptqtp_dram = LiteDRAMAXI2Native(eng.axi, port, base_address=0)
+    # the engine only reads: LiteDRAM's AXI read path alone, on a read port, with no
+    # read/write arbiter (on the ECPIX-5 its grant logic was the system clock's critical path)
+    port = soc.sdram.crossbar.get_port(mode="read", data_width=params.data_width)
+    soc.submodules.ptqtp_dram = reader = LiteDRAMAXI2NativeR(eng.axi, port, buffer_depth=16, base_address=0)
+    soc.comb += reader.cmd_grant.eq(1)
 
 
 _SOC_KW = dict(
@@ -123,14 +126,31 @@ _SOC_KW = dict(
 )
 
 
-def _sim_soc(b: Board, params: EngineParams):
+def sim_dram(b: Board, init: list[int] | None = None):
+    """LiteDRAM's SDRAM model of a simulated board (x16 module); ``init``: 32-bit words from
+    DRAM byte 0, which the model itself spreads over its banks (the backdoor's layout)."""
     from litedram import modules as dram_modules
     from litedram.phy.model import SDRAMPHYModel, get_sdram_phy_settings
+
+    module = getattr(dram_modules, b.module)(b.sys_clk_hz, "1:1" if b.memory == "SDR" else "1:4")
+    settings = get_sdram_phy_settings(memtype=module.memtype, data_width=16, clk_freq=b.sys_clk_hz)
+    return SDRAMPHYModel(module, settings, clk_freq=b.sys_clk_hz, init=init or [])
+
+
+def bank_memories(phy) -> list:
+    """The Migen memories of an SDRAM model's banks, in bank order."""
+    from litedram.phy.model import BankModel
+    from migen.fhdl.specials import Memory
+
+    banks = [m for _, m in phy._submodules if isinstance(m, BankModel)]
+    return [next(s for s in bank._fragment.specials if isinstance(s, Memory)) for bank in banks]
+
+
+def _sim_soc(b: Board, params: EngineParams):
     from litex.build.generic_platform import Pins, Subsignal
     from litex.build.sim import SimPlatform
     from litex.soc.cores.uart import RS232PHYModel, UARTBone
     from litex.soc.integration.soc_core import SoCCore
-    from migen import ClockDomain
     from migen.genlib.io import CRG
 
     io = [
@@ -150,12 +170,8 @@ def _sim_soc(b: Board, params: EngineParams):
     platform = SimPlatform("SIM", io)
     soc = SoCCore(platform, b.sys_clk_hz, ident=f"ptqtp {b.name}", **_SOC_KW)
     soc.crg = CRG(platform.request("sys_clk"), platform.request("sys_rst"))
-    _ = ClockDomain
-    width = 16
-    module = getattr(dram_modules, b.module)(b.sys_clk_hz, "1:1" if b.memory == "SDR" else "1:4")
-    settings = get_sdram_phy_settings(memtype=module.memtype, data_width=width, clk_freq=b.sys_clk_hz)
-    soc.sdrphy = SDRAMPHYModel(module, settings, clk_freq=b.sys_clk_hz)
-    soc.add_sdram("sdram", phy=soc.sdrphy, module=module, origin=MAIN_RAM, l2_cache_size=0)
+    soc.sdrphy = sim_dram(b)
+    soc.add_sdram("sdram", phy=soc.sdrphy, module=soc.sdrphy.module, origin=MAIN_RAM, l2_cache_size=0)
     soc.uartbone_phy = phy = RS232PHYModel(platform.request("serial"))
     soc.uartbone = bone = UARTBone(phy=phy, clk_freq=b.sys_clk_hz)
     soc.bus.add_master(name="uartbone", master=bone.wishbone)
@@ -165,16 +181,16 @@ def _sim_soc(b: Board, params: EngineParams):
 
 def _board_soc(b: Board, params: EngineParams):
     if b.name == "ecpix5":
+        from liteeth.phy.ecp5rgmii import LiteEthPHYRGMII
         from litex_boards.targets.lambdaconcept_ecpix5 import BaseSoC
 
-        soc = BaseSoC(
-            device="85F",
-            sys_clk_freq=b.sys_clk_hz,
-            with_etherbone=True,
-            with_led_chaser=False,
-            l2_size=0,
-            **_SOC_KW,
+        soc = BaseSoC(device="85F", sys_clk_freq=b.sys_clk_hz, with_led_chaser=False, l2_size=0, **_SOC_KW)
+        soc.ethphy = LiteEthPHYRGMII(
+            clock_pads=soc.platform.request("eth_clocks"), pads=soc.platform.request("eth"), rx_delay=0e-9
         )
+        # a 32-bit datapath runs the UDP/IP stack in the system clock (8 bits runs it at the
+        # RGMII's 125 MHz, which the stack did not meet on the ECP5: 67 MHz placed)
+        soc.add_etherbone(phy=soc.ethphy, data_width=32)
     else:
         from litex_boards.targets.radiona_ulx3s import BaseSoC
 
