@@ -141,6 +141,9 @@ def _body(rec) -> str | None:
             )
             + f"\n\nTotal {rec.get('seconds', '?')} s; every path bit-exact: {rec.get('all_bit_exact')}."
         )
+    soc = _soc_summary(rec)
+    if soc:
+        return soc
     if isinstance(rec, dict) and "ecp5" in rec:  # ptqtp hdl
         e = rec["ecp5"]
         rows = [[k, e.get(k)] for k in ("LUT", "FF", "DSP", "BRAM", "LUTRAM", "CARRY")]
@@ -179,9 +182,38 @@ def _body(rec) -> str | None:
     return None
 
 
+def _soc_summary(rec) -> str | None:
+    """One line for a ``ptqtp soc build`` or ``soc sim`` record, else None."""
+    if isinstance(rec, dict) and "bitstream" in rec and "clocks" in rec:  # ptqtp soc build
+        use = rec["resources"]
+        by_seed = rec.get("fmax_by_seed") or {}
+        clocks = "; ".join(
+            f"{c.replace('$glbnet$', '')} target {v['target_mhz']:g} MHz: "
+            + " / ".join(f"{by_seed[s].get(c, 0):.1f}" for s in by_seed)
+            + f" MHz (seeds {', '.join(map(str, by_seed))})"
+            for c, v in rec["clocks"].items()
+            if v["target_mhz"] >= 50
+        )
+        return (
+            f"LUT4 {use['TRELLIS_COMB'][0]}/{use['TRELLIS_COMB'][1]}, FF {use['TRELLIS_FF'][0]}, "
+            f"BRAM {use.get('DP16KD', [0])[0]}, DSP {use.get('MULT18X18D', [0])[0]}; {clocks}; "
+            f"{rec['durations_s']['total']:.0f} s"
+        )
+    if isinstance(rec, dict) and "runs" in rec and "peak_bytes_per_cycle" in rec:  # ptqtp soc sim
+        t = rec["total"]
+        return (
+            f"{len(rec['runs'])} layers bit-exact: {rec['bit_exact']}; weight stream {t['bytes_per_cycle']:.2f} of "
+            f"{rec['peak_bytes_per_cycle']} bytes/cycle = {t['of_peak']:.1%} of the DRAM's peak"
+        )
+    return None
+
+
 def headline(entry: dict) -> str:
     """One line for the README's table."""
     rec = entry.get("record")
+    soc = _soc_summary(rec)
+    if soc:
+        return soc
     if isinstance(rec, dict) and "steps" in rec:
         return f"{rec.get('seconds')} s in all; every path bit-exact: {rec.get('all_bit_exact')}"
     if isinstance(rec, dict) and "ecp5" in rec:

@@ -95,7 +95,7 @@ def simulate_soc(
             "bit_exact": mismatches == 0 and counters["ERRORS"] == 0,
             "mismatches": mismatches,
             "counters": counters,
-            "dram_loaded": "sim-only backdoor" if backdoor else "over the host bridge",
+            "dram_loaded": "by the sim-only backdoor" if backdoor else "over the host bridge",
         }
     wall = time.perf_counter() - t0
     # the simulator's own count: loading DRAM over the bridge, the runs, the host's polling
