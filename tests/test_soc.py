@@ -362,3 +362,23 @@ def test_backdoor_preload_is_where_the_bus_reads_it():
         assert blob.any()  # the image is there, and nobody wrote it
     with pytest.raises(ValueError, match="preloads a simulated board"):
         SocBackend("ecpix5", url="udp://127.0.0.1", config={"board": "ecpix5", "engine": {}}, backdoor=True)
+
+
+def test_bitstream_failures_name_the_resource_and_the_clock():
+    from ptqtp.soc.bitstream import _reason, summarise_report
+
+    log = (
+        "Info: Device utilisation:\nInfo: \t          TRELLIS_COMB: 90211/83640   107%\nInfo: \t            DP16KD:    "
+        "15/  208     7%\nERROR: Unable to place cell 'x', no BELs remaining to implement cell type 'TRELLIS_COMB'\n"
+    )
+    assert _reason(log) == "the design does not fit: no TRELLIS_COMB left (TRELLIS_COMB 90211/83640)"
+    assert _reason("Info: fine\nERROR: Failed to route arc 3 of net 'n'.\nInfo: end") == (
+        "ERROR: Failed to route arc 3 of net 'n'."
+    )
+    report = {
+        "utilization": {"TRELLIS_COMB": {"used": 17860, "available": 83640}, "DQSBUFM": {"used": 0, "available": 14}},
+        "fmax": {"sys": {"achieved": 74.76, "constraint": 75.0}, "init": {"achieved": 343.8, "constraint": 25.0}},
+    }
+    got = summarise_report(report, 75e6)
+    assert got["resources"] == {"TRELLIS_COMB": [17860, 83640]}  # unused cells are left out
+    assert got["clocks"]["sys"]["met"] is False and got["clocks"]["init"]["met"] is True

@@ -64,12 +64,13 @@ def _run(cmd: list[str] | str, cwd: Path, log: Path, env: dict, what: str, timeo
 
 
 def _reason(text: str) -> str:
-    """What a tool's log says went wrong: nextpnr's utilisation overflow or its error line."""
-    over = re.findall(r"Design uses (\d+) (\S+) .* but device only has (\d+)|(\S+): +(\d+)/ *(\d+) +(\d+)%", text)
-    for m in over:
-        if m[0]:
-            return f"the design does not fit: it needs {m[0]} {m[1]}, the device has {m[2]}"
-    errors = [ln.strip() for ln in text.splitlines() if "ERROR" in ln or "error" in ln.lower()[:12]]
+    """What a tool's log says went wrong: the resource that ran out, else its last error line."""
+    full = re.search(r"no BELs remaining to implement cell type '([^']+)'", text)
+    if full:
+        used = re.findall(r"(\w+):\s+(\d+)/\s*(\d+)\s+\d+%", text)
+        over = [f"{name} {u}/{a}" for name, u, a in used if int(u) > int(a)]
+        return f"the design does not fit: no {full.group(1)} left" + (f" ({', '.join(over)})" if over else "")
+    errors = [ln.strip() for ln in text.splitlines() if "ERROR" in ln]
     return errors[-1] if errors else (text.strip().splitlines() or ["no message"])[-1]
 
 
