@@ -56,6 +56,7 @@ def test_readme_commands_run_in_order(tmp_path):
         ("hil", "perplexity"),
         ("generate", "tok/s"),
         ("plan", "ztachip"),
+        ("soc", "MATCH"),
     ]
     commands = shown_commands(ROOT / "README.md")
     assert [c[1] for c in commands] == [e[0] for e in expect]
