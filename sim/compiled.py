@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ptqtp.formats.stream_layout import pack_activations
+from ptqtp.formats.stream_layout import gather_results, pack_activations
 from ptqtp.hdl.contract import ERRORS, PARAMS, STATUS, Reg, descriptor_writes
 from ptqtp.hdl.synth import step
 
@@ -339,15 +339,10 @@ class CompiledEngine:
                 f"(cycle {self.cycle:,}; ERRORS {ERRORS.unpack(errors)}, STATUS {STATUS.unpack(status)})"
             )
         values, tids, lasts, cycles = self.take(need)
-        if not lasts[-1]:  # the bench sees a frame (tlast on row n - 1) only when it ends
-            raise RuntimeError("the run's last result beat carries no tlast")
-        rows = np.empty((m, n), np.int64)
-        for v in range(m):
-            mine = values[tids == v]
-            if len(mine) != n:
-                raise RuntimeError(f"vector {v}: {len(mine)} results, expected {n}")
-            rows[v] = mine
-        return rows, int(cycles[-1])
+        try:  # the bench sees a frame (tlast on row n - 1) only when it ends
+            return gather_results(values, tids, lasts, n, m), int(cycles[-1])
+        except ValueError as e:
+            raise RuntimeError(str(e)) from None
 
     @property
     def pending(self) -> int:

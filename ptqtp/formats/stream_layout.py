@@ -51,7 +51,7 @@ import numpy as np
 
 from .packing import check_packing, pack_trits, packed_width, unpack_trits
 
-__all__ = ["StreamLayout", "FRAME", "MAX_PLANES", "pack_activations"]
+__all__ = ["StreamLayout", "FRAME", "MAX_PLANES", "pack_activations", "gather_results"]
 
 #: steps per base-3 frame: 5 steps of planes * R * G trits fill planes * R * G bytes exactly
 FRAME = 5
@@ -337,3 +337,18 @@ def pack_activations(x_q: np.ndarray, lanes: int, act_bits: int) -> np.ndarray:
     words = np.zeros((beats, 4 * (-(-lanes * act_bits // 32))), np.uint8)
     words[:, : packed.shape[1]] = packed
     return np.ascontiguousarray(words).view("<u4").astype(np.uint32)
+
+
+def gather_results(values: np.ndarray, tids: np.ndarray, lasts: np.ndarray, n: int, m: int) -> np.ndarray:
+    """A run's result beats in the engine's order (docs/SPEC.md 6.4: block by block, each
+    block's rows vector by vector, tid = vector) -> accumulators (m, n). ``ValueError`` if
+    the last beat carries no tlast or a vector has other than n rows."""
+    if not len(lasts) or not lasts[-1]:
+        raise ValueError("the run's last result beat carries no tlast")
+    rows = np.empty((m, n), np.int64)
+    for v in range(m):
+        mine = values[tids == v]
+        if len(mine) != n:
+            raise ValueError(f"vector {v}: {len(mine)} results, expected {n}")
+        rows[v] = mine
+    return rows

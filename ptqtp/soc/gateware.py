@@ -4,7 +4,7 @@
     SoC Wishbone --> SoC registers (X_FRAME, Y_LEVEL, ...)        (CONTROL)
     SoC Wishbone --> x framer --> FIFO --> engine s_axis_x        (X_WINDOW, writes)
     engine m_axis_y --> FIFO --> y window --> SoC Wishbone        (Y_WINDOW, reads)
-    engine m_axi (reads only) --> LiteDRAMAXI2Native --> a DRAM crossbar port of DW bits
+    engine m_axi (reads only) --> LiteDRAMAXI2NativeR --> a DRAM crossbar read port of DW bits
 
 Activations and results pass through FIFOs on the bus, not DRAM buffers: per layer they are
 a few kB against megabytes of weights, so they cost no DRAM bandwidth and need no second

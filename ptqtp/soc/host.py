@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from ptqtp.formats.stream_layout import pack_activations
+from ptqtp.formats.stream_layout import gather_results, pack_activations
 from ptqtp.hdl.contract import ENGINE_ID, ERRORS, LAYOUT, PARAMS, STATUS, Reg, descriptor_writes
 from ptqtp.hdl.engine_model import EngineParams
 
@@ -285,16 +285,10 @@ class SocDriver:
         for r, value in descriptor_writes({**run, "m": m}):
             self.set_reg(r, value)
         entries = self._receive(n * m)
-        acc, tid, last = _decode_y(entries, p.out_bits)
-        if not last[-1]:
-            raise SocError("the run's last result carries no tlast")
-        rows = np.empty((m, n), np.int64)
-        for v in range(m):
-            mine = acc[tid == v]
-            if len(mine) != n:
-                raise SocError(f"vector {v}: {len(mine)} results, expected {n} (a lost or repeated read?)")
-            rows[v] = mine
-        return rows
+        try:
+            return gather_results(*_decode_y(entries, p.out_bits), n, m)
+        except ValueError as e:
+            raise SocError(f"{e} (a lost or repeated read of the y window?)") from None
 
     def _receive(self, count: int, timeout: float = 600.0) -> np.ndarray:
         got: list[np.ndarray] = []
