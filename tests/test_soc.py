@@ -382,3 +382,13 @@ def test_bitstream_failures_name_the_resource_and_the_clock():
     got = summarise_report(report, 75e6)
     assert got["resources"] == {"TRELLIS_COMB": [17860, 83640]}  # unused cells are left out
     assert got["clocks"]["sys"]["met"] is False and got["clocks"]["init"]["met"] is True
+
+
+def test_yosys_script_falls_back_to_classic_lut_mapping():
+    from ptqtp.soc.bitstream import _with_classic_mapping
+
+    ys = "read_verilog a.v\nsynth_ecp5  -top ptqtp_ecpix5\nwrite_json  ptqtp_ecpix5.json\n"
+    got = _with_classic_mapping(ys).splitlines()
+    assert got[0] == "read_verilog a.v" and got[2] == "write_json  ptqtp_ecpix5.json"
+    assert got[1].startswith("synth_ecp5 -top ptqtp_ecpix5 -run begin:map_luts;") and "abc -lut 4:7" in got[1]
+    assert got[1].endswith("synth_ecp5 -top ptqtp_ecpix5 -run map_cells:")

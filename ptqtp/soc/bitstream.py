@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from ptqtp.hdl.engine_model import EngineParams
-from ptqtp.hdl.synth import step
+from ptqtp.hdl.synth import classic_lut_mapping, step
 
 from .system import board, engine_verilog, make_soc, soc_config, soc_params, write_config
 
@@ -72,6 +72,11 @@ def _reason(text: str) -> str:
         return f"the design does not fit: no {full.group(1)} left" + (f" ({', '.join(over)})" if over else "")
     errors = [ln.strip() for ln in text.splitlines() if "ERROR" in ln]
     return errors[-1] if errors else (text.strip().splitlines() or ["no message"])[-1]
+
+
+def _with_classic_mapping(ys_text: str) -> str:
+    """LiteX's Yosys script with its synth_ecp5 mapping LUTs by classic ABC, not ABC9."""
+    return re.sub(r"^synth_ecp5\s+-top (\S+)", lambda m: classic_lut_mapping(m.group(1)), ys_text, flags=re.M)
 
 
 def summarise_report(report: dict, target_hz: float) -> dict:
@@ -140,12 +145,21 @@ def build_bitstream(
     env = {**os.environ, "PATH": f"{shims(out / 'shims')}{os.pathsep}{os.environ.get('PATH', '')}"}
     script = (gateware / f"build_{name}.sh").read_text().splitlines()
     commands = [ln for ln in script if ln and not ln.startswith(("#", "set "))]
-    durations = {}
+    durations, lut_mapping = {}, "abc9"
     for cmd, what in zip(commands, ("yosys synthesis", f"nextpnr-ecp5 place and route (seed {seeds[0]})", "ecppack")):
         tool = cmd.split()[0]
         t = time.monotonic()
         with step(what, progress):
-            _run(cmd, gateware, gateware / f"{tool}.log", env, what, timeout)
+            try:
+                _run(cmd, gateware, gateware / f"{tool}.log", env, what, timeout)
+            except BuildFailed as e:
+                if tool != "yosys" or "did not finish" in str(e):
+                    raise
+                # ABC9 aborted without a message: the classic LUT mapping (hdl.synth)
+                lut_mapping = "abc"
+                ys.write_text(_with_classic_mapping(ys.read_text()))
+                progress(f"  {what}: ABC9 failed ({e.args[0].splitlines()[0][-80:]}); again with ABC's LUT mapping")
+                _run(cmd, gateware, gateware / f"{tool}.log", env, what, timeout)
         durations[what] = round(time.monotonic() - t, 1)
     report = summarise_report(json.loads((gateware / "nextpnr_report.json").read_text()), b.sys_clk_hz)
     pnr_cmd = commands[1]
@@ -166,6 +180,7 @@ def build_bitstream(
         "engine": config["engine"],
         "memory": {"type": b.memory, "module": b.module, "peak_bytes_per_s": b.peak_bytes_per_s},
         "link": b.link,
+        "lut_mapping": lut_mapping,
         **report,
         "fmax_by_seed": by_seed,
         "durations_s": {**durations, "total": round(time.monotonic() - t0, 1)},
