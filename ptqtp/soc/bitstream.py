@@ -109,13 +109,14 @@ def build_bitstream(
     seeds: tuple[int, ...] = (1,),
     timeout: int = 3600,
     progress=_stderr,
+    sys_clk_hz: float | None = None,
 ) -> dict:
     """Build ``board_name``'s bitstream into ``out``; the report (also ``out/report.json``).
     The first seed's placement makes the bitstream; timing must be met on it, and every seed's
     Fmax is reported. Raises :class:`BuildFailed` naming the tool and the reason."""
     from litex.soc.integration.builder import Builder
 
-    b = board(board_name)
+    b = board(board_name, sys_clk_hz)
     if b.simulated:
         raise ValueError(f"board {b.name!r} is simulated: `ptqtp soc sim --board {b.name}` runs it")
     p = soc_params(b, params)
@@ -126,7 +127,7 @@ def build_bitstream(
     t0 = time.monotonic()
     engine_v = out / "ptqtp_engine.v"  # outside LiteX's tree, which it may clear
     engine_v.write_text(engine_verilog(p))
-    soc = make_soc(b.name, p)
+    soc = make_soc(b.name, p, b.sys_clk_hz)
     soc.platform.add_source(str(engine_v))
     # router2: router1 did not converge on the ECPIX-5 in 45 minutes; router2 routed it in 71 s
     soc.platform.toolchain._pnr_opts += " --report nextpnr_report.json --router router2"
@@ -140,7 +141,7 @@ def build_bitstream(
     engine_v.replace(gateware / engine_v.name)
     ys = gateware / f"{name}.ys"
     ys.write_text(ys.read_text().replace(f"{engine_v}", engine_v.name).replace(f"{gateware}/", ""))
-    config = soc_config(b.name, p, json.loads((out / "csr.json").read_text()))
+    config = soc_config(b.name, p, json.loads((out / "csr.json").read_text()), b.sys_clk_hz)
     write_config(out / "soc.json", config)
     env = {**os.environ, "PATH": f"{shims(out / 'shims')}{os.pathsep}{os.environ.get('PATH', '')}"}
     script = (gateware / f"build_{name}.sh").read_text().splitlines()

@@ -76,11 +76,14 @@ BOARDS = {
 }
 
 
-def board(name: str) -> Board:
+def board(name: str, sys_clk_hz: float | None = None) -> Board:
+    """A board by name; ``sys_clk_hz`` replaces its system clock (a slower clock plan for a
+    configuration that does not meet the default)."""
     try:
-        return BOARDS[name]
+        b = BOARDS[name]
     except KeyError:
         raise ValueError(f"board must be one of {', '.join(BOARDS)}, not {name!r}") from None
+    return b if sys_clk_hz is None else dataclasses.replace(b, sys_clk_hz=float(sys_clk_hz))
 
 
 def soc_params(b: Board, params: EngineParams | None = None) -> EngineParams:
@@ -209,18 +212,18 @@ def _board_soc(b: Board, params: EngineParams):
     return soc
 
 
-def make_soc(board_name: str, params: EngineParams | None = None):
+def make_soc(board_name: str, params: EngineParams | None = None, sys_clk_hz: float | None = None):
     """The LiteX SoC for a board (``BOARDS``) with the engine ``params`` (default: the
     board's, :func:`soc_params`)."""
-    b = board(board_name)
+    b = board(board_name, sys_clk_hz)
     p = soc_params(b, params)
     return (_sim_soc if b.simulated else _board_soc)(b, p)
 
 
-def soc_config(board_name: str, params: EngineParams, csr_json: dict) -> dict:
+def soc_config(board_name: str, params: EngineParams, csr_json: dict, sys_clk_hz: float | None = None) -> dict:
     """What a host needs besides the bridge: the board, the engine's parameters, the DRAM's
     size and peak rate, and the LiteX CSR map (for DRAM initialisation)."""
-    b = board(board_name)
+    b = board(board_name, sys_clk_hz)
     return {
         "board": b.name,
         "memory": b.memory,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ptqtp.workflows.report import markdown_table
 
-from ._common import engine_args, engine_params, json_arg, positive, regex, samples_arg, write_json
+from ._common import engine_args, engine_params, json_arg, positive, positive_rate, regex, samples_arg, write_json
 
 
 def _progress(message: str) -> None:
@@ -42,6 +42,11 @@ def register(sub) -> None:
         "is reported (default 1)",
     )
     s.add_argument("--timeout", type=positive, default=3600, help="build: seconds each tool may take (default 3600)")
+    s.add_argument(
+        "--sys-clk-mhz",
+        type=positive_rate,
+        help="build: the SoC's system clock, engine included (default: the board's, ecpix5 60, ulx3s 50)",
+    )
     s.add_argument("--layers", type=regex, default=r"layers\.0\.", help="sim: regex of the layers (default block 0's)")
     samples_arg(s, 1, "sim: per layer; one keeps the engine waiting on the weight stream")
     s.add_argument("--seed", type=int, default=0, help="sim: seed of the random inputs (default 0)")
@@ -98,7 +103,15 @@ def cmd_build(args) -> int:
     from ptqtp.soc.bitstream import build_bitstream
 
     out = args.output or Path(f"out/soc-{args.board}")
-    rep = build_bitstream(args.board, out, _params(args), tuple(args.seeds), args.timeout, _progress)
+    rep = build_bitstream(
+        args.board,
+        out,
+        _params(args),
+        tuple(args.seeds),
+        args.timeout,
+        _progress,
+        args.sys_clk_mhz * 1e6 if args.sys_clk_mhz else None,
+    )
     print(f"bitstream: {rep['bitstream']}")
     print(
         markdown_table(
