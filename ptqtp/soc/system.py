@@ -55,7 +55,7 @@ BOARDS = {
     for b in (
         # DDR3 x16 at 2 x 60 MHz, two transfers a clock: 16 bits x 4 per system clock. 60, not
         # litex-boards' 75 MHz: with Etherbone's UDP/IP stack in the system clock the SoC placed
-        # at 65-67 MHz (docs/SOC.md)
+        # at 65-67 MHz; with the base-3 engine at 53-57 MHz, so that one builds at 50 (docs/SOC.md)
         Board("ecpix5", "LambdaConcept ECPIX-5 (LFE5UM5G-85F)", "DDR3", "MT41K256M16", "etherbone", 60e6, 8, 128),
         Board("ulx3s", "Radiona ULX3S 85F (LFE5U-85F)", "SDR", "MT48LC16M16", "uartbone", 50e6, 2, 128),
         Board(
