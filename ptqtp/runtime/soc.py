@@ -99,7 +99,6 @@ class SocBackend(Backend):
     def load(self, layer_id: int, layer: GoldenLayer) -> None:
         self.params.check_layer(layer.n, layer.d_pad, layer.planes, layer.m_q is not None)
         self.layers[layer_id] = layer
-        self._driver_image = None  # the image changes: written again at the next run
         self._runs = {}
 
     def unload(self, layer_id: int) -> None:

@@ -17,7 +17,7 @@ from ptqtp.formats.stream_layout import gather_results, pack_activations
 from ptqtp.hdl.contract import ENGINE_ID, ERRORS, LAYOUT, PARAMS, STATUS, Reg, descriptor_writes
 from ptqtp.hdl.engine_model import EngineParams
 
-from .memory_map import CONTROL, ENGINE_REGS, MAIN_RAM, REGION_SIZE, SOC_ID, X_WINDOW, Y_WINDOW, Ctl
+from .memory_map import CONTROL, ENGINE_REGS, MAIN_RAM, REGION_SIZE, SOC_ID, X_WINDOW, Y_HIGH, Y_WINDOW, Ctl
 
 __all__ = ["UartBone", "Etherbone", "open_bus", "SocDriver", "SocError"]
 
@@ -330,10 +330,16 @@ def _decode_y(entries: np.ndarray, out_bits: int) -> tuple[np.ndarray, np.ndarra
     """(accumulators int64, tids, tlasts) from the y window's word pairs (memory_map.Y_HIGH)."""
     low = entries[:, 0].astype(np.int64)
     high = entries[:, 1].astype(np.int64)
-    acc_high = high & 0xFFFFFF
-    acc_high -= (acc_high >> 23) << 24  # sign-extend 24 bits
+
+    def field(name: str) -> np.ndarray:
+        lsb, width = Y_HIGH[name]
+        return (high >> lsb) & ((1 << width) - 1)
+
+    acc_high = field("acc_high")
+    width = Y_HIGH["acc_high"][1]
+    acc_high -= (acc_high >> (width - 1)) << width  # sign-extend
     acc = (acc_high << 32) | low
-    if out_bits < 56:
+    if out_bits < 32 + width:
         shift = 64 - out_bits
         acc = (acc << shift) >> shift
-    return acc, (high >> 24) & 0x7F, (high >> 31) & 1
+    return acc, field("tid"), field("tlast")

@@ -28,7 +28,17 @@ from ptqtp.hdl.engine_model import EngineParams
 from ptqtp.hdl.synth import step
 from ptqtp.sim.runner import cache_dir, verilator_env
 
-from .system import bank_memories, board, engine_verilog, make_soc, sim_dram, soc_config, soc_params, write_config
+from .system import (
+    BOARDS,
+    bank_memories,
+    board,
+    engine_verilog,
+    make_soc,
+    sim_dram,
+    soc_config,
+    soc_params,
+    write_config,
+)
 
 __all__ = ["SOC_TOP", "SocBuild", "generate", "build_sim", "SocSimulator"]
 
@@ -134,7 +144,7 @@ def build_sim(board_name: str = "sim-sdr", params: EngineParams | None = None) -
     b = board(board_name)
     if not b.simulated:
         raise ValueError(
-            f"board {b.name!r} is hardware; simulate one of {', '.join(n for n, x in _boards() if x.simulated)}"
+            f"board {b.name!r} is hardware; simulate one of {', '.join(n for n, x in BOARDS.items() if x.simulated)}"
         )
     env = verilator_env()
     with tempfile.TemporaryDirectory(prefix="ptqtp-soc-") as tmp:
@@ -192,12 +202,6 @@ def build_sim(board_name: str = "sim-sdr", params: EngineParams | None = None) -
                 )
             done.write_text(time.strftime("%Y-%m-%d %H:%M:%S"))
     return SocBuild(folder, config)
-
-
-def _boards():
-    from .system import BOARDS
-
-    return BOARDS.items()
 
 
 class SocSimulator:
