@@ -21,6 +21,8 @@ __all__ = [
     "AxiStreamSignature",
     "AxiLiteRegs",
     "AxiBurstReader",
+    "AxiWriteSignature",
+    "AxiWordWriter",
     "RomReader",
     "INCR",
     "OKAY",
@@ -77,6 +79,32 @@ class AxiReadSignature(wiring.Signature):
                 "rlast": In(1),
                 "rvalid": In(1),
                 "rready": Out(1),
+            }
+        )
+
+
+class AxiWriteSignature(wiring.Signature):
+    """The write half of AXI4 (AW, W and B channels), seen from the master."""
+
+    def __init__(self, addr_width: int, data_width: int, id_width: int = 1):
+        super().__init__(
+            {
+                "awid": Out(id_width),
+                "awaddr": Out(addr_width),
+                "awlen": Out(8),
+                "awsize": Out(3),
+                "awburst": Out(2),
+                "awvalid": Out(1),
+                "awready": In(1),
+                "wdata": Out(data_width),
+                "wstrb": Out(data_width // 8),
+                "wlast": Out(1),
+                "wvalid": Out(1),
+                "wready": In(1),
+                "bid": In(id_width),
+                "bresp": In(2),
+                "bvalid": In(1),
+                "bready": Out(1),
             }
         )
 
@@ -168,13 +196,22 @@ class AxiBurstReader(wiring.Component):
         too); the data FIFO holds burst * outstanding words, and an address is issued only
         when the FIFO has room for its whole burst, so ``rready`` is always high.
 
-    ``cmd`` takes {addr, beats}; ``addr`` must be aligned to ``burst * data_width / 8``
-    bytes so no burst crosses a 4 KiB boundary. ``error`` is sticky on a non-OKAY response
-    (cleared by ``clear``).
+    split_4k: also end a burst at each 4 KiB boundary, so ``addr`` needs only word alignment
+        (the token core's table rows and KV records); without it (the engine's weight
+        regions) ``addr`` must be aligned to ``burst * data_width / 8`` bytes.
+
+    ``cmd`` takes {addr, beats}. ``error`` is sticky on a non-OKAY response (cleared by
+    ``clear``).
     """
 
     def __init__(
-        self, addr_width: int = 32, data_width: int = 128, burst: int = 16, outstanding: int = 4, beats_width: int = 32
+        self,
+        addr_width: int = 32,
+        data_width: int = 128,
+        burst: int = 16,
+        outstanding: int = 4,
+        beats_width: int = 32,
+        split_4k: bool = False,
     ):
         if data_width < 8 or data_width & (data_width - 1):
             raise ValueError(f"data_width must be a power of two >= 8, not {data_width!r}")
@@ -185,7 +222,7 @@ class AxiBurstReader(wiring.Component):
         if not isinstance(outstanding, int) or outstanding < 1:
             raise ValueError(f"outstanding must be a positive integer, not {outstanding!r}")
         self.addr_width, self.data_width, self.burst, self.outstanding = addr_width, data_width, burst, outstanding
-        self.beats_width = beats_width
+        self.beats_width, self.split_4k = beats_width, split_4k
         super().__init__(
             {"bus": Out(AxiReadSignature(addr_width, data_width)), **_word_source(addr_width, data_width, beats_width)}
         )
@@ -207,8 +244,14 @@ class AxiBurstReader(wiring.Component):
         issued = bus.arvalid & bus.arready
         accepted = self.cmd.valid & self.cmd.ready
         popped = fifo.r_en & fifo.r_rdy
+        capped = Mux(remaining > self.burst, self.burst, remaining)
+        if self.split_4k:  # words left before the next 4 KiB boundary
+            word_shift = (self.data_width // 8).bit_length() - 1
+            room = Signal(range(4096 + 1))
+            m.d.comb += room.eq((4096 - addr[:12]) >> word_shift)
+            capped = Mux(capped > room, room, capped)
         m.d.sync += [
-            length.eq(Mux(remaining > self.burst, self.burst, remaining)),
+            length.eq(capped),
             settled.eq(~(issued | accepted)),
             credits.eq(credits - Mux(issued, length, 0) + popped),
             slots.eq(slots - issued + (bus.rvalid & bus.rlast)),
@@ -236,6 +279,68 @@ class AxiBurstReader(wiring.Component):
         with m.If(self.clear):
             m.d.sync += self.error.eq(0)
         with m.Elif(bus.rvalid & (bus.rresp != OKAY)):
+            m.d.sync += self.error.eq(1)
+        return m
+
+
+class AxiWordWriter(wiring.Component):
+    """Writes ``beats`` consecutive words from ``addr`` (word aligned), one single-beat burst
+    per word (no 4 KiB rule to keep), from the ``data`` stream. ``done`` pulses when the last
+    word's response has come back; ``error`` is sticky on a non-OKAY response."""
+
+    def __init__(self, addr_width: int = 32, data_width: int = 128, beats_width: int = 16):
+        self.addr_width, self.data_width = addr_width, data_width
+        super().__init__(
+            {
+                "bus": Out(AxiWriteSignature(addr_width, data_width)),
+                "cmd": In(stream.Signature(command_layout(addr_width, beats_width))),
+                "data": In(stream.Signature(data_width)),
+                "done": Out(1),
+                "error": Out(1),
+                "clear": In(1),
+            }
+        )
+
+    def elaborate(self, platform):
+        m = Module()
+        bus = self.bus
+        addr = Signal(self.addr_width)
+        to_send = Signal.like(self.cmd.payload.beats)
+        to_ack = Signal.like(self.cmd.payload.beats)
+        aw_done, w_done = Signal(), Signal()
+        word = self.data_width // 8
+        m.d.comb += [
+            self.cmd.ready.eq((to_send == 0) & (to_ack == 0)),
+            bus.awid.eq(0),
+            bus.awaddr.eq(addr),
+            bus.awlen.eq(0),
+            bus.awsize.eq(word.bit_length() - 1),
+            bus.awburst.eq(INCR),
+            bus.wstrb.eq((1 << word) - 1),
+            bus.wlast.eq(1),
+            bus.wdata.eq(self.data.payload),
+            bus.bready.eq(1),
+        ]
+        sending = (to_send != 0) & self.data.valid
+        m.d.comb += [bus.awvalid.eq(sending & ~aw_done), bus.wvalid.eq(sending & ~w_done)]
+        aw_ok = aw_done | (bus.awvalid & bus.awready)
+        w_ok = w_done | (bus.wvalid & bus.wready)
+        m.d.sync += self.done.eq(0)
+        with m.If(self.cmd.valid & self.cmd.ready):
+            m.d.sync += [addr.eq(self.cmd.payload.addr), to_send.eq(self.cmd.payload.beats)]
+            m.d.sync += to_ack.eq(self.cmd.payload.beats)
+        with m.Elif(sending & aw_ok & w_ok):  # this word is out: take the next
+            m.d.comb += self.data.ready.eq(1)
+            m.d.sync += [addr.eq(addr + word), to_send.eq(to_send - 1), aw_done.eq(0), w_done.eq(0)]
+        with m.Else():
+            m.d.sync += [aw_done.eq(aw_ok), w_done.eq(w_ok)]
+        with m.If(bus.bvalid & (to_ack != 0)):
+            m.d.sync += to_ack.eq(to_ack - 1)
+            with m.If(to_ack == 1):
+                m.d.sync += self.done.eq(1)
+        with m.If(self.clear):
+            m.d.sync += self.error.eq(0)
+        with m.Elif(bus.bvalid & (bus.bresp != OKAY)):
             m.d.sync += self.error.eq(1)
         return m
 

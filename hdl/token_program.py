@@ -1,0 +1,264 @@
+"""A model for the token core: its memory image and its program (docs/SPEC.md section 11).
+
+``compile_token(weights, params)`` lays out one memory (the engine's weight regions, the int8
+table, norm weights, rotary rows and the KV cache) and writes the instruction list that runs
+one token through the golden decoder's operations in the golden decoder's order
+(``GoldenDecoder.block``). Every table is the golden decoder's own integers, so the core's
+next token and logit equal ``GoldenDecoder.step``'s.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ptqtp.golden_decoder import FV, DecoderWeights, IntRows, rope_table
+
+from .lmhead import ROWS_PER_BLOCK
+from .token_core import TokenParams
+from .token_isa import WORDS, Instr, Op, Unit
+
+__all__ = ["TokenImage", "compile_token", "table_bytes", "scratch_map"]
+
+ALIGN = 4096
+
+
+@dataclass
+class TokenImage:
+    """The memory image (bytes from address 0), the program, and where the KV cache lives."""
+
+    memory: bytearray
+    program: list[Instr]
+    kv_base: int
+    kv_bytes: int
+    scratch_used: int
+
+    def program_words(self) -> list[int]:
+        return [w for ins in self.program for w in ins.words()]
+
+    def listing(self) -> str:
+        return "\n".join(f"{i:4d} {ins.op.name:8s} {ins.note}" for i, ins in enumerate(self.program))
+
+
+def table_bytes(rows: IntRows) -> bytes:
+    """The int8 table's layout: blocks of eight rows, each a word of eight int16 a_q then the
+    rows, each padded with zeros to whole 16-byte words (padding rows are zero)."""
+    if rows.bits != 8 or rows.group:
+        raise ValueError(f"the token core's table is int8 with one scale per row, not int{rows.bits} group {rows.group}")
+    n, cols = rows.q.shape
+    rb = -(-cols // 16)
+    blocks = -(-n // ROWS_PER_BLOCK)
+    q = np.zeros((blocks * ROWS_PER_BLOCK, rb * 16), np.int8)
+    q[:n, :cols] = rows.q
+    a = np.zeros(blocks * ROWS_PER_BLOCK, "<i2")
+    if rows.a_q.min() < -(2**15) or rows.a_q.max() >= 2**15:
+        raise ValueError("table scales do not fit 16 bits")
+    a[:n] = rows.a_q[:, 0]
+    out = np.zeros((blocks, 16 + ROWS_PER_BLOCK * rb * 16), np.uint8)
+    out[:, :16] = a.reshape(blocks, ROWS_PER_BLOCK).view(np.uint8).reshape(blocks, 16)
+    out[:, 16:] = q.reshape(blocks, -1).view(np.uint8)
+    return out.tobytes()
+
+
+def scratch_map(params: TokenParams) -> dict[str, int]:
+    """Word addresses of the program's vectors in the core's scratch memory."""
+    a = params.arch
+    hd = a.head_dim
+    sizes = {
+        "H": a.hidden,
+        "X": a.hidden,
+        "XQ": max(a.hidden, a.intermediate, a.heads * hd),
+        "Q": a.heads * hd,
+        "K": a.kv_heads * hd,
+        "V": a.kv_heads * hd,
+        "KQ": a.kv_heads * hd,
+        "QQ": hd,
+        "ATT": a.heads * hd,
+        "G": a.intermediate,
+        "U": a.intermediate,
+        "T": a.hidden,
+        "NW": a.hidden,
+        "CS": hd,
+    }
+    out, at = {}, 0
+    for name, size in sizes.items():
+        out[name] = at
+        at += size
+    out["end"] = at
+    return out
+
+
+class _Memory:
+    def __init__(self):
+        self.buf = bytearray()
+
+    def place(self, data: bytes, align: int = ALIGN) -> int:
+        self.buf += b"\0" * (-len(self.buf) % align)
+        at = len(self.buf)
+        self.buf += data
+        return at
+
+    def reserve(self, size: int, align: int = ALIGN) -> int:
+        return self.place(b"\0" * size, align)
+
+
+def compile_token(weights: DecoderWeights, params: TokenParams) -> TokenImage:
+    """The memory image and program of ``weights`` for the core built with ``params``.
+
+    ``ValueError`` names what does not fit: a layer the engine cannot run (or with a stored
+    column order), a shape other than the core's, too small a scratch or program memory."""
+    a, ep, p = weights.arch, params.engine, params
+    if a != params.arch:
+        raise ValueError(f"the weights' architecture {a} differs from the core's {params.arch}")
+    hd, half = a.head_dim, a.head_dim // 2
+    group = a.heads // a.kv_heads
+    s = scratch_map(p)
+    if s["end"] > p.scratch_words:
+        raise ValueError(f"the program needs {s['end']} scratch words; the core has {p.scratch_words}")
+    mem = _Memory()
+    prog: list[Instr] = []
+
+    def linear(name: str, layer, src: int, dst: int) -> None:
+        if layer.perm is not None:
+            raise ValueError(f"{name}: a stored column order runs on the host path only (the token core has none)")
+        try:
+            ep.check_layer(layer.n, layer.d_pad, layer.planes, layer.m_q is not None)
+        except ValueError as e:
+            raise ValueError(f"{name}: {e}") from None
+        region = ep.layout.encode(layer.trits, layer.a_q, layer.m_q)
+        at = mem.place(region)
+        prog.append(
+            Instr(
+                Op.LINEAR,
+                sreg=0,
+                outer=layer.n,
+                inner=layer.d,
+                a=(src, 0),
+                b=(layer.d_pad // ep.lanes, ep.layout.passes(layer.planes)),
+                c=(dst, 0),
+                d=(layer.F, 0),
+                addr=at,
+                imm=len(region) // ep.layout.word_bytes,
+                note=name,
+            )
+        )
+
+    def norm(name: str, n, src: int, width: int) -> None:
+        at = mem.place(np.asarray(n.w_q, "<i2").tobytes(), 16)
+        prog.append(Instr(Op.LOAD16, inner=width, c=(s["NW"], 0), addr=at, note=f"{name} weights"))
+        prog.append(
+            Instr(Op.VOP, unit=Unit.RMSNORM, inner=width, a=(src, 0), b=(s["NW"], 0), c=(s["X"], 0), imm=n.F, note=name)
+        )
+
+    def quant_a(src: int, width: int, note: str) -> None:
+        prog.append(Instr(Op.VOP, unit=Unit.QUANT_A, inner=width, a=(src, 0), c=(s["XQ"], 0), sreg_out=0, note=note))
+
+    table = mem.place(table_bytes(weights.embed))
+    lm_table = table if weights.lm_head is weights.embed else mem.place(table_bytes(weights.lm_head))
+    cos, sin = rope_table(np.arange(p.capacity), hd, a.rope_theta, p.fmt.rope_frac)
+    rope_at = mem.place(np.concatenate([cos, sin], axis=1).astype("<i2").tobytes())
+    rec = 16 * p.record_beats
+    kv_base = len(mem.buf) + (-len(mem.buf) % ALIGN)
+    kv = {}
+    for i in range(a.layers):
+        for h in range(a.kv_heads):
+            for which in "kv":
+                kv[i, h, which] = mem.reserve(p.capacity * rec)
+    kv_bytes = len(mem.buf) - kv_base
+
+    prog.append(Instr(Op.EMBED, inner=a.hidden, c=(s["H"], 0), addr=table, imm=weights.embed.F - FV, note="embed"))
+    for i, b in enumerate(weights.blocks):
+        L = b.linears
+        if b.biases or b.q_norm is not None:
+            raise ValueError(f"block {i}: biases and q/k norms run on golden-int only, not on the token core")
+        norm(f"block {i} attn_norm", b.attn_norm, s["H"], a.hidden)
+        quant_a(s["X"], a.hidden, f"block {i} x")
+        for key, dst in (("q", "Q"), ("k", "K"), ("v", "V")):
+            linear(f"block {i} {key}_proj", L[key], s["XQ"], s[dst])
+        prog.append(Instr(Op.LOAD16, inner=hd, c=(s["CS"], 0), addr=rope_at, imm=2 * hd, note=f"block {i} rope row"))
+        for vec, heads in (("Q", a.heads), ("K", a.kv_heads)):
+            prog.append(
+                Instr(
+                    Op.VOP,
+                    unit=Unit.ROPE,
+                    outer=heads,
+                    inner=half,
+                    a=(s[vec], hd),
+                    b=(s[vec] + half, hd),
+                    c=(s["CS"], 0),
+                    d=(s["CS"] + half, 0),
+                    note=f"block {i} rope {vec.lower()}",
+                )
+            )
+        for vec, which in (("K", "k"), ("V", "v")):
+            prog.append(
+                Instr(
+                    Op.VOP,
+                    unit=Unit.QUANT_8,
+                    outer=a.kv_heads,
+                    inner=hd,
+                    a=(s[vec], hd),
+                    c=(s["KQ"], hd),
+                    sreg_out=1,
+                    note=f"block {i} {which} int8",
+                )
+            )
+            for h in range(a.kv_heads):
+                prog.append(
+                    Instr(
+                        Op.KVSTORE,
+                        sreg=1 + h,
+                        flag=int(which == "v"),
+                        inner=hd,
+                        a=(s["KQ"] + h * hd, 0),
+                        addr=kv[i, h, which],
+                        note=f"block {i} {which} cache head {h}",
+                    )
+                )
+        for h in range(a.heads):
+            prog.append(
+                Instr(
+                    Op.VOP,
+                    unit=Unit.QUANT_8,
+                    inner=hd,
+                    a=(s["Q"] + h * hd, 0),
+                    c=(s["QQ"], 0),
+                    sreg_out=1,
+                    note=f"block {i} q head {h} int8",
+                )
+            )
+            prog.append(
+                Instr(
+                    Op.ATTN,
+                    sreg=1,
+                    inner=hd,
+                    a=(s["QQ"], 0),
+                    c=(s["ATT"] + h * hd, 0),
+                    addr=kv[i, h // group, "k"],
+                    imm=kv[i, h // group, "v"],
+                    note=f"block {i} attention head {h}",
+                )
+            )
+        quant_a(s["ATT"], a.heads * hd, f"block {i} attention out")
+        linear(f"block {i} o_proj", L["o"], s["XQ"], s["T"])
+        prog.append(Instr(Op.VOP, unit=Unit.ADD, inner=a.hidden, a=(s["H"], 0), b=(s["T"], 0), c=(s["H"], 0),
+                          note=f"block {i} residual"))
+        norm(f"block {i} mlp_norm", b.mlp_norm, s["H"], a.hidden)
+        quant_a(s["X"], a.hidden, f"block {i} mlp x")
+        linear(f"block {i} gate_proj", L["gate"], s["XQ"], s["G"])
+        linear(f"block {i} up_proj", L["up"], s["XQ"], s["U"])
+        prog.append(Instr(Op.VOP, unit=Unit.SILU, inner=a.intermediate, a=(s["G"], 0), b=(s["U"], 0),
+                          c=(s["G"], 0), note=f"block {i} silu x up"))
+        quant_a(s["G"], a.intermediate, f"block {i} mlp hidden")
+        linear(f"block {i} down_proj", L["down"], s["XQ"], s["T"])
+        prog.append(Instr(Op.VOP, unit=Unit.ADD, inner=a.hidden, a=(s["H"], 0), b=(s["T"], 0), c=(s["H"], 0),
+                          note=f"block {i} residual"))
+    norm("final norm", weights.final_norm, s["H"], a.hidden)
+    quant_a(s["X"], a.hidden, "lm_head x")
+    prog.append(Instr(Op.LMHEAD, sreg=0, outer=a.vocab, inner=a.hidden, a=(s["XQ"], 0), addr=lm_table, note="lm_head"))
+    prog.append(Instr(Op.END, note="end"))
+    if len(prog) > p.program_instrs:
+        raise ValueError(f"the program has {len(prog)} instructions; the core holds {p.program_instrs}")
+    assert all(len(ins.words()) == WORDS for ins in prog)
+    return TokenImage(mem.buf, prog, kv_base, kv_bytes, s["end"])
