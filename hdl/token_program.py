@@ -19,7 +19,7 @@ from .lmhead import ROWS_PER_BLOCK
 from .token_core import TokenParams
 from .token_isa import WORDS, Instr, Op, Unit
 
-__all__ = ["TokenImage", "compile_token", "table_bytes", "scratch_map"]
+__all__ = ["TokenImage", "compile_token", "table_bytes", "scratch_map", "program_length", "kv_records", "token_cycles"]
 
 ALIGN = 4096
 
@@ -33,9 +33,22 @@ class TokenImage:
     kv_base: int
     kv_bytes: int
     scratch_used: int
+    kv: dict[tuple[int, int, str], int]  # (block, kv head, "k" | "v") -> its records' address
 
     def program_words(self) -> list[int]:
         return [w for ins in self.program for w in ins.words()]
+
+    def kv_writes(self, cache, length: int) -> list[tuple[int, bytes]]:
+        """The records of a golden ``KVCache``'s first ``length`` positions, where the core
+        keeps them: (address, bytes) per (block, kv head, k/v). Loading them and setting POS
+        to ``length`` continues a context the golden decoder began."""
+        out = []
+        for (i, h, which), at in self.kv.items():
+            q = cache.k if which == "k" else cache.v
+            m = (cache.k_m if which == "k" else cache.v_m)[i, h, :length]
+            e = (cache.k_e if which == "k" else cache.v_e)[i, h, :length]
+            out.append((at, kv_records(q[i, h, :length], m, e, running=which == "v")))
+        return out
 
     def listing(self) -> str:
         return "\n".join(f"{i:4d} {ins.op.name:8s} {ins.note}" for i, ins in enumerate(self.program))
@@ -61,9 +74,29 @@ def table_bytes(rows: IntRows) -> bytes:
     return out.tobytes()
 
 
-def scratch_map(params: TokenParams) -> dict[str, int]:
+def program_length(arch) -> int:
+    """Instructions of a token's program (``compile_token``'s, counted without weights)."""
+    per_block = 3 + 3 + 1 + 2 + 2 * (1 + arch.kv_heads) + 2 * arch.heads + 3 + 3 + 3 + 3
+    return 1 + arch.layers * per_block + 3 + 1 + 1
+
+
+def kv_records(values, m, e, running: bool) -> bytes:
+    """KV records {m u16, e i16, E i16, 10 zero bytes | values int8} for positions 0..len-1;
+    E is the largest e up to the position (``running``, the V cache) or e itself (K)."""
+    n, hd = values.shape
+    E = np.maximum.accumulate(e) if running and n else np.asarray(e)
+    rec = np.zeros((n, 16 + hd), np.uint8)
+    head = np.zeros((n, 8), "<i2")
+    head[:, 0] = np.asarray(m, np.int64).astype(np.uint16).view(np.int16)
+    head[:, 1], head[:, 2] = e, E
+    rec[:, :16] = head.view(np.uint8)
+    rec[:, 16:] = np.asarray(values, np.int8).view(np.uint8)
+    return rec.tobytes()
+
+
+def scratch_map(arch) -> dict[str, int]:
     """Word addresses of the program's vectors in the core's scratch memory."""
-    a = params.arch
+    a = arch
     hd = a.head_dim
     sizes = {
         "H": a.hidden,
@@ -113,7 +146,7 @@ def compile_token(weights: DecoderWeights, params: TokenParams) -> TokenImage:
         raise ValueError(f"the weights' architecture {a} differs from the core's {params.arch}")
     hd, half = a.head_dim, a.head_dim // 2
     group = a.heads // a.kv_heads
-    s = scratch_map(p)
+    s = scratch_map(a)
     if s["end"] > p.scratch_words:
         raise ValueError(f"the program needs {s['end']} scratch words; the core has {p.scratch_words}")
     mem = _Memory()
@@ -260,5 +293,60 @@ def compile_token(weights: DecoderWeights, params: TokenParams) -> TokenImage:
     prog.append(Instr(Op.END, note="end"))
     if len(prog) > p.program_instrs:
         raise ValueError(f"the program has {len(prog)} instructions; the core holds {p.program_instrs}")
-    assert all(len(ins.words()) == WORDS for ins in prog)
-    return TokenImage(mem.buf, prog, kv_base, kv_bytes, s["end"])
+    assert len(prog) == program_length(a) and all(len(ins.words()) == WORDS for ins in prog)
+    return TokenImage(mem.buf, prog, kv_base, kv_bytes, s["end"], kv)
+
+
+# -- cycles ------------------------------------------------------------------------------------
+
+#: Cycles each instruction spends outside its opcode's states: eight fetch cycles, the last
+#: word's, and dispatch.
+INSTR_OVERHEAD = 10
+#: Per element and fixed cycles of each vector unit fed by VOP (from the units' FSMs: the
+#: feed assembles an element in operands + 1 cycles and hands it over in one more; a row
+#: unit loads at the feed's pace, then runs its own passes).
+#:   RMSNORM  load 4/elem, sum of squares 5/elem, 1/rms (divide, isqrt) ~155, output 8/elem
+#:   QUANT    load 3/elem, two divisions and the scale ~120, output 9/elem
+#:   ADD      feed 4/elem; SILU 10/elem (the unit); ROPE 6/pair (feed of four, two writes)
+VOP_COST = {
+    Unit.RMSNORM: (17, 155),
+    Unit.QUANT_A: (12, 120),
+    Unit.QUANT_8: (12, 120),
+    Unit.ADD: (4, 2),
+    Unit.SILU: (10, 2),
+    Unit.ROPE: (6, 2),
+}
+
+
+def token_cycles(program: list[Instr], params: TokenParams, context: int, linear_cycles) -> dict[str, float]:
+    """Cycles of one token at ``context`` (its position + 1) by the RTL's opcode classes,
+    counted over ``program`` with the memory answering a 16-byte word a cycle;
+    ``linear_cycles(instr)`` gives the engine's own cycles for a LINEAR (its cycle model).
+    The classes are the core's CYC_* counters; ``overhead`` is fetch and dispatch."""
+    a, hd = params.arch, params.arch.head_dim
+    kv_words = hd // 16
+    out = dict.fromkeys(("vop", "load", "linear", "kv", "attn", "lmhead"), 0.0)
+    out["overhead"] = INSTR_OVERHEAD * len(program)
+    for ins in program:
+        if ins.op == Op.VOP:
+            per, fixed = VOP_COST[Unit(ins.unit)]
+            out["vop"] += ins.outer * (per * ins.inner + fixed)
+        elif ins.op == Op.LOAD16:
+            out["load"] += ins.inner + 4
+        elif ins.op == Op.EMBED:
+            out["load"] += params.row_beats * 33 + 10
+        elif ins.op == Op.LINEAR:
+            d_pad = ins.b[0] * params.engine.lanes
+            out["linear"] += 24 + 2 * d_pad + d_pad // params.engine.lanes + linear_cycles(ins)
+        elif ins.op == Op.KVSTORE:
+            out["kv"] += 33 * kv_words + 4 + (5 if ins.flag and context > 1 else 0)
+        elif ins.op == Op.ATTN:
+            # per key: the q.k elements, the score's 12-cycle tail, its exp2 (6), the p.v
+            # elements with the key's scale and weight (5); then the softmax's division and
+            # the p.v outputs (3 each)
+            out["attn"] += context * (2 * hd + 24) + hd + 3 * hd + 60
+        elif ins.op == Op.LMHEAD:
+            blocks = -(-a.vocab // 8)
+            out["lmhead"] += 33 * params.row_beats + blocks * (1 + 8 * params.row_beats) + 8
+    out["total"] = sum(out.values())
+    return out

@@ -96,6 +96,18 @@ class CompiledTokenCore:
             raise ValueError(f"memory range {offset}+{length} is outside the simulated memory")
         return buf.tobytes()
 
+    def write_memory(self, offset: int, data: bytes) -> None:
+        buf = np.frombuffer(bytes(data), np.uint8)
+        if self.dll.tk_memory(self.h, buf.ctypes.data_as(_P(_u8)), offset, len(buf), 1):
+            raise ValueError(f"memory range {offset}+{len(buf)} is outside the simulated memory")
+
+    def continue_from(self, cache, length: int) -> None:
+        """Continue a context the golden decoder began: its KV cache's first ``length``
+        positions into memory, POS = ``length``."""
+        for at, data in self.image.kv_writes(cache, length):
+            self.write_memory(at, data)
+        self.write(TokenReg.POS, length)
+
     @property
     def cycle(self) -> int:
         return self.dll.tk_cycle(self.h)
