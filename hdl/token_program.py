@@ -123,21 +123,28 @@ def scratch_map(arch) -> dict[str, int]:
 
 
 class _Memory:
-    def __init__(self):
-        self.buf = bytearray()
+    """Regions one after another; ``dry``: addresses and sizes only (the planner's program)."""
 
-    def place(self, data: bytes, align: int = ALIGN) -> int:
-        self.buf += b"\0" * (-len(self.buf) % align)
-        at = len(self.buf)
-        self.buf += data
+    def __init__(self, dry: bool = False):
+        self.buf, self.dry, self.size = bytearray(), dry, 0
+
+    def place(self, data, size: int, align: int = ALIGN) -> int:
+        """``data()`` (bytes of ``size``) at the next multiple of ``align``; its address."""
+        at = self.size + (-self.size % align)
+        if not self.dry:
+            self.buf += b"\0" * (at - len(self.buf))
+            self.buf += data()
+        self.size = at + size
         return at
 
     def reserve(self, size: int, align: int = ALIGN) -> int:
-        return self.place(b"\0" * size, align)
+        return self.place(lambda: b"\0" * size, size, align)
 
 
-def compile_token(weights: DecoderWeights, params: TokenParams) -> TokenImage:
+def compile_token(weights: DecoderWeights, params: TokenParams, dry: bool = False) -> TokenImage:
     """The memory image and program of ``weights`` for the core built with ``params``.
+    ``dry``: the program and addresses only, from the weights' shapes (``plan``'s model of a
+    token: see ``ptqtp.workflows.plan.token_core_plan``); the memory stays empty.
 
     ``ValueError`` names what does not fit: a layer the engine cannot run (or with a stored
     column order), a shape other than the core's, too small a scratch or program memory."""
@@ -149,7 +156,7 @@ def compile_token(weights: DecoderWeights, params: TokenParams) -> TokenImage:
     s = scratch_map(a)
     if s["end"] > p.scratch_words:
         raise ValueError(f"the program needs {s['end']} scratch words; the core has {p.scratch_words}")
-    mem = _Memory()
+    mem = _Memory(dry)
     prog: list[Instr] = []
 
     def linear(name: str, layer, src: int, dst: int) -> None:
@@ -159,8 +166,8 @@ def compile_token(weights: DecoderWeights, params: TokenParams) -> TokenImage:
             ep.check_layer(layer.n, layer.d_pad, layer.planes, layer.m_q is not None)
         except ValueError as e:
             raise ValueError(f"{name}: {e}") from None
-        region = ep.layout.encode(layer.trits, layer.a_q, layer.m_q)
-        at = mem.place(region)
+        size = ep.layout.layer_bytes(layer.n, layer.d_pad, layer.planes)
+        at = mem.place(lambda: ep.layout.encode(layer.trits, layer.a_q, layer.m_q), size)
         prog.append(
             Instr(
                 Op.LINEAR,
@@ -172,13 +179,13 @@ def compile_token(weights: DecoderWeights, params: TokenParams) -> TokenImage:
                 c=(dst, 0),
                 d=(layer.F, 0),
                 addr=at,
-                imm=len(region) // ep.layout.word_bytes,
+                imm=size // ep.layout.word_bytes,
                 note=name,
             )
         )
 
     def norm(name: str, n, src: int, width: int) -> None:
-        at = mem.place(np.asarray(n.w_q, "<i2").tobytes(), 16)
+        at = mem.place(lambda: np.asarray(n.w_q, "<i2").tobytes(), 2 * width, 16)
         prog.append(Instr(Op.LOAD16, inner=width, c=(s["NW"], 0), addr=at, note=f"{name} weights"))
         prog.append(
             Instr(Op.VOP, unit=Unit.RMSNORM, inner=width, a=(src, 0), b=(s["NW"], 0), c=(s["X"], 0), imm=n.F, note=name)
@@ -187,18 +194,25 @@ def compile_token(weights: DecoderWeights, params: TokenParams) -> TokenImage:
     def quant_a(src: int, width: int, note: str) -> None:
         prog.append(Instr(Op.VOP, unit=Unit.QUANT_A, inner=width, a=(src, 0), c=(s["XQ"], 0), sreg_out=0, note=note))
 
-    table = mem.place(table_bytes(weights.embed))
-    lm_table = table if weights.lm_head is weights.embed else mem.place(table_bytes(weights.lm_head))
-    cos, sin = rope_table(np.arange(p.capacity), hd, a.rope_theta, p.fmt.rope_frac)
-    rope_at = mem.place(np.concatenate([cos, sin], axis=1).astype("<i2").tobytes())
+    tsize = -(-a.vocab // ROWS_PER_BLOCK) * (16 + ROWS_PER_BLOCK * 16 * p.row_beats)
+    table = mem.place(lambda: table_bytes(weights.embed), tsize)
+    lm_table = table if weights.lm_head is weights.embed else mem.place(lambda: table_bytes(weights.lm_head), tsize)
+
+    def rope_rows() -> bytes:
+        cos, sin = rope_table(np.arange(p.capacity), hd, a.rope_theta, p.fmt.rope_frac)
+        return np.concatenate([cos, sin], axis=1).astype("<i2").tobytes()
+
+    rope_at = mem.place(rope_rows, p.capacity * 2 * hd)
     rec = 16 * p.record_beats
-    kv_base = len(mem.buf) + (-len(mem.buf) % ALIGN)
+    kv_base = mem.size + (-mem.size % ALIGN)
     kv = {}
     for i in range(a.layers):
         for h in range(a.kv_heads):
             for which in "kv":
                 kv[i, h, which] = mem.reserve(p.capacity * rec)
-    kv_bytes = len(mem.buf) - kv_base
+    kv_bytes = mem.size - kv_base
+    if not dry:
+        mem.buf += b"\0" * (mem.size - len(mem.buf))
 
     prog.append(Instr(Op.EMBED, inner=a.hidden, c=(s["H"], 0), addr=table, imm=weights.embed.F - FV, note="embed"))
     for i, b in enumerate(weights.blocks):
@@ -318,12 +332,16 @@ VOP_COST = {
 }
 
 
-def token_cycles(program: list[Instr], params: TokenParams, context: int, linear_cycles) -> dict[str, float]:
+def token_cycles(
+    program: list[Instr], params: TokenParams, context: int, linear_cycles, bytes_per_cycle: float = 16.0
+) -> dict[str, float]:
     """Cycles of one token at ``context`` (its position + 1) by the RTL's opcode classes,
-    counted over ``program`` with the memory answering a 16-byte word a cycle;
-    ``linear_cycles(instr)`` gives the engine's own cycles for a LINEAR (its cycle model).
-    The classes are the core's CYC_* counters; ``overhead`` is fetch and dispatch."""
+    counted over ``program``; the memory delivers ``bytes_per_cycle`` (at most a 16-byte
+    word a cycle, the simulation's); ``linear_cycles(instr)`` gives the engine's cycles for a
+    LINEAR (its cycle model at that bandwidth). The classes are the core's CYC_* counters;
+    ``overhead`` is fetch and dispatch."""
     a, hd = params.arch, params.arch.head_dim
+    slow = 16 / min(16.0, bytes_per_cycle)  # cycles per decoder word
     kv_words = hd // 16
     out = dict.fromkeys(("vop", "load", "linear", "kv", "attn", "lmhead"), 0.0)
     out["overhead"] = INSTR_OVERHEAD * len(program)
@@ -344,9 +362,9 @@ def token_cycles(program: list[Instr], params: TokenParams, context: int, linear
             # per key: the q.k elements, the score's 12-cycle tail, its exp2 (6), the p.v
             # elements with the key's scale and weight (5); then the softmax's division and
             # the p.v outputs (3 each)
-            out["attn"] += context * (2 * hd + 24) + hd + 3 * hd + 60
+            out["attn"] += context * max(2 * hd + 24, 2 * params.record_beats * slow) + hd + 3 * hd + 60
         elif ins.op == Op.LMHEAD:
             blocks = -(-a.vocab // 8)
-            out["lmhead"] += 33 * params.row_beats + blocks * (1 + 8 * params.row_beats) + 8
+            out["lmhead"] += 33 * params.row_beats + blocks * (1 + 8 * params.row_beats) * slow + 8
     out["total"] = sum(out.values())
     return out

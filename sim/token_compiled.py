@@ -23,6 +23,10 @@ __all__ = ["TOKEN_TOP", "CompiledTokenCore", "token_verilog"]
 TOKEN_TOP = "token_top"
 SOURCE = Path(__file__).with_name("harness") / "token_harness.cpp"
 ACCESS_LIMIT = 100_000
+#: Verilator on Amaranth's Verilog as generated: for the SmolLM2 core the Yosys flattening
+#: the engine's harness uses took 220 s and simulated slower (23 s a token against 19 s);
+#: its memories (program, scratch, softmax buffer) dominate, not fine-grained logic.
+TOKEN_BUILD = BuildOptions(netlist_opt=False)
 
 _u64, _u32, _u8, _f64 = ctypes.c_uint64, ctypes.c_uint32, ctypes.c_uint8, ctypes.c_double
 _P = ctypes.POINTER
@@ -49,7 +53,7 @@ class CompiledTokenCore:
     ``stall``: the share of cycles each memory model holds its handshakes low (seeded)."""
 
     def __init__(self, params: TokenParams, image: TokenImage, stall: float = 0.0, seed: int = 1,
-                 options: BuildOptions = BuildOptions()):
+                 options: BuildOptions = TOKEN_BUILD):
         if params.engine.data_width < 128:
             raise ValueError("the compiled token harness needs an engine data width of at least 128 bits")
         self.params, self.image, self.h = params, image, None

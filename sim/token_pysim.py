@@ -62,24 +62,25 @@ def run_tokens_pysim(
     def read_slave(bus, width):
         nbytes = width // 8
 
-        async def proc(ctx):
+        async def proc(ctx):  # single ticks only: a background bench may stop at any tick
             while True:
-                while _stall(rng, stall):
-                    await ctx.tick()
-                ctx.set(bus.arready, 1)
-                addr, n = await ctx.tick().sample(bus.araddr, bus.arlen).until(bus.arvalid)
+                ready = not _stall(rng, stall)
+                ctx.set(bus.arready, ready)
+                *_, addr, n, valid = await ctx.tick().sample(bus.araddr, bus.arlen, bus.arvalid)
+                if not (ready and valid):
+                    continue
                 ctx.set(bus.arready, 0)
-                n += 1
-                for i in range(n):
-                    while _stall(rng, stall):
-                        ctx.set(bus.rvalid, 0)
-                        await ctx.tick()
+                for i in range(n + 1):
                     at = addr + nbytes * i
                     ctx.set(bus.rdata, int.from_bytes(mem[at : at + nbytes].tobytes(), "little"))
-                    ctx.set(bus.rlast, i == n - 1)
+                    ctx.set(bus.rlast, i == n)
                     ctx.set(bus.rresp, 0)
-                    ctx.set(bus.rvalid, 1)
-                    await ctx.tick().until(bus.rready)
+                    while True:
+                        offer = not _stall(rng, stall)
+                        ctx.set(bus.rvalid, offer)
+                        *_, taken = await ctx.tick().sample(bus.rready)
+                        if offer and taken:
+                            break
                 ctx.set(bus.rvalid, 0)
 
         return proc
@@ -87,17 +88,21 @@ def run_tokens_pysim(
     async def write_slave(ctx):
         bus = dut.m_axi_dw
         while True:
-            while _stall(rng, stall):
-                await ctx.tick()
-            ctx.set(bus.awready, 1)
-            ctx.set(bus.wready, 1)
-            at, data = await ctx.tick().sample(bus.awaddr, bus.wdata).until(bus.awvalid & bus.wvalid)
+            ready = not _stall(rng, stall)
+            ctx.set(bus.awready, ready)
+            ctx.set(bus.wready, ready)
+            *_, at, data, valid = await ctx.tick().sample(bus.awaddr, bus.wdata, bus.awvalid & bus.wvalid)
+            if not (ready and valid):
+                continue
             ctx.set(bus.awready, 0)
             ctx.set(bus.wready, 0)
             mem[at : at + 16] = np.frombuffer(data.to_bytes(16, "little"), np.uint8)
             ctx.set(bus.bresp, 0)
             ctx.set(bus.bvalid, 1)
-            await ctx.tick().until(bus.bready)
+            while True:
+                *_, taken = await ctx.tick().sample(bus.bready)
+                if taken:
+                    break
             ctx.set(bus.bvalid, 0)
 
     bus = dut.s_axil

@@ -254,3 +254,51 @@ def whole_token_plan(
         "decoder_unit": {"lanes": unit.lanes, "lm_macs": unit.lm_macs},
         "formats": {"kv_bits": fmt.kv_bits, "lm_bits": fmt.lm_bits, "lm_group": fmt.lm_group, "act_bits": fmt.act_bits},
     }
+
+
+def token_core_plan(
+    arch, layers: list[LayerShape], board: Board, context: int, packing: str = "2bit", group_size: int = 128
+) -> dict:
+    """The token core as built (``ptqtp.hdl.token_core``): its cycles per token at ``context``
+    on ``board``, counted over the program the core runs (``token_program.token_cycles``,
+    within 0.1% of the RTL at context 512), with the engine's cycle model for the linears at
+    the board's sustained bytes per cycle. {cycles, parts, tokens_per_s, tokens_per_s_per_gbs}."""
+    from types import SimpleNamespace
+
+    from ptqtp.golden_decoder import DecoderWeights
+    from ptqtp.hdl.engine_model import FILL
+    from ptqtp.hdl.token_program import compile_token, token_cycles
+
+    from .token import token_params
+
+    params = token_params(arch, capacity=max(context, 1), packing=packing, group_size=group_size)
+    ep = params.engine
+    by_name = {layer.name: layer for layer in layers}
+    keys = {"q": "self_attn.q_proj", "k": "self_attn.k_proj", "v": "self_attn.v_proj", "o": "self_attn.o_proj",
+            "gate": "mlp.gate_proj", "up": "mlp.up_proj", "down": "mlp.down_proj"}
+
+    def shape(name: str):
+        layer = by_name.get(name)
+        if layer is None:
+            raise ValueError(f"the token core runs every block linear on the engine; {name} is not quantized")
+        return SimpleNamespace(n=layer.n, d=layer.d_pad, d_pad=layer.d_pad, planes=layer.planes,
+                               m_q=True if layer.offset else None, perm=None, F=0)
+
+    norm = SimpleNamespace(F=0, w_q=None)
+    blocks = [
+        SimpleNamespace(linears={k: shape(f"model.layers.{i}.{v}") for k, v in keys.items()}, biases={},
+                        q_norm=None, attn_norm=norm, mlp_norm=norm)
+        for i in range(arch.layers)
+    ]
+    table = SimpleNamespace(F=0)
+    weights = DecoderWeights(arch, table, blocks, norm, table)  # type: ignore[arg-type]
+    image = compile_token(weights, params, dry=True)
+    bpc = min(board.bytes_per_cycle, ep.data_width / 8)
+
+    def linear(ins) -> float:
+        run = ep.run(ins.outer, ins.b[0] * ep.lanes, 1, ins.b[1] * ep.planes)
+        return max(run.issue_cycles, ins.imm * ep.data_width / 8 / bpc) + FILL
+
+    parts = token_cycles(image.program, params, context, linear, bpc)
+    tps = board.fmax_mhz * 1e6 / parts["total"]
+    return {"cycles": parts["total"], "parts": parts, "tokens_per_s": tps, "tokens_per_s_per_gbs": tps / board.bandwidth_gbs}

@@ -15,7 +15,7 @@ from ptqtp.hdl.engine_model import EngineParams
 from ptqtp.hdl.token_core import TokenParams
 from ptqtp.hdl.token_program import compile_token, program_length, scratch_map
 
-__all__ = ["token_params", "artifact_arch", "RtlDecoder", "smollm2_token_params", "SMOLLM2_CONFIG"]
+__all__ = ["token_params", "artifact_arch", "RtlDecoder", "generate_rtl", "smollm2_token_params", "SMOLLM2_CONFIG"]
 
 #: SmolLM2-135M's shape (its config.json), for benches that need no weights.
 SMOLLM2_CONFIG = {
@@ -109,3 +109,36 @@ class RtlDecoder:
             self.length += 1
             self.cycles.append({"position": self.length - 1, "cycles": r.cycles, **r.op_cycles})
         return r.next_id, r.logit
+
+
+def generate_rtl(rtl: RtlDecoder, golden, prompt: list[int], max_new_tokens: int, eos: int | None = None) -> dict:
+    """Greedy generation on the token core, token by token (the prompt too), with the golden
+    decoder stepped beside it: every step's next id and integer logit are compared.
+    {ids, steps: [{position, rtl, golden, cycles, ...}], bit_exact, first_difference,
+    cycles_per_token, seconds}."""
+    rtl.reset()
+    golden.reset()
+    t0 = time.perf_counter()
+    steps, new = [], []
+    feed = list(prompt)
+    while True:
+        for t in feed:
+            got = rtl.step([t])
+            li, _ = golden.step([t])
+            want = (int(np.argmax(li[-1])), int(li[-1].max()))
+            steps.append({"token": t, "rtl": list(got), "golden": list(want), **rtl.cycles[-1]})
+        nxt = steps[-1]["rtl"][0]
+        new.append(nxt)
+        if nxt == eos or len(new) == max_new_tokens:
+            break
+        feed = [nxt]
+    diff = next((i for i, s in enumerate(steps) if s["rtl"] != s["golden"]), None)
+    return {
+        "ids": new,
+        "steps": steps,
+        "bit_exact": diff is None,
+        "first_difference": diff,
+        "cycles_per_token": float(np.mean([s["cycles"] for s in steps[len(prompt) - 1 :]])),
+        "seconds": time.perf_counter() - t0,
+        "setup_seconds": rtl.setup_seconds,
+    }

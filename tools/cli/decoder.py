@@ -7,7 +7,7 @@ from pathlib import Path
 from ._common import engine_args, engine_params, json_arg, positive, write_json
 
 DEFAULT_PROMPT = "The BBC reported on Monday that"
-_BACKENDS = ("golden-int", "torch")
+_BACKENDS = ("golden-int", "rtl", "torch")
 
 
 def register(sub) -> None:
@@ -15,8 +15,9 @@ def register(sub) -> None:
         "generate",
         description="Greedy generation with every op of a token on the golden integer decoder (token id to "
         "logits: embedding, norms, the trit-plane linears, RoPE, attention over an int8 KV cache, SwiGLU, "
-        "lm_head), or on the float model with the same trit planes (torch). Prints the text, the planned "
-        "cycles per token and the projected tok/s on --board.",
+        "lm_head), on the token core's RTL in Verilator (rtl: every token also on golden-int, compared bit "
+        "for bit), or on the float model with the same trit planes (torch). Prints the text, the cycles per "
+        "token and the projected tok/s on --board.",
     )
     g.add_argument("artifact", type=Path, help="model artifact (from ptqtp quantize)")
     g.add_argument("--prompt", default=DEFAULT_PROMPT, help=f"prompt text (default {DEFAULT_PROMPT!r})")
@@ -77,6 +78,20 @@ def cmd_generate(args) -> int:
         runs["golden-int"] = generate_int(
             GoldenDecoder(weights, fmt, capacity), prompt, args.max_new_tokens, eos, args.top_k
         )
+    if args.backend == "rtl":
+        from ptqtp.workflows.token import RtlDecoder, generate_rtl, token_params
+
+        group = next(iter(art.layers.values())).group_size
+        core = token_params(weights.arch, len(prompt) + args.max_new_tokens, args.packing, group, fmt)
+        rtl = generate_rtl(RtlDecoder(weights, core), GoldenDecoder(weights, fmt, capacity), prompt,
+                           args.max_new_tokens, eos)
+        runs["rtl"] = rtl
+        print(
+            f"rtl: every step's next token and integer logit equal golden-int's: {rtl['bit_exact']} "
+            f"({len(rtl['steps'])} steps, prompt included)"
+        )
+        if not rtl["bit_exact"]:
+            raise RuntimeError(f"the RTL differs from golden-int at step {rtl['first_difference']}")
     if args.backend == "torch" or args.compare_torch:
         from ptqtp.models.hf import load_quantized
 
@@ -85,11 +100,11 @@ def cmd_generate(args) -> int:
         r["text"] = tok.decode(r["ids"])
         print(f"[{name}] {args.prompt}{r['text']}")
         print(f"[{name}] {len(r['ids'])} tokens in {r['seconds']:.1f} s on this host")
-    if len(runs) == 2:
-        a, b = runs["golden-int"]["ids"], runs["torch"]["ids"]
+    if "torch" in runs and len(runs) == 2:
+        a, b = runs[next(k for k in runs if k != "torch")]["ids"], runs["torch"]["ids"]
         same = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
         rec["agree_prefix"] = same
-        print(f"golden-int and torch agree on the first {same} of {min(len(a), len(b))} tokens")
+        print(f"{args.backend} and torch agree on the first {same} of {min(len(a), len(b))} tokens")
     rec["runs"] = runs
     from dataclasses import replace
 
@@ -101,9 +116,23 @@ def cmd_generate(args) -> int:
     rec["plan"] = {k: p[k] for k in ("board", "context", "parts", "token_bytes", "token_cycles", "token_tokens_per_s")}
     print(
         f"planned per token at context {context} on {args.board} ({p['bandwidth_gbs']:g} GB/s, {p['fmax_mhz']:g} MHz, "
-        f"engine P={params.lanes} R={params.rows} {params.packing}): {p['token_cycles']:,.0f} cycles, "
-        f"{p['token_bytes'] / 1e6:.1f} MB, {p['token_tokens_per_s']:.1f} tok/s "
-        "(no RTL decoder yet: planned, not simulated)"
+        f"engine P={params.lanes} R={params.rows} {params.packing}, a 16-lane decoder): {p['token_cycles']:,.0f} "
+        f"cycles, {p['token_bytes'] / 1e6:.1f} MB, {p['token_tokens_per_s']:.1f} tok/s"
     )
+    from ptqtp.workflows.plan import token_core_plan
+
+    tc = token_core_plan(weights.arch, layers, boards[args.board], context, args.packing, group)
+    rec["token_core_plan"] = tc
+    print(
+        f"the token core as built, on {args.board} at context {context}: {tc['cycles']:,.0f} cycles, "
+        f"{tc['tokens_per_s']:.2f} tok/s ({tc['tokens_per_s_per_gbs']:.2f} per GB/s)"
+    )
+    if "rtl" in runs:
+        cyc = runs["rtl"]["cycles_per_token"]
+        print(
+            f"rtl: {cyc:,.0f} simulated cycles per token (mean over the steps; memory answering a 16-byte word a "
+            f"cycle), {boards[args.board].fmax_mhz * 1e6 / cyc:.2f} tok/s at {args.board}'s "
+            f"{boards[args.board].fmax_mhz:g} MHz if its memory kept up"
+        )
     write_json(args.json, rec)
     return 0
