@@ -219,8 +219,6 @@ class TokenCore(wiring.Component):
         lane = Signal(5)
         word = Signal(DEC_WIDTH)
         tmp = Signal(signed(64))
-        acc = Signal(signed(64))
-        count = Signal(32)
         kmant, kexp = Signal(MANT), Signal(signed(12))
         E = Signal(signed(16))
         key = Signal(16)

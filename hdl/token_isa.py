@@ -94,8 +94,10 @@ class Instr:
         if not 0 <= self.addr < 2**32 or not -(2**31) <= self.imm < 2**32:
             raise ValueError(f"{self.note or self.op.name}: addr {self.addr} or imm {self.imm} does not fit 32 bits")
         w0 = int(self.op) | self.unit << 4 | self.sreg << 8 | self.sreg_out << 11 | self.flag << 14
-        pair = [u16(base, f"{n}_base") | u16(stride, f"{n}_stride") << 16 for n, (base, stride) in
-                zip("abcd", (self.a, self.b, self.c, self.d))]
+        pair = [
+            u16(base, f"{n}_base") | u16(stride, f"{n}_stride") << 16
+            for n, (base, stride) in zip("abcd", (self.a, self.b, self.c, self.d))
+        ]
         return [w0, u16(self.outer, "outer") | u16(self.inner, "inner") << 16, *pair, self.addr, self.imm & 0xFFFFFFFF]
 
 

@@ -58,7 +58,9 @@ def table_bytes(rows: IntRows) -> bytes:
     """The int8 table's layout: blocks of eight rows, each a word of eight int16 a_q then the
     rows, each padded with zeros to whole 16-byte words (padding rows are zero)."""
     if rows.bits != 8 or rows.group:
-        raise ValueError(f"the token core's table is int8 with one scale per row, not int{rows.bits} group {rows.group}")
+        raise ValueError(
+            f"the token core's table is int8 with one scale per row, not int{rows.bits} in groups of {rows.group}"
+        )
     n, cols = rows.q.shape
     rb = -(-cols // 16)
     blocks = -(-n // ROWS_PER_BLOCK)
@@ -289,18 +291,45 @@ def compile_token(weights: DecoderWeights, params: TokenParams, dry: bool = Fals
             )
         quant_a(s["ATT"], a.heads * hd, f"block {i} attention out")
         linear(f"block {i} o_proj", L["o"], s["XQ"], s["T"])
-        prog.append(Instr(Op.VOP, unit=Unit.ADD, inner=a.hidden, a=(s["H"], 0), b=(s["T"], 0), c=(s["H"], 0),
-                          note=f"block {i} residual"))
+        prog.append(
+            Instr(
+                Op.VOP,
+                unit=Unit.ADD,
+                inner=a.hidden,
+                a=(s["H"], 0),
+                b=(s["T"], 0),
+                c=(s["H"], 0),
+                note=f"block {i} residual",
+            )
+        )
         norm(f"block {i} mlp_norm", b.mlp_norm, s["H"], a.hidden)
         quant_a(s["X"], a.hidden, f"block {i} mlp x")
         linear(f"block {i} gate_proj", L["gate"], s["XQ"], s["G"])
         linear(f"block {i} up_proj", L["up"], s["XQ"], s["U"])
-        prog.append(Instr(Op.VOP, unit=Unit.SILU, inner=a.intermediate, a=(s["G"], 0), b=(s["U"], 0),
-                          c=(s["G"], 0), note=f"block {i} silu x up"))
+        prog.append(
+            Instr(
+                Op.VOP,
+                unit=Unit.SILU,
+                inner=a.intermediate,
+                a=(s["G"], 0),
+                b=(s["U"], 0),
+                c=(s["G"], 0),
+                note=f"block {i} silu x up",
+            )
+        )
         quant_a(s["G"], a.intermediate, f"block {i} mlp hidden")
         linear(f"block {i} down_proj", L["down"], s["XQ"], s["T"])
-        prog.append(Instr(Op.VOP, unit=Unit.ADD, inner=a.hidden, a=(s["H"], 0), b=(s["T"], 0), c=(s["H"], 0),
-                          note=f"block {i} residual"))
+        prog.append(
+            Instr(
+                Op.VOP,
+                unit=Unit.ADD,
+                inner=a.hidden,
+                a=(s["H"], 0),
+                b=(s["T"], 0),
+                c=(s["H"], 0),
+                note=f"block {i} residual",
+            )
+        )
     norm("final norm", weights.final_norm, s["H"], a.hidden)
     quant_a(s["X"], a.hidden, "lm_head x")
     prog.append(Instr(Op.LMHEAD, sreg=0, outer=a.vocab, inner=a.hidden, a=(s["XQ"], 0), addr=lm_table, note="lm_head"))

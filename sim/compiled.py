@@ -42,7 +42,15 @@ from .runner import (
     verilator_env,
 )
 
-__all__ = ["HARNESS_SOURCE", "BuildOptions", "build_harness", "build_library", "CompiledEngine", "run_engine_compiled", "py_random"]
+__all__ = [
+    "HARNESS_SOURCE",
+    "BuildOptions",
+    "build_harness",
+    "build_library",
+    "CompiledEngine",
+    "run_engine_compiled",
+    "py_random",
+]
 
 HARNESS_SOURCE = Path(__file__).with_name("harness") / "engine_harness.cpp"
 #: Cycles a register access may take, and a run may go without a new result, before the

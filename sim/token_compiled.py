@@ -52,8 +52,14 @@ class CompiledTokenCore:
     """One simulation of the core with ``image`` in its memory and its program loaded.
     ``stall``: the share of cycles each memory model holds its handshakes low (seeded)."""
 
-    def __init__(self, params: TokenParams, image: TokenImage, stall: float = 0.0, seed: int = 1,
-                 options: BuildOptions = TOKEN_BUILD):
+    def __init__(
+        self,
+        params: TokenParams,
+        image: TokenImage,
+        stall: float = 0.0,
+        seed: int = 1,
+        options: BuildOptions = TOKEN_BUILD,
+    ):
         if params.engine.data_width < 128:
             raise ValueError("the compiled token harness needs an engine data width of at least 128 bits")
         self.params, self.image, self.h = params, image, None

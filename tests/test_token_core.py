@@ -46,8 +46,21 @@ def kv_in_memory(image, memory: bytes, cache, length: int) -> None:
 
 
 def test_instruction_fields_sit_where_the_spec_says():
-    ins = Instr(Op.VOP, unit=Unit.ROPE, sreg=3, sreg_out=5, flag=1, outer=7, inner=300, a=(10, 64), b=(42, 0),
-                c=(9, 1), d=(8, 2), addr=0x12345678, imm=-3)
+    ins = Instr(
+        Op.VOP,
+        unit=Unit.ROPE,
+        sreg=3,
+        sreg_out=5,
+        flag=1,
+        outer=7,
+        inner=300,
+        a=(10, 64),
+        b=(42, 0),
+        c=(9, 1),
+        d=(8, 2),
+        addr=0x12345678,
+        imm=-3,
+    )
     w = ins.words()
     assert len(w) == WORDS
     assert w[0] == Op.VOP | Unit.ROPE << 4 | 3 << 8 | 5 << 11 | 1 << 14

@@ -26,8 +26,9 @@ def main(argv=None) -> int:
     ap.add_argument("--json", help="write the row here")
     args = ap.parse_args(argv)
     params = smollm2_token_params(capacity=args.capacity, packing=args.packing)
-    r = cached_synth_report(to_verilog(TokenCore(params), name="token"), top="token", fmax=True, seeds=args.seeds,
-                            timeout=3600)
+    r = cached_synth_report(
+        to_verilog(TokenCore(params), name="token"), top="token", fmax=True, seeds=args.seeds, timeout=3600
+    )
     by_seed = {int(k): v for k, v in r["fmax_by_seed"].items()}
     e = r["ecp5"]
     row = {"unit": "token core (SmolLM2)", **e, "fmax_by_seed": by_seed, "lut_share": e["LUT"] / LFE5U_85F["LUT"]}

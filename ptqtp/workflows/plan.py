@@ -274,20 +274,39 @@ def token_core_plan(
     params = token_params(arch, capacity=max(context, 1), packing=packing, group_size=group_size)
     ep = params.engine
     by_name = {layer.name: layer for layer in layers}
-    keys = {"q": "self_attn.q_proj", "k": "self_attn.k_proj", "v": "self_attn.v_proj", "o": "self_attn.o_proj",
-            "gate": "mlp.gate_proj", "up": "mlp.up_proj", "down": "mlp.down_proj"}
+    keys = {
+        "q": "self_attn.q_proj",
+        "k": "self_attn.k_proj",
+        "v": "self_attn.v_proj",
+        "o": "self_attn.o_proj",
+        "gate": "mlp.gate_proj",
+        "up": "mlp.up_proj",
+        "down": "mlp.down_proj",
+    }
 
     def shape(name: str):
         layer = by_name.get(name)
         if layer is None:
             raise ValueError(f"the token core runs every block linear on the engine; {name} is not quantized")
-        return SimpleNamespace(n=layer.n, d=layer.d_pad, d_pad=layer.d_pad, planes=layer.planes,
-                               m_q=True if layer.offset else None, perm=None, F=0)
+        return SimpleNamespace(
+            n=layer.n,
+            d=layer.d_pad,
+            d_pad=layer.d_pad,
+            planes=layer.planes,
+            m_q=True if layer.offset else None,
+            perm=None,
+            F=0,
+        )
 
     norm = SimpleNamespace(F=0, w_q=None)
     blocks = [
-        SimpleNamespace(linears={k: shape(f"model.layers.{i}.{v}") for k, v in keys.items()}, biases={},
-                        q_norm=None, attn_norm=norm, mlp_norm=norm)
+        SimpleNamespace(
+            linears={k: shape(f"model.layers.{i}.{v}") for k, v in keys.items()},
+            biases={},
+            q_norm=None,
+            attn_norm=norm,
+            mlp_norm=norm,
+        )
         for i in range(arch.layers)
     ]
     table = SimpleNamespace(F=0)
@@ -301,4 +320,5 @@ def token_core_plan(
 
     parts = token_cycles(image.program, params, context, linear, bpc)
     tps = board.fmax_mhz * 1e6 / parts["total"]
-    return {"cycles": parts["total"], "parts": parts, "tokens_per_s": tps, "tokens_per_s_per_gbs": tps / board.bandwidth_gbs}
+    per_gbs = tps / board.bandwidth_gbs
+    return {"cycles": parts["total"], "parts": parts, "tokens_per_s": tps, "tokens_per_s_per_gbs": per_gbs}

@@ -83,8 +83,9 @@ def cmd_generate(args) -> int:
 
         group = next(iter(art.layers.values())).group_size
         core = token_params(weights.arch, len(prompt) + args.max_new_tokens, args.packing, group, fmt)
-        rtl = generate_rtl(RtlDecoder(weights, core), GoldenDecoder(weights, fmt, capacity), prompt,
-                           args.max_new_tokens, eos)
+        rtl = generate_rtl(
+            RtlDecoder(weights, core), GoldenDecoder(weights, fmt, capacity), prompt, args.max_new_tokens, eos
+        )
         runs["rtl"] = rtl
         print(
             f"rtl: every step's next token and integer logit equal golden-int's: {rtl['bit_exact']} "
