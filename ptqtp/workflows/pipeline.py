@@ -40,6 +40,10 @@ def _step(log: list, name: str, t0: float, **facts) -> None:
     print(f"[main] {name}: {json.dumps({k: v for k, v in entry.items() if k != 'step'})}", file=sys.stderr, flush=True)
 
 
+PROMPT = "The BBC reported on Monday that"
+RTL_CAPACITY = 512  # the token core the main job and ``generate --backend rtl`` build (one cached build)
+
+
 def _capture_inputs(model, layer_name: str, ids: torch.Tensor) -> np.ndarray:
     """The activations that reach ``layer_name`` during a forward pass over ``ids``."""
     seen = []
@@ -56,12 +60,34 @@ def _whole_tokens(artifact: Path, torch_model, tok, n: int) -> dict:
     from ptqtp.golden_decoder import GoldenDecoder
     from ptqtp.workflows.generate import generate_int, generate_torch
 
-    prompt = tok("The BBC reported on Monday that").input_ids
+    prompt = tok(PROMPT).input_ids
     dec = GoldenDecoder(decoder_weights(artifact), capacity=len(prompt) + n)
     a = generate_int(dec, prompt, n)["ids"]
     b = generate_torch(torch_model, prompt, n)["ids"]
     agree = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
-    return {"tokens": len(a), "text": tok.decode(a), "agree_with_float_model": f"{agree}/{len(a)}"}
+    return {"tokens": len(a), "text": tok.decode(a), "agree_with_float_model": f"{agree}/{len(a)}", "ids": a}
+
+
+def _rtl_tokens(artifact: Path, tok, n: int, golden_ids: list[int]) -> dict:
+    """The last ``n`` steps of the golden tokens again, on the token core's RTL in Verilator."""
+    from ptqtp.formats.decoder_weights import decoder_weights
+    from ptqtp.golden_decoder import GoldenDecoder
+    from ptqtp.workflows.token import RtlDecoder, continue_on_rtl, token_params
+
+    weights = decoder_weights(artifact)
+    prompt = tok(PROMPT).input_ids
+    params = token_params(weights.arch, capacity=RTL_CAPACITY)
+    rtl = RtlDecoder(weights, params)
+    r = continue_on_rtl(rtl, GoldenDecoder(weights, capacity=RTL_CAPACITY), prompt, n)
+    return {
+        "tokens": n,
+        "text": tok.decode(r["ids"]),
+        "same_tokens_as_golden_generation": r["ids"] == golden_ids[:n],
+        "bit_exact_with_golden": r["bit_exact"],
+        "cycles_per_token": round(r["cycles_per_token"]),
+        "rtl_seconds": round(r["seconds"], 1),
+        "build_and_load_seconds": round(rtl.setup_seconds, 1),
+    }
 
 
 def run_pipeline(
@@ -74,6 +100,7 @@ def run_pipeline(
     fmax: bool = False,
     engine_tokens: int = 4,
     decoder_tokens: int = 8,
+    rtl_tokens: int = 4,
 ) -> dict:
     """Run every stage; returns the report dict (also written to ``out/report.json`` and ``.md``)."""
     from concurrent.futures import ThreadPoolExecutor
@@ -186,12 +213,19 @@ def run_pipeline(
 
     t0 = time.perf_counter()
     gen = _whole_tokens(artifact, torch_model, tok, decoder_tokens)
-    _step(
-        log,
-        "whole tokens on the golden integer decoder (every op in integers; no RTL decoder yet) vs the float model",
-        t0,
-        **gen,
-    )
+    golden_ids = gen.pop("ids")
+    _step(log, "whole tokens on the golden integer decoder (every op in integers) vs the float model", t0, **gen)
+
+    t0 = time.perf_counter()
+    rtl = _rtl_tokens(artifact, tok, rtl_tokens, golden_ids) if rtl_tokens else {}
+    if rtl:
+        _step(
+            log,
+            "whole tokens on the token core's RTL (Verilator; prompt prefilled on golden-int, its KV cache handed "
+            "to the simulated DRAM) vs the golden integer decoder",
+            t0,
+            **rtl,
+        )
 
     t0 = time.perf_counter()
     synth = synth_job.result()
@@ -210,7 +244,7 @@ def run_pipeline(
     result = {
         "steps": log,
         "compare": cmp_rows,
-        "all_bit_exact": exact and engine_exact,
+        "all_bit_exact": exact and engine_exact and rtl.get("bit_exact_with_golden", True),
         "engine_cycles_per_token": cycles,
         "engine": vars(params),
         "seconds": total,

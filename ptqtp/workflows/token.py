@@ -15,7 +15,15 @@ from ptqtp.hdl.engine_model import EngineParams
 from ptqtp.hdl.token_core import TokenParams
 from ptqtp.hdl.token_program import compile_token, program_length, scratch_map
 
-__all__ = ["token_params", "artifact_arch", "RtlDecoder", "generate_rtl", "smollm2_token_params", "SMOLLM2_CONFIG"]
+__all__ = [
+    "token_params",
+    "artifact_arch",
+    "RtlDecoder",
+    "generate_rtl",
+    "continue_on_rtl",
+    "smollm2_token_params",
+    "SMOLLM2_CONFIG",
+]
 
 #: SmolLM2-135M's shape (its config.json), for benches that need no weights.
 SMOLLM2_CONFIG = {
@@ -141,4 +149,32 @@ def generate_rtl(rtl: RtlDecoder, golden, prompt: list[int], max_new_tokens: int
         "cycles_per_token": float(np.mean([s["cycles"] for s in steps[len(prompt) - 1 :]])),
         "seconds": time.perf_counter() - t0,
         "setup_seconds": rtl.setup_seconds,
+    }
+
+
+def continue_on_rtl(rtl: RtlDecoder, golden, prompt: list[int], new_tokens: int) -> dict:
+    """The prompt but its last token prefilled on the golden decoder, its KV cache handed to the
+    core's memory (``continue_from``), then the last prompt token and ``new_tokens`` - 1 more
+    decoded on the RTL, each checked against the golden decoder's step: what the main job
+    shows in the time of a few RTL tokens. {ids, bit_exact, steps, cycles_per_token}."""
+    golden.reset()
+    rtl.reset()
+    golden.step(prompt[:-1])
+    rtl.core.continue_from(golden.cache, len(prompt) - 1)
+    rtl.length = len(prompt) - 1
+    t, ids, steps = prompt[-1], [], []
+    t0 = time.perf_counter()
+    for _ in range(new_tokens):
+        got = rtl.step([t])
+        li, _ = golden.step([t])
+        want = (int(np.argmax(li[-1])), int(li[-1].max()))
+        steps.append({"token": t, "rtl": list(got), "golden": list(want), **rtl.cycles[-1]})
+        t = got[0]
+        ids.append(t)
+    return {
+        "ids": ids,
+        "bit_exact": all(s["rtl"] == s["golden"] for s in steps),
+        "steps": steps,
+        "cycles_per_token": float(np.mean([s["cycles"] for s in steps])),
+        "seconds": time.perf_counter() - t0,
     }

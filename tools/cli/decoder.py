@@ -29,7 +29,9 @@ def register(sub) -> None:
     g.add_argument("--top-k", type=int, default=0, help="record the top-k integer logits of each step")
     g.add_argument("--kv-bits", type=positive, default=8, help="KV-cache bits (default 8)")
     g.add_argument(
-        "--capacity", type=positive, help="KV-cache capacity in tokens (default: the model's maximum, at most 4096)"
+        "--capacity",
+        type=positive,
+        help="KV-cache capacity in tokens (default: the model's maximum, at most 4096; rtl: 512, the core's build)",
     )
     g.add_argument("--board", default="arty-a7-100t", help="board for the projected tok/s (default arty-a7-100t)")
     g.add_argument("--tokenizer", type=Path, help="tokenizer folder (default: the artifact's, or the shipped model's)")
@@ -65,7 +67,7 @@ def cmd_generate(args) -> int:
         args.act_bits = DecoderFormat().act_bits
     fmt = DecoderFormat(act_bits=args.act_bits, scale_bits=args.scale_bits, kv_bits=args.kv_bits)
     weights = decoder_weights(art, fmt)
-    capacity = args.capacity or min(weights.arch.max_positions, 4096)
+    capacity = args.capacity or min(weights.arch.max_positions, 4096 if args.backend != "rtl" else 512)
     if len(prompt) + args.max_new_tokens > capacity:
         raise ValueError(
             f"prompt ({len(prompt)} tokens) + --max-new-tokens {args.max_new_tokens} exceeds the KV cache's "
@@ -82,7 +84,7 @@ def cmd_generate(args) -> int:
         from ptqtp.workflows.token import RtlDecoder, generate_rtl, token_params
 
         group = next(iter(art.layers.values())).group_size
-        core = token_params(weights.arch, len(prompt) + args.max_new_tokens, args.packing, group, fmt)
+        core = token_params(weights.arch, capacity, args.packing, group, fmt)
         rtl = generate_rtl(
             RtlDecoder(weights, core), GoldenDecoder(weights, fmt, capacity), prompt, args.max_new_tokens, eos
         )
