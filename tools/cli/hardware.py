@@ -315,6 +315,35 @@ def cmd_plan(args) -> int:
     return 0
 
 
+def _token_core_plans(args, arch, layers, chosen, packings, plans, group_size) -> None:
+    """The token core as built (docs/DECODER.md): its cycle model over the program it runs."""
+    from ptqtp.workflows.plan import token_core_plan
+
+    ref = 512 if 512 in args.context else args.context[-1]
+    try:
+        rows = []
+        for p, (b, pk) in zip(plans, [(b, pk) for b in chosen for pk in packings]):
+            p["token_core"] = {str(c): token_core_plan(arch, layers, b, c, pk, group_size) for c in args.context}
+            t = p["token_core"]
+            rows.append(
+                [b.key, pk]
+                + [round(t[str(c)]["tokens_per_s"], 2) for c in args.context]
+                + [round(t[str(ref)]["tokens_per_s_per_gbs"], 2)]
+            )
+    except ValueError as e:
+        print(f"token core: not planned ({e})")
+        return
+    print(
+        "the token core as built (one element a cycle or slower in its vector units and attention; the RTL's cycles):"
+    )
+    print(
+        markdown_table(
+            ["board", "packing"] + [f"tok/s @ {c}" for c in args.context] + [f"tok/s per GB/s @ {ref}"],
+            rows,
+        )
+    )
+
+
 def _whole_token_plans(args, layers, params, chosen, packings, plans) -> bool:
     """Print every byte and cycle of a decoded token (the integer decoder's formats) per board
     and context, and add them to ``plans`` as ``whole_token``; False (and a note) for a model
@@ -354,6 +383,7 @@ def _whole_token_plans(args, layers, params, chosen, packings, plans) -> bool:
             rows,
         )
     )
+    _token_core_plans(args, arch, layers, chosen, packings, plans, params.group_size)
     per_gbs = ZTACHIP["tokens_per_s"] / ZTACHIP["bandwidth_gbs"]
     print(
         f"reference: ztachip {ZTACHIP['tokens_per_s']:g} tok/s at {ZTACHIP['bandwidth_gbs']:g} GB/s = "
