@@ -22,12 +22,15 @@ ACC = 56
 
 class PVUnit(wiring.Component):
     """Input ``i``: (v, pn, m, e, E, key_last, row_last) per value of a key (pn, m, e and E
-    constant over the key); output ``o``: (y, last), head_dim values per row."""
+    constant over the key), or with ``lanes`` > 1 per word of ``lanes`` values (v packed,
+    lane j at bits 8j); output ``o``: (y, last), head_dim values per row."""
 
-    def __init__(self, head_dim: int):
-        self.head_dim = head_dim
+    def __init__(self, head_dim: int, lanes: int = 1):
+        if lanes < 1 or head_dim % lanes:
+            raise ValueError(f"lanes must divide head_dim {head_dim}, not {lanes}")
+        self.head_dim, self.lanes = head_dim, lanes
         layout = {
-            "v": signed(8),
+            "v": signed(8) if lanes == 1 else unsigned(8 * lanes),
             "pn": unsigned(17),
             "m": unsigned(MANT),
             "e": signed(12),
@@ -45,7 +48,10 @@ class PVUnit(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         hd = self.head_dim
-        acc = Array(Signal(signed(ACC), name=f"o{i}") for i in range(hd))
+        L = self.lanes
+        outs = [Signal(signed(ACC), name=f"o{i}") for i in range(hd)]
+        acc = Array(outs)
+        lanes_acc = [Array(outs[j::L]) for j in range(L)]
         idx = Signal(range(hd))
         p = self.i.payload
         pm = Signal(2 * MANT + 1)
@@ -74,7 +80,14 @@ class PVUnit(wiring.Component):
             with m.State("VALUES"):
                 m.d.comb += self.i.ready.eq(1)
                 with m.If(self.i.valid):
-                    m.d.sync += [acc[idx].eq(Mux(clear, 0, acc[idx]) + w * p.v), idx.eq(idx + 1)]
+                    if L == 1:
+                        m.d.sync += acc[idx].eq(Mux(clear, 0, acc[idx]) + w * p.v)
+                    else:  # a word: lane j's accumulators are every L-th, a (hd / L)-way choice
+                        for j in range(L):
+                            lane_acc = lanes_acc[j][idx[: max(1, (hd // L - 1).bit_length())]]
+                            v = p.v[8 * j : 8 * j + 8].as_signed()
+                            m.d.sync += lane_acc.eq(Mux(clear, 0, lane_acc) + w * v)
+                    m.d.sync += idx.eq(idx + 1)
                     with m.If(p.key_last):
                         m.d.sync += [idx.eq(0), clear.eq(0)]
                         with m.If(p.row_last):

@@ -25,16 +25,21 @@ T_MAX = 2**40
 
 
 class ScoreUnit(wiring.Component):
-    """Input ``i``: (q, k, last, q_m, q_e, k_m, k_e) per element of a key; output ``o``: t."""
+    """Input ``i``: (q, k, last, q_m, q_e, k_m, k_e) per element of a key, or with ``lanes`` > 1
+    per word of ``lanes`` elements (q, k packed, lane j at bits 8j; their products are
+    registered and summed a cycle later); output ``o``: t."""
 
-    def __init__(self, head_dim: int, frac: int = 10):
-        self.head_dim, self.frac = head_dim, frac
+    def __init__(self, head_dim: int, frac: int = 10, lanes: int = 1):
+        if lanes < 1 or head_dim % lanes:
+            raise ValueError(f"lanes must divide head_dim {head_dim}, not {lanes}")
+        self.head_dim, self.frac, self.lanes = head_dim, frac, lanes
         c = score_scale(head_dim)
         self.c_m, self.c_e = int(c.m[0]), int(c.e[0])
         scale = {"q_m": unsigned(MANT), "q_e": signed(12), "k_m": unsigned(MANT), "k_e": signed(12)}
+        elem = signed(8) if lanes == 1 else unsigned(8 * lanes)
         super().__init__(
             {
-                "i": In(stream.Signature(data.StructLayout({"q": signed(8), "k": signed(8), "last": 1} | scale))),
+                "i": In(stream.Signature(data.StructLayout({"q": elem, "k": elem, "last": 1} | scale))),
                 "o": Out(stream.Signature(data.StructLayout({"t": signed(42)}))),
             }
         )
@@ -57,15 +62,33 @@ class ScoreUnit(wiring.Component):
         tp_a = Signal(signed(len(tp) + 1))
         t = Signal(signed(42))
 
+        L = self.lanes
+        prods = [Signal(signed(16), name=f"pr{j}") for j in range(L)]
+        pend = Signal()  # lanes > 1: a word's products wait to be summed
+        tree = sum(prods) if L > 1 else 0
         with m.FSM():
             with m.State("ACC"):
                 m.d.comb += self.i.ready.eq(1)
+                p = self.i.payload
+                if L > 1:
+                    with m.If(pend):
+                        m.d.sync += acc.eq(acc + tree)
+                    m.d.sync += pend.eq(self.i.valid)
                 with m.If(self.i.valid):
-                    p = self.i.payload
-                    m.d.sync += acc.eq(acc + p.q * p.k)
+                    if L == 1:
+                        m.d.sync += acc.eq(acc + p.q * p.k)
+                    else:
+                        for j in range(L):
+                            m.d.sync += prods[j].eq(
+                                p.q[8 * j : 8 * j + 8].as_signed() * p.k[8 * j : 8 * j + 8].as_signed()
+                            )
                     with m.If(p.last):
                         m.d.sync += [q_m.eq(p.q_m), q_e.eq(p.q_e), k_m.eq(p.k_m), k_e.eq(p.k_e), second.eq(0)]
-                        m.next = "MUL"
+                        m.next = "MUL" if L == 1 else "DRAIN"
+            if L > 1:
+                with m.State("DRAIN"):  # the key's last word's products
+                    m.d.sync += [acc.eq(acc + tree), pend.eq(0)]
+                    m.next = "MUL"
             with m.State("MUL"):  # qc = q_scale c, then mu = qc k_scale
                 with m.If(~second):
                     m.d.sync += [prod.eq(q_m * self.c_m), e_sum.eq(q_e + self.c_e)]

@@ -138,9 +138,9 @@ class TokenCore(wiring.Component):
         m.submodules.quant_8 = u_q8 = VectorQuantizer(bits=8, frac=FV, depth=max(hd, 2))
         m.submodules.silu = u_silu = SiluMulUnit(f.sigmoid_step_bits)
         m.submodules.rope = u_rope = RopeUnit(f.rope_frac)
-        m.submodules.score = u_score = ScoreUnit(hd, f.score_frac)
+        m.submodules.score = u_score = ScoreUnit(hd, f.score_frac, lanes=16)
         m.submodules.softmax = u_soft = SoftmaxUnit(f.score_frac, depth=p.capacity)
-        m.submodules.pv = u_pv = PVUnit(hd)
+        m.submodules.pv = u_pv = PVUnit(hd, lanes=16)
         m.submodules.lmhead = u_lm = LMHeadUnit(16, A, max_row_beats=p.row_beats)
 
         # -- host registers ------------------------------------------------------------------
@@ -225,6 +225,7 @@ class TokenCore(wiring.Component):
         kout = Signal(16)
         pn = Signal(17)
         qreg = Array(Signal(signed(8), name=f"q{i}") for i in range(hd))
+        qword = Array(Cat(*(qreg[16 * w + j] for j in range(16))) for w in range(hd // 16))  # a KV word's q
         xbeat = Array(Signal(A, name=f"x{i}") for i in range(max(ep.lanes, 16)))
         e16 = Signal(signed(16))
         m.d.comb += e16.eq(s_e[sreg])
@@ -660,13 +661,14 @@ class TokenCore(wiring.Component):
                     with m.If(rdr.data.valid):
                         m.d.sync += [kmant.eq(rdr.data.payload[:16]), kexp.eq(rdr.data.payload[16:28])]
                         m.next = "ATT_K"
-            with m.State("ATT_K"):  # one element of q.k a cycle
+            word_last = fi == hd // 16 - 1
+            with m.State("ATT_K"):  # q.k a KV word (16 elements) a cycle
                 m.d.sync += op_cycles["attn"].eq(op_cycles["attn"] + 1)
                 s = u_score.i.payload
                 m.d.comb += [
-                    s.q.eq(qreg[fi[: max(1, (hd - 1).bit_length())]]),
-                    s.k.eq(rdr.data.payload.word_select(lane[:4], 8)),
-                    s.last.eq(fi == hd - 1),
+                    s.q.eq(qword[fi[: max(1, (hd // 16 - 1).bit_length())]]),
+                    s.k.eq(rdr.data.payload),
+                    s.last.eq(word_last),
                     s.q_m.eq(s_m[sreg]),
                     s.q_e.eq(s_e[sreg]),
                     s.k_m.eq(kmant),
@@ -674,11 +676,9 @@ class TokenCore(wiring.Component):
                     u_score.i.valid.eq(rdr.data.valid),
                 ]
                 with m.If(rdr.data.valid & u_score.i.ready):
-                    m.d.sync += [lane.eq(lane + 1), fi.eq(fi + 1)]
-                    with m.If(lane == 15):
-                        m.d.comb += rdr.data.ready.eq(1)
-                        m.d.sync += lane.eq(0)
-                    with m.If(fi == hd - 1):
+                    m.d.comb += rdr.data.ready.eq(1)
+                    m.d.sync += fi.eq(fi + 1)
+                    with m.If(word_last):
                         m.d.sync += [fi.eq(0), key.eq(key + 1)]
                         m.next = "ATT_KSCALE"
             with m.State("ATT_ECMD"):
@@ -727,21 +727,19 @@ class TokenCore(wiring.Component):
                 m.d.sync += op_cycles["attn"].eq(op_cycles["attn"] + 1)
                 v = u_pv.i.payload
                 m.d.comb += [
-                    v.v.eq(rdr.data.payload.word_select(lane[:4], 8)),
+                    v.v.eq(rdr.data.payload),
                     v.pn.eq(pn),
                     v.m.eq(kmant),
                     v.e.eq(kexp),
                     v.E.eq(E),
-                    v.key_last.eq(fi == hd - 1),
+                    v.key_last.eq(word_last),
                     v.row_last.eq(key == pos),
                     u_pv.i.valid.eq(rdr.data.valid),
                 ]
                 with m.If(rdr.data.valid & u_pv.i.ready):
-                    m.d.sync += [lane.eq(lane + 1), fi.eq(fi + 1)]
-                    with m.If(lane == 15):
-                        m.d.comb += rdr.data.ready.eq(1)
-                        m.d.sync += lane.eq(0)
-                    with m.If(fi == hd - 1):
+                    m.d.comb += rdr.data.ready.eq(1)
+                    m.d.sync += fi.eq(fi + 1)
+                    with m.If(word_last):
                         m.d.sync += [fi.eq(0), key.eq(key + 1)]
                         m.next = "ATT_P"
 

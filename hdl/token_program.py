@@ -388,10 +388,11 @@ def token_cycles(
         elif ins.op == Op.KVSTORE:
             out["kv"] += 33 * kv_words + 4 + (5 if ins.flag and context > 1 else 0)
         elif ins.op == Op.ATTN:
-            # per key: the q.k elements, the score's 12-cycle tail, its exp2 (6), the p.v
-            # elements with the key's scale and weight (5); then the softmax's division and
-            # the p.v outputs (3 each)
-            out["attn"] += context * max(2 * hd + 24, 2 * params.record_beats * slow) + hd + 3 * hd + 60
+            # per key: the q.k words (a KV word a cycle), the score's 13-cycle tail, its exp2
+            # (6), the p.v words with the key's probability, scale and weight (5); then the
+            # softmax's division and the p.v outputs (3 each)
+            per_key = 2 * kv_words + 24
+            out["attn"] += context * max(per_key, 2 * params.record_beats * slow) + hd + 3 * hd + 60
         elif ins.op == Op.LMHEAD:
             blocks = -(-a.vocab // 8)
             out["lmhead"] += 33 * params.row_beats + blocks * (1 + 8 * params.row_beats) * slow + 8

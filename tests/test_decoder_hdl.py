@@ -306,9 +306,15 @@ def test_rope_unit_matches_golden():
     assert got == [(int(want[r, i]), int(want[r, i + half])) for r in range(len(positions)) for i in range(half)]
 
 
-def test_score_unit_matches_golden():
+def _pack(values) -> int:
+    """int8 values as one word, value j at bits 8j (the lane-parallel units' input)."""
+    return sum((int(v) & 0xFF) << (8 * j) for j, v in enumerate(values))
+
+
+@pytest.mark.parametrize("lanes", [1, 4])
+def test_score_unit_matches_golden(lanes):
     """One query against keys of every scale (a zero key, int8 extremes): ScoreUnit's t
-    against the golden scores_log2."""
+    against the golden scores_log2, an element or a word of four a cycle."""
     from ptqtp.golden_decoder import quantize_vector, score_scale, scores_log2
     from ptqtp.hdl.scores import ScoreUnit
 
@@ -323,15 +329,24 @@ def test_score_unit_matches_golden():
     kq, ks = quantize_vector(k, 8, FV)
     want = list(scores_log2(qq, qs, kq, ks, score_scale(hd), 10)[0])
     scales = [{"q_m": qs.m[0], "q_e": qs.e[0], "k_m": ks.m[j], "k_e": ks.e[j]} for j in range(len(k))]
+    L = lanes
     requests = [
-        [{"q": qq[0, i], "k": kq[j, i], "last": i == hd - 1} | scales[j] for i in range(hd)] for j in range(len(k))
+        [
+            {"q": _pack(qq[0, i : i + L]) if L > 1 else qq[0, i], "k": _pack(kq[j, i : i + L]) if L > 1 else kq[j, i]}
+            | {"last": i == hd - L}
+            | scales[j]
+            for i in range(0, hd, L)
+        ]
+        for j in range(len(k))
     ]
-    assert [t for (t,) in one_at_a_time(ScoreUnit(hd), requests, ("t",))] == want
+    assert [t for (t,) in one_at_a_time(ScoreUnit(hd, lanes=L), requests, ("t",))] == want
 
 
-def test_pv_unit_matches_golden():
+@pytest.mark.parametrize("lanes", [1, 4])
+def test_pv_unit_matches_golden(lanes):
     """Rows of keys with values of very different scales (exponent gaps past 62 included)
-    and probabilities from the golden softmax: PVUnit against weighted_values."""
+    and probabilities from the golden softmax: PVUnit against weighted_values, a value or a
+    word of four a cycle."""
     from ptqtp.golden_decoder import Scalar, exp2_table, quantize_vector, softmax2, weighted_values
     from ptqtp.hdl.pv import PVUnit
 
@@ -357,8 +372,9 @@ def test_pv_unit_matches_golden():
         E = int(vs.e.max())
         row = []
         for j in range(len(pn)):
-            for i in range(hd):
-                fields = {"v": vq[j, i], "pn": pn[j], "m": vs.m[j], "e": vs.e[j], "E": E}
-                row.append(fields | {"key_last": i == hd - 1, "row_last": j == len(pn) - 1})
+            for i in range(0, hd, lanes):
+                v = _pack(vq[j, i : i + lanes]) if lanes > 1 else vq[j, i]
+                fields = {"v": v, "pn": pn[j], "m": vs.m[j], "e": vs.e[j], "E": E}
+                row.append(fields | {"key_last": i == hd - lanes, "row_last": j == len(pn) - 1})
         rows_in.append(row)
-    assert stream_rows(PVUnit(hd), rows_in, "y", seed=1, ready_p=0.7) == want
+    assert stream_rows(PVUnit(hd, lanes=lanes), rows_in, "y", seed=1, ready_p=0.7) == want
