@@ -388,10 +388,11 @@ def token_cycles(
         elif ins.op == Op.KVSTORE:
             out["kv"] += 33 * kv_words + 4 + (5 if ins.flag and context > 1 else 0)
         elif ins.op == Op.ATTN:
-            # per key: the q.k words (a KV word a cycle), the score's 13-cycle tail, its exp2
-            # (6), the p.v words with the key's probability, scale and weight (5); then the
-            # softmax's division and the p.v outputs (3 each)
-            per_key = 2 * kv_words + 24
+            # per key: the q.k words (a KV word a cycle) and the score's tail (drain, two S
+            # products of four stages, the scaled t in four: 14), its exp2 (6), the p.v words
+            # after the key's probability, scale and weight (5); then the softmax's division
+            # and the p.v outputs (3 each)
+            per_key = 2 * kv_words + 25
             out["attn"] += context * max(per_key, 2 * params.record_beats * slow) + hd + 3 * hd + 60
         elif ins.op == Op.LMHEAD:
             blocks = -(-a.vocab // 8)

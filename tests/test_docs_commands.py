@@ -54,7 +54,7 @@ def test_readme_commands_run_in_order(tmp_path):
         ("sim", "MATCH"),
         ("plan", "arty"),
         ("hil", "perplexity"),
-        ("generate", "tok/s"),
+        ("generate", "equal golden-int's: True"),
         ("plan", "ztachip"),
         ("soc", "MATCH"),
     ]

@@ -216,6 +216,25 @@ def headline(entry: dict) -> str:
         return soc
     if isinstance(rec, dict) and "steps" in rec:
         return f"{rec.get('seconds')} s in all; every path bit-exact: {rec.get('all_bit_exact')}"
+    if isinstance(rec, dict) and "max_model_error" in rec:  # tools/bench_token.py
+        t = rec["tokens"][0]
+        return (
+            f"context {t['context']}: {t['rtl_cycles']:,} cycles on the RTL, the model {t['model_cycles']:,} "
+            f"({t['model_error']:+.2%}); every token bit-exact with golden-int: {rec['all_bit_exact']}"
+        )
+    if isinstance(rec, dict) and "rtl" in rec.get("runs", {}):  # ptqtp generate --backend rtl
+        r = rec["runs"]["rtl"]
+        return (
+            f"{len(r['ids'])} tokens generated on the RTL ({len(r['steps'])} steps with the prompt), every step "
+            f"bit-exact with golden-int: {r['bit_exact']}; {r['cycles_per_token']:,.0f} cycles per generated token"
+        )
+    if isinstance(rec, dict) and "lut_share" in rec:  # tools/bench_token_hdl.py
+        seeds = rec.get("fmax_by_seed") or {}
+        fmax = " / ".join(f"{f:.1f}" if f else "-" for f in seeds.values())
+        return (
+            f"LUT {rec['LUT']} ({rec['lut_share']:.0%} of the LFE5U-85F), FF {rec['FF']}, BRAM {rec['BRAM']}, "
+            f"DSP {rec['DSP']}; Fmax {fmax} MHz (seeds {', '.join(map(str, seeds))})"
+        )
     if isinstance(rec, dict) and "ecp5" in rec:
         e, seeds = rec["ecp5"], rec.get("fmax_by_seed") or {}
         fmax = " / ".join(f"{f:.1f}" if f else "-" for f in seeds.values())
@@ -260,6 +279,11 @@ def headline(entry: dict) -> str:
                 f"{p['board']} {p['engine']['packing']}: {w['token_tokens_per_s']:.1f} tok/s "
                 f"({w['tokens_per_s_per_gbs']:.1f} per GB/s) at context {ctx}"
             )
+            if "token_core" in p:
+                t = p["token_core"].get(ctx) or next(iter(p["token_core"].values()))
+                parts[-1] += (
+                    f", the token core as built {t['tokens_per_s']:.2f} ({t['tokens_per_s_per_gbs']:.2f} per GB/s)"
+                )
         return "; ".join(parts) + "; ztachip (whole tokens): 8 tok/s at 1.2 GB/s = 6.7 per GB/s"
     if isinstance(rec, list) and rec and isinstance(rec[0], dict) and "fmax_min" in rec[0]:  # bench_decoder_hdl
         return "; ".join(
