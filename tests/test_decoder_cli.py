@@ -35,6 +35,24 @@ def test_generate_golden_int_against_torch(quantized, tmp_path, capsys):
     assert r["plan"]["context"] == r["prompt_tokens"] + 6
 
 
+@pytest.mark.rtl
+def test_generate_on_the_rtl_is_golden_bit_for_bit(quantized, tmp_path, capsys):
+    """generate --backend rtl: every step (the prompt's too) on the token core in Verilator and
+    on golden-int, equal; the text equals golden-int's own greedy generation."""
+    root, art = quantized
+    base = ["generate", str(art), "--tokenizer", str(root / "model"), "--max-new-tokens", "3", "--capacity", "16"]
+    assert main(base + ["--backend", "rtl", "--json", str(tmp_path / "r.json")]) == 0
+    assert main(base + ["--json", str(tmp_path / "g.json")]) == 0
+    out = capsys.readouterr().out
+    r = json.loads((tmp_path / "r.json").read_text())
+    g = json.loads((tmp_path / "g.json").read_text())
+    rtl = r["runs"]["rtl"]
+    assert rtl["bit_exact"] and len(rtl["steps"]) == r["prompt_tokens"] + 2
+    assert rtl["ids"] == g["runs"]["golden-int"]["ids"]
+    assert all(s["rtl"] == s["golden"] and s["cycles"] > 0 for s in rtl["steps"])
+    assert "equal golden-int's: True" in out and "the token core as built" in out
+
+
 def test_generate_refuses_a_context_beyond_the_cache(quantized, capsys):
     root, art = quantized
     args = ["generate", str(art), "--tokenizer", str(root / "model"), "--max-new-tokens", "40", "--capacity", "16"]
