@@ -64,6 +64,8 @@ def _takes_json(cmd: list[str]) -> bool:
                 "ptqtp.tools.bench_sim",
                 "ptqtp.tools.bench_decoder_formats",
                 "ptqtp.tools.bench_decoder_hdl",
+                "ptqtp.tools.bench_token",
+                "ptqtp.tools.bench_token_hdl",
             )
         )
     )
