@@ -378,3 +378,72 @@ def test_pv_unit_matches_golden(lanes):
                 row.append(fields | {"key_last": i == hd - lanes, "row_last": j == len(pn) - 1})
         rows_in.append(row)
     assert stream_rows(PVUnit(hd, lanes=lanes), rows_in, "y", seed=1, ready_p=0.7) == want
+
+
+def _lmhead_argmax(rows, x_q, stall_seed: int) -> tuple[int, int]:
+    """LMHeadUnit over ``rows`` (table_bytes' layout, streamed with random gaps) for x_q."""
+    from amaranth.sim import Simulator
+
+    from ptqtp.hdl.lmhead import LMHeadUnit
+    from ptqtp.hdl.token_program import table_bytes
+
+    n, cols = rows.q.shape
+    rb, A = -(-cols // 16), 10
+    dut = LMHeadUnit(16, A, max_row_beats=rb)
+    data = table_bytes(rows)
+    words = [int.from_bytes(data[i : i + 16], "little") for i in range(0, len(data), 16)]
+    xs = np.zeros(rb * 16, np.int64)
+    xs[:cols] = x_q
+    rng = np.random.default_rng(stall_seed)
+    got = {}
+
+    async def bench(ctx):
+        for w in range(rb):
+            ctx.set(dut.x_data, sum((int(v) & (2**A - 1)) << (A * j) for j, v in enumerate(xs[16 * w : 16 * w + 16])))
+            ctx.set(dut.x_addr, w)
+            ctx.set(dut.x_we, 1)
+            await ctx.tick()
+        ctx.set(dut.x_we, 0)
+        ctx.set(dut.rows, n)
+        ctx.set(dut.row_beats, rb)
+        ctx.set(dut.start, 1)
+        await ctx.tick()
+        ctx.set(dut.start, 0)
+        for word in words:
+            while rng.random() < 0.3:
+                ctx.set(dut.table.valid, 0)
+                await ctx.tick()
+            ctx.set(dut.table.payload, word)
+            ctx.set(dut.table.valid, 1)
+            await ctx.tick().until(dut.table.ready)
+        ctx.set(dut.table.valid, 0)
+        await ctx.tick().until(dut.done)
+        got["best"], got["logit"] = ctx.get(dut.best), ctx.get(dut.logit)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    return got["best"], got["logit"]
+
+
+def test_lmhead_unit_is_the_golden_argmax():
+    """Rows not a multiple of eight (padding rows never win, even when every logit is
+    negative), a tie (the lowest row wins, as np.argmax), columns not a multiple of 16."""
+    from ptqtp.golden_decoder import IntRows
+
+    rng = np.random.default_rng(12)
+    rows = IntRows.quantize(rng.normal(size=(13, 40)))
+    x = rng.integers(-511, 512, 40)
+    for case in range(3):
+        if case == 1:  # every logit negative: a zero padding row would win if compared
+            rows.q[:, :] = np.abs(rows.q) + 1
+            x = np.full(40, -300)
+        if case == 2:  # rows 3 and 9 tie at the largest logit
+            rows.q[[3, 9]] = 127
+            rows.a_q[[3, 9]] = rows.a_q.max()
+            x = np.full(40, 400)
+        logits = rows.logits(x[None])[0]
+        want = (int(np.argmax(logits)), int(logits.max()))
+        assert (case != 1 or logits.max() < 0) and (case != 2 or want[0] == 3 and logits[9] == logits[3])
+        assert _lmhead_argmax(rows, x, case) == want, case
