@@ -38,10 +38,11 @@ def test_generate_golden_int_against_torch(quantized, tmp_path, capsys):
 @pytest.mark.rtl
 def test_generate_on_the_rtl_is_golden_bit_for_bit(quantized, tmp_path, capsys):
     """generate --backend rtl: every step (the prompt's too) on the token core in Verilator and
-    on golden-int, equal; the text equals golden-int's own greedy generation."""
+    on golden-int, equal; the text equals golden-int's own greedy generation. The core's
+    engine reads base-3 weights here (test_token_core covers 2-bit)."""
     root, art = quantized
     base = ["generate", str(art), "--tokenizer", str(root / "model"), "--max-new-tokens", "3", "--capacity", "16"]
-    assert main(base + ["--backend", "rtl", "--json", str(tmp_path / "r.json")]) == 0
+    assert main(base + ["--backend", "rtl", "--packing", "base3", "--json", str(tmp_path / "r.json")]) == 0
     assert main(base + ["--json", str(tmp_path / "g.json")]) == 0
     out = capsys.readouterr().out
     r = json.loads((tmp_path / "r.json").read_text())
