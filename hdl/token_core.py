@@ -83,6 +83,17 @@ class TokenParams:
         return -(-self.arch.hidden // 16)
 
 
+#: The FSM states each CYC_* counter counts (token_program.token_cycles models the same classes).
+COUNTED_STATES = {
+    "vop": ("VOP",),
+    "load": ("LOAD_DATA", "EMB_WORD", "EMB_MUL", "EMB_WRITE"),
+    "linear": ("LIN_REG", "LIN_B", "LIN_RD", "LIN_CAP", "LIN_BEAT", "LIN_Y", "LIN_SCALE"),
+    "kv": ("KV_E", "KV_SEND", "KV_RD", "KV_CAP", "KV_WAIT"),
+    "attn": ("ATT_Q", "ATT_KSCALE", "ATT_K", "ATT_ECMD", "ATT_E", "ATT_VCMD", "ATT_P", "ATT_VSCALE", "ATT_V"),
+    "lmhead": ("LM_X", "LM_XCAP", "LM_XW", "LM_RUN"),
+}
+
+
 def _round_shift(m: Module, v, sh, width: int, name: str) -> Signal:
     """rnd(v / 2^sh) for sh > 0 (add half, shift right), v 2^-sh for sh <= 0: combinational."""
     out = Signal(signed(width), name=name)
@@ -149,7 +160,7 @@ class TokenCore(wiring.Component):
         err_code = Signal(8)
         result, logit = Signal(16), Signal(64)
         cycles = Signal(32)
-        op_cycles = {k: Signal(32, name=f"cyc_{k}") for k in ("vop", "load", "linear", "kv", "attn", "lmhead")}
+        op_cycles = {k: Signal(32, name=f"cyc_{k}") for k in COUNTED_STATES}
         prog_addr = Signal(range(WORDS * p.program_instrs + 1))
         start = Signal()
         wr = regs.write
@@ -292,7 +303,7 @@ class TokenCore(wiring.Component):
             for k in range(3):
                 m.d.sync += wrow[k].eq(bases[k])
 
-        with m.FSM():
+        with m.FSM() as fsm:
             with m.State("IDLE"):
                 with m.If(start):
                     m.d.sync += [busy.eq(1), done.eq(0), cycles.eq(0), pc.eq(0), word_i.eq(0), kout.eq(0)]
@@ -347,7 +358,6 @@ class TokenCore(wiring.Component):
 
             # ---- VOP: feed operands to the unit, write its outputs back, concurrently
             with m.State("VOP"):
-                m.d.sync += op_cycles["vop"].eq(op_cycles["vop"] + 1)
                 m.d.comb += sr.addr.eq(rowb[fk[:2]] + fi)
                 with m.If(~have & ~feed_done):
                     m.d.sync += fk.eq(fk + 1)
@@ -383,24 +393,16 @@ class TokenCore(wiring.Component):
                     with m.Case(Unit.RMSNORM):
                         m.d.comb += [y.eq(u_norm.o.payload.y), y_valid.eq(u_norm.o.valid)]
                         m.d.comb += u_norm.o.ready.eq(y_ready)
-                    with m.Case(Unit.QUANT_A):
-                        m.d.comb += [y.eq(u_qa.o.payload.q), y_valid.eq(u_qa.o.valid), u_qa.o.ready.eq(y_ready)]
-                        m.d.comb += u_qa.scale.ready.eq(1)
-                        with m.If(u_qa.scale.valid):
-                            m.d.sync += [
-                                s_m[sreg_out + scales_in].eq(u_qa.scale.payload.m),
-                                s_e[sreg_out + scales_in].eq(u_qa.scale.payload.e),
-                                scales_in.eq(scales_in + 1),
-                            ]
-                    with m.Case(Unit.QUANT_8):
-                        m.d.comb += [y.eq(u_q8.o.payload.q), y_valid.eq(u_q8.o.valid), u_q8.o.ready.eq(y_ready)]
-                        m.d.comb += u_q8.scale.ready.eq(1)
-                        with m.If(u_q8.scale.valid):
-                            m.d.sync += [
-                                s_m[sreg_out + scales_in].eq(u_q8.scale.payload.m),
-                                s_e[sreg_out + scales_in].eq(u_q8.scale.payload.e),
-                                scales_in.eq(scales_in + 1),
-                            ]
+                    for u, quant in ((Unit.QUANT_A, u_qa), (Unit.QUANT_8, u_q8)):  # values to c, scales to sregs
+                        with m.Case(u):
+                            m.d.comb += [y.eq(quant.o.payload.q), y_valid.eq(quant.o.valid)]
+                            m.d.comb += [quant.o.ready.eq(y_ready), quant.scale.ready.eq(1)]
+                            with m.If(quant.scale.valid):
+                                m.d.sync += [
+                                    s_m[sreg_out + scales_in].eq(quant.scale.payload.m),
+                                    s_e[sreg_out + scales_in].eq(quant.scale.payload.e),
+                                    scales_in.eq(scales_in + 1),
+                                ]
                     with m.Case(Unit.ADD):
                         m.d.comb += [y.eq(add_y), y_valid.eq(add_full)]
                         with m.If(y_ready):
@@ -441,7 +443,6 @@ class TokenCore(wiring.Component):
                     m.d.sync += [beats_left.eq(beats), lane.eq(0), wi.eq(0)]
                     m.next = "LOAD_DATA"
             with m.State("LOAD_DATA"):
-                m.d.sync += op_cycles["load"].eq(op_cycles["load"] + 1)
                 with m.If(beats_left == 0):
                     next_instr()
                 with m.Elif(rdr.data.valid):
@@ -476,7 +477,6 @@ class TokenCore(wiring.Component):
                     m.d.sync += [beats_left.eq(row_beats), lane.eq(0), wi.eq(0)]
                     m.next = "EMB_WORD"
             with m.State("EMB_WORD"):
-                m.d.sync += op_cycles["load"].eq(op_cycles["load"] + 1)
                 with m.If(beats_left == 0):
                     next_instr()
                 with m.Elif(rdr.data.valid):
@@ -485,11 +485,9 @@ class TokenCore(wiring.Component):
                     m.d.sync += [beats_left.eq(beats_left - 1), lane.eq(0)]
                     m.next = "EMB_MUL"
             with m.State("EMB_MUL"):  # q a_q (a_q signed 16)
-                m.d.sync += op_cycles["load"].eq(op_cycles["load"] + 1)
                 m.d.sync += tmp.eq(word.word_select(lane[:4], 8).as_signed() * kmant.as_signed())
                 m.next = "EMB_WRITE"
             with m.State("EMB_WRITE"):
-                m.d.sync += op_cycles["load"].eq(op_cycles["load"] + 1)
                 y = _round_shift(m, tmp, imm, 64, "emb_y")
                 with m.If(wi < inner):
                     m.d.comb += [sw.en.eq(1), sw.addr.eq(bases[2] + wi), sw.data.eq(_saturate(y))]
@@ -514,7 +512,6 @@ class TokenCore(wiring.Component):
             reg_val = Array(v if not isinstance(v, int) else Const(v, 32) for _, v in writes)[reg_i]
             d_pad = bases[1] * ep.lanes
             with m.State("LIN_REG"):
-                m.d.sync += op_cycles["linear"].eq(op_cycles["linear"] + 1)
                 m.d.comb += [
                     eng.s_axil.awaddr.eq(reg_addr),
                     eng.s_axil.wdata.eq(reg_val),
@@ -525,7 +522,6 @@ class TokenCore(wiring.Component):
                 with m.If(eng.s_axil.awready):
                     m.next = "LIN_B"
             with m.State("LIN_B"):
-                m.d.sync += op_cycles["linear"].eq(op_cycles["linear"] + 1)
                 m.d.comb += eng.s_axil.bready.eq(1)
                 with m.If(eng.s_axil.bvalid):
                     m.d.sync += reg_i.eq(reg_i + 1)
@@ -535,11 +531,9 @@ class TokenCore(wiring.Component):
                     with m.Else():
                         m.next = "LIN_REG"
             with m.State("LIN_RD"):  # x_q[fi] (zero past d), two cycles an element
-                m.d.sync += op_cycles["linear"].eq(op_cycles["linear"] + 1)
                 m.d.comb += sr.addr.eq(bases[0] + fi)
                 m.next = "LIN_CAP"
             with m.State("LIN_CAP"):
-                m.d.sync += op_cycles["linear"].eq(op_cycles["linear"] + 1)
                 m.d.sync += [xbeat[lane[:4]].eq(Mux(fi < inner, sr.data[:A], 0)), fi.eq(fi + 1)]
                 m.d.sync += lane.eq(lane + 1)
                 with m.If(lane == ep.lanes - 1):
@@ -548,7 +542,6 @@ class TokenCore(wiring.Component):
                 with m.Else():
                     m.next = "LIN_RD"
             with m.State("LIN_BEAT"):
-                m.d.sync += op_cycles["linear"].eq(op_cycles["linear"] + 1)
                 last = fi == d_pad
                 m.d.comb += [
                     eng.s_axis_x.tdata.eq(Cat(*xbeat)),
@@ -563,7 +556,6 @@ class TokenCore(wiring.Component):
                     with m.Else():
                         m.next = "LIN_RD"
             with m.State("LIN_Y"):  # y = saturate(rnd(acc m / 2^(F - FV - e)))
-                m.d.sync += op_cycles["linear"].eq(op_cycles["linear"] + 1)
                 with m.If(wi == outer):
                     next_instr()
                 with m.Else():
@@ -573,7 +565,6 @@ class TokenCore(wiring.Component):
                         m.d.sync += tmp.eq(acc_in * s_m[sreg])
                         m.next = "LIN_SCALE"
             with m.State("LIN_SCALE"):
-                m.d.sync += op_cycles["linear"].eq(op_cycles["linear"] + 1)
                 sh = Signal(signed(16))
                 m.d.comb += sh.eq(bases[3].as_signed() - FV - s_e[sreg])
                 y = _round_shift(m, tmp, sh, 64, "lin_y")
@@ -591,7 +582,6 @@ class TokenCore(wiring.Component):
                 with m.If(rdr.cmd.ready):
                     m.next = "KV_E"
             with m.State("KV_E"):
-                m.d.sync += op_cycles["kv"].eq(op_cycles["kv"] + 1)
                 m.d.comb += rdr.data.ready.eq(1)
                 with m.If(rdr.data.valid):
                     prev = rdr.data.payload[32:48].as_signed()
@@ -609,7 +599,6 @@ class TokenCore(wiring.Component):
                     m.d.sync += [fi.eq(0), lane.eq(0)]
                     m.next = "KV_SEND"
             with m.State("KV_SEND"):
-                m.d.sync += op_cycles["kv"].eq(op_cycles["kv"] + 1)
                 m.d.comb += [wtr.data.valid.eq(1), wtr.data.payload.eq(word)]
                 with m.If(wtr.data.ready):
                     with m.If(fi == inner):
@@ -617,11 +606,9 @@ class TokenCore(wiring.Component):
                     with m.Else():
                         m.next = "KV_RD"
             with m.State("KV_RD"):
-                m.d.sync += op_cycles["kv"].eq(op_cycles["kv"] + 1)
                 m.d.comb += sr.addr.eq(bases[0] + fi)
                 m.next = "KV_CAP"
             with m.State("KV_CAP"):
-                m.d.sync += op_cycles["kv"].eq(op_cycles["kv"] + 1)
                 m.d.sync += [word.word_select(lane[:4], 8).eq(sr.data[:8]), fi.eq(fi + 1), lane.eq(lane + 1)]
                 with m.If(lane == 15):
                     m.d.sync += lane.eq(0)
@@ -629,13 +616,11 @@ class TokenCore(wiring.Component):
                 with m.Else():
                     m.next = "KV_RD"
             with m.State("KV_WAIT"):
-                m.d.sync += op_cycles["kv"].eq(op_cycles["kv"] + 1)
                 with m.If(wtr.done):
                     next_instr()
 
             # ---- ATTN: q_q into registers; scores over keys 0..POS into the softmax; p.v
             with m.State("ATT_Q"):
-                m.d.sync += op_cycles["attn"].eq(op_cycles["attn"] + 1)
                 m.d.comb += sr.addr.eq(bases[0] + fi)
                 m.d.sync += fi.eq(fi + 1)
                 with m.If(fi != 0):
@@ -653,7 +638,6 @@ class TokenCore(wiring.Component):
                     m.d.sync += [key.eq(0), fi.eq(0), lane.eq(0)]
                     m.next = "ATT_KSCALE"
             with m.State("ATT_KSCALE"):
-                m.d.sync += op_cycles["attn"].eq(op_cycles["attn"] + 1)
                 with m.If(key == keys):
                     m.next = "ATT_ECMD"
                 with m.Else():
@@ -663,7 +647,6 @@ class TokenCore(wiring.Component):
                         m.next = "ATT_K"
             word_last = fi == hd // 16 - 1
             with m.State("ATT_K"):  # q.k a KV word (16 elements) a cycle
-                m.d.sync += op_cycles["attn"].eq(op_cycles["attn"] + 1)
                 s = u_score.i.payload
                 m.d.comb += [
                     s.q.eq(qword[fi[: max(1, (hd // 16 - 1).bit_length())]]),
@@ -682,7 +665,6 @@ class TokenCore(wiring.Component):
                         m.d.sync += [fi.eq(0), key.eq(key + 1)]
                         m.next = "ATT_KSCALE"
             with m.State("ATT_ECMD"):
-                m.d.sync += op_cycles["attn"].eq(op_cycles["attn"] + 1)
                 m.d.comb += [
                     rdr.cmd.valid.eq(1),
                     rdr.cmd.payload.addr.eq(imm.as_unsigned() + pos * rec_bytes),
@@ -691,13 +673,11 @@ class TokenCore(wiring.Component):
                 with m.If(rdr.cmd.ready):
                     m.next = "ATT_E"
             with m.State("ATT_E"):
-                m.d.sync += op_cycles["attn"].eq(op_cycles["attn"] + 1)
                 m.d.comb += rdr.data.ready.eq(1)
                 with m.If(rdr.data.valid):
                     m.d.sync += E.eq(rdr.data.payload[32:48])
                     m.next = "ATT_VCMD"
             with m.State("ATT_VCMD"):
-                m.d.sync += op_cycles["attn"].eq(op_cycles["attn"] + 1)
                 m.d.comb += [
                     rdr.cmd.valid.eq(1),
                     rdr.cmd.payload.addr.eq(imm.as_unsigned()),
@@ -708,7 +688,6 @@ class TokenCore(wiring.Component):
                     m.next = "ATT_P"
             # the p.v unit's outputs go to scratch c as they come (any state of the V pass)
             with m.State("ATT_P"):  # the key's probability, then its scale word
-                m.d.sync += op_cycles["attn"].eq(op_cycles["attn"] + 1)
                 with m.If(key == keys):
                     with m.If(wi == hd):
                         next_instr()
@@ -718,13 +697,11 @@ class TokenCore(wiring.Component):
                         m.d.sync += pn.eq(u_soft.o.payload.p)
                         m.next = "ATT_VSCALE"
             with m.State("ATT_VSCALE"):
-                m.d.sync += op_cycles["attn"].eq(op_cycles["attn"] + 1)
                 m.d.comb += rdr.data.ready.eq(1)
                 with m.If(rdr.data.valid):
                     m.d.sync += [kmant.eq(rdr.data.payload[:16]), kexp.eq(rdr.data.payload[16:28])]
                     m.next = "ATT_V"
             with m.State("ATT_V"):
-                m.d.sync += op_cycles["attn"].eq(op_cycles["attn"] + 1)
                 v = u_pv.i.payload
                 m.d.comb += [
                     v.v.eq(rdr.data.payload),
@@ -745,11 +722,9 @@ class TokenCore(wiring.Component):
 
             # ---- LMHEAD: x_q into the unit, then every row of the table
             with m.State("LM_X"):
-                m.d.sync += op_cycles["lmhead"].eq(op_cycles["lmhead"] + 1)
                 m.d.comb += sr.addr.eq(bases[0] + fi)
                 m.next = "LM_XCAP"
             with m.State("LM_XCAP"):
-                m.d.sync += op_cycles["lmhead"].eq(op_cycles["lmhead"] + 1)
                 m.d.sync += [xbeat[lane[:4]].eq(Mux(fi < inner, sr.data[:A], 0)), fi.eq(fi + 1), lane.eq(lane + 1)]
                 with m.If(lane == 15):
                     m.d.sync += lane.eq(0)
@@ -757,7 +732,6 @@ class TokenCore(wiring.Component):
                 with m.Else():
                     m.next = "LM_X"
             with m.State("LM_XW"):
-                m.d.sync += op_cycles["lmhead"].eq(op_cycles["lmhead"] + 1)
                 m.d.comb += [u_lm.x_we.eq(1), u_lm.x_addr.eq((fi - 1) >> 4), u_lm.x_data.eq(Cat(*xbeat[:16]))]
                 with m.If(fi == 16 * row_beats):
                     m.next = "LM_CMD"
@@ -774,7 +748,6 @@ class TokenCore(wiring.Component):
                     m.d.comb += [u_lm.start.eq(1), u_lm.rows.eq(outer), u_lm.row_beats.eq(row_beats)]
                     m.next = "LM_RUN"
             with m.State("LM_RUN"):
-                m.d.sync += op_cycles["lmhead"].eq(op_cycles["lmhead"] + 1)
                 m.d.comb += [
                     u_lm.table.valid.eq(rdr.data.valid),
                     u_lm.table.payload.eq(rdr.data.payload),
@@ -783,6 +756,12 @@ class TokenCore(wiring.Component):
                 with m.If(u_lm.done):
                     m.d.sync += [result.eq(u_lm.best), logit.eq(u_lm.logit)]
                     next_instr()
+
+        # the CYC_* counters: the cycles spent in each opcode's states (fetch, dispatch and
+        # most command issues are counted by none)
+        for kind, states in COUNTED_STATES.items():
+            with m.If(Cat(*(fsm.ongoing(st) for st in states)).any()):
+                m.d.sync += op_cycles[kind].eq(op_cycles[kind] + 1)
 
         # p.v results to scratch c (the V pass)
         m.d.comb += u_pv.o.ready.eq(1)
