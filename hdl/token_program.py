@@ -15,6 +15,7 @@ import numpy as np
 
 from ptqtp.golden_decoder import FV, DecoderWeights, IntRows, rope_table
 
+from .engine_model import FILL
 from .lmhead import ROWS_PER_BLOCK
 from .token_core import TokenParams
 from .token_isa import WORDS, Instr, Op, Unit
@@ -30,9 +31,6 @@ class TokenImage:
 
     memory: bytearray
     program: list[Instr]
-    kv_base: int
-    kv_bytes: int
-    scratch_used: int
     kv: dict[tuple[int, int, str], int]  # (block, kv head, "k" | "v") -> its records' address
 
     def program_words(self) -> list[int]:
@@ -49,9 +47,6 @@ class TokenImage:
             e = (cache.k_e if which == "k" else cache.v_e)[i, h, :length]
             out.append((at, kv_records(q[i, h, :length], m, e, running=which == "v")))
         return out
-
-    def listing(self) -> str:
-        return "\n".join(f"{i:4d} {ins.op.name:8s} {ins.note}" for i, ins in enumerate(self.program))
 
 
 def table_bytes(rows: IntRows) -> bytes:
@@ -193,6 +188,12 @@ def compile_token(weights: DecoderWeights, params: TokenParams, dry: bool = Fals
             Instr(Op.VOP, unit=Unit.RMSNORM, inner=width, a=(src, 0), b=(s["NW"], 0), c=(s["X"], 0), imm=n.F, note=name)
         )
 
+    def residual(i: int) -> None:  # h += the output of the linear just run (in T)
+        note = f"block {i} residual"
+        prog.append(
+            Instr(Op.VOP, unit=Unit.ADD, inner=a.hidden, a=(s["H"], 0), b=(s["T"], 0), c=(s["H"], 0), note=note)
+        )
+
     def quant_a(src: int, width: int, note: str) -> None:
         prog.append(Instr(Op.VOP, unit=Unit.QUANT_A, inner=width, a=(src, 0), c=(s["XQ"], 0), sreg_out=0, note=note))
 
@@ -206,13 +207,11 @@ def compile_token(weights: DecoderWeights, params: TokenParams, dry: bool = Fals
 
     rope_at = mem.place(rope_rows, p.capacity * 2 * hd)
     rec = 16 * p.record_beats
-    kv_base = mem.size + (-mem.size % ALIGN)
     kv = {}
     for i in range(a.layers):
         for h in range(a.kv_heads):
             for which in "kv":
                 kv[i, h, which] = mem.reserve(p.capacity * rec)
-    kv_bytes = mem.size - kv_base
     if not dry:
         mem.buf += b"\0" * (mem.size - len(mem.buf))
 
@@ -291,17 +290,7 @@ def compile_token(weights: DecoderWeights, params: TokenParams, dry: bool = Fals
             )
         quant_a(s["ATT"], a.heads * hd, f"block {i} attention out")
         linear(f"block {i} o_proj", L["o"], s["XQ"], s["T"])
-        prog.append(
-            Instr(
-                Op.VOP,
-                unit=Unit.ADD,
-                inner=a.hidden,
-                a=(s["H"], 0),
-                b=(s["T"], 0),
-                c=(s["H"], 0),
-                note=f"block {i} residual",
-            )
-        )
+        residual(i)
         norm(f"block {i} mlp_norm", b.mlp_norm, s["H"], a.hidden)
         quant_a(s["X"], a.hidden, f"block {i} mlp x")
         linear(f"block {i} gate_proj", L["gate"], s["XQ"], s["G"])
@@ -319,17 +308,7 @@ def compile_token(weights: DecoderWeights, params: TokenParams, dry: bool = Fals
         )
         quant_a(s["G"], a.intermediate, f"block {i} mlp hidden")
         linear(f"block {i} down_proj", L["down"], s["XQ"], s["T"])
-        prog.append(
-            Instr(
-                Op.VOP,
-                unit=Unit.ADD,
-                inner=a.hidden,
-                a=(s["H"], 0),
-                b=(s["T"], 0),
-                c=(s["H"], 0),
-                note=f"block {i} residual",
-            )
-        )
+        residual(i)
     norm("final norm", weights.final_norm, s["H"], a.hidden)
     quant_a(s["X"], a.hidden, "lm_head x")
     prog.append(Instr(Op.LMHEAD, sreg=0, outer=a.vocab, inner=a.hidden, a=(s["XQ"], 0), addr=lm_table, note="lm_head"))
@@ -337,7 +316,7 @@ def compile_token(weights: DecoderWeights, params: TokenParams, dry: bool = Fals
     if len(prog) > p.program_instrs:
         raise ValueError(f"the program has {len(prog)} instructions; the core holds {p.program_instrs}")
     assert len(prog) == program_length(a) and all(len(ins.words()) == WORDS for ins in prog)
-    return TokenImage(mem.buf, prog, kv_base, kv_bytes, s["end"], kv)
+    return TokenImage(mem.buf, prog, kv)
 
 
 # -- cycles ------------------------------------------------------------------------------------
@@ -362,15 +341,21 @@ VOP_COST = {
 
 
 def token_cycles(
-    program: list[Instr], params: TokenParams, context: int, linear_cycles, bytes_per_cycle: float = 16.0
+    program: list[Instr], params: TokenParams, context: int, bytes_per_cycle: float = 16.0
 ) -> dict[str, float]:
     """Cycles of one token at ``context`` (its position + 1) by the RTL's opcode classes,
     counted over ``program``; the memory delivers ``bytes_per_cycle`` (at most a 16-byte
-    word a cycle, the simulation's); ``linear_cycles(instr)`` gives the engine's cycles for a
-    LINEAR (its cycle model at that bandwidth). The classes are the core's CYC_* counters;
-    ``overhead`` is fetch and dispatch."""
-    a, hd = params.arch, params.arch.head_dim
+    word a cycle, the simulation's). A LINEAR's engine run is the engine's cycle model: its
+    issue cycles or its region's words at that bandwidth, plus the pipeline fill. The
+    classes are the core's CYC_* counters; ``overhead`` is fetch and dispatch."""
+    a, hd, ep = params.arch, params.arch.head_dim, params.engine
     slow = 16 / min(16.0, bytes_per_cycle)  # cycles per decoder word
+    word_cycles = ep.data_width / 8 / min(bytes_per_cycle, ep.data_width / 8)  # per engine word
+
+    def engine_run(ins: Instr) -> float:
+        run = ep.run(ins.outer, ins.b[0] * ep.lanes, 1, ins.b[1] * ep.planes)
+        return max(run.issue_cycles, ins.imm * word_cycles) + FILL
+
     kv_words = hd // 16
     out = dict.fromkeys(("vop", "load", "linear", "kv", "attn", "lmhead"), 0.0)
     out["overhead"] = INSTR_OVERHEAD * len(program)
@@ -384,7 +369,7 @@ def token_cycles(
             out["load"] += params.row_beats * 33 + 10
         elif ins.op == Op.LINEAR:
             d_pad = ins.b[0] * params.engine.lanes
-            out["linear"] += 24 + 2 * d_pad + d_pad // params.engine.lanes + linear_cycles(ins)
+            out["linear"] += 24 + 2 * d_pad + d_pad // ep.lanes + engine_run(ins)
         elif ins.op == Op.KVSTORE:
             out["kv"] += 33 * kv_words + 4 + (5 if ins.flag and context > 1 else 0)
         elif ins.op == Op.ATTN:

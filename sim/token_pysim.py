@@ -48,7 +48,6 @@ def run_tokens_pysim(
     start_pos: int = 0,
     stall: float = 0.0,
     seed: int = 0,
-    max_cycles: int = 10_000_000,
 ) -> tuple[list[TokenResult], bytearray]:
     """Load ``image`` and run ``tokens`` one after another from ``start_pos``. ``stall``: the
     share of cycles the memory holds its ready/valid low (random, seeded). Returns the

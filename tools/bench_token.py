@@ -18,7 +18,6 @@ import numpy as np
 
 from ptqtp.formats.decoder_weights import decoder_weights
 from ptqtp.golden_decoder import GoldenDecoder
-from ptqtp.hdl.engine_model import FILL
 from ptqtp.hdl.token_program import token_cycles
 from ptqtp.workflows.report import markdown_table
 from ptqtp.workflows.token import RtlDecoder, token_params
@@ -43,11 +42,6 @@ def main(argv=None) -> int:
     prefill = time.perf_counter() - t0
     rtl.core.continue_from(golden.cache, args.context - 1)
     rtl.length = args.context - 1
-    ep = p.engine
-
-    def linear(ins) -> float:
-        run = ep.run(ins.outer, ins.b[0] * ep.lanes, 1, ins.b[1] * ep.planes)
-        return max(run.issue_cycles, ins.imm) + FILL
 
     rows, records = [], []
     for k in range(args.tokens):
@@ -58,7 +52,7 @@ def main(argv=None) -> int:
         li, _ = golden.step([t])
         want = (int(np.argmax(li[-1])), int(li[-1].max()))
         c = rtl.cycles[-1]
-        model = token_cycles(rtl.image.program, p, args.context + k, linear)
+        model = token_cycles(rtl.image.program, p, args.context + k)
         rec = {
             "context": args.context + k,
             "bit_exact": list(got) == list(want),

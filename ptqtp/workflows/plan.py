@@ -265,8 +265,8 @@ def token_core_plan(
     the board's sustained bytes per cycle. {cycles, parts, tokens_per_s, tokens_per_s_per_gbs}."""
     from types import SimpleNamespace
 
+    from ptqtp.formats.decoder_weights import BLOCK_LINEARS
     from ptqtp.golden_decoder import DecoderWeights
-    from ptqtp.hdl.engine_model import FILL
     from ptqtp.hdl.token_program import compile_token, token_cycles
 
     from .token import token_params
@@ -274,15 +274,6 @@ def token_core_plan(
     params = token_params(arch, capacity=max(context, 1), packing=packing, group_size=group_size)
     ep = params.engine
     by_name = {layer.name: layer for layer in layers}
-    keys = {
-        "q": "self_attn.q_proj",
-        "k": "self_attn.k_proj",
-        "v": "self_attn.v_proj",
-        "o": "self_attn.o_proj",
-        "gate": "mlp.gate_proj",
-        "up": "mlp.up_proj",
-        "down": "mlp.down_proj",
-    }
 
     def shape(name: str):
         layer = by_name.get(name)
@@ -301,7 +292,7 @@ def token_core_plan(
     norm = SimpleNamespace(F=0, w_q=None)
     blocks = [
         SimpleNamespace(
-            linears={k: shape(f"model.layers.{i}.{v}") for k, v in keys.items()},
+            linears={k: shape(f"model.layers.{i}.{v}") for k, v in BLOCK_LINEARS.items()},
             biases={},
             q_norm=None,
             attn_norm=norm,
@@ -312,13 +303,7 @@ def token_core_plan(
     table = SimpleNamespace(F=0)
     weights = DecoderWeights(arch, table, blocks, norm, table)  # type: ignore[arg-type]
     image = compile_token(weights, params, dry=True)
-    bpc = min(board.bytes_per_cycle, ep.data_width / 8)
-
-    def linear(ins) -> float:
-        run = ep.run(ins.outer, ins.b[0] * ep.lanes, 1, ins.b[1] * ep.planes)
-        return max(run.issue_cycles, ins.imm * ep.data_width / 8 / bpc) + FILL
-
-    parts = token_cycles(image.program, params, context, linear, bpc)
+    parts = token_cycles(image.program, params, context, min(board.bytes_per_cycle, ep.data_width / 8))
     tps = board.fmax_mhz * 1e6 / parts["total"]
     per_gbs = tps / board.bandwidth_gbs
     return {"cycles": parts["total"], "parts": parts, "tokens_per_s": tps, "tokens_per_s_per_gbs": per_gbs}

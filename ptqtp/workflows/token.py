@@ -4,12 +4,10 @@ tokens run in Verilator."""
 
 from __future__ import annotations
 
-import json
 import time
 
 import numpy as np
 
-from ptqtp.formats.artifact import load_artifact
 from ptqtp.golden_decoder import DecoderArch, DecoderFormat, DecoderWeights
 from ptqtp.hdl.engine_model import EngineParams
 from ptqtp.hdl.token_core import TokenParams
@@ -17,7 +15,6 @@ from ptqtp.hdl.token_program import compile_token, program_length, scratch_map
 
 __all__ = [
     "token_params",
-    "artifact_arch",
     "RtlDecoder",
     "generate_rtl",
     "continue_on_rtl",
@@ -74,14 +71,6 @@ def token_params(
 
 def smollm2_token_params(capacity: int = 512, packing: str = "2bit") -> TokenParams:
     return token_params(DecoderArch.from_hf(SMOLLM2_CONFIG), capacity, packing)
-
-
-def artifact_arch(path) -> DecoderArch:
-    art = load_artifact(path)
-    raw = art.metadata.get("ptqtp.hf_config")
-    if raw is None:
-        raise ValueError(f"{path}: no ptqtp.hf_config in the header; the decoder needs the model's config")
-    return DecoderArch.from_hf(json.loads(raw))
 
 
 class RtlDecoder:
