@@ -135,6 +135,20 @@ struct Harness {
     }
 };
 
+// Clock until `done()` (sampled on the settled design before an edge) holds, that edge
+// included; false after `limit` cycles in all (`n` counts across calls).
+template <typename F>
+bool clock_until(Harness *h, F done, uint64_t &n, uint64_t limit) {
+    for (;;) {
+        h->top.clk = 0;
+        h->top.eval();
+        bool ok = done();
+        h->step();
+        if (ok) return true;
+        if (++n > limit) return false;
+    }
+}
+
 }  // namespace
 
 extern "C" {
@@ -180,25 +194,11 @@ int tk_write(void *p, uint32_t reg, uint32_t value, uint64_t limit) {
     t.s_axil___05Fwvalid = 1;
     t.s_axil___05Fbready = 0;
     uint64_t n = 0;
-    for (;;) {
-        t.clk = 0;
-        t.eval();
-        bool taken = t.s_axil___05Fawready;
-        h->step();
-        if (taken) break;
-        if (++n > limit) return -1;
-    }
+    if (!clock_until(h, [&] { return bool(t.s_axil___05Fawready); }, n, limit)) return -1;
     t.s_axil___05Fawvalid = 0;
     t.s_axil___05Fwvalid = 0;
     t.s_axil___05Fbready = 1;
-    for (;;) {
-        t.clk = 0;
-        t.eval();
-        bool got = t.s_axil___05Fbvalid;
-        h->step();
-        if (got) break;
-        if (++n > limit) return -1;
-    }
+    if (!clock_until(h, [&] { return bool(t.s_axil___05Fbvalid); }, n, limit)) return -1;
     t.s_axil___05Fbready = 0;
     return 0;
 }
@@ -210,28 +210,14 @@ int tk_read(void *p, uint32_t reg, uint32_t *value, uint64_t limit) {
     t.s_axil___05Farvalid = 1;
     t.s_axil___05Frready = 0;
     uint64_t n = 0;
-    for (;;) {
-        t.clk = 0;
-        t.eval();
-        bool taken = t.s_axil___05Farready;
-        h->step();
-        if (taken) break;
-        if (++n > limit) return -1;
-    }
+    if (!clock_until(h, [&] { return bool(t.s_axil___05Farready); }, n, limit)) return -1;
     t.s_axil___05Farvalid = 0;
     t.s_axil___05Frready = 1;
-    for (;;) {
-        t.clk = 0;
-        t.eval();
-        bool got = t.s_axil___05Frvalid;
-        uint32_t v = t.s_axil___05Frdata;
-        h->step();
-        if (got) {
-            *value = v;
-            break;
-        }
-        if (++n > limit) return -1;
-    }
+    auto got = [&] {
+        *value = t.s_axil___05Frdata;
+        return bool(t.s_axil___05Frvalid);
+    };
+    if (!clock_until(h, got, n, limit)) return -1;
     t.s_axil___05Frready = 0;
     return 0;
 }
