@@ -54,28 +54,23 @@ def _capture_inputs(model, layer_name: str, ids: torch.Tensor) -> np.ndarray:
     return seen[0].reshape(-1, seen[0].shape[-1]).double().numpy()
 
 
-def _whole_tokens(artifact: Path, torch_model, tok, n: int) -> dict:
+def _whole_tokens(weights, prompt: list[int], torch_model, tok, n: int) -> dict:
     """Greedy tokens on the golden integer decoder and on the float model with the same planes."""
-    from ptqtp.formats.decoder_weights import decoder_weights
     from ptqtp.golden_decoder import GoldenDecoder
     from ptqtp.workflows.generate import generate_int, generate_torch
 
-    prompt = tok(PROMPT).input_ids
-    dec = GoldenDecoder(decoder_weights(artifact), capacity=len(prompt) + n)
+    dec = GoldenDecoder(weights, capacity=len(prompt) + n)
     a = generate_int(dec, prompt, n)["ids"]
     b = generate_torch(torch_model, prompt, n)["ids"]
     agree = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
     return {"tokens": len(a), "text": tok.decode(a), "agree_with_float_model": f"{agree}/{len(a)}", "ids": a}
 
 
-def _rtl_tokens(artifact: Path, tok, n: int, golden_ids: list[int]) -> dict:
-    """The last ``n`` steps of the golden tokens again, on the token core's RTL in Verilator."""
-    from ptqtp.formats.decoder_weights import decoder_weights
+def _rtl_tokens(weights, prompt: list[int], tok, n: int, golden_ids: list[int]) -> dict:
+    """The first ``n`` golden tokens again, on the token core's RTL in Verilator."""
     from ptqtp.golden_decoder import GoldenDecoder
     from ptqtp.workflows.token import RtlDecoder, continue_on_rtl, token_params
 
-    weights = decoder_weights(artifact)
-    prompt = tok(PROMPT).input_ids
     params = token_params(weights.arch, capacity=RTL_CAPACITY)
     rtl = RtlDecoder(weights, params)
     r = continue_on_rtl(rtl, GoldenDecoder(weights, capacity=RTL_CAPACITY), prompt, n)
@@ -211,13 +206,16 @@ def run_pipeline(
         sim_cycles_per_s=round(cycles["total"] * engine_ids.shape[1] / (time.perf_counter() - t0)),
     )
 
+    from ptqtp.formats.decoder_weights import decoder_weights
+
     t0 = time.perf_counter()
-    gen = _whole_tokens(artifact, torch_model, tok, decoder_tokens)
+    weights, prompt = decoder_weights(artifact), tok(PROMPT).input_ids  # both decoders' (read once)
+    gen = _whole_tokens(weights, prompt, torch_model, tok, decoder_tokens)
     golden_ids = gen.pop("ids")
     _step(log, "whole tokens on the golden integer decoder (every op in integers) vs the float model", t0, **gen)
 
     t0 = time.perf_counter()
-    rtl = _rtl_tokens(artifact, tok, rtl_tokens, golden_ids) if rtl_tokens else {}
+    rtl = _rtl_tokens(weights, prompt, tok, rtl_tokens, golden_ids) if rtl_tokens else {}
     if rtl:
         _step(
             log,
