@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -201,7 +202,7 @@ def synth_report(
                 )
             result["generic_cells"] = sum(_stat_cells(work / "generic_stat.json", top).values())
         if fmax:
-            by_seed, errors = {}, {}
+            by_seed, errors, paths = {}, {}, {}
             for sd in seeds or [seed]:
                 with step(f"nextpnr-ecp5 place and route (seed {sd})", progress):
                     proc = _run(
@@ -228,7 +229,9 @@ def synth_report(
                     )
                 clocks = {}
                 if proc.returncode == 0 and (work / "report.json").exists():
-                    clocks = json.loads((work / "report.json").read_text()).get("fmax", {})
+                    report = json.loads((work / "report.json").read_text())
+                    clocks = report.get("fmax", {})
+                    paths[sd] = critical_path(report)
                     (work / "report.json").unlink()
                 by_seed[sd] = min(float(c["achieved"]) for c in clocks.values()) if clocks else None
                 if not clocks:
@@ -236,11 +239,38 @@ def synth_report(
             got = sorted(f for f in by_seed.values() if f is not None)
             result["fmax_mhz"] = got[len(got) // 2] if got else None
             result["fmax_by_seed"] = by_seed
+            result["critical_path_by_seed"] = paths
             if errors:
                 result["fmax_errors"] = errors
                 if not got:
                     result["fmax_error"] = next(iter(errors.values()))
     return result
+
+
+_SUFFIX = re.compile(r"_(?:LUT4|CCU2C|PFUMX|L6MUX21|TRELLIS|DIA|DIB|DOA|DOB|MULT18|ALU54)")
+
+
+def _stage(cell: str) -> str:
+    """The design name a nextpnr cell was made from: the text before the suffixes that LUT
+    mapping, carry chains and packing append."""
+    return _SUFFIX.split(cell.lstrip("\\"), maxsplit=1)[0]
+
+
+def critical_path(report: dict) -> list[dict]:
+    """The worst path of nextpnr's ``--report`` JSON, one row per stretch through the same
+    design name: ``{"through": name, "ns": delay so far}`` (the last row's ns is the path's
+    delay). Empty when the report has no path."""
+    paths = report.get("critical_paths") or []
+    rows: list[dict] = []
+    total = 0.0
+    for seg in paths[0].get("path", []) if paths else []:
+        total += float(seg.get("delay", 0.0))
+        name = _stage(seg.get("to", {}).get("cell", "?"))
+        if rows and rows[-1]["through"] == name:
+            rows[-1]["ns"] = round(total, 2)
+        else:
+            rows.append({"through": name, "ns": round(total, 2)})
+    return rows
 
 
 def _tool_versions() -> str:

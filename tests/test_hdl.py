@@ -185,3 +185,29 @@ def test_a_tool_past_its_time_limit_is_a_clear_error(tmp_path):
 
     with pytest.raises(RuntimeError, match="sleeper did not finish within 1 s"):
         _run(["sleep", "5"], tmp_path, 1, "sleeper")
+
+
+def test_critical_path_groups_the_path_by_design_name():
+    """nextpnr's worst path, one row per stretch through a design name, with the delay so
+    far; the last row's delay is the whole path's."""
+    from ptqtp.hdl.synth import critical_path
+
+    def seg(cell, delay):
+        return {"to": {"cell": cell}, "delay": delay}
+
+    path = [
+        seg("u.fsm_state_TRELLIS_FF_Q_2", 0.5),
+        seg("u.done_LUT4_B_D", 0.25),
+        seg("u.done_LUT4_C_1", 0.25),
+        seg("\\$signal$3_LUT4_A_CCU2C_S0", 1.0),
+        seg("\\$signal$3_LUT4_A_CCU2C_S1", 2.0),
+        seg("mem.0.0_DIA3_TRELLIS_FF_Q", 0.5),
+    ]
+    rows = critical_path({"critical_paths": [{"path": path}, {"path": [seg("other", 9.0)]}]})
+    assert rows == [
+        {"through": "u.fsm_state", "ns": 0.5},
+        {"through": "u.done", "ns": 1.0},
+        {"through": "$signal$3", "ns": 4.0},
+        {"through": "mem.0.0", "ns": 4.5},
+    ]
+    assert critical_path({}) == [] and critical_path({"critical_paths": []}) == []

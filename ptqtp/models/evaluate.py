@@ -13,6 +13,7 @@ from tqdm import tqdm
 from ptqtp.methods import MethodConfig, PTQTPConfig, get_method, quantize, resolve_config
 
 from .calibrate import calibrated_quantize
+from .data import SELF_CALIB_TEXT, self_generated_ids
 from .hf import QuantReport, is_conv1d, quantizable_linears, quantize_model, weight_of
 
 __all__ = ["perplexity", "fake_quantize_model", "compare_methods"]
@@ -70,6 +71,7 @@ def compare_methods(
     mixed: dict | None = None,
     overrides: dict | None = None,
     online: bool = False,
+    self_calibrate: bool = False,
 ) -> list[dict]:
     """One row per method: perplexity, bits/weight, quantization time, mean layer error.
     ``config`` sets the group size of every method (its own parameters where it is that
@@ -81,7 +83,10 @@ def compare_methods(
     ``METHOD@B``) with a plane count per layer; the row's bits are the allocation's and its
     time includes the measurement. ``overrides``: config fields set on every method whose config has them
     (e.g. ``{"block_refit": True}``). ``online``: an online Hadamard rotation of every
-    down_proj's input (``ptqtp.models.rotate.online_hadamard``)."""
+    down_proj's input (``ptqtp.models.rotate.online_hadamard``). ``self_calibrate``: the
+    calibrated methods and the sensitivities use the FP model's own samples
+    (``ptqtp.models.data.self_generated_ids``, drawn once, timed into each such row) instead
+    of the BBC calibration split: no calibration data."""
     config = config or PTQTPConfig()
     rotated = copy.deepcopy(model)
     if rotate is not None:
@@ -92,6 +97,13 @@ def compare_methods(
         from .rotate import online_hadamard
 
         online_hadamard(rotated)
+    own_ids, own_s = None, 0.0
+    if self_calibrate:
+        t0 = time.perf_counter()
+        own_ids = self_generated_ids(rotated, tokenizer)
+        own_s = time.perf_counter() - t0
+        if progress:
+            print(f"[eval] self-generated calibration: {tuple(own_ids.shape)} tokens in {own_s:.1f} s", flush=True)
     budgets = mixed.get("bits_per_weight") if mixed else None
     budgets = [budgets] if isinstance(budgets, (int, float)) else budgets
     rows = []
@@ -133,14 +145,18 @@ def compare_methods(
                 mixed.get("choices", PLANE_CHOICES),
                 mixed.get("fisher", True),
                 progress=progress,
+                ids=own_ids,
+                source=SELF_CALIB_TEXT if self_calibrate else None,
             )
-            measured = time.perf_counter() - t0
+            measured = time.perf_counter() - t0 + own_s
             runs = [(f"{method}@{b:g}", sens.allocate(b, mixed.get("packing", "base3"))[0], measured) for b in budgets]
         for name, alloc, extra_s in runs:
             m = copy.deepcopy(rotated)
             planes = None if alloc is None else alloc.planes
             if spec.calibrated:
-                rep, _ = calibrated_quantize(m, tokenizer, cfg, progress=progress, planes=planes)
+                own = False if own_ids is None else own_ids
+                rep, _ = calibrated_quantize(m, tokenizer, cfg, progress=progress, planes=planes, self_generated=own)
+                extra_s += own_s if alloc is None else 0.0  # the sampling, once per row
             elif spec.packable:
                 rep = quantize_model(m, cfg, progress=progress, planes=planes)
             else:

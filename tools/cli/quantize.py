@@ -13,12 +13,14 @@ from ptqtp.formats.packing import PACKINGS
 from ptqtp.methods import METHODS, REGISTRY, get_method
 from ptqtp.models.calibrate import calibrated_quantize
 from ptqtp.models.data import (
+    SELF_CALIB_TEXT,
     bbc_text,
     default_model,
     load_model_folder,
     load_tokenizer,
     python_docs_text,
     read_text_file,
+    self_generated_ids,
 )
 from ptqtp.models.evaluate import compare_methods, perplexity
 from ptqtp.models.hf import load_quantized, quantize_model, save_quantized
@@ -37,6 +39,10 @@ from ._common import (
 
 _PACKABLE = tuple(m.name for m in REGISTRY.values() if m.packable)
 _CALIBRATED = tuple(m.name for m in REGISTRY.values() if m.calibrated)
+_CALIB_SELF_HELP = (
+    "calibrate on the FP model's own samples (16 x 512 tokens, temperature 1 from the BOS token, seed 0) "
+    "instead of a text: no calibration data; the calibrated methods and --bits-per-weight's sensitivity use them"
+)
 
 
 def _calibration_default(key: str) -> str:
@@ -97,6 +103,11 @@ def register(sub) -> None:
         default=None,
         help="calibration text for the calibrated methods: plain text, or JSONL with a 'text' field "
         "(default: the BBC calibration split)",
+    )
+    q.add_argument(
+        "--calib-self",
+        action="store_true",
+        help=_CALIB_SELF_HELP,
     )
     q.add_argument(
         "--include",
@@ -160,6 +171,11 @@ def register(sub) -> None:
         "the float model is unchanged)",
     )
     _mixed_args(ev, many=True)
+    ev.add_argument(
+        "--calib-self",
+        action="store_true",
+        help=_CALIB_SELF_HELP,
+    )
     ev.add_argument(
         "--online-hadamard",
         action="store_true",
@@ -258,8 +274,9 @@ def plane_choices(text: str) -> tuple[int, ...]:
     return ks
 
 
-def mixed_allocation(args, model, tok, config, packing: str):
-    """(planes per layer, header entries) of --bits-per-weight, or (None, {}) without it."""
+def mixed_allocation(args, model, tok, config, packing: str, ids=None):
+    """(planes per layer, header entries) of --bits-per-weight, or (None, {}) without it;
+    ``ids``: self-generated calibration tokens to measure on instead of the BBC split."""
     if args.bits_per_weight is None:
         return None, {}
     from ptqtp.models.allocate import mixed_planes
@@ -272,6 +289,8 @@ def mixed_allocation(args, model, tok, config, packing: str):
         packing,
         plane_choices(args.plane_choices),
         fisher=args.sensitivity == "fisher",
+        ids=ids,
+        source=None if ids is None else SELF_CALIB_TEXT,
     )
     counts = {k: sum(1 for v in alloc.planes.values() if v == k) for k in sorted(set(alloc.planes.values()))}
     print(
@@ -289,6 +308,13 @@ def cmd_quantize(args) -> int:
     config = method_config(args, method.name)  # the config really used, as recorded
     if args.calib_file is not None and not method.calibrated:
         raise ValueError(f"--calib-file is for the calibrated methods ({', '.join(_CALIBRATED)}), not {method.name}")
+    if args.calib_self and args.calib_file is not None:
+        raise ValueError("give --calib-file or --calib-self, not both")
+    if args.calib_self and not (method.calibrated or args.bits_per_weight is not None):
+        raise ValueError(
+            f"--calib-self samples calibration text for the calibrated methods ({', '.join(_CALIBRATED)}) and "
+            f"--bits-per-weight's sensitivity; {method.name} with neither reads no calibration text"
+        )
     # -o NAME.safetensors: one artifact file; any other -o: a transformers model folder
     to_folder = args.output.suffix.lower() != ".safetensors"
     target = args.output / "model.safetensors" if to_folder else args.output
@@ -328,7 +354,12 @@ def cmd_quantize(args) -> int:
 
             rotate_residual(model, args.rotate)
             rotation = {"ptqtp.rotation": json.dumps({"rotation": str(args.rotate), "norms_folded": True})}
-        planes, meta = mixed_allocation(args, model, tok, config, args.packing)
+        own = None
+        if args.calib_self:  # sampled once, before any layer changes; the sensitivity and the fit share it
+            spec = REGISTRY[method.name].calibration or {"segments": 16, "length": 512}
+            segments, length = args.calib_segments or spec["segments"], args.calib_length or spec["length"]
+            own = self_generated_ids(model, tok, segments, length)
+        planes, meta = mixed_allocation(args, model, tok, config, args.packing, own)
         meta.update(rotation)
         if method.calibrated:
             text = None if args.calib_file is None else read_text_file(args.calib_file)
@@ -341,6 +372,7 @@ def cmd_quantize(args) -> int:
                 text=text,
                 text_name=None if args.calib_file is None else args.calib_file.name,
                 planes=planes,
+                self_generated=False if own is None else own,
             )
             meta.update(calib)
         else:
@@ -481,6 +513,7 @@ def cmd_eval(args) -> int:
             mixed=mixed,
             overrides=method_overrides(args),
             online=args.online_hadamard,
+            self_calibrate=args.calib_self,
         )
         print(
             f"SmolLM2-135M-Instruct (FP = the dequantized Q4_1 GGUF, float32), text {label}, "
@@ -488,6 +521,7 @@ def cmd_eval(args) -> int:
             + (f", residual stream rotated ({args.rotate})" if args.rotate is not None else "")
             + (", block refit" if args.block_refit else "")
             + (", online Hadamard before every down_proj" if args.online_hadamard else "")
+            + (", calibrated on the FP model's own samples (no calibration data)" if args.calib_self else "")
             + (
                 f", trit-plane methods mixed to {','.join(f'{b:g}' for b in args.bits_per_weight)} bits/weight "
                 f"({args.packing}, {args.sensitivity})"

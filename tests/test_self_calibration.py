@@ -1,0 +1,92 @@
+"""Calibration without data: the float model's own samples (``self_generated_ids``)."""
+
+import json
+
+import pytest
+import torch
+import transformers as tf
+from test_model import SMALL
+
+from ptqtp.models.data import SELF_CALIB_TEXT, self_generated_ids
+
+
+class _Tok:
+    bos_token_id = 1
+    eos_token_id = 2
+
+
+def llama(seed=0):
+    torch.manual_seed(seed)
+    return tf.LlamaForCausalLM(tf.LlamaConfig(**SMALL)).eval()
+
+
+def test_samples_are_the_models_own_draws():
+    """Replaying the seeded draws on full forwards (no KV cache) gives the same tokens: each
+    token is a draw from the model's distribution given the tokens before it."""
+    model = llama()
+    ids = self_generated_ids(model, _Tok(), segments=3, length=12, seed=5)
+    assert ids.shape == (3, 12) and (ids[:, 0] == _Tok.bos_token_id).all()
+    assert ids.min() >= 0 and ids.max() < SMALL["vocab_size"]
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        logits = model(ids).logits.double()
+    for t in range(11):
+        again = torch.multinomial(torch.softmax(logits[:, t], -1), 1, generator=g)[:, 0]
+        assert torch.equal(again, ids[:, t + 1]), t
+    assert torch.equal(ids, self_generated_ids(model, _Tok(), 3, 12, seed=5))
+    assert not torch.equal(ids, self_generated_ids(model, _Tok(), 3, 12, seed=6))
+
+
+def test_bad_sizes_and_a_tokenizer_without_bos_are_refused():
+    model = llama()
+    with pytest.raises(ValueError, match="segments >= 1 and length >= 2"):
+        self_generated_ids(model, _Tok(), 0, 8)
+
+    class NoBos:
+        bos_token_id = eos_token_id = None
+
+    with pytest.raises(ValueError, match="BOS"):
+        self_generated_ids(model, NoBos(), 1, 8)
+
+
+def test_self_calibrated_quantization_records_its_source_and_uses_the_samples():
+    """``calibrated_quantize(self_generated=True)`` is ``calibrate_model`` on the samples the
+    float model draws, and says so in the artifact's calibration record."""
+    from ptqtp.methods import get_method
+    from ptqtp.models.calibrate import calibrate_model, calibrated_quantize
+
+    config = get_method("ptqtp-gptq").config(32)
+    a, b = llama(), llama()
+    ids = self_generated_ids(a, _Tok(), 2, 16)
+    report, meta = calibrated_quantize(a, _Tok(), config, segments=2, length=16, self_generated=True, progress=False)
+    record = json.loads(meta["ptqtp.calibration"])
+    assert record["text"] == SELF_CALIB_TEXT and (record["segments"], record["length"]) == (2, 16)
+    direct = calibrate_model(b, ids, config, progress=False)
+    for name, r in report.layers.items():
+        assert torch.equal(r.codes, direct.layers[name].codes), name
+    with pytest.raises(ValueError, match="not both"):
+        calibrated_quantize(llama(), _Tok(), config, 2, 16, text="x" * 100, self_generated=True, progress=False)
+
+
+@pytest.mark.model  # the shipped tokenizer
+def test_cli_calibrates_on_its_own_samples(tmp_path, capsys):
+    from ptqtp import load_artifact
+    from ptqtp.models.data import default_tokenizer
+    from ptqtp.tools.cli import main
+
+    torch.manual_seed(0)
+    model = tf.LlamaForCausalLM(tf.LlamaConfig(**(SMALL | {"vocab_size": 49152}))).eval()
+    model.save_pretrained(tmp_path / "hf")
+    default_tokenizer().save_pretrained(tmp_path / "hf")
+    out = tmp_path / "self.safetensors"
+    argv = ["quantize", str(tmp_path / "hf"), "-o", str(out), "--group-size", "32"]
+    own = ["--calib-self", "--calib-segments", "2", "--calib-length", "16"]
+    assert main(argv + ["--method", "ptqtp-gptq", "--bits-per-weight", "4", "--packing", "base3", *own]) == 0
+    meta = load_artifact(out).metadata
+    for entry in (json.loads(meta["ptqtp.calibration"]), json.loads(meta["ptqtp.allocation"])["calibration"]):
+        assert entry["text"] == SELF_CALIB_TEXT and (entry["segments"], entry["length"]) == (2, 16)
+    capsys.readouterr()
+    assert main(argv + ["--method", "ptqtp-gptq", "--calib-file", str(tmp_path / "x.txt"), *own]) != 0
+    assert "--calib-file or --calib-self, not both" in capsys.readouterr().err
+    assert main(argv + ["--method", "ptqtp", *own]) != 0
+    assert "ptqtp with neither reads no calibration text" in capsys.readouterr().err
