@@ -1,6 +1,7 @@
 """Calibration without data: the float model's own samples (``self_generated_ids``)."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -90,3 +91,49 @@ def test_cli_calibrates_on_its_own_samples(tmp_path, capsys):
     assert "--calib-file or --calib-self, not both" in capsys.readouterr().err
     assert main(argv + ["--method", "ptqtp", *own]) != 0
     assert "ptqtp with neither reads no calibration text" in capsys.readouterr().err
+
+
+@pytest.mark.model  # the shipped tokenizer
+def test_eval_draws_the_samples_once_and_calibrates_every_row_on_them(monkeypatch):
+    """``compare_methods(self_calibrate=True)``: one draw, from the model before any method
+    runs, handed to each calibrated method and to the sensitivity (budget rows)."""
+    import ptqtp.models.allocate as al
+    import ptqtp.models.evaluate as ev
+    from ptqtp.models.data import default_tokenizer
+
+    torch.manual_seed(0)
+    model = tf.LlamaForCausalLM(tf.LlamaConfig(**(SMALL | {"vocab_size": 49152}))).eval()
+    draws, fits, measured = [], [], []
+    real_draw, real_fit, real_measure = ev.self_generated_ids, ev.calibrated_quantize, al.Sensitivity.measure
+
+    def draw(m, tok):
+        draws.append(m)
+        return real_draw(m, tok, 2, 16)
+
+    def fit(*a, **kw):
+        fits.append(kw["self_generated"])
+        return real_fit(*a, **kw)
+
+    def measure(*a, **kw):
+        measured.append((kw["ids"], kw["source"]))
+        return real_measure(*a, **kw)
+
+    monkeypatch.setattr(ev, "self_generated_ids", draw)
+    monkeypatch.setattr(ev, "calibrated_quantize", fit)
+    monkeypatch.setattr(al.Sensitivity, "measure", measure)
+    rows = ev.compare_methods(
+        model,
+        default_tokenizer(),
+        "The quick brown fox jumps over the lazy dog. " * 40,
+        ("ptqtp-gptq",),
+        ev.PTQTPConfig(group_size=32),
+        context=64,
+        max_tokens=128,
+        progress=False,
+        mixed={"bits_per_weight": [4.0], "packing": "base3"},
+        self_calibrate=True,
+    )
+    assert len(draws) == 1 and draws[0] is not model  # the (rotated) copy, before any layer changed
+    assert len(fits) == 1 and fits[0].shape == (2, 16)
+    assert measured[0][0] is fits[0] and measured[0][1] == SELF_CALIB_TEXT
+    assert rows[0]["method"] == "ptqtp-gptq@4" and math.isfinite(rows[0]["perplexity"])
