@@ -70,6 +70,8 @@ def calibrated_quantize(
         raise ValueError(f"calibrated methods are {calibrated}, not {spec.name!r}")
     segments = segments or spec.calibration["segments"]
     length = length or spec.calibration["length"]
+    if text is not None and self_generated is not False:
+        raise ValueError("give a calibration text or self-generated calibration, not both")
     if isinstance(self_generated, torch.Tensor):
         ids = self_generated
         segments, length = ids.shape
@@ -77,8 +79,6 @@ def calibrated_quantize(
         ids = self_generated_ids(model, tokenizer, segments, length, seed)
     else:
         ids = calibration_ids(tokenizer, segments, length, seed, text)
-    if text is not None and self_generated is not False:
-        raise ValueError("give a calibration text or self-generated calibration, not both")
     report = calibrate_model(model, ids, config, progress=progress, planes=planes)
     source = SELF_CALIB_TEXT if self_generated is not False else None
     record = {
