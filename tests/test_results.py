@@ -55,3 +55,20 @@ def test_pytest_durations_are_kept(tmp_path):
     e = results.record("t", [sys.executable, "-c", f"print({out!r})"], "tests", tmp_path)
     assert e["durations"] == ["3.00s call t.py::a", "1.00s call t.py::b"]
     assert "3.00s call t.py::a" in results.render(tmp_path)
+
+
+def test_a_synthesis_record_lists_its_worst_path(tmp_path):
+    path = [{"through": "u.fsm", "ns": 0.5}, {"through": "mem.0", "ns": 9.25}]
+    entry = {
+        "name": "h",
+        "title": "synth",
+        "command": "python -m ptqtp.tools.bench_token_hdl --small",
+        "date": "2026-12-08",
+        "wall_s": 1.0,
+        "exit_code": 0,
+        "tail": [],
+        "record": {"unit": "core", "LUT": 10, "fmax_by_seed": {"1": 108.1}, "critical_path_by_seed": {"1": path}},
+        "machine": {"cores": 2, "cpu": "c", "memory_gib": 24, "python": "3.11"},
+    }
+    (tmp_path / "h.json").write_text(json.dumps(entry))
+    assert "- seed 1: u.fsm 0.5 ns -> mem.0 9.25 ns" in results.render(tmp_path)

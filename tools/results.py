@@ -347,6 +347,13 @@ def render(folder: Path = RESULTS) -> str:
         ]
         body = _body(e.get("record"))
         parts += [body if body else "```\n" + "\n".join(e["tail"]) + "\n```", ""]
+        rec = e.get("record")
+        paths = rec.get("critical_path_by_seed") if isinstance(rec, dict) else None
+        if paths:
+            parts += ["Worst path per nextpnr seed (the design names it runs through, delay so far):", ""]
+            for sd, path in paths.items():
+                parts.append(f"- seed {sd}: " + " -> ".join(f"{q['through']} {q['ns']} ns" for q in path))
+            parts += [""]
         if e.get("durations"):
             parts += ["Slowest tests (`--durations`):", "", "```\n" + "\n".join(e["durations"]) + "\n```", ""]
     return "\n".join(parts)
