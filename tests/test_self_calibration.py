@@ -87,6 +87,12 @@ def test_cli_calibrates_on_its_own_samples(tmp_path, capsys):
     for entry in (json.loads(meta["ptqtp.calibration"]), json.loads(meta["ptqtp.allocation"])["calibration"]):
         assert entry["text"] == SELF_CALIB_TEXT and (entry["segments"], entry["length"]) == (2, 16)
     capsys.readouterr()
+    assert main(["inspect", str(out)]) == 0  # says how the artifact was made
+    said = capsys.readouterr().out
+    alloc = json.loads(meta["ptqtp.allocation"])
+    counts = {k: list(alloc["planes"].values()).count(k) for k in sorted(set(alloc["planes"].values()))}
+    assert f"calibration: {SELF_CALIB_TEXT} (2 x 16 tokens, seed 0)" in said
+    assert "layers per " + ", ".join(f"K={k}: {n}" for k, n in counts.items()) in said and "rotation" not in said
     assert main(argv + ["--method", "ptqtp-gptq", "--calib-file", str(tmp_path / "x.txt"), *own]) != 0
     assert "--calib-file or --calib-self, not both" in capsys.readouterr().err
     assert main(argv + ["--method", "ptqtp", *own]) != 0

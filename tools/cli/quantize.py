@@ -601,5 +601,30 @@ def cmd_inspect(args) -> int:
         f"{len(art.layers)} quantized layers, {len(art.tensors)} other tensors; format {art.metadata['ptqtp.format']}; "
         f"every check passed (format, records, tensors, trit codes, padding, hashes)"
     )
+    for line in _provenance(art.metadata):
+        print(line)
     write_json(args.json, records)
     return 0
+
+
+def _provenance(metadata: dict) -> list[str]:
+    """How the artifact was made, from its header records: calibration, rotation, allocation."""
+    lines = []
+    if "ptqtp.calibration" in metadata:
+        c = json.loads(metadata["ptqtp.calibration"])
+        size = f"{c.get('segments')} x {c.get('length')} tokens, seed {c.get('seed')}"
+        lines.append(f"calibration: {c.get('text')} ({size})")
+    if "ptqtp.rotation" in metadata:
+        r = json.loads(metadata["ptqtp.rotation"])
+        lines.append(f"rotation: {r.get('rotation')} (norms folded: {r.get('norms_folded')})")
+    if "ptqtp.allocation" in metadata:
+        a = json.loads(metadata["ptqtp.allocation"])
+        counts: dict[int, int] = {}
+        for k in a.get("planes", {}).values():
+            counts[k] = counts.get(k, 0) + 1
+        per_k = ", ".join(f"K={k}: {n}" for k, n in sorted(counts.items()))
+        lines.append(
+            f"allocation: {a.get('achieved_bits_per_weight', 0):.3f} of {a.get('bits_per_weight')} bits/weight "
+            f"({a.get('packing')}, {a.get('sensitivity')}); layers per {per_k}"
+        )
+    return lines
