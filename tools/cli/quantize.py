@@ -274,6 +274,12 @@ def plane_choices(text: str) -> tuple[int, ...]:
     return ks
 
 
+def _layers_per_k(planes: dict[str, int]) -> str:
+    """``K=1: 21, K=2: 133, ...``: how many layers an allocation gives each plane count."""
+    counts = {k: list(planes.values()).count(k) for k in sorted(set(planes.values()))}
+    return ", ".join(f"K={k}: {n}" for k, n in counts.items())
+
+
 def mixed_allocation(args, model, tok, config, packing: str, ids=None):
     """(planes per layer, header entries) of --bits-per-weight, or (None, {}) without it;
     ``ids``: self-generated calibration tokens to measure on instead of the BBC split."""
@@ -292,11 +298,10 @@ def mixed_allocation(args, model, tok, config, packing: str, ids=None):
         ids=ids,
         source=None if ids is None else SELF_CALIB_TEXT,
     )
-    counts = {k: sum(1 for v in alloc.planes.values() if v == k) for k in sorted(set(alloc.planes.values()))}
     print(
         f"mixed precision: {alloc.bits_per_weight:.3f} bits/weight ({packing}, unpadded; "
-        f"{8 * record['bytes_padded'] / alloc.weights:.3f} with G padding) of {args.bits_per_weight}; layers per K "
-        + ", ".join(f"K={k}: {c}" for k, c in counts.items())
+        f"{8 * record['bytes_padded'] / alloc.weights:.3f} with G padding) of {args.bits_per_weight}; layers per "
+        + _layers_per_k(alloc.planes)
     )
     return alloc.planes, {"ptqtp.allocation": json.dumps(record)}
 
@@ -356,9 +361,9 @@ def cmd_quantize(args) -> int:
             rotation = {"ptqtp.rotation": json.dumps({"rotation": str(args.rotate), "norms_folded": True})}
         own = None
         if args.calib_self:  # sampled once, before any layer changes; the sensitivity and the fit share it
-            spec = REGISTRY[method.name].calibration or {"segments": 16, "length": 512}
-            segments, length = args.calib_segments or spec["segments"], args.calib_length or spec["length"]
-            own = self_generated_ids(model, tok, segments, length)
+            sizes = dict(REGISTRY[method.name].calibration or {})  # else self_generated_ids' own default
+            sizes.update({k: v for k, v in (("segments", args.calib_segments), ("length", args.calib_length)) if v})
+            own = self_generated_ids(model, tok, **sizes)
         planes, meta = mixed_allocation(args, model, tok, config, args.packing, own)
         meta.update(rotation)
         if method.calibrated:
@@ -619,12 +624,8 @@ def _provenance(metadata: dict) -> list[str]:
         lines.append(f"rotation: {r.get('rotation')} (norms folded: {r.get('norms_folded')})")
     if "ptqtp.allocation" in metadata:
         a = json.loads(metadata["ptqtp.allocation"])
-        counts: dict[int, int] = {}
-        for k in a.get("planes", {}).values():
-            counts[k] = counts.get(k, 0) + 1
-        per_k = ", ".join(f"K={k}: {n}" for k, n in sorted(counts.items()))
         lines.append(
             f"allocation: {a.get('achieved_bits_per_weight', 0):.3f} of {a.get('bits_per_weight')} bits/weight "
-            f"({a.get('packing')}, {a.get('sensitivity')}); layers per {per_k}"
+            f"({a.get('packing')}, {a.get('sensitivity')}); layers per {_layers_per_k(a.get('planes', {}))}"
         )
     return lines
